@@ -1,0 +1,3 @@
+"""exmilter: Exchange receive-connector semantics for Postfix."""
+
+__version__ = "0.1.0"

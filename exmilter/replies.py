@@ -1,0 +1,105 @@
+"""Exchange 2016/2019 SMTP replies as values (spec §3).
+
+Every reply exmilter can give is a constant here; call sites pick one, they never build
+reply text. ``close`` marks replies after which Exchange drops the connection;
+``protocol_error`` marks replies that count toward MaxProtocolErrors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Reply:
+    code: int
+    enhanced: str
+    text: str
+    close: bool = False
+    protocol_error: bool = False
+
+    @property
+    def line(self) -> str:
+        """The reply exactly as it appears on the wire."""
+        return f"{self.code} {self.enhanced} {self.text}" if self.enhanced else f"{self.code} {self.text}"
+
+    @property
+    def accepted(self) -> bool:
+        return 200 <= self.code < 400
+
+    @property
+    def temporary(self) -> bool:
+        return 400 <= self.code < 500
+
+    def __str__(self) -> str:
+        return self.line
+
+
+# --- connection (§3.1) -------------------------------------------------------------
+NO_CONNECTOR = Reply(421, "4.3.2", "Service not available", close=True)
+TOO_MANY_CONNECTIONS = Reply(
+    421,
+    "4.3.2",
+    "The maximum number of concurrent server connections has exceeded a limit, closing transmission channel",
+    close=True,
+)
+TOO_MANY_CONNECTIONS_FROM_SOURCE = Reply(
+    421,
+    "4.3.2",
+    "The maximum number of concurrent connections has exceeded a limit, closing transmission channel",
+    close=True,
+)
+SERVICE_READY = Reply(220, "", "Microsoft ESMTP MAIL Service ready")
+
+# --- MAIL FROM (§3.4) -----------------------------------------------------------------
+INVALID_SENDER = Reply(501, "5.1.7", "Invalid address", protocol_error=True)
+SEND_HELLO_FIRST = Reply(503, "5.5.2", "Send hello first", protocol_error=True)
+# Exchange sends "451 5.7.3"; Postfix refuses mixed classes, so the class follows the code (§3.13).
+STARTTLS_REQUIRED = Reply(451, "4.7.3", "STARTTLS is required to send mail", close=True, protocol_error=True)
+MESSAGE_RATE_EXCEEDED = Reply(
+    421, "4.4.2", "Message submission rate for this client has exceeded the configured limit", close=True
+)
+ANONYMOUS_SUBMIT_DENIED = Reply(
+    530,
+    "5.7.57",
+    "SMTP; Client was not authenticated to send anonymous mail during MAIL FROM",
+    close=True,
+    protocol_error=True,
+)
+SUBMIT_DENIED = Reply(
+    550, "5.7.1", "Client does not have permissions to submit to this server", close=True, protocol_error=True
+)
+MESSAGE_SIZE_EXCEEDED_MAIL = Reply(
+    552, "5.3.4", "Message size exceeds fixed maximum message size", protocol_error=True
+)
+SENDER_OK = Reply(250, "2.1.0", "Sender OK")
+
+# --- RCPT TO (§3.5) -------------------------------------------------------------------
+NEED_MAIL = Reply(503, "5.5.2", "Need mail command", protocol_error=True)
+INVALID_RECIPIENT = Reply(501, "5.1.3", "Invalid address", protocol_error=True)
+TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients")
+RESERVED_TLD = Reply(501, "5.1.4", "Recipient address reserved by RFC 2606")
+RESERVED_SLD = Reply(501, "5.1.5", "Recipient address reserved by RFC 2606")
+SINGLE_LABEL_DOMAIN = Reply(501, "5.1.6", "Recipient addresses in single label domains not accepted")
+UNABLE_TO_RELAY = Reply(550, "5.7.54", "SMTP; Unable to relay recipient in non-accepted domain")
+RECIPIENT_OK = Reply(250, "2.1.5", "Recipient OK")
+
+# --- DATA and end of data (§3.6, §3.7) ------------------------------------------------
+NEED_RCPT = Reply(503, "5.5.2", "Need rcpt command")
+START_MAIL_INPUT = Reply(354, "", "Start mail input; end with <CRLF>.<CRLF>")
+HEADER_SIZE_EXCEEDED = Reply(552, "5.3.4", "Header size exceeds fixed maximum size")
+HOP_COUNT_EXCEEDED = Reply(554, "5.4.6", "Hop count exceeded - possible mail loop")
+MESSAGE_PARTIAL = Reply(554, "5.6.1", "Messages of type message/partial are not supported")
+BARE_LINEFEEDS = Reply(554, "5.6.0", "Invalid message content, contains bare linefeeds")
+MESSAGE_SIZE_EXCEEDED = Reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
+SEND_AS_DENIED = Reply(550, "5.7.60", "SMTP; Client does not have permissions to send as this sender")
+ANONYMOUS_SEND_AS_DENIED = Reply(
+    550, "5.7.1", "Anonymous client does not have permissions to send as this sender"
+)
+SEND_ON_BEHALF_DENIED = Reply(
+    550, "5.7.1", "Client does not have permissions to send on behalf of the from address"
+)
+QUEUED = Reply(250, "2.6.0", "Queued mail for delivery")
+
+# --- session ------------------------------------------------------------------------
+TOO_MANY_ERRORS = Reply(421, "4.7.0", "Too many errors on this connection, closing transmission channel", close=True)

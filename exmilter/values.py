@@ -1,0 +1,269 @@
+"""Parsers for Exchange's own value syntax (spec §1.1).
+
+Each parser takes the text an admin would type in the Exchange Management Shell and
+returns a typed value, or raises :class:`ValueError` with a message that reads well
+after ``file:line:col: key:``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+
+__all__ = [
+    "Binding",
+    "IPRange",
+    "UNLIMITED",
+    "parse_binding",
+    "parse_bool",
+    "parse_byte_size",
+    "parse_ip",
+    "parse_ip_range",
+    "parse_timespan",
+    "parse_unlimited_int",
+]
+
+#: Marker for "unlimited" in unlimited-capable integer properties.
+UNLIMITED: None = None
+
+_UNITS = {"B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}
+_SIZE_RE = re.compile(
+    r"^\s*(?P<num>[\d,.]+)\s*(?P<unit>[KMGT]?B)?\s*(?:\((?P<bytes>[\d,.]+)\s*bytes\))?\s*$",
+    re.IGNORECASE,
+)
+
+
+def parse_byte_size(text: str | int) -> int:
+    """``36MB``, ``36 MB``, ``37748736`` or Exchange's display form ``36 MB (37,748,736 bytes)``."""
+    if isinstance(text, bool):
+        raise ValueError("expected a byte size such as 36MB")
+    if isinstance(text, int):
+        if text < 0:
+            raise ValueError("a byte size cannot be negative")
+        return text
+    m = _SIZE_RE.match(str(text))
+    if not m:
+        raise ValueError(f"{text!r} is not a byte size (forms: 37748736, 36MB, 36 MB)")
+    if m.group("bytes"):
+        return int(m.group("bytes").replace(",", "").replace(".", ""))
+    unit = (m.group("unit") or "B").upper()
+    num = m.group("num").replace(",", "")
+    try:
+        value = float(num) * _UNITS[unit] if "." in num else int(num) * _UNITS[unit]
+    except ValueError:
+        raise ValueError(f"{text!r} is not a byte size") from None
+    if value != int(value):
+        raise ValueError(f"{text!r} is not a whole number of bytes")
+    return int(value)
+
+
+def parse_unlimited_int(text: str | int) -> int | None:
+    """An integer or ``unlimited`` (any case); ``None`` stands for unlimited."""
+    if isinstance(text, bool):
+        raise ValueError("expected an integer or 'unlimited'")
+    if isinstance(text, int):
+        return text
+    s = str(text).strip()
+    if s.lower() == "unlimited":
+        return UNLIMITED
+    if re.fullmatch(r"-?\d+", s):
+        return int(s)
+    raise ValueError(f"{text!r} is neither an integer nor 'unlimited'")
+
+
+_TIMESPAN_RE = re.compile(r"^(?:(?P<d>\d+)\.)?(?P<h>\d{1,2}):(?P<m>\d{2}):(?P<s>\d{2})$")
+
+
+def parse_timespan(text: str) -> timedelta:
+    """``[d.]hh:mm:ss`` as Exchange writes time spans: ``00:05:00``, ``1.00:00:00``."""
+    m = _TIMESPAN_RE.match(str(text).strip())
+    if not m:
+        raise ValueError(f"{text!r} is not a time span (form [d.]hh:mm:ss, e.g. 00:05:00)")
+    h, mi, s = int(m["h"]), int(m["m"]), int(m["s"])
+    if h > 23 or mi > 59 or s > 59:
+        raise ValueError(f"{text!r} is not a time span: hours < 24, minutes and seconds < 60")
+    return timedelta(days=int(m["d"] or 0), hours=h, minutes=mi, seconds=s)
+
+
+def format_timespan(span: timedelta) -> str:
+    """Exchange's log form ``0.00:00:05``."""
+    total = int(span.total_seconds())
+    days, rest = divmod(total, 86400)
+    h, rest = divmod(rest, 3600)
+    m, s = divmod(rest, 60)
+    return f"{days}.{h:02d}:{m:02d}:{s:02d}"
+
+
+def parse_bool(text: str | bool) -> bool:
+    """``$true``/``$false``, ``true``/``false`` and YAML booleans."""
+    if isinstance(text, bool):
+        return text
+    s = str(text).strip().lower().lstrip("$")
+    if s in ("true", "yes", "1"):
+        return True
+    if s in ("false", "no", "0"):
+        return False
+    raise ValueError(f"{text!r} is not a boolean ($true or $false)")
+
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def parse_ip(text: str) -> IPAddress:
+    """One address; an IPv6 zone index (``%11``) is accepted and ignored (spec §7 #21).
+
+    ``::ffff:a.b.c.d`` is returned as the IPv4 address, as Exchange never mixes families
+    and a dual-stack socket shows IPv4 peers that way (spec §2.1 step 5).
+    """
+    s = str(text).strip()
+    if s.startswith("[") and s.endswith("]"):
+        s = s[1:-1]
+    if "%" in s:
+        s = s.split("%", 1)[0]
+    try:
+        addr = ipaddress.ip_address(s)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an IP address") from None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped
+    return addr
+
+
+@dataclass(frozen=True, order=True)
+class IPRange:
+    """An inclusive range of addresses of one family, stored as exact integers."""
+
+    version: int
+    first: int
+    last: int
+    text: str = ""
+
+    @property
+    def size(self) -> int:
+        """Specificity as Exchange measures it: ``upper - lower + 1`` (spec §2.1 step 2)."""
+        return self.last - self.first + 1
+
+    def __contains__(self, addr: object) -> bool:
+        if isinstance(addr, ipaddress.IPv4Address | ipaddress.IPv6Address):
+            return addr.version == self.version and self.first <= int(addr) <= self.last
+        return False
+
+    def contains_range(self, other: IPRange) -> bool:
+        return self.version == other.version and self.first <= other.first and other.last <= self.last
+
+    def overlaps(self, other: IPRange) -> bool:
+        return self.version == other.version and self.first <= other.last and other.first <= self.last
+
+    def partially_overlaps(self, other: IPRange) -> bool:
+        """Overlap where neither contains the other: what Exchange refuses (spec §2.3)."""
+        return (
+            self.overlaps(other)
+            and not self.contains_range(other)
+            and not other.contains_range(self)
+        )
+
+    def __str__(self) -> str:
+        if self.text:
+            return self.text
+        lo = ipaddress.ip_address(self.first) if self.version == 4 else ipaddress.IPv6Address(self.first)
+        hi = ipaddress.ip_address(self.last) if self.version == 4 else ipaddress.IPv6Address(self.last)
+        return str(lo) if self.first == self.last else f"{lo}-{hi}"
+
+    @classmethod
+    def everything(cls, version: int) -> IPRange:
+        if version == 4:
+            return cls(4, 0, (1 << 32) - 1, "0.0.0.0-255.255.255.255")
+        return cls(6, 0, (1 << 128) - 1, "::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")
+
+
+def _addr_v(text: str) -> IPAddress:
+    """Parse one end of a range without IPv4-mapped folding: ranges keep their family."""
+    s = text.strip()
+    if "%" in s:
+        s = s.split("%", 1)[0]
+    try:
+        return ipaddress.ip_address(s)
+    except ValueError:
+        raise ValueError(f"{text.strip()!r} is not an IP address") from None
+
+
+def parse_ip_range(text: str) -> IPRange:
+    """Every RemoteIPRanges form: single, ``a-b``, CIDR (host bits masked), ``ip(netmask)``."""
+    s = str(text).strip()
+    if not s:
+        raise ValueError("empty IP range")
+    m = re.fullmatch(r"(.+)\((.+)\)", s)
+    if m:
+        addr, mask = _addr_v(m.group(1)), _addr_v(m.group(2))
+        if addr.version != mask.version:
+            raise ValueError(f"{s!r}: address and netmask are of different families")
+        try:
+            net = ipaddress.ip_network(f"{addr}/{mask}", strict=False)
+        except ValueError:
+            raise ValueError(f"{s!r}: {m.group(2).strip()!r} is not a netmask") from None
+        return IPRange(net.version, int(net.network_address), int(net.broadcast_address), s)
+    if "/" in s:
+        addr_text, _, prefix = s.partition("/")
+        addr = _addr_v(addr_text)
+        if not prefix.isdigit() or int(prefix) > addr.max_prefixlen:
+            raise ValueError(f"{s!r}: prefix length must be 0-{addr.max_prefixlen}")
+        net = ipaddress.ip_network(f"{addr}/{prefix}", strict=False)
+        return IPRange(net.version, int(net.network_address), int(net.broadcast_address), s)
+    if "-" in s:
+        lo_text, _, hi_text = s.partition("-")
+        lo, hi = _addr_v(lo_text), _addr_v(hi_text)
+        if lo.version != hi.version:
+            raise ValueError(f"{s!r}: both ends of a range must be of one family")
+        if int(lo) > int(hi):
+            raise ValueError(f"{s!r}: the first address is greater than the last")
+        return IPRange(lo.version, int(lo), int(hi), s)
+    addr = _addr_v(s)
+    return IPRange(addr.version, int(addr), int(addr), s)
+
+
+@dataclass(frozen=True, order=True)
+class Binding:
+    """A local endpoint a receive connector listens on: ``IPv4:port`` or ``[IPv6]:port``."""
+
+    version: int
+    address: int
+    port: int
+
+    @property
+    def ip(self) -> IPAddress:
+        return ipaddress.IPv4Address(self.address) if self.version == 4 else ipaddress.IPv6Address(self.address)
+
+    @property
+    def is_wildcard(self) -> bool:
+        return self.address == 0
+
+    def wildcard(self) -> Binding:
+        return Binding(self.version, 0, self.port)
+
+    def __str__(self) -> str:
+        return f"{self.ip}:{self.port}" if self.version == 4 else f"[{self.ip}]:{self.port}"
+
+
+def parse_binding(text: str) -> Binding:
+    """``0.0.0.0:25``, ``10.1.1.1:25``, ``[::]:25``, ``[2001:db8::1]:25``."""
+    s = str(text).strip()
+    m = re.fullmatch(r"\[(?P<v6>[^\]]+)\]:(?P<port>\d+)|(?P<v4>[\d.]+):(?P<port4>\d+)", s)
+    if not m:
+        raise ValueError(f"{text!r} is not a binding (forms: 0.0.0.0:25, 10.1.1.1:25, [::]:25)")
+    addr_text = m.group("v6") or m.group("v4")
+    port = int(m.group("port") or m.group("port4"))
+    try:
+        addr = ipaddress.ip_address(addr_text.split("%", 1)[0])
+    except ValueError:
+        raise ValueError(f"{text!r}: {addr_text!r} is not an IP address") from None
+    if m.group("v6") and addr.version != 6:
+        raise ValueError(f"{text!r}: brackets are for IPv6 addresses")
+    if not 1 <= port <= 65535:
+        raise ValueError(f"{text!r}: port must be 1-65535")
+    if addr.is_multicast:
+        raise ValueError(f"{text!r}: a binding cannot be a multicast address")
+    if addr.version == 4 and addr == ipaddress.IPv4Address("255.255.255.255"):
+        raise ValueError(f"{text!r}: a binding cannot be a broadcast address")
+    return Binding(addr.version, int(addr), port)
