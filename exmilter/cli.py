@@ -1,0 +1,50 @@
+"""The ``exmilter`` command: one entry point, one module per subcommand.
+
+Each module in :data:`COMMANDS` has ``register(subparsers)``, which adds its subparser
+and sets ``func(args) -> int`` (the exit status).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from exmilter import __version__
+
+COMMANDS = (
+    "exmilter.commands.check",
+    "exmilter.commands.explain",
+    "exmilter.commands.import_exchange",
+    "exmilter.commands.policyd",
+    "exmilter.commands.render_postfix",
+    "exmilter.commands.sandbox",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="exmilter",
+        description="Exchange receive-connector semantics for Postfix.",
+    )
+    parser.add_argument("--version", action="version", version=f"exmilter {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:  # a real missing dependency, not a command still to come
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the exmilter CLI, one module each."""
