@@ -118,7 +118,9 @@ def _position(at: Raw | yaml.Node | yaml.Mark | None) -> tuple[int, int]:
 def _raw(node: yaml.Node) -> Raw:
     line, col = _position(node)
     if isinstance(node, yaml.ScalarNode):
-        if node.tag == "tag:yaml.org,2002:null" or (node.style is None and node.value in ("", "~", "null", "Null", "NULL")):
+        if node.tag == "tag:yaml.org,2002:null" or (
+            node.style is None and node.value in ("", "~", "null", "Null", "NULL")
+        ):
             return Raw(None, line, col, node)
         return Raw(node.value, line, col, node)
     if isinstance(node, yaml.SequenceNode):
@@ -152,8 +154,9 @@ def _mapping(node: yaml.Node, where: str, out: Collector) -> dict[str, tuple[yam
 # value parsers: Raw -> typed value, raising ValueError with a readable message
 # --------------------------------------------------------------------------------------
 
+
 def _scalar(raw: Raw) -> str:
-    if isinstance(raw.value, list) or isinstance(raw.value, yaml.Node):
+    if isinstance(raw.value, list | yaml.Node):
         raise ValueError("expected a single value")
     if raw.value is None:
         raise ValueError("a value is required")
@@ -280,7 +283,9 @@ def _flag_list(kind: type[Any], names: dict[str, Any], what: str) -> Callable[[R
             try:
                 value |= names[key]
             except KeyError:
-                raise ValueError(f"{item.value!r} is not a {what}; valid: None, {', '.join(names_display(names))}") from None
+                raise ValueError(
+                    f"{item.value!r} is not a {what}; valid: None, {', '.join(names_display(names))}"
+                ) from None
         if seen_none and value:
             raise ValueError("None cannot be combined with other values")
         return value
@@ -366,6 +371,17 @@ CONNECTOR_FIELDS: dict[str, Callable[[Raw], Any]] = {
 CONNECTOR_KEYS = frozenset(CONNECTOR_FIELDS) | {"name", "permissions"}
 
 
+@dataclass(frozen=True)
+class Positions:
+    """Where a connector and each of its properties were written, for located errors."""
+
+    at: Raw
+    keys: dict[str, Raw]
+
+    def __call__(self, key: str | None = None) -> Raw:
+        return self.keys.get(key, self.at) if key else self.at
+
+
 @dataclass
 class Loaded:
     """The result of a successful load: the organisation plus non-fatal warnings."""
@@ -430,14 +446,21 @@ class _Builder:
             return None
         domains = self.accepted_domains(top["accepted_domains"][1]) if "accepted_domains" in top else ()
         if not domains:
-            self.out.warn(top.get("accepted_domains", (root,))[0], "accepted_domains",
-                          "no accepted domain: every recipient needs relay rights")
+            self.out.warn(
+                top.get("accepted_domains", (root,))[0],
+                "accepted_domains",
+                "no accepted domain: every recipient needs relay rights",
+            )
         with_defaults = False
         if "default_connectors" in top:
             knode, vnode = top["default_connectors"]
             with_defaults = bool(self.parse(_raw(vnode), "default_connectors", _bool) is True)
-        connectors = self.connectors(top.get("receive_connectors"), server, with_defaults,
-                                     _raw(top["default_connectors"][0]) if with_defaults else None)
+        connectors = self.connectors(
+            top.get("receive_connectors"),
+            server,
+            with_defaults,
+            _raw(top["default_connectors"][0]) if with_defaults else None,
+        )
         users = self.users(top["users"][1]) if "users" in top else ()
         policyd = self.policyd(top["policyd"][1]) if "policyd" in top else PolicydSettings()
         org = Organization(server, tuple(domains), tuple(c for c, _ in connectors), tuple(users), policyd, file)
@@ -457,8 +480,9 @@ class _Builder:
                 self.out.error(knode, f"server.{key}", "unknown key; expected name, fqdn, domain, addresses")
                 continue
             if key == "addresses":
-                addrs = self.parse(_raw(vnode), "server.addresses",
-                                   lambda r: tuple(str(parse_ip(_scalar(i))) for i in _items(r)))
+                addrs = self.parse(
+                    _raw(vnode), "server.addresses", lambda r: tuple(str(parse_ip(_scalar(i))) for i in _items(r))
+                )
                 if addrs is not _FAILED:
                     addresses = addrs
                 continue
@@ -473,7 +497,9 @@ class _Builder:
             return None
         if "\\" in values["name"] or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]{0,62}", values["name"]):
             self.out.error(m["name"][1], "server.name", f"{values['name']!r} is not a server (NetBIOS) name")
-        domain = values.get("domain") or (values["fqdn"].split(".")[1].upper() if values["fqdn"].count(".") else "EXCHANGE")
+        domain = values.get("domain") or (
+            values["fqdn"].split(".")[1].upper() if values["fqdn"].count(".") else "EXCHANGE"
+        )
         return Server(values["name"], values["fqdn"], domain, addresses)
 
     def accepted_domains(self, node: yaml.Node) -> list[AcceptedDomain]:
@@ -487,7 +513,9 @@ class _Builder:
             if isinstance(item.value, str):  # shorthand: "- contoso.com" = Authoritative
                 fields = {"domain_name": (item, item)}
             else:
-                fields = {k: (_raw(kn), _raw(vn)) for k, (kn, vn) in _mapping(item.node, "accepted_domains", self.out).items()}
+                fields = {
+                    k: (_raw(kn), _raw(vn)) for k, (kn, vn) in _mapping(item.node, "accepted_domains", self.out).items()
+                }
             values: dict[str, Any] = {}
             for key, (kraw, vraw) in fields.items():
                 parser = {
@@ -498,8 +526,11 @@ class _Builder:
                     "address_book_enabled": _bool,
                 }.get(key)
                 if parser is None:
-                    self.out.error(kraw, f"accepted_domains.{key}",
-                                   "unknown key; expected name, domain_name, domain_type, match_sub_domains, address_book_enabled")
+                    self.out.error(
+                        kraw,
+                        f"accepted_domains.{key}",
+                        "unknown key; expected name, domain_name, domain_type, match_sub_domains, address_book_enabled",
+                    )
                     continue
                 v = self.parse(vraw, f"accepted_domains.{key}", parser)
                 if v is not _FAILED:
@@ -511,23 +542,28 @@ class _Builder:
                 continue
             dn = values["domain_name"]
             if dn in seen:
-                self.out.error(fields["domain_name"][1], "accepted_domains.domain_name",
-                               f"{dn} is already an accepted domain (line {seen[dn].line})")
+                self.out.error(
+                    fields["domain_name"][1],
+                    "accepted_domains.domain_name",
+                    f"{dn} is already an accepted domain (line {seen[dn].line})",
+                )
                 continue
             seen[dn] = fields["domain_name"][1]
             dtype = values.get("domain_type", AcceptedDomainType.Authoritative)
-            result.append(AcceptedDomain(
-                name=values.get("name", dn),
-                domain_name=dn,
-                domain_type=dtype,
-                match_sub_domains=values.get("match_sub_domains", False),
-                address_book_enabled=values.get("address_book_enabled", dtype is AcceptedDomainType.Authoritative),
-            ))
+            result.append(
+                AcceptedDomain(
+                    name=values.get("name", dn),
+                    domain_name=dn,
+                    domain_type=dtype,
+                    match_sub_domains=values.get("match_sub_domains", False),
+                    address_book_enabled=values.get("address_book_enabled", dtype is AcceptedDomainType.Authoritative),
+                )
+            )
         return result
 
     def connectors(
         self, entry: tuple[yaml.Node, yaml.Node] | None, server: Server, with_defaults: bool, defaults_at: Raw | None
-    ) -> list[tuple[ReceiveConnector, Raw]]:
+    ) -> list[tuple[ReceiveConnector, Positions]]:
         """Merge defaults, usage defaults and the file; return connectors with their positions."""
         specs: dict[str, dict[str, Raw]] = {}
         where: dict[str, Raw] = {}
@@ -570,7 +606,7 @@ class _Builder:
                 spec = dict(specs.get(key, {}))
                 for k, (knode, vnode) in m.items():
                     if k not in CONNECTOR_KEYS:
-                        self.out.error(knode, k, "unknown receive connector property")
+                        self.out.error(knode, f"{name}: {k}", "unknown receive connector property")
                         continue
                     spec[k] = _raw(vnode)
                 spec["name"] = Raw(name, name_raw.line, name_raw.col)
@@ -582,7 +618,7 @@ class _Builder:
         for key in order:
             c = self.connector(specs[key], server, where[key])
             if c is not None:
-                built.append((c, where[key]))
+                built.append((c, Positions(where[key], specs[key])))
         return built
 
     def connector(self, spec: dict[str, Raw], server: Server, at: Raw) -> ReceiveConnector | None:
@@ -605,7 +641,7 @@ class _Builder:
         for key, raw in merged.items():
             if key in ("name", "permissions", "usage"):
                 continue
-            v = self.parse(raw, key, CONNECTOR_FIELDS[key])
+            v = self.parse(raw, f"{name}: {key}", CONNECTOR_FIELDS[key])
             if v is _FAILED:
                 ok = False
             else:
@@ -621,12 +657,19 @@ class _Builder:
         values.setdefault("auth_mechanism", AuthMechanism.Tls)
         values.setdefault("permission_groups", PermissionGroups.NONE)
         if values["permission_groups"] & PermissionGroups.Custom:
-            self.out.error(merged["permission_groups"], "permission_groups",
-                           "Custom cannot be set; it is reported once a permission entry is added by hand")
+            self.out.error(
+                merged["permission_groups"],
+                "permission_groups",
+                "Custom cannot be set; it is reported once a permission entry is added by hand",
+            )
             return None
         return ReceiveConnector(
-            name=name, server=server.name, transport_role=role, usage=usage,
-            permissions=tuple(permissions or ()), **values,
+            name=name,
+            server=server.name,
+            transport_role=role,
+            usage=usage,
+            permissions=tuple(permissions or ()),
+            **values,
         )
 
     def permissions(self, raw: Raw) -> list[PermissionEntry] | None:
@@ -649,8 +692,11 @@ class _Builder:
                     u = self.parse(vraw, "permissions.user", _text)
                     user = None if u is _FAILED else u.strip()
                 elif key == "extended_rights":
-                    r = self.parse(vraw, "permissions.extended_rights",
-                                   lambda r: _or_rights(parse_right(_scalar(i)) for i in _items(r)))
+                    r = self.parse(
+                        vraw,
+                        "permissions.extended_rights",
+                        lambda r: _or_rights(parse_right(_scalar(i)) for i in _items(r)),
+                    )
                     if r is _FAILED:
                         ok = False
                     else:
@@ -692,12 +738,14 @@ class _Builder:
                 if m:
                     self.out.error(item, "users.name", "required: the SASL login name")
                 continue
-            result.append(User(
-                values["name"].strip(),
-                tuple(a.lower() for a in values.get("addresses", ())),
-                values.get("member_of", ()),
-                tuple(a.lower() for a in values.get("send_as", ())),
-            ))
+            result.append(
+                User(
+                    values["name"].strip(),
+                    tuple(a.lower() for a in values.get("addresses", ())),
+                    values.get("member_of", ()),
+                    tuple(a.lower() for a in values.get("send_as", ())),
+                )
+            )
         return result
 
     def policyd(self, node: yaml.Node) -> PolicydSettings:

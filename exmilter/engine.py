@@ -98,8 +98,9 @@ class MessageRateLimiter:
 class Engine:
     """Decisions for one configuration generation."""
 
-    def __init__(self, org: Organization, *, clock: Clock = time.monotonic,
-                 rate_limiter: MessageRateLimiter | None = None) -> None:
+    def __init__(
+        self, org: Organization, *, clock: Clock = time.monotonic, rate_limiter: MessageRateLimiter | None = None
+    ) -> None:
         self.org = org
         self.clock = clock
         self.table = ConnectorTable(org.receive_connectors)
@@ -267,7 +268,8 @@ class Engine:
         """``Received:`` headers written by this server (spec §3.6 #3, §7 #19)."""
         by = re.compile(r"\bby\s+" + re.escape(c.fqdn) + r"\b", re.IGNORECASE)
         return sum(
-            1 for h in received
+            1
+            for h in received
             if by.search(h) and (re.search(r"\bwith\s+Microsoft SMTP Server", h, re.I) or "(Postfix)" in h)
         )
 

@@ -115,7 +115,7 @@ def parse_right(text: str) -> Right:
     """``ms-Exch-SMTP-Accept-Any-Recipient`` in any case, with or without the ``ms-Exch-`` prefix."""
     key = str(text).strip().lower()
     if key.startswith("ms-exch-"):
-        key = key[len("ms-exch-"):]
+        key = key[len("ms-exch-") :]
     try:
         return RIGHT_NAMES[key]
     except KeyError:

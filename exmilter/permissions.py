@@ -77,9 +77,7 @@ def group_entries(groups: PermissionGroups, domain: str) -> tuple[PermissionEntr
     if PermissionGroups.ExchangeLegacyServers in groups:
         legacy = exchange_legacy_interop(domain)
         out.append(PermissionEntry(legacy, EXTERNALLY_SECURED_RIGHTS))
-        out.append(
-            PermissionEntry(legacy, Right.AcceptForestHeaders | Right.AcceptOrganizationHeaders, deny=True)
-        )
+        out.append(PermissionEntry(legacy, Right.AcceptForestHeaders | Right.AcceptOrganizationHeaders, deny=True))
     if PermissionGroups.Partners in groups:
         out.append(PermissionEntry(PARTNER_SERVERS, PARTNER_RIGHTS))
     return tuple(out)

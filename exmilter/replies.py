@@ -69,9 +69,7 @@ ANONYMOUS_SUBMIT_DENIED = Reply(
 SUBMIT_DENIED = Reply(
     550, "5.7.1", "Client does not have permissions to submit to this server", close=True, protocol_error=True
 )
-MESSAGE_SIZE_EXCEEDED_MAIL = Reply(
-    552, "5.3.4", "Message size exceeds fixed maximum message size", protocol_error=True
-)
+MESSAGE_SIZE_EXCEEDED_MAIL = Reply(552, "5.3.4", "Message size exceeds fixed maximum message size", protocol_error=True)
 SENDER_OK = Reply(250, "2.1.0", "Sender OK")
 
 # --- RCPT TO (§3.5) -------------------------------------------------------------------
@@ -93,12 +91,8 @@ MESSAGE_PARTIAL = Reply(554, "5.6.1", "Messages of type message/partial are not 
 BARE_LINEFEEDS = Reply(554, "5.6.0", "Invalid message content, contains bare linefeeds")
 MESSAGE_SIZE_EXCEEDED = Reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
 SEND_AS_DENIED = Reply(550, "5.7.60", "SMTP; Client does not have permissions to send as this sender")
-ANONYMOUS_SEND_AS_DENIED = Reply(
-    550, "5.7.1", "Anonymous client does not have permissions to send as this sender"
-)
-SEND_ON_BEHALF_DENIED = Reply(
-    550, "5.7.1", "Client does not have permissions to send on behalf of the from address"
-)
+ANONYMOUS_SEND_AS_DENIED = Reply(550, "5.7.1", "Anonymous client does not have permissions to send as this sender")
+SEND_ON_BEHALF_DENIED = Reply(550, "5.7.1", "Client does not have permissions to send on behalf of the from address")
 QUEUED = Reply(250, "2.6.0", "Queued mail for delivery")
 
 # --- session ------------------------------------------------------------------------

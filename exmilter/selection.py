@@ -46,7 +46,7 @@ class IntervalIndex:
         i = 0
         for b in bounds:
             while i < len(entries) and entries[i][0] == b:
-                first, last, size, order, m = entries[i]
+                _, last, size, order, m = entries[i]
                 heapq.heappush(heap, (size, order, last, m))
                 i += 1
             while heap and heap[0][2] < b:
@@ -132,4 +132,3 @@ class ConnectorTable:
                         best[m.connector.name] = m
             out.extend(sorted(best.values(), key=lambda m: m.range.size))
         return out
-

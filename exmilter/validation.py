@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from exmilter.model import AuthMechanism, Organization, PermissionGroups, ReceiveConnector, Usage
 from exmilter.values import Binding, IPRange
@@ -25,13 +25,22 @@ class _Sink:
     def warn(self, at, key: str, message: str) -> None: ...  # pragma: no cover
 
 
-def validate(org: Organization, where: Mapping[str, object], out: _Sink) -> None:
+Where = Callable[[str | None], object]
+
+
+def _nowhere(key: str | None = None) -> None:
+    return None
+
+
+def validate(org: Organization, where: Mapping[str, Where], out: _Sink) -> None:
+    """``where[name](key)`` locates a connector's property for the error message."""
     for c in org.receive_connectors:
-        _check_connector(c, org, where.get(c.name), out)
+        _check_connector(c, org, where.get(c.name, _nowhere), out)
     _check_conflicts(org.receive_connectors, where, out)
 
 
-def _check_connector(c: ReceiveConnector, org: Organization, at: object, out: _Sink) -> None:
+def _check_connector(c: ReceiveConnector, org: Organization, pos: Where, out: _Sink) -> None:
+    at = pos("auth_mechanism")
     am = c.auth_mechanism
     key = f"{c.name}: auth_mechanism"
     if AuthMechanism.BasicAuthRequireTLS in am and not (AuthMechanism.BasicAuth in am and AuthMechanism.Tls in am):
@@ -42,34 +51,60 @@ def _check_connector(c: ReceiveConnector, org: Organization, at: object, out: _S
         if PermissionGroups.ExchangeServers not in c.permission_groups:
             out.error(at, f"{c.name}: permission_groups", "ExternalAuthoritative needs the ExchangeServers group")
     if c.require_tls and AuthMechanism.Tls not in am:
-        out.error(at, f"{c.name}: require_tls", "RequireTLS needs Tls in auth_mechanism")
+        out.error(pos("require_tls"), f"{c.name}: require_tls", "RequireTLS needs Tls in auth_mechanism")
     if c.domain_secure_enabled:
         if AuthMechanism.Tls not in am:
-            out.error(at, f"{c.name}: domain_secure_enabled", "DomainSecureEnabled needs Tls in auth_mechanism")
+            out.error(
+                pos("domain_secure_enabled"),
+                f"{c.name}: domain_secure_enabled",
+                "DomainSecureEnabled needs Tls in auth_mechanism",
+            )
         if AuthMechanism.ExternalAuthoritative in am:
-            out.error(at, f"{c.name}: domain_secure_enabled", "DomainSecureEnabled cannot be used with ExternalAuthoritative")
+            out.error(
+                pos("domain_secure_enabled"),
+                f"{c.name}: domain_secure_enabled",
+                "DomainSecureEnabled cannot be used with ExternalAuthoritative",
+            )
     if c.extended_protection_policy != "None" and not c.require_tls:
-        out.error(at, f"{c.name}: extended_protection_policy", "ExtendedProtectionPolicy other than None needs RequireTLS")
+        out.error(
+            pos("extended_protection_policy"),
+            f"{c.name}: extended_protection_policy",
+            "ExtendedProtectionPolicy other than None needs RequireTLS",
+        )
     if c.connection_inactivity_timeout > c.connection_timeout:
-        out.error(at, f"{c.name}: connection_inactivity_timeout", "must not exceed connection_timeout")
+        out.error(
+            pos("connection_inactivity_timeout"),
+            f"{c.name}: connection_inactivity_timeout",
+            "must not exceed connection_timeout",
+        )
     if not c.bindings:
-        out.error(at, f"{c.name}: bindings", "a receive connector needs at least one binding")
+        out.error(pos(None), f"{c.name}: bindings", "a receive connector needs at least one binding")
     if not c.remote_ip_ranges:
-        out.error(at, f"{c.name}: remote_ip_ranges", "a receive connector needs at least one remote IP range")
+        out.error(pos(None), f"{c.name}: remote_ip_ranges", "a receive connector needs at least one remote IP range")
     for b in c.bindings:
         if not b.is_wildcard and not _is_local(b, org):
             out.error(
-                at,
+                pos("bindings"),
                 f"{c.name}: bindings",
-                f"{b.ip} is not an address of this server (server.addresses); a client's address belongs in remote_ip_ranges",
+                f"{b.ip} is not an address of this server (server.addresses); "
+                "a client's address belongs in remote_ip_ranges",
             )
     if c.remote_ip_ranges and not any(r.version == b.version for b in c.bindings for r in c.remote_ip_ranges):
-        out.warn(at, f"{c.name}: remote_ip_ranges", "no range has the family of any binding: the connector never matches")
+        out.warn(
+            pos("remote_ip_ranges"),
+            f"{c.name}: remote_ip_ranges",
+            "no range has the family of any binding: the connector never matches",
+        )
     if len(c.remote_ip_ranges) > MAX_RANGE_ENTRIES:
-        out.warn(at, f"{c.name}: remote_ip_ranges",
-                 f"{len(c.remote_ip_ranges)} entries; Exchange fails above about {MAX_RANGE_ENTRIES}: use ranges or CIDR")
+        out.warn(
+            pos("remote_ip_ranges"),
+            f"{c.name}: remote_ip_ranges",
+            f"{len(c.remote_ip_ranges)} entries; Exchange fails above about {MAX_RANGE_ENTRIES}: use ranges or CIDR",
+        )
     if c.usage is Usage.Custom and c.permission_groups == PermissionGroups.NONE and not c.permissions:
-        out.warn(at, f"{c.name}: permission_groups", "no permission group or entry: this connector accepts no mail")
+        out.warn(
+            pos(None), f"{c.name}: permission_groups", "no permission group or entry: this connector accepts no mail"
+        )
 
 
 def _is_local(b: Binding, org: Organization) -> bool:
@@ -79,7 +114,7 @@ def _is_local(b: Binding, org: Organization) -> bool:
     return any(ipaddress.ip_address(a) == ip for a in org.server.addresses)
 
 
-def _check_conflicts(connectors: tuple[ReceiveConnector, ...], where: Mapping[str, object], out: _Sink) -> None:
+def _check_conflicts(connectors: tuple[ReceiveConnector, ...], where: Mapping[str, Where], out: _Sink) -> None:
     by_binding: dict[Binding, list[tuple[IPRange, int]]] = defaultdict(list)
     roles: dict[tuple[int, int], dict[int, dict[str, str]]] = defaultdict(lambda: defaultdict(dict))
     for idx, c in enumerate(connectors):
@@ -98,22 +133,32 @@ def _check_conflicts(connectors: tuple[ReceiveConnector, ...], where: Mapping[st
         later = connectors[max(i, j)]
         other = connectors[min(i, j)]
         out.error(
-            where.get(later.name),
+            where.get(later.name, _nowhere)("remote_ip_ranges"),
             f"{later.name}: remote_ip_ranges",
             f"{what} range {r2 if max(i, j) == j else r1} conflicts with {r1 if max(i, j) == j else r2} "
             f"of connector {other.name!r} on binding {b}",
         )
 
     for b, items in by_binding.items():
-        _sweep(items, lambda i, j, r1, r2, same, b=b: report(i, j, b, r1, r2, "identical" if same else "partially overlapping"),
-               identical_conflicts=True)
+        _sweep(
+            items,
+            lambda i, j, r1, r2, same, b=b: report(i, j, b, r1, r2, "identical" if same else "partially overlapping"),
+            identical_conflicts=True,
+        )
         if not b.is_wildcard:
             wild = by_binding.get(b.wildcard(), [])
             if wild:
                 mixed = [(r, i) for r, i in items] + [(r, -1 - i) for r, i in wild]
-                _sweep(mixed, lambda i, j, r1, r2, same, b=b: (i < 0) != (j < 0) and not same and report(
-                    i if i >= 0 else -1 - i, j if j >= 0 else -1 - j, b, r1, r2, "partially overlapping"),
-                    identical_conflicts=False, any_pair=True)
+                _sweep(
+                    mixed,
+                    lambda i, j, r1, r2, same, b=b: (
+                        (i < 0) != (j < 0)
+                        and not same
+                        and report(i if i >= 0 else -1 - i, j if j >= 0 else -1 - j, b, r1, r2, "partially overlapping")
+                    ),
+                    identical_conflicts=False,
+                    any_pair=True,
+                )
     for (version, port), per_addr in roles.items():
         wildcard_roles = per_addr.get(0, {})
         for addr, rmap in per_addr.items():
@@ -125,7 +170,7 @@ def _check_conflicts(connectors: tuple[ReceiveConnector, ...], where: Mapping[st
                 names = sorted(combined.values())
                 b = Binding(version, addr, port)
                 out.error(
-                    where.get(names[-1]),
+                    where.get(names[-1], _nowhere)("transport_role"),
                     f"{names[-1]}: transport_role",
                     f"binding {b} is also used by {names[0]!r} in another transport role. Receive connectors "
                     "assigned to different Transport roles on a single server must listen on unique local "
@@ -137,7 +182,8 @@ def _sweep(items, conflict, identical_conflicts: bool, any_pair: bool = False) -
     """Report identical and partially overlapping ranges of different owners.
 
     Sorting by (first asc, last desc) turns nested ranges into a stack; a range that
-    starts inside the top of the stack but ends beyond it overlaps it partially.
+    starts inside an open range of the stack but ends beyond it overlaps it partially.
+    Every open range is checked, since one connector's own ranges may overlap.
     """
     ordered = sorted(items, key=lambda e: (e[0].first, -e[0].last))
     stack: list[tuple[IPRange, int]] = []
@@ -145,19 +191,11 @@ def _sweep(items, conflict, identical_conflicts: bool, any_pair: bool = False) -
         while stack and stack[-1][0].last < r.first:
             stack.pop()
         for top, top_owner in reversed(stack):
-            if top.last < r.first:
-                continue
-            if top_owner == owner and not any_pair:
+            if top.last < r.first or (top_owner == owner and not any_pair):
                 continue
             if top.first == r.first and top.last == r.last:
-                if identical_conflicts and top_owner != owner:
+                if top_owner != owner and (identical_conflicts or any_pair):
                     conflict(top_owner, owner, top, r, True)
-                elif any_pair:
-                    conflict(top_owner, owner, top, r, True)
-                break
-            if top.last < r.last:
-                if top_owner != owner:
-                    conflict(top_owner, owner, top, r, False)
-                continue
-            break
+            elif top.last < r.last and top_owner != owner:
+                conflict(top_owner, owner, top, r, False)
         stack.append((r, owner))

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 __all__ = [
+    "UNLIMITED",
     "Binding",
     "IPRange",
-    "UNLIMITED",
     "parse_binding",
     "parse_bool",
     "parse_byte_size",
@@ -158,11 +158,7 @@ class IPRange:
 
     def partially_overlaps(self, other: IPRange) -> bool:
         """Overlap where neither contains the other: what Exchange refuses (spec §2.3)."""
-        return (
-            self.overlaps(other)
-            and not self.contains_range(other)
-            and not other.contains_range(self)
-        )
+        return self.overlaps(other) and not self.contains_range(other) and not other.contains_range(self)
 
     def __str__(self) -> str:
         if self.text:

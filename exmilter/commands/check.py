@@ -1,0 +1,49 @@
+"""``exmilter check``: validate the file and summarise it like ``Get-ReceiveConnector``."""
+
+from __future__ import annotations
+
+import argparse
+
+from exmilter.commands._common import add_config_option, load_or_report
+from exmilter.model import Organization
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "check",
+        help="validate the configuration file",
+        description="Validate the configuration; print every located error and exit 2 on failure.",
+    )
+    add_config_option(p)
+    p.set_defaults(func=run)
+
+
+def summary(org: Organization) -> str:
+    rows = [("Identity", "Bindings", "Enabled")] + [
+        (c.identity, "{" + ", ".join(str(b) for b in c.bindings) + "}", str(c.enabled)) for c in org.receive_connectors
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(2)]
+    out = [f"{r[0]:<{widths[0]}} {r[1]:<{widths[1]}} {r[2]}".rstrip() for r in rows[:1]]
+    out.append(f"{'-' * 8:<{widths[0]}} {'-' * 8:<{widths[1]}} {'-' * 7}")
+    out += [f"{r[0]:<{widths[0]}} {r[1]:<{widths[1]}} {r[2]}" for r in rows[1:]]
+    out.append("")
+    drows = [("Name", "DomainName", "DomainType")] + [
+        (d.name, d.domain_name, d.domain_type.value) for d in org.accepted_domains
+    ]
+    dw = [max(len(r[i]) for r in drows) for i in range(2)]
+    out.append(f"{drows[0][0]:<{dw[0]}} {drows[0][1]:<{dw[1]}} {drows[0][2]}")
+    out.append(f"{'----':<{dw[0]}} {'----------':<{dw[1]}} ----------")
+    out += [f"{r[0]:<{dw[0]}} {r[1]:<{dw[1]}} {r[2]}" for r in drows[1:]]
+    return "\n".join(out)
+
+
+def run(args: argparse.Namespace) -> int:
+    loaded = load_or_report(args.config)
+    if loaded is None:
+        return 2
+    print(summary(loaded.organization))
+    print(
+        f"\n{args.config}: OK ({len(loaded.organization.receive_connectors)} receive connectors, "
+        f"{len(loaded.organization.accepted_domains)} accepted domains)"
+    )
+    return 0

@@ -1,0 +1,45 @@
+"""Shared fixtures: build configurations from YAML text, engines with a fake clock."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from exmilter.config import loads
+from exmilter.engine import Engine
+from exmilter.model import Organization
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "conf" / "exmilter.yaml"
+
+SERVER = """\
+server:
+  name: EXCH01
+  fqdn: exch01.labs.local
+  domain: LABS
+  addresses: [10.1.1.1, 10.0.0.5, "2001:db8::25"]
+"""
+
+
+def org_from(yaml_text: str, *, server: str = SERVER) -> Organization:
+    """A configuration from an indented YAML snippet, with the standard server block."""
+    return loads(server + textwrap.dedent(yaml_text)).organization
+
+
+class FakeClock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def engine_from(yaml_text: str, clock: FakeClock | None = None) -> Engine:
+    return Engine(org_from(yaml_text), clock=clock or FakeClock())

@@ -1,0 +1,134 @@
+"""``exmilter check`` and ``exmilter explain`` as an admin runs them (issue acceptance)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from exmilter.cli import main
+from tests.conftest import EXAMPLE
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "exmilter.cli", *args], capture_output=True, text=True, check=False)
+
+
+def test_check_example_prints_connectors_and_domains(capsys):
+    assert main(["check", "-c", str(EXAMPLE)]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split() == ["Identity", "Bindings", "Enabled"]
+    assert "EXCH01\\Default Frontend EXCH01        {[::]:25, 0.0.0.0:25}     True" in out
+    assert "EXCH01\\SMTP Relay (EXCH01)            {0.0.0.0:25}              True" in out
+    assert "labs.local               labs.local               Authoritative" in out
+
+
+def test_check_broken_copy_reports_three_located_errors(tmp_path):
+    text = EXAMPLE.read_text()
+    text = text.replace("    remote_ip_ranges: [10.83.5.0/24]", "    remote_ip_ranges: [10.83.4.56]")
+    text = text.replace(
+        "    max_recipients_per_message: 20", "    max_recipients_per_message: 20\n    max_recipents: 5"
+    )
+    text = text.replace("[192.168.1.13,", "[192.168.1.300,")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    proc = run("check", "-c", str(bad))
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    lines = proc.stderr.splitlines()
+    assert lines == [
+        f"{bad}:51:23: Scanner Relay (EXCH01): remote_ip_ranges: identical range 10.83.4.56 conflicts with "
+        "10.83.4.56 of connector 'SMTP Relay (EXCH01)' on binding 0.0.0.0:25",
+        f"{bad}:60:23: Monitoring (EXCH01): remote_ip_ranges: '192.168.1.300' is not an IP address",
+        f"{bad}:66:5: Monitoring (EXCH01): max_recipents: unknown receive connector property",
+        f"{bad}: 3 error(s); configuration refused",
+    ]
+
+
+def test_check_missing_file(tmp_path):
+    proc = run("check", "-c", str(tmp_path / "nope.yaml"))
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f"{tmp_path / 'nope.yaml'}:1:1: file: No such file or directory")
+
+
+@pytest.mark.parametrize(
+    ("client", "connector", "rcpt_reply"),
+    [
+        (
+            "192.168.0.30",
+            "EXCH01\\Default Frontend EXCH01",
+            "550 5.7.54 SMTP; Unable to relay recipient in non-accepted domain",
+        ),
+        ("10.83.4.56", "EXCH01\\SMTP Relay (EXCH01)", "250 2.1.5 Recipient OK"),
+        ("10.83.5.20", "EXCH01\\Scanner Relay (EXCH01)", "250 2.1.5 Recipient OK"),
+    ],
+)
+def test_explain_json_acceptance(client, connector, rcpt_reply):
+    proc = run(
+        "explain",
+        "-c",
+        str(EXAMPLE),
+        "--client-ip",
+        client,
+        "--from",
+        "test@test.com",
+        "--to",
+        "someone@gmail.com",
+        "--json",
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["connector"] == connector
+    rcpt = [r for r in result["replies"] if r["stage"] == "RCPT"]
+    assert rcpt == [
+        {"stage": "RCPT", "reply": rcpt_reply, "code": int(rcpt_reply[:3]), "recipient": "someone@gmail.com"}
+    ]
+    assert [r["stage"] for r in result["replies"]] == ["CONNECT", "MAIL", "RCPT", "DATA"]
+
+
+def test_explain_text_shows_candidates_and_permissions(capsys):
+    assert (
+        main(
+            [
+                "explain",
+                "-c",
+                str(EXAMPLE),
+                "--client-ip",
+                "10.83.4.56",
+                "--from",
+                "a@labs.local",
+                "--to",
+                "x@gmail.com",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert " * EXCH01\\SMTP Relay (EXCH01)" in out
+    assert "   EXCH01\\Default Frontend EXCH01" in out
+    assert "range 10.83.4.56 (1 addresses)" in out
+    assert (
+        "Session permissions: SMTPSubmit SMTPAcceptAnyRecipient SMTPAcceptAnySender "
+        "SMTPAcceptAuthoritativeDomainSender AcceptRoutingHeaders"
+    ) in out
+    assert "RCPT     [x@gmail.com] 250 2.1.5 Recipient OK" in out
+
+
+def test_explain_no_connector(capsys):
+    assert main(["explain", "-c", str(EXAMPLE), "--client-ip", "10.9.9.9", "--port", "2526", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["connector"] is None
+    assert result["replies"] == [{"stage": "CONNECT", "reply": "421 4.3.2 Service not available", "code": 421}]
+
+
+def test_explain_ipv4_mapped_client(capsys):
+    assert main(["explain", "-c", str(EXAMPLE), "--client-ip", "::ffff:10.83.4.56", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["connector"] == "EXCH01\\SMTP Relay (EXCH01)"
+
+
+def test_explain_rejects_bad_ip():
+    proc = run("explain", "-c", str(EXAMPLE), "--client-ip", "10.0.0.300")
+    assert proc.returncode == 2
+    assert "'10.0.0.300' is not an IP address" in proc.stderr

@@ -1,0 +1,409 @@
+"""Loading the configuration file: values, defaults, usage types, and located errors."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from exmilter.config import ConfigError, load, loads
+from exmilter.model import AcceptedDomainType, AuthMechanism, PermissionGroups, Right, TransportRole, Usage
+from tests.conftest import EXAMPLE, SERVER, org_from
+
+
+def problems(text: str, server: str = SERVER) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        loads(server + textwrap.dedent(text), "x.yaml")
+    return [str(p) for p in info.value.problems if not p.warning]
+
+
+def test_example_configuration_loads_without_warnings():
+    loaded = load(EXAMPLE)
+    assert loaded.warnings == []
+    names = [c.identity for c in loaded.organization.receive_connectors]
+    assert names[:5] == [
+        "EXCH01\\Default Frontend EXCH01",
+        "EXCH01\\Client Frontend EXCH01",
+        "EXCH01\\Outbound Proxy Frontend EXCH01",
+        "EXCH01\\Default EXCH01",
+        "EXCH01\\Client Proxy EXCH01",
+    ]
+    assert "EXCH01\\SMTP Relay (EXCH01)" in names
+
+
+def test_default_connectors_match_spec_table():
+    org = org_from("default_connectors: true\n")
+    fe = org.connector("Default Frontend EXCH01")
+    assert fe.transport_role is TransportRole.FrontendTransport
+    assert {str(b) for b in fe.bindings} == {"[::]:25", "0.0.0.0:25"}
+    assert fe.permission_groups == (
+        PermissionGroups.AnonymousUsers | PermissionGroups.ExchangeServers | PermissionGroups.ExchangeLegacyServers
+    )
+    assert fe.auth_mechanism == (
+        AuthMechanism.Tls
+        | AuthMechanism.BasicAuth
+        | AuthMechanism.BasicAuthRequireTLS
+        | AuthMechanism.ExchangeServer
+        | AuthMechanism.Integrated
+    )
+    assert (fe.max_message_size, fe.max_header_size, fe.max_recipients_per_message) == (36 << 20, 256 << 10, 200)
+    assert (fe.max_hop_count, fe.max_local_hop_count) == (60, 5)
+    assert fe.protocol_logging_level == "Verbose"
+    hub = org.connector("EXCH01\\Default EXCH01")
+    assert hub.max_recipients_per_message == 5000
+    assert hub.max_inbound_connection_per_source is None
+    assert hub.size_enabled == "EnabledWithoutValue"
+    client = org.connector("Client Frontend EXCH01")
+    assert (client.message_rate_limit, client.message_rate_source) == (5, "User")
+    assert {str(b) for b in org.connector("Client Proxy EXCH01").bindings} == {"[::]:465", "0.0.0.0:465"}
+
+
+def test_an_entry_named_like_a_default_connector_overrides_it():
+    org = org_from("""
+        default_connectors: true
+        receive_connectors:
+          - name: Default Frontend EXCH01
+            max_message_size: 50MB
+            enabled: $false
+    """)
+    fe = org.connector("Default Frontend EXCH01")
+    assert (fe.max_message_size, fe.enabled) == (50 << 20, False)
+    assert fe.permission_groups & PermissionGroups.AnonymousUsers  # the rest is kept
+
+
+@pytest.mark.parametrize(
+    ("usage", "extra", "groups", "auth"),
+    [
+        (
+            "Client",
+            "remote_ip_ranges: 10.0.0.0/8",
+            PermissionGroups.ExchangeUsers,
+            AuthMechanism.Tls | AuthMechanism.Integrated | AuthMechanism.BasicAuth | AuthMechanism.BasicAuthRequireTLS,
+        ),
+        ("Custom", "bindings: 0.0.0.0:2526\n    remote_ip_ranges: 10.0.0.1", PermissionGroups.NONE, AuthMechanism.Tls),
+        (
+            "Internal",
+            "remote_ip_ranges: 10.0.0.0/8",
+            PermissionGroups.ExchangeServers | PermissionGroups.ExchangeLegacyServers,
+            AuthMechanism.Tls | AuthMechanism.ExchangeServer,
+        ),
+        ("Internet", "bindings: 0.0.0.0:2526", PermissionGroups.AnonymousUsers, AuthMechanism.Tls),
+        (
+            "Partner",
+            "bindings: 0.0.0.0:2526\n    remote_ip_ranges: 10.0.0.1",
+            PermissionGroups.Partners,
+            AuthMechanism.Tls,
+        ),
+    ],
+)
+def test_usage_defaults(usage, extra, groups, auth):
+    org = org_from(f"""
+receive_connectors:
+  - name: X
+    usage: {usage}
+    {extra}
+""")
+    c = org.connector("X")
+    assert (c.usage, c.permission_groups, c.auth_mechanism) == (Usage(usage), groups, auth)
+    assert c.fqdn == "exch01.labs.local"
+    assert c.transport_role is TransportRole.HubTransport  # Exchange's default without -TransportRole
+    if usage == "Client":
+        assert [str(b) for b in c.bindings] == ["0.0.0.0:587"]
+    if usage == "Internal":
+        assert c.size_enabled == "EnabledWithoutValue"
+        assert c.max_inbound_connection_percentage_per_source == 100
+    if usage == "Partner":
+        assert c.domain_secure_enabled is True
+    if usage == "Internet":
+        assert [str(r) for r in c.remote_ip_ranges] == ["0.0.0.0-255.255.255.255"]
+
+
+def test_exchange_value_syntax_in_the_file():
+    org = org_from("""
+        receive_connectors:
+          - name: X
+            bindings: "0.0.0.0:2526, [::]:2526"
+            remote_ip_ranges: "10.0.0.1-10.0.0.9, 192.168.1.0/24, 2001:db8::/48, 172.16.0.0(255.240.0.0)"
+            permission_groups: AnonymousUsers, ExchangeUsers
+            max_message_size: 36 MB (37,748,736 bytes)
+            max_header_size: 128KB
+            message_rate_limit: Unlimited
+            max_inbound_connection_per_source: unlimited
+            connection_timeout: 1.00:00:00
+            connection_inactivity_timeout: 00:05:00
+            require_ehlo_domain: $true
+            permissions:
+              - user: NT AUTHORITY\\ANONYMOUS LOGON
+                extended_rights: Ms-Exch-SMTP-Accept-Any-Recipient, SMTP-Accept-Any-Sender
+              - user: LABS\\Blocked
+                extended_rights: [ms-Exch-SMTP-Submit]
+                deny: $true
+    """)
+    c = org.connector("X")
+    assert len(c.bindings) == 2 and len(c.remote_ip_ranges) == 4
+    assert c.max_message_size == 37748736 and c.max_header_size == 131072
+    assert c.message_rate_limit is None and c.max_inbound_connection_per_source is None
+    assert c.connection_inactivity_timeout.total_seconds() == 300
+    assert c.connection_timeout.total_seconds() == 86400
+    assert c.require_ehlo_domain is True
+    assert c.permissions[0].rights == Right.SMTPAcceptAnyRecipient | Right.SMTPAcceptAnySender
+    assert c.permissions[1].deny is True
+
+
+def test_accepted_domains():
+    org = org_from("""
+        accepted_domains:
+          - contoso.com
+          - domain_name: "*.Fabrikam.com"
+            domain_type: InternalRelay
+          - domain_name: relay.example
+            domain_type: externalrelay
+    """)
+    assert [(d.domain_name, d.domain_type) for d in org.accepted_domains] == [
+        ("contoso.com", AcceptedDomainType.Authoritative),
+        ("*.fabrikam.com", AcceptedDomainType.InternalRelay),
+        ("relay.example", AcceptedDomainType.ExternalRelay),
+    ]
+    assert org.accepted_domains[0].address_book_enabled is True
+    assert org.accepted_domains[1].address_book_enabled is False
+
+
+# --- located errors ------------------------------------------------------------------
+
+
+def test_acceptance_three_located_errors_at_once():
+    """Identical ranges on one binding, an unknown key and a bad range: all reported."""
+    found = problems("""\
+receive_connectors:
+  - name: Relay A
+    bindings: 0.0.0.0:2526
+    remote_ip_ranges: 10.0.0.0/24
+    permission_groups: AnonymousUsers
+  - name: Relay B
+    bindings: 0.0.0.0:2526
+    remote_ip_ranges: 10.0.0.0/24
+    permission_groups: AnonymousUsers
+    max_recipents: 5
+  - name: Relay C
+    bindings: 0.0.0.0:2527
+    remote_ip_ranges: 10.0.0.300
+    permission_groups: AnonymousUsers
+""")
+    assert found == [
+        "x.yaml:13:23: Relay B: remote_ip_ranges: identical range 10.0.0.0/24 conflicts with 10.0.0.0/24 "
+        "of connector 'Relay A' on binding 0.0.0.0:2526",
+        "x.yaml:15:5: Relay B: max_recipents: unknown receive connector property",
+        "x.yaml:18:23: Relay C: remote_ip_ranges: '10.0.0.300' is not an IP address",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("snippet", "expected"),
+    [
+        (
+            "receive_connectors:\n  - name: X\n    bindings: 0.0.0.0:2526\n    remote_ip_ranges: 10.0.0.1\n"
+            "    auth_mechanism: None, Tls\n",
+            "x.yaml:10:21: X: auth_mechanism: None cannot be combined with other values",
+        ),
+        (
+            "receive_connectors:\n  - name: X\n    bindings: 0.0.0.0:2526\n    remote_ip_ranges: 10.0.0.1\n"
+            "    auth_mechanism: Tls, BasicAuthRequireTLS\n",
+            "x.yaml:10:21: X: auth_mechanism: BasicAuthRequireTLS needs BasicAuth and Tls",
+        ),
+        (
+            "receive_connectors:\n  - name: X\n    bindings: 0.0.0.0:2526\n    remote_ip_ranges: 10.0.0.1\n"
+            "    auth_mechanism: ExternalAuthoritative\n",
+            "x.yaml:10:21: X: permission_groups: ExternalAuthoritative needs the ExchangeServers group",
+        ),
+        (
+            "receive_connectors:\n  - name: X\n    bindings: 0.0.0.0:2526\n    remote_ip_ranges: 10.0.0.1\n"
+            "    auth_mechanism: ExternalAuthoritative, BasicAuth\n    permission_groups: ExchangeServers\n",
+            "x.yaml:10:21: X: auth_mechanism: ExternalAuthoritative can only be combined with Tls",
+        ),
+        (
+            "receive_connectors:\n  - name: X\n    bindings: 0.0.0.0:2526\n    remote_ip_ranges: 10.0.0.1\n"
+            "    auth_mechanism: None\n    require_tls: $true\n",
+            "x.yaml:11:18: X: require_tls: RequireTLS needs Tls in auth_mechanism",
+        ),
+        (
+            "receive_connectors:\n  - name: X\n    bindings: 0.0.0.0:2526\n    remote_ip_ranges: 10.0.0.1\n"
+            "    permission_groups: Custom\n",
+            "x.yaml:10:24: permission_groups: Custom cannot be set; "
+            "it is reported once a permission entry is added by hand",
+        ),
+        (
+            "receive_connectors:\n  - name: X\n    bindings: 10.83.4.56:25\n    remote_ip_ranges: 10.0.0.1\n",
+            "x.yaml:8:15: X: bindings: 10.83.4.56 is not an address of this server (server.addresses); "
+            "a client's address belongs in remote_ip_ranges",
+        ),
+        (
+            "receive_connectors:\n  - name: X\n    bindings: 0.0.0.0:2526\n    remote_ip_ranges: 10.0.0.1\n"
+            "    banner: Welcome\n",
+            "x.yaml:10:13: X: banner: a banner must be a 220 reply, e.g. '220 Server EXCH01 SMTP Relay Connector'",
+        ),
+        (
+            "receive_connectors:\n  - name: X\n    bindings: 0.0.0.0:2526\n    remote_ip_ranges: 10.0.0.1\n"
+            "    connection_timeout: 00:01:00\n",
+            "x.yaml:7:5: X: connection_inactivity_timeout: must not exceed connection_timeout",
+        ),
+        (
+            "receive_connectors:\n  - name: X\n    bindings: 0.0.0.0:2526\n    remote_ip_ranges: 10.0.0.1\n"
+            "    max_message_size: unlimited\n",
+            "x.yaml:10:23: X: max_message_size: connector byte sizes do not accept 'unlimited'",
+        ),
+        (
+            "receive_connectors:\n  - name: X\n    bindings: 0.0.0.0:2526\n    remote_ip_ranges: 10.0.0.1\n"
+            "    max_hop_count: 501\n",
+            "x.yaml:10:20: X: max_hop_count: 501 is out of range 1-500",
+        ),
+        ("receive_connectors:\n  - name: X\n    usage: Custom\n", "x.yaml:7:5: X: bindings: required for usage Custom"),
+        (
+            "accepted_domains:\n  - domain_name: con*toso.com\n",
+            "x.yaml:7:18: accepted_domains.domain_name: 'con*toso.com': a wildcard is only valid as the leading '*.'",
+        ),
+        (
+            "bogus: 1\n",
+            "x.yaml:6:1: bogus: unknown key; expected one of server, default_connectors, "
+            "accepted_domains, receive_connectors, users, policyd",
+        ),
+        (
+            "receive_connectors:\n  - name: X\n    bindings: 0.0.0.0:2526\n    remote_ip_ranges: 10.0.0.1\n"
+            "    permissions:\n      - user: Somebody\n        extended_rights: ms-Exch-Fly\n",
+            "x.yaml:12:26: permissions.extended_rights: 'ms-Exch-Fly' is not a receive-connector extended right",
+        ),
+    ],
+)
+def test_located_errors(snippet, expected):
+    assert expected in problems(snippet)
+
+
+def test_yaml_syntax_error_is_located():
+    assert problems("receive_connectors: [\n") == [
+        "x.yaml:7:1: yaml: expected the node content, but found '<stream end>'"
+    ]
+
+
+def test_missing_server_is_reported():
+    assert problems("accepted_domains: [contoso.com]\n", server="") == [
+        "x.yaml:1:1: server: required: name and fqdn of the server exmilter replaces"
+    ]
+
+
+def test_time_spans_are_not_yaml_sexagesimal():
+    c = org_from(
+        "receive_connectors:\n  - {name: X, bindings: 0.0.0.0:2526, remote_ip_ranges: 10.0.0.1,"
+        " tarpit_interval: 00:00:05}\n"
+    ).connector("X")
+    assert c.tarpit_interval.total_seconds() == 5
+
+
+# --- Exchange's refusal rules for ranges and roles (spec §2.3, §6) ------------------------
+
+
+def two(b1: str, r1: str, b2: str, r2: str, role2: str = "FrontendTransport") -> str:
+    return f"""
+receive_connectors:
+  - name: A
+    transport_role: FrontendTransport
+    bindings: "{b1}"
+    remote_ip_ranges: "{r1}"
+    permission_groups: AnonymousUsers
+  - name: B
+    transport_role: {role2}
+    bindings: "{b2}"
+    remote_ip_ranges: "{r2}"
+    permission_groups: AnonymousUsers
+"""
+
+
+@pytest.mark.parametrize(
+    ("snippet", "refused"),
+    [
+        (two("0.0.0.0:25", "10.0.0.0/8", "0.0.0.0:25", "10.0.0.0/8"), True),  # §6 #15
+        (two("0.0.0.0:25", "10.0.0.0/8", "10.0.0.5:25", "10.0.0.0/8"), False),  # §6 #15 second half
+        (two("0.0.0.0:25", "10.0.0.0-10.0.0.200", "0.0.0.0:25", "10.0.0.100-10.0.0.255"), True),  # §6 #16
+        (two("0.0.0.0:25", "10.0.0.0-10.0.0.200", "10.0.0.5:25", "10.0.0.100-10.0.0.255"), True),
+        (two("0.0.0.0:25", "10.0.0.0/8", "0.0.0.0:25", "10.1.0.0/16"), False),  # nesting is fine
+        (two("0.0.0.0:25", "10.0.0.0/8", "0.0.0.0:26", "10.0.0.0/8"), False),  # other port
+        (two("0.0.0.0:25", "10.0.0.0/8", "[::]:25", "10.0.0.0/8"), False),  # other family
+        (two("[::]:25", "2001:db8::/32", "[::]:25", "2001:db8::/32"), True),
+        (two("0.0.0.0:25", "10.0.0.1", "0.0.0.0:25", "10.0.0.2", role2="HubTransport"), True),  # §6 #8
+        (two("0.0.0.0:25", "10.0.0.1", "10.0.0.5:25", "10.0.0.2", role2="HubTransport"), True),
+        (two("0.0.0.0:25", "10.0.0.1", "0.0.0.0:2525", "10.0.0.2", role2="HubTransport"), False),
+    ],
+)
+def test_conflict_rules(snippet, refused):
+    if refused:
+        assert problems(snippet)
+    else:
+        org_from(snippet)
+
+
+def test_role_conflict_message_quotes_exchange():
+    found = problems(two("0.0.0.0:25", "10.0.0.1", "0.0.0.0:25", "10.0.0.2", role2="HubTransport"))
+    assert len(found) == 1 and found[0].endswith(
+        "Receive connectors assigned to different Transport roles on a single server must listen on unique "
+        "local IP address & port bindings"
+    )
+
+
+def test_disabled_connectors_still_conflict():
+    snippet = two("0.0.0.0:25", "10.0.0.0/8", "0.0.0.0:25", "10.0.0.0/8") + "    enabled: $false\n"
+    assert problems(snippet)
+
+
+def test_custom_connector_without_permissions_warns():
+    loaded = loads(
+        SERVER + "receive_connectors:\n  - {name: X, bindings: 0.0.0.0:2526, remote_ip_ranges: 10.0.0.1}\n", "x.yaml"
+    )
+    assert [str(w) for w in loaded.warnings] == [
+        "x.yaml:1:1: warning: accepted_domains: no accepted domain: every recipient needs relay rights",
+        "x.yaml:7:5: warning: X: permission_groups: no permission group or entry: this connector accepts no mail",
+    ]
+
+
+# The sweep that finds conflicts is compared with the literal pairwise rule.
+@st.composite
+def range_sets(draw):
+    out = []
+    for _ in range(draw(st.integers(2, 7))):
+        a = draw(st.integers(0, 40))
+        b = draw(st.integers(a, 40))
+        out.append((draw(st.integers(0, 3)), draw(st.booleans()), a, b))
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(range_sets())
+def test_conflict_sweep_matches_pairwise_rule(items):
+    conns = {}
+    for owner, exact, a, b in items:
+        conns.setdefault((owner, exact), []).append(f"10.0.0.{a}-10.0.0.{b}")
+    text = "receive_connectors:\n"
+    for (owner, exact), ranges in conns.items():
+        binding = "10.0.0.5:25" if exact else "0.0.0.0:25"
+        text += (
+            f"  - name: C{owner}{'e' if exact else 'w'}\n    transport_role: FrontendTransport\n"
+            f"    bindings: {binding}\n    remote_ip_ranges: [{', '.join(ranges)}]\n"
+            f"    permission_groups: AnonymousUsers\n"
+        )
+
+    def conflict(x, y):
+        (o1, e1, a1, b1), (o2, e2, a2, b2) = x, y
+        if (o1, e1) == (o2, e2):
+            return False
+        overlap = a1 <= b2 and a2 <= b1
+        nested = (a1 <= a2 and b2 <= b1) or (a2 <= a1 and b1 <= b2)
+        identical = (a1, b1) == (a2, b2)
+        partial = overlap and not nested
+        return partial or (identical and e1 == e2)
+
+    expected = any(conflict(x, y) for i, x in enumerate(items) for y in items[i + 1 :])
+    try:
+        loads(SERVER + text)
+        refused = False
+    except ConfigError:
+        refused = True
+    assert refused == expected

@@ -1,0 +1,512 @@
+"""The engine against the seeds' transcripts and the spec's tables (§1.5–§3.10)."""
+
+from __future__ import annotations
+
+import pytest
+
+from exmilter import replies as R
+from exmilter.domains import AcceptedDomains
+from exmilter.engine import Engine, MessageRateLimiter
+from exmilter.explain import explain
+from exmilter.model import AcceptedDomain, AcceptedDomainType, Right
+from exmilter.permissions import (
+    ANONYMOUS_RIGHTS,
+    EXTERNALLY_SECURED_RIGHTS,
+    Principal,
+    effective_rights,
+    group_entries,
+)
+from tests.conftest import FakeClock, engine_from, org_from
+
+# The seeds' organisations: a fresh Exchange 2019 server plus what each article adds.
+SEED_DOMAINS = """
+default_connectors: true
+accepted_domains:
+  - exchange2016demo.com
+  - exchangelabs.nl
+  - labs.local
+"""
+ANONYMOUS_RELAY = (
+    SEED_DOMAINS
+    + """
+receive_connectors:
+  - name: SMTP Relay (EXCH01)
+    transport_role: FrontendTransport
+    usage: Custom
+    bindings: 0.0.0.0:25
+    remote_ip_ranges: [10.83.4.56, 192.168.0.30]
+    permission_groups: AnonymousUsers
+    permissions:
+      - user: NT AUTHORITY\\ANONYMOUS LOGON
+        extended_rights: ms-Exch-SMTP-Accept-Any-Recipient
+"""
+)
+EXTERNALLY_SECURED = (
+    SEED_DOMAINS
+    + """
+receive_connectors:
+  - name: SMTP Relay (EXCH01)
+    transport_role: FrontendTransport
+    usage: Custom
+    bindings: 0.0.0.0:25
+    remote_ip_ranges: 10.83.4.56
+    auth_mechanism: ExternalAuthoritative
+    permission_groups: ExchangeServers
+"""
+)
+
+
+def transcript(config: str, client: str, sender: str, recipient: str) -> tuple[str | None, list[str]]:
+    result = explain(org_from(config), client_ip=client, mail_from=sender, rcpt_to=[recipient])
+    return result["connector"], [r["reply"] for r in result["replies"][1:]]
+
+
+RELAYED = ["250 2.1.0 Sender OK", "250 2.1.5 Recipient OK", "250 2.6.0 Queued mail for delivery"]
+REFUSED = [
+    "250 2.1.0 Sender OK",
+    "550 5.7.54 SMTP; Unable to relay recipient in non-accepted domain",
+    "503 5.5.2 Need rcpt command",
+]
+
+
+@pytest.mark.parametrize(
+    ("config", "client", "sender", "recipient", "connector", "replies"),
+    [
+        # seed 001: default frontend takes internal mail from anyone...
+        (
+            SEED_DOMAINS,
+            "192.168.0.30",
+            "test@test.com",
+            "adam.wally@exchange2016demo.com",
+            "EXCH01\\Default Frontend EXCH01",
+            RELAYED,
+        ),
+        # ...and refuses external recipients, even from an internal sender
+        (
+            SEED_DOMAINS,
+            "192.168.0.30",
+            "adam.wally@exchange2016demo.com",
+            "exchangeserverpro@gmail.com",
+            "EXCH01\\Default Frontend EXCH01",
+            REFUSED,
+        ),
+        # seed 001/000: the anonymous relay connector relays for its hosts
+        (
+            ANONYMOUS_RELAY,
+            "192.168.0.30",
+            "test@test.com",
+            "exchangeserverpro@gmail.com",
+            "EXCH01\\SMTP Relay (EXCH01)",
+            RELAYED,
+        ),
+        (
+            ANONYMOUS_RELAY,
+            "10.83.4.56",
+            "noreply@exchangelabs.nl",
+            "jaapwess@gmail.com",
+            "EXCH01\\SMTP Relay (EXCH01)",
+            RELAYED,
+        ),
+        # seed 000: a host outside the relay connector's ranges lands on Default Frontend
+        (
+            ANONYMOUS_RELAY,
+            "10.83.4.254",
+            "noreply@exchangelabs.nl",
+            "jaapwess@gmail.com",
+            "EXCH01\\Default Frontend EXCH01",
+            REFUSED,
+        ),
+        # seed 000/004: the ExternalAuthoritative + ExchangeServers variant relays
+        (
+            EXTERNALLY_SECURED,
+            "10.83.4.56",
+            "noreply@exchangelabs.nl",
+            "jaapwess@gmail.com",
+            "EXCH01\\SMTP Relay (EXCH01)",
+            RELAYED,
+        ),
+        (
+            EXTERNALLY_SECURED,
+            "10.83.4.11",
+            "noreply@exchangelabs.nl",
+            "jaapwess@gmail.com",
+            "EXCH01\\Default Frontend EXCH01",
+            REFUSED,
+        ),
+    ],
+)
+def test_seed_transcripts(config, client, sender, recipient, connector, replies):
+    assert transcript(config, client, sender, recipient) == (connector, replies)
+
+
+def test_externally_secured_counts_as_authenticated():
+    e = Engine(org_from(EXTERNALLY_SECURED))
+    s = e.open_session(None, 25, "10.83.4.56", helo="h")
+    assert s.principal.name == "MS Exchange\\Externally Secured Servers"
+    assert s.authenticated
+    assert s.rights == EXTERNALLY_SECURED_RIGHTS
+    assert s.rights.tokens() == (
+        "SMTPSubmit SMTPAcceptAnyRecipient SMTPAcceptAuthenticationFlag SMTPAcceptAnySender "
+        "SMTPAcceptAuthoritativeDomainSender BypassAntiSpam BypassMessageSizeLimit SMTPAcceptEXCH50 "
+        "AcceptRoutingHeaders"
+    )
+    # size limits are bypassed
+    assert e.mail(s, "a@b.example", size=100 << 20) == R.SENDER_OK
+    assert e.end_of_data(s, size=100 << 20) == R.QUEUED
+
+
+def test_anonymous_relay_stays_anonymous_and_limited():
+    e = Engine(org_from(ANONYMOUS_RELAY))
+    s = e.open_session(None, 25, "10.83.4.56", helo="h")
+    assert not s.authenticated
+    assert s.rights == ANONYMOUS_RIGHTS | Right.SMTPAcceptAnyRecipient
+    assert e.mail(s, "a@b.example", size=37748737) == R.MESSAGE_SIZE_EXCEEDED_MAIL
+    assert e.end_of_data(s, size=37748737) == R.MESSAGE_SIZE_EXCEEDED
+
+
+def test_no_connector_gives_421():
+    org = org_from("""
+        receive_connectors:
+          - name: Dedicated
+            bindings: 0.0.0.0:2526
+            remote_ip_ranges: 192.168.1.13
+            permission_groups: AnonymousUsers
+    """)
+    result = explain(org, client_ip="10.0.0.1", port=2526, mail_from="a@b.example", rcpt_to=["x@y.example"])
+    assert result["connector"] is None
+    assert result["replies"] == [{"stage": "CONNECT", "reply": "421 4.3.2 Service not available", "code": 421}]
+
+
+# --- MAIL FROM order (§3.4) -------------------------------------------------------------
+
+CUSTOM = """
+accepted_domains: [contoso.com]
+receive_connectors:
+  - name: X
+    bindings: 0.0.0.0:2526
+    remote_ip_ranges: 0.0.0.0/0
+    permission_groups: {groups}
+    auth_mechanism: {auth}
+    require_tls: {tls}
+    max_message_size: 1MB
+    max_recipients_per_message: 2
+"""
+
+
+def custom(groups="AnonymousUsers", auth="Tls", tls="$false", clock=None) -> Engine:
+    return engine_from(CUSTOM.format(groups=groups, auth=auth, tls=tls), clock)
+
+
+@pytest.mark.parametrize(
+    ("engine_args", "session_args", "sender", "size", "expected"),
+    [
+        ({}, {}, "a@contoso.com", 0, R.SENDER_OK),
+        ({}, {}, "<>", 0, R.SENDER_OK),
+        ({}, {}, "not an address", 0, R.INVALID_SENDER),
+        ({}, {"helo": ""}, "a@contoso.com", 0, R.SEND_HELLO_FIRST),
+        ({"tls": "$true"}, {}, "a@contoso.com", 0, R.STARTTLS_REQUIRED),
+        ({"tls": "$true"}, {"tls": True}, "a@contoso.com", 0, R.SENDER_OK),
+        ({"groups": "ExchangeUsers"}, {}, "a@contoso.com", 0, R.ANONYMOUS_SUBMIT_DENIED),
+        ({"groups": "AnonymousUsers"}, {"auth_user": "bob"}, "a@contoso.com", 0, R.SUBMIT_DENIED),
+        ({"groups": "ExchangeUsers"}, {"auth_user": "bob"}, "a@contoso.com", 0, R.SENDER_OK),
+        ({}, {}, "a@contoso.com", (1 << 20) + 1, R.MESSAGE_SIZE_EXCEEDED_MAIL),
+        ({}, {}, "a@contoso.com", 1 << 20, R.SENDER_OK),
+    ],
+)
+def test_mail_from_checks(engine_args, session_args, sender, size, expected):
+    e = custom(**engine_args)
+    s = e.open_session(None, 2526, "10.0.0.1", **({"helo": "h"} | session_args))
+    assert e.mail(s, sender, size=size) == expected
+
+
+def test_exact_reply_texts():
+    assert R.ANONYMOUS_SUBMIT_DENIED.line == (
+        "530 5.7.57 SMTP; Client was not authenticated to send anonymous mail during MAIL FROM"
+    )
+    assert R.UNABLE_TO_RELAY.line == "550 5.7.54 SMTP; Unable to relay recipient in non-accepted domain"
+    assert R.TOO_MANY_RECIPIENTS.line == "452 4.5.3 Too many recipients"
+    assert R.NO_CONNECTOR.line == "421 4.3.2 Service not available" and R.NO_CONNECTOR.close
+    assert R.STARTTLS_REQUIRED.line == "451 4.7.3 STARTTLS is required to send mail"
+
+
+# --- RCPT TO order (§3.5) ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("groups", "recipient", "accepted", "expected"),
+    [
+        ("AnonymousUsers", "x@contoso.com", 0, R.RECIPIENT_OK),
+        ("AnonymousUsers", "x@CONTOSO.COM", 0, R.RECIPIENT_OK),
+        ("AnonymousUsers", "x@fabrikam.com", 0, R.UNABLE_TO_RELAY),
+        ("AnonymousUsers", "x@contoso.com", 2, R.TOO_MANY_RECIPIENTS),
+        ("AnonymousUsers", "x@fabrikam.com", 2, R.TOO_MANY_RECIPIENTS),  # limit checked before relay
+        ("AnonymousUsers", "bad address", 0, R.INVALID_RECIPIENT),
+        ("ExchangeUsers", "x@fabrikam.com", 0, R.RECIPIENT_OK),  # authenticated users may relay
+    ],
+)
+def test_rcpt_checks(groups, recipient, accepted, expected):
+    e = custom(groups=groups)
+    s = e.open_session(None, 2526, "10.0.0.1", helo="h", auth_user="bob" if groups == "ExchangeUsers" else None)
+    assert e.rcpt(s, recipient, accepted=accepted) == expected
+
+
+def test_recipient_limit_bypassed_by_size_right():
+    e = custom(groups="ExchangeServers", auth="Tls, ExternalAuthoritative")
+    s = e.open_session(None, 2526, "10.0.0.1", helo="h")
+    assert e.rcpt(s, "x@contoso.com", accepted=500) == R.RECIPIENT_OK
+
+
+@pytest.mark.parametrize(
+    ("switch", "recipient", "expected"),
+    [
+        ("reject_reserved_top_level_recipient_domains", "x@host.test", R.RESERVED_TLD),
+        ("reject_reserved_second_level_recipient_domains", "x@example.com", R.RESERVED_SLD),
+        ("reject_single_label_recipient_domains", "x@intranet", R.SINGLE_LABEL_DOMAIN),
+        (None, "x@example.com", R.RECIPIENT_OK),
+    ],
+)
+def test_reserved_domain_switches(switch, recipient, expected):
+    extra = f"    {switch}: $true\n" if switch else ""
+    e = engine_from(CUSTOM.format(groups="ExchangeServers", auth="Tls, ExternalAuthoritative", tls="$false") + extra)
+    s = e.open_session(None, 2526, "10.0.0.1", helo="h")
+    assert e.rcpt(s, recipient) == expected
+
+
+# --- accepted domains (§1.5) ---------------------------------------------------------------
+
+DOMAINS = AcceptedDomains(
+    [
+        AcceptedDomain("c", "contoso.com"),
+        AcceptedDomain("w", "*.contoso.com", AcceptedDomainType.ExternalRelay),
+        AcceptedDomain("w2", "*.sales.contoso.com", AcceptedDomainType.InternalRelay),
+        AcceptedDomain("f", "fabrikam.com", match_sub_domains=True),
+        AcceptedDomain("e", "ext.example", AcceptedDomainType.ExternalRelay),
+    ]
+)
+
+
+@pytest.mark.parametrize(
+    ("domain", "expected", "internal"),
+    [
+        ("contoso.com", "c", True),  # exact beats wildcard
+        ("a.contoso.com", "w", False),
+        ("a.sales.contoso.com", "w2", True),  # longest suffix wins
+        ("sales.contoso.com", "w2", True),  # a wildcard matches its parent
+        ("fabrikam.com", "f", True),
+        ("deep.sub.fabrikam.com", "f", True),  # MatchSubDomains
+        ("ext.example", "e", False),
+        ("notcontoso.com", None, False),
+        ("com", None, False),
+    ],
+)
+def test_accepted_domain_matching(domain, expected, internal):
+    hit = DOMAINS.match(domain)
+    assert (hit.name if hit else None) == expected
+    assert DOMAINS.is_internal(f"x@{domain}") is internal
+
+
+def test_relay_check_accepts_all_three_domain_types():
+    e = engine_from("""
+        accepted_domains:
+          - {domain_name: a.example, domain_type: Authoritative}
+          - {domain_name: b.example, domain_type: InternalRelay}
+          - {domain_name: c.example, domain_type: ExternalRelay}
+        receive_connectors:
+          - {name: X, bindings: 0.0.0.0:2526, remote_ip_ranges: 0.0.0.0/0, permission_groups: AnonymousUsers}
+    """)
+    s = e.open_session(None, 2526, "10.0.0.1", helo="h")
+    assert [e.rcpt(s, f"x@{d}.example") for d in "abcd"] == [R.RECIPIENT_OK] * 3 + [R.UNABLE_TO_RELAY]
+
+
+# --- permissions (§1.6, §1.8) ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("permissions", "principal", "expected"),
+    [
+        # explicit deny beats the group's allow
+        (
+            "- {user: NT AUTHORITY\\ANONYMOUS LOGON, extended_rights: ms-Exch-SMTP-Submit, deny: $true}",
+            "anonymous",
+            ANONYMOUS_RIGHTS & ~Right.SMTPSubmit,
+        ),
+        # Everyone does not apply to anonymous sessions
+        ("- {user: Everyone, extended_rights: ms-Exch-SMTP-Accept-Any-Recipient}", "anonymous", ANONYMOUS_RIGHTS),
+        # a deny on a group the user belongs to applies to the user
+        (
+            "- {user: LABS\\Printers, extended_rights: ms-Exch-SMTP-Submit, deny: $true}",
+            "printer",
+            Right.SMTPAcceptAnyRecipient | Right.BypassAntiSpam | Right.AcceptRoutingHeaders,
+        ),
+        (
+            "- {user: printer, extended_rights: Send-As}",
+            "printer",
+            Right.SMTPSubmit
+            | Right.SMTPAcceptAnyRecipient
+            | Right.BypassAntiSpam
+            | Right.AcceptRoutingHeaders
+            | Right.SendAs,
+        ),
+    ],
+)
+def test_acl_evaluation(permissions, principal, expected):
+    e = engine_from(f"""
+        users:
+          - {{name: printer, member_of: [Printers]}}
+        receive_connectors:
+          - name: X
+            bindings: 0.0.0.0:2526
+            remote_ip_ranges: 0.0.0.0/0
+            permission_groups: AnonymousUsers, ExchangeUsers
+            permissions:
+              {permissions}
+    """)
+    s = e.open_session(None, 2526, "10.0.0.1", auth_user=None if principal == "anonymous" else principal)
+    assert s.rights == expected
+
+
+def test_legacy_servers_explicit_deny_of_forest_and_org_headers():
+    entries = group_entries(
+        __import__("exmilter.model", fromlist=["PermissionGroups"]).PermissionGroups.ExchangeLegacyServers, "LABS"
+    )
+    p = Principal("LABS\\ExchangeLegacyInterop", frozenset({"labs\\exchangelegacyinterop"}), True)
+    rights = effective_rights(entries, p, "LABS")
+    assert Right.AcceptForestHeaders not in rights and Right.AcceptOrganizationHeaders not in rights
+    assert rights == EXTERNALLY_SECURED_RIGHTS
+
+
+# --- end of data (§3.6, §3.7) ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        ({"size": 100}, R.QUEUED),
+        ({"size": 100, "header_size": (256 << 10) + 1}, R.HEADER_SIZE_EXCEEDED),
+        ({"size": 100, "received": ["from a by b"] * 61}, R.HOP_COUNT_EXCEEDED),
+        ({"size": 100, "received": ["from a by b"] * 60}, R.QUEUED),
+        (
+            {"size": 100, "received": ["from x by exch01.labs.local with Microsoft SMTP Server id 15"] * 6},
+            R.HOP_COUNT_EXCEEDED,
+        ),
+        ({"size": 100, "received": ["from x by exch01.labs.local with Microsoft SMTP Server id 15"] * 5}, R.QUEUED),
+        ({"size": 100, "message_partial": True}, R.MESSAGE_PARTIAL),
+        ({"size": (36 << 20) + 1}, R.MESSAGE_SIZE_EXCEEDED),
+        # the header-size failure comes before the message-size failure (project order)
+        ({"size": (36 << 20) + 1, "header_size": (256 << 10) + 1}, R.HEADER_SIZE_EXCEEDED),
+    ],
+)
+def test_end_of_data_checks(kwargs, expected):
+    e = Engine(org_from(SEED_DOMAINS))
+    s = e.open_session(None, 25, "192.168.0.30", helo="h")
+    assert e.end_of_data(s, **kwargs) == expected
+
+
+def test_anti_spoofing_mistake_10():
+    """Authoritative-Domain-Sender removed from ANONYMOUS LOGON: internal senders refused at end of data."""
+    e = engine_from("""
+        accepted_domains: [contoso.com]
+        receive_connectors:
+          - name: X
+            bindings: 0.0.0.0:2526
+            remote_ip_ranges: 0.0.0.0/0
+            permission_groups: AnonymousUsers
+            permissions:
+              - user: NT AUTHORITY\\ANONYMOUS LOGON
+                extended_rights: ms-Exch-SMTP-Accept-Authoritative-Domain-Sender
+                deny: $true
+    """)
+    s = e.open_session(None, 2526, "203.0.113.9", helo="h")
+    assert e.mail(s, "ceo@contoso.com") == R.SENDER_OK  # never at MAIL FROM
+    assert e.end_of_data(s, size=10, mail_from="ceo@contoso.com") == R.ANONYMOUS_SEND_AS_DENIED
+    assert e.end_of_data(s, size=10, mail_from="a@saas.example") == R.QUEUED
+    assert e.end_of_data(s, size=10, mail_from="a@saas.example", header_from="ceo@contoso.com") == (
+        R.ANONYMOUS_SEND_AS_DENIED
+    )
+
+
+def test_authenticated_send_as():
+    e = engine_from("""
+        accepted_domains: [contoso.com]
+        users:
+          - {name: svc-mailer, addresses: [svc-mailer@contoso.com], send_as: [smb1@contoso.com]}
+        receive_connectors:
+          - {name: X, bindings: 0.0.0.0:587, remote_ip_ranges: 0.0.0.0/0, permission_groups: ExchangeUsers}
+    """)
+    s = e.open_session(None, 587, "10.0.0.1", helo="h", auth_user="svc-mailer")
+    assert e.end_of_data(s, size=1, mail_from="svc-mailer@contoso.com") == R.QUEUED
+    assert e.end_of_data(s, size=1, mail_from="smb1@contoso.com") == R.QUEUED
+    assert e.end_of_data(s, size=1, mail_from="boss@contoso.com") == R.SEND_AS_DENIED
+    assert e.end_of_data(s, size=1, mail_from="someone@gmail.com") == R.SEND_AS_DENIED
+
+
+# --- message rate (§3.10) --------------------------------------------------------------------
+
+
+def rate_engine(clock: FakeClock, source: str = "IPAddress", limit: int = 3) -> Engine:
+    return engine_from(
+        f"""
+        accepted_domains: [contoso.com]
+        receive_connectors:
+          - name: X
+            bindings: 0.0.0.0:2526
+            remote_ip_ranges: 0.0.0.0/0
+            permission_groups: AnonymousUsers, ExchangeUsers
+            message_rate_limit: {limit}
+            message_rate_source: {source}
+          - name: Y
+            bindings: 0.0.0.0:2527
+            remote_ip_ranges: 0.0.0.0/0
+            permission_groups: AnonymousUsers
+            message_rate_limit: 5
+    """,
+        clock,
+    )
+
+
+def test_rate_window_is_fixed_60_seconds(clock):
+    e = rate_engine(clock)
+    s = e.open_session(None, 2526, "10.0.0.1", helo="h")
+    assert [e.mail(s, "a@contoso.com") for _ in range(4)] == [R.SENDER_OK] * 3 + [R.MESSAGE_RATE_EXCEEDED]
+    clock.now += 59.9
+    assert e.mail(s, "a@contoso.com") == R.MESSAGE_RATE_EXCEEDED
+    clock.now += 0.1  # 60 s after the window opened: a new window
+    assert e.mail(s, "a@contoso.com") == R.SENDER_OK
+    other = e.open_session(None, 2526, "10.0.0.2", helo="h")
+    assert e.mail(other, "a@contoso.com") == R.SENDER_OK
+
+
+def test_rate_counter_shared_across_connectors_with_own_limits(clock):
+    e = rate_engine(clock)
+    x = e.open_session(None, 2526, "10.0.0.1", helo="h")
+    y = e.open_session(None, 2527, "10.0.0.1", helo="h")
+    assert [e.mail(x, "a@contoso.com") for _ in range(3)] == [R.SENDER_OK] * 3
+    assert [e.mail(y, "a@contoso.com") for _ in range(3)] == [R.SENDER_OK, R.SENDER_OK, R.MESSAGE_RATE_EXCEEDED]
+
+
+def test_rate_by_user_falls_back_to_ip_for_anonymous(clock):
+    e = rate_engine(clock, source="User", limit=1)
+    bob1 = e.open_session(None, 2526, "10.0.0.1", helo="h", auth_user="bob")
+    bob2 = e.open_session(None, 2526, "10.0.0.2", helo="h", auth_user="bob")
+    assert e.mail(bob1, "a@contoso.com") == R.SENDER_OK
+    assert e.mail(bob2, "a@contoso.com") == R.MESSAGE_RATE_EXCEEDED  # same user, other IP
+    anon = e.open_session(None, 2526, "10.0.0.1", helo="h")
+    assert e.mail(anon, "a@contoso.com") == R.SENDER_OK
+
+
+def test_rate_all_returns_user_slot_when_ip_fails(clock):
+    limiter = MessageRateLimiter()
+    limiter.take("ip:10.0.0.1", 1, clock.now)  # the IP already used its only slot
+    e = Engine(rate_engine(clock, source="All", limit=1).org, clock=clock, rate_limiter=limiter)
+    s = e.open_session(None, 2526, "10.0.0.1", helo="h", auth_user="bob")
+    assert e.mail(s, "a@contoso.com") == R.MESSAGE_RATE_EXCEEDED
+    t = e.open_session(None, 2526, "10.0.0.9", helo="h", auth_user="bob")
+    assert e.mail(t, "a@contoso.com") == R.SENDER_OK  # bob's slot was given back
+
+
+def test_rate_limiter_purges_idle_keys():
+    limiter = MessageRateLimiter()
+    for i in range(100):
+        limiter.take(f"ip:{i}", 5, 0.0)
+    limiter.take("ip:new", 5, 61.0)
+    assert len(limiter) == 1
