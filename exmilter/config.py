@@ -50,6 +50,9 @@ from exmilter.values import (
 
 DEFAULT_PATH = "/etc/exmilter/exmilter.yaml"
 
+#: libyaml's parser when PyYAML was built with it: about 10× faster on big files.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 
 @dataclass(frozen=True, order=True)
 class Problem:
@@ -405,7 +408,7 @@ def load(path: str | Path) -> Loaded:
 def loads(text: str, file: str = "<string>") -> Loaded:
     out = Collector(file)
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=_LOADER)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         out.error(mark, "yaml", str(e.problem or e.context))

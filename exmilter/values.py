@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -174,15 +175,25 @@ class IPRange:
         return cls(6, 0, (1 << 128) - 1, "::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")
 
 
-def _addr_v(text: str) -> IPAddress:
-    """Parse one end of a range without IPv4-mapped folding: ranges keep their family."""
+def _number(text: str) -> tuple[int, int]:
+    """One end of a range as (version, integer), without IPv4-mapped folding.
+
+    ``inet_pton`` does the work: configurations with 100,000 ranges load several times
+    faster than through :mod:`ipaddress`, which is kept for netmask and CIDR arithmetic.
+    """
     s = text.strip()
     if "%" in s:
         s = s.split("%", 1)[0]
     try:
-        return ipaddress.ip_address(s)
-    except ValueError:
-        raise ValueError(f"{text.strip()!r} is not an IP address") from None
+        return 4, int.from_bytes(socket.inet_pton(socket.AF_INET, s), "big")
+    except OSError:
+        pass
+    try:
+        if ":" in s:
+            return 6, int.from_bytes(socket.inet_pton(socket.AF_INET6, s), "big")
+    except OSError:
+        pass
+    raise ValueError(f"{text.strip()!r} is not an IP address")
 
 
 def parse_ip_range(text: str) -> IPRange:
@@ -190,33 +201,36 @@ def parse_ip_range(text: str) -> IPRange:
     s = str(text).strip()
     if not s:
         raise ValueError("empty IP range")
-    m = re.fullmatch(r"(.+)\((.+)\)", s)
-    if m:
-        addr, mask = _addr_v(m.group(1)), _addr_v(m.group(2))
-        if addr.version != mask.version:
+    if s.endswith(")"):
+        m = re.fullmatch(r"(.+)\((.+)\)", s)
+        if not m:
+            raise ValueError(f"{s!r} is not an IP range")
+        (v, addr), (mv, mask) = _number(m.group(1)), _number(m.group(2))
+        if v != mv:
             raise ValueError(f"{s!r}: address and netmask are of different families")
-        try:
-            net = ipaddress.ip_network(f"{addr}/{mask}", strict=False)
-        except ValueError:
-            raise ValueError(f"{s!r}: {m.group(2).strip()!r} is not a netmask") from None
-        return IPRange(net.version, int(net.network_address), int(net.broadcast_address), s)
+        bits = 32 if v == 4 else 128
+        inverted = ~mask & ((1 << bits) - 1)
+        if inverted & (inverted + 1):
+            raise ValueError(f"{s!r}: {m.group(2).strip()!r} is not a netmask")
+        return IPRange(v, addr & mask, (addr & mask) | inverted, s)
     if "/" in s:
         addr_text, _, prefix = s.partition("/")
-        addr = _addr_v(addr_text)
-        if not prefix.isdigit() or int(prefix) > addr.max_prefixlen:
-            raise ValueError(f"{s!r}: prefix length must be 0-{addr.max_prefixlen}")
-        net = ipaddress.ip_network(f"{addr}/{prefix}", strict=False)
-        return IPRange(net.version, int(net.network_address), int(net.broadcast_address), s)
+        v, addr = _number(addr_text)
+        bits = 32 if v == 4 else 128
+        if not prefix.isdigit() or int(prefix) > bits:
+            raise ValueError(f"{s!r}: prefix length must be 0-{bits}")
+        host = (1 << (bits - int(prefix))) - 1
+        return IPRange(v, addr & ~host, (addr & ~host) | host, s)
     if "-" in s:
         lo_text, _, hi_text = s.partition("-")
-        lo, hi = _addr_v(lo_text), _addr_v(hi_text)
-        if lo.version != hi.version:
+        (v, lo), (hv, hi) = _number(lo_text), _number(hi_text)
+        if v != hv:
             raise ValueError(f"{s!r}: both ends of a range must be of one family")
-        if int(lo) > int(hi):
+        if lo > hi:
             raise ValueError(f"{s!r}: the first address is greater than the last")
-        return IPRange(lo.version, int(lo), int(hi), s)
-    addr = _addr_v(s)
-    return IPRange(addr.version, int(addr), int(addr), s)
+        return IPRange(v, lo, hi, s)
+    v, addr = _number(s)
+    return IPRange(v, addr, addr, s)
 
 
 @dataclass(frozen=True, order=True)

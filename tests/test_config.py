@@ -280,9 +280,9 @@ def test_located_errors(snippet, expected):
 
 
 def test_yaml_syntax_error_is_located():
-    assert problems("receive_connectors: [\n") == [
-        "x.yaml:7:1: yaml: expected the node content, but found '<stream end>'"
-    ]
+    (found,) = problems("receive_connectors: [\n")
+    # the wording is libyaml's or PyYAML's; the location is ours
+    assert found.startswith("x.yaml:7:1: yaml: ") and "node content" in found
 
 
 def test_missing_server_is_reported():
