@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 from collections import defaultdict
 from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 from exmilter.model import AuthMechanism, Organization, PermissionGroups, ReceiveConnector, Usage
 from exmilter.values import Binding, IPRange
@@ -18,11 +19,11 @@ from exmilter.values import Binding, IPRange
 MAX_RANGE_ENTRIES = 1200
 
 
-class _Sink:
-    """What validation needs from the loader's collector (kept structural to avoid a cycle)."""
+class _Sink(Protocol):
+    """What validation needs from the loader's collector (structural, to avoid an import cycle)."""
 
-    def error(self, at, key: str, message: str) -> None: ...  # pragma: no cover
-    def warn(self, at, key: str, message: str) -> None: ...  # pragma: no cover
+    def error(self, at: Any, key: str, message: str) -> None: ...
+    def warn(self, at: Any, key: str, message: str) -> None: ...
 
 
 Where = Callable[[str | None], object]
@@ -140,25 +141,20 @@ def _check_conflicts(connectors: tuple[ReceiveConnector, ...], where: Mapping[st
         )
 
     for b, items in by_binding.items():
-        _sweep(
-            items,
-            lambda i, j, r1, r2, same, b=b: report(i, j, b, r1, r2, "identical" if same else "partially overlapping"),
-            identical_conflicts=True,
-        )
-        if not b.is_wildcard:
-            wild = by_binding.get(b.wildcard(), [])
-            if wild:
-                mixed = [(r, i) for r, i in items] + [(r, -1 - i) for r, i in wild]
-                _sweep(
-                    mixed,
-                    lambda i, j, r1, r2, same, b=b: (
-                        (i < 0) != (j < 0)
-                        and not same
-                        and report(i if i >= 0 else -1 - i, j if j >= 0 else -1 - j, b, r1, r2, "partially overlapping")
-                    ),
-                    identical_conflicts=False,
-                    any_pair=True,
-                )
+
+        def same_binding(i: int, j: int, r1: IPRange, r2: IPRange, same: bool, b: Binding = b) -> None:
+            report(i, j, b, r1, r2, "identical" if same else "partially overlapping")
+
+        _sweep(items, same_binding)
+        wild = by_binding.get(b.wildcard(), []) if not b.is_wildcard else []
+        if wild:
+            # exact binding vs its wildcard: owners of the wildcard side are encoded as -1-index
+            def through_wildcard(i: int, j: int, r1: IPRange, r2: IPRange, same: bool, b: Binding = b) -> None:
+                ci, cj = (i if i >= 0 else -1 - i), (j if j >= 0 else -1 - j)
+                if (i < 0) != (j < 0) and ci != cj and not same:
+                    report(ci, cj, b, r1, r2, "partially overlapping")
+
+            _sweep(items + [(r, -1 - i) for r, i in wild], through_wildcard)
     for (version, port), per_addr in roles.items():
         wildcard_roles = per_addr.get(0, {})
         for addr, rmap in per_addr.items():
@@ -178,8 +174,8 @@ def _check_conflicts(connectors: tuple[ReceiveConnector, ...], where: Mapping[st
                 )
 
 
-def _sweep(items, conflict, identical_conflicts: bool, any_pair: bool = False) -> None:
-    """Report identical and partially overlapping ranges of different owners.
+def _sweep(items: list[tuple[IPRange, int]], conflict: Callable[[int, int, IPRange, IPRange, bool], None]) -> None:
+    """Call ``conflict`` for identical or partially overlapping ranges of different owners.
 
     Sorting by (first asc, last desc) turns nested ranges into a stack; a range that
     starts inside an open range of the stack but ends beyond it overlaps it partially.
@@ -191,11 +187,10 @@ def _sweep(items, conflict, identical_conflicts: bool, any_pair: bool = False) -
         while stack and stack[-1][0].last < r.first:
             stack.pop()
         for top, top_owner in reversed(stack):
-            if top.last < r.first or (top_owner == owner and not any_pair):
+            if top.last < r.first or top_owner == owner:
                 continue
             if top.first == r.first and top.last == r.last:
-                if top_owner != owner and (identical_conflicts or any_pair):
-                    conflict(top_owner, owner, top, r, True)
-            elif top.last < r.last and top_owner != owner:
+                conflict(top_owner, owner, top, r, True)
+            elif top.last < r.last:
                 conflict(top_owner, owner, top, r, False)
         stack.append((r, owner))

@@ -407,3 +407,14 @@ def test_conflict_sweep_matches_pairwise_rule(items):
     except ConfigError:
         refused = True
     assert refused == expected
+
+
+def test_a_connector_on_an_exact_and_its_wildcard_binding_does_not_conflict_with_itself():
+    org = org_from("""
+        receive_connectors:
+          - name: A
+            bindings: [0.0.0.0:25, 10.0.0.5:25]
+            remote_ip_ranges: [10.0.0.0-10.0.0.200, 10.0.0.100-10.0.0.255]
+            permission_groups: AnonymousUsers
+    """)
+    assert org.connector("A") is not None
