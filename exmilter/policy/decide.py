@@ -1,0 +1,261 @@
+"""One policy request in, one access(5) action out: the engine's verdict per SMTP stage.
+
+Pure (no Twisted, no sockets, the clock injected) so every rule is table-testable. The
+only state is what Postfix does not tell us: how many recipients of a transaction we
+already accepted, and the answers already given, so a request Postfix re-sends after a
+timeout (postfix-notes §1.5) gets the same answer without counting twice. Both live in
+bounded, expiring maps; they outlive configuration reloads on purpose (a transaction in
+flight keeps its count).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+
+from exmilter.engine import Engine, Session
+from exmilter.listener import Listener
+from exmilter.replies import Reply
+
+Clock = Callable[[], float]
+
+#: Postfix's default_action text: a temporary failure for a request we cannot place.
+CONFIG_PROBLEM = Reply(451, "4.3.5", "Server configuration problem")
+
+STATES = frozenset({"CONNECT", "EHLO", "HELO", "MAIL", "RCPT", "DATA", "END-OF-MESSAGE", "VRFY", "ETRN"})
+_DECIDED = frozenset({"CONNECT", "MAIL", "RCPT", "END-OF-MESSAGE"})
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What to answer and why: the engine reply (None when not consulted) and its action."""
+
+    action: str
+    payload: bytes  # the complete wire answer, rendered once
+    reply: Reply | None
+    connector: str  # connector identity, "" when none was selected or needed
+    stage: str  # protocol_state, "OTHER" for anything unknown
+    duplicate: bool = False
+    note: str = ""
+
+    @property
+    def code(self) -> str:
+        """Bounded metric label: the reply code, or ``none`` when the engine was not asked."""
+        return str(self.reply.code) if self.reply is not None else "none"
+
+
+def _payload(action: str) -> bytes:
+    return f"action={action}\n\n".encode()
+
+
+_DUNNO = _payload("DUNNO")
+_PASS = {s: Decision("DUNNO", _DUNNO, None, "", s) for s in (*STATES, "OTHER")}
+
+
+def passthrough(stage: str, note: str = "") -> Decision:
+    """``DUNNO`` for a stage the engine has nothing to say about."""
+    return Decision("DUNNO", _DUNNO, None, "", stage, note=note) if note else _PASS[stage]
+
+
+class _Transaction:
+    __slots__ = ("accepted", "answers", "seen")
+
+    def __init__(self, now: float) -> None:
+        self.accepted = 0
+        self.seen = now
+        self.answers: dict[tuple[str, str], Decision] = {}
+
+
+class _Expiring(OrderedDict):
+    """An LRU map with an idle timeout; ``touch`` refreshes, ``sweep`` drops the stale."""
+
+    def __init__(self, max_items: int, ttl: float) -> None:
+        super().__init__()
+        self.max_items = max_items
+        self.ttl = ttl
+
+    def sweep(self, now: float, seen: Callable[[object], float]) -> None:
+        while self:
+            key, value = next(iter(self.items()))
+            if len(self) <= self.max_items and now - seen(value) < self.ttl:
+                break
+            del self[key]
+
+
+class Decider:
+    """Maps requests to decisions against whichever :class:`Engine` is current."""
+
+    MAX_ANSWERS = 4096  # per transaction; Postfix's smtpd_recipient_limit is 1000
+
+    def __init__(self, clock: Clock = time.monotonic, *, max_transactions: int = 100_000,
+                 transaction_ttl: float = 3600.0, mail_window: float = 30.0, max_sessions: int = 4096) -> None:
+        self.clock = clock
+        self._txns = _Expiring(max_transactions, transaction_ttl)
+        self._mails = _Expiring(max_transactions, mail_window)
+        self._sessions: dict[tuple, Session] = {}
+        self._sessions_engine: Engine | None = None
+        self._max_sessions = max_sessions
+        self._contexts: dict[str, Listener | None] = {}
+        self._decisions: dict[tuple[Reply, str, str], Decision] = {}
+
+    def __len__(self) -> int:
+        return len(self._txns)
+
+    # -- entry point ------------------------------------------------------------------------
+
+    def decide(self, engine: Engine, req: Mapping[str, str], conn: int = 0) -> Decision:
+        """``conn`` identifies the policy connection; it tells a re-sent MAIL from a new one."""
+        state = req.get("protocol_state", "")
+        stage = state if state in STATES else "OTHER"
+        if stage not in _DECIDED:
+            return passthrough(stage)
+        request = req.get("request")
+        if request is not None and request != "smtpd_access_policy":
+            return passthrough(stage, f"request={request[:40]!r} is not smtpd_access_policy")
+        now = self.clock()
+        instance = req.get("instance", "")
+        txn: _Transaction | None = None
+        key = (stage, req.get("recipient", ""))
+        if instance:
+            txn = self._transaction(instance, now)
+            done = txn.answers.get(key)
+            if done is not None:
+                return replace(done, duplicate=True)
+        mail_key = None
+        if stage == "MAIL" and not instance:
+            mail_key = (req.get("client_address", ""), req.get("client_port", ""),
+                        req.get("sender", ""), req.get("size", ""))
+            d = self._mail_duplicate(mail_key, conn, now)
+            if d is not None:
+                return d
+        decision = self._decide(engine, req, stage, txn, now)
+        if txn is not None and len(txn.answers) < self.MAX_ANSWERS:
+            txn.answers[key] = decision
+        if mail_key is not None:
+            self._mails.pop(mail_key, None)
+            self._mails[mail_key] = (conn, now, decision)
+        return decision
+
+    # -- engine -----------------------------------------------------------------------------
+
+    def _decide(self, engine: Engine, req: Mapping[str, str], stage: str,
+                txn: _Transaction | None, now: float) -> Decision:
+        session, note = self._session(engine, req)
+        if session is None:
+            return replace(self.decision(CONFIG_PROBLEM, "", stage), note=note)
+        if stage == "CONNECT":
+            reply = engine.connect(session)
+        elif stage == "MAIL":
+            reply = engine.mail(session, req.get("sender", ""), size=_int(req.get("size")), now=now)
+        elif stage == "RCPT":
+            reply = engine.rcpt(session, req.get("recipient", ""), accepted=txn.accepted if txn else 0)
+            if reply.accepted and txn is not None:
+                txn.accepted += 1
+        else:
+            reply = engine.end_of_data(session, size=_int(req.get("size")), mail_from=req.get("sender", ""))
+        c = session.connector
+        return self.decision(reply, c.identity if c is not None else "", stage)
+
+    def decision(self, reply: Reply, connector: str, stage: str) -> Decision:
+        """Shared, pre-rendered decisions: the set is bounded by the configuration."""
+        k = (reply, connector, stage)
+        d = self._decisions.get(k)
+        if d is None:
+            # OK at RCPT is what permits relay in the rendered Postfix restrictions.
+            action = ("OK" if stage == "RCPT" else "DUNNO") if reply.accepted else reply.line
+            d = Decision(action, _payload(action), reply, connector, stage)
+            if len(self._decisions) > 10_000:
+                self._decisions.clear()
+            self._decisions[k] = d
+        return d
+
+    def _session(self, engine: Engine, req: Mapping[str, str]) -> tuple[Session | None, str]:
+        client = req.get("client_address", "")
+        if not client:
+            return None, "no client_address in the request"
+        listener = self._listener(req)
+        if listener is None:
+            return None, "no policy_context and no server_address/server_port: cannot identify the listener"
+        local, port = listener
+        auth_user = req.get("sasl_username") or None
+        tls = bool(req.get("encryption_protocol"))
+        helo = req.get("helo_name")
+        k = (local, port, client, auth_user, tls, helo)
+        if self._sessions_engine is not engine:
+            self._sessions.clear()
+            self._sessions_engine = engine
+        s = self._sessions.get(k)
+        if s is None:
+            try:
+                s = engine.open_session(local, port, client, auth_user=auth_user, tls=tls, helo=helo)
+            except ValueError as e:
+                return None, f"bad address in the request: {e}"
+            if len(self._sessions) >= self._max_sessions:
+                self._sessions.clear()
+            self._sessions[k] = s
+        return s, ""
+
+    def _listener(self, req: Mapping[str, str]) -> tuple[str | None, int] | None:
+        ctx = req.get("policy_context")
+        if ctx:
+            lst = self._contexts.get(ctx, _UNSET)
+            if lst is _UNSET:
+                try:
+                    lst = Listener.parse(ctx)
+                except ValueError:
+                    lst = None
+                if len(self._contexts) > 1024:
+                    self._contexts.clear()
+                self._contexts[ctx] = lst
+            if isinstance(lst, Listener):
+                return lst.address, lst.port
+        port = _int(req.get("server_port"))
+        if not 0 < port < 65536:
+            return None
+        return req.get("server_address") or None, port
+
+    # -- idempotency ------------------------------------------------------------------------
+
+    def _transaction(self, instance: str, now: float) -> _Transaction:
+        txns = self._txns
+        txn = txns.get(instance)
+        if txn is None:
+            txn = txns[instance] = _Transaction(now)
+            txns.sweep(now, _seen)
+        else:
+            txn.seen = now
+            txns.move_to_end(instance)
+        return txn
+
+    def _mail_duplicate(self, key: tuple, conn: int, now: float) -> Decision | None:
+        """A MAIL re-send arrives on a new policy connection (Postfix reconnects after a
+        timeout); the same SMTP session's next MAIL arrives on the same one."""
+        mails = self._mails
+        mails.sweep(now, _mail_seen)
+        prev = mails.get(key)
+        if prev is not None and prev[0] != conn and now - prev[1] < mails.ttl:
+            mails[key] = (conn, prev[1], prev[2])  # the session's next MAIL comes on this connection
+            return replace(prev[2], duplicate=True)
+        return None
+
+
+_UNSET: object = object()
+
+
+def _seen(t: object) -> float:
+    return t.seen  # type: ignore[attr-defined]
+
+
+def _mail_seen(v: object) -> float:
+    return v[1]  # type: ignore[index]
+
+
+def _int(text: str | None) -> int:
+    if not text:
+        return 0
+    try:
+        return max(int(text), 0)
+    except ValueError:
+        return 0

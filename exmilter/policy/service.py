@@ -1,0 +1,354 @@
+"""The policy daemon on Twisted: listeners, the per-connection protocol, reload and readiness.
+
+Protocols only frame bytes (:mod:`exmilter.policy.protocol`); the factory owns the one
+:class:`Runtime`, whose ``current`` generation (engine + configuration) is swapped in a
+single assignment on SIGHUP, so a request is always decided against one whole
+configuration. Anything unexpected closes that connection without an answer: Postfix
+then retries and finally applies its ``default_action``, a temporary failure (fail closed).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.application.service import MultiService, Service
+from twisted.internet import defer, threads
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.protocols.policies import TimeoutMixin
+from twisted.python.failure import Failure
+
+from exmilter.config import ConfigError, Loaded, load
+from exmilter.engine import Clock, Engine
+from exmilter.metrics import PolicyMetrics, metrics_site
+from exmilter.model import Organization
+from exmilter.policy.decide import Decider, Decision
+from exmilter.policy.protocol import ProtocolError, Request, RequestParser
+
+log = Logger(namespace="exmilter.policyd")
+
+#: Longer than Postfix's smtpd_policy_service_max_idle (300 s): Postfix closes first.
+IDLE_TIMEOUT = 1200.0
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One loaded configuration and the engine built from it."""
+
+    number: int
+    org: Organization
+    engine: Engine
+    source: str
+
+
+Blocking = Callable[..., defer.Deferred]
+
+
+class Runtime:
+    """The current generation, the decider state that outlives it, and reload."""
+
+    def __init__(self, path: str, loaded: Loaded, metrics: PolicyMetrics, *, clock: Clock = time.monotonic,
+                 decider: Decider | None = None, run_blocking: Blocking | None = None,
+                 notify: Callable[[str], Any] | None = None, verbose: bool = False) -> None:
+        self.path = path
+        self.metrics = metrics
+        self.clock = clock
+        self.decider = decider or Decider(clock)
+        self.verbose = verbose
+        self._run_blocking = run_blocking or threads.deferToThread
+        self._notify = notify or (lambda _msg: None)
+        self._reloading: defer.Deferred | None = None
+        self._again = False
+        org = loaded.organization
+        self.current = Generation(1, org, Engine(org, clock=clock), org.source or path)
+        metrics.config_loaded(1, self.current.source)
+
+    # -- reload -------------------------------------------------------------------------------
+
+    def reload(self) -> defer.Deferred:
+        """Load the file again off the reactor thread, then swap; fires with True on success.
+
+        A reload asked for while one runs is queued once (several SIGHUPs collapse).
+        """
+        if self._reloading is not None:
+            self._again = True
+            return self._reloading
+        self._notify("RELOADING=1")
+        log.info("reloading {path}", path=self.path)
+        d: defer.Deferred[Any] = self._run_blocking(self._build, self.path, self.current.engine)
+        d.addCallbacks(self._swap, self._refused)
+        self._reloading = d
+
+        def done(ok: bool) -> bool:
+            self._reloading = None
+            self._notify("READY=1")
+            if self._again:
+                self._again = False
+                self.reload()
+            return ok
+
+        d.addCallback(done)
+        return d
+
+    def _build(self, path: str, old: Engine) -> tuple[Loaded, Engine]:
+        loaded = load(path)
+        # The message-rate windows belong to the clients, not to the file: keep them.
+        return loaded, Engine(loaded.organization, clock=self.clock, rate_limiter=old.rate_limiter)
+
+    def _swap(self, result: tuple[Loaded, Engine]) -> bool:
+        loaded, engine = result
+        for w in loaded.warnings:
+            log.warn("{problem}", problem=str(w))
+        old = self.current
+        org = loaded.organization
+        new = Generation(old.number + 1, org, engine, org.source or self.path)
+        self.current = new  # the atomic swap: requests read self.current once each
+        self.metrics.reload_result(True)
+        self.metrics.config_loaded(new.number, new.source)
+        if (org.policyd.listen, org.policyd.metrics) != (old.org.policyd.listen, old.org.policyd.metrics):
+            log.warn("policyd.listen/metrics changed in {path}: restart the daemon to apply", path=self.path)
+        log.info("configuration generation {n} loaded from {path} ({count} receive connectors)",
+                 n=new.number, path=self.path, count=len(org.receive_connectors))
+        return True
+
+    def _refused(self, failure: Failure) -> bool:
+        self.metrics.reload_result(False)
+        if failure.check(ConfigError):
+            for p in failure.value.problems:
+                log.error("reload refused: {problem}", problem=str(p))
+        else:
+            log.failure("reload refused: unexpected error", failure)
+        log.error("keeping configuration generation {n}", n=self.current.number)
+        return False
+
+
+class PolicyProtocol(Protocol, TimeoutMixin):
+    """One Postfix policy client connection: parse, decide, answer; close on anything odd."""
+
+    def __init__(self, factory: PolicyFactory, conn_id: int) -> None:
+        self.factory = factory
+        self.conn_id = conn_id
+        self.seq = 0
+        self.closing = False
+        self.callLater = factory.reactor.callLater  # TimeoutMixin, on the injected reactor
+        policyd = factory.runtime.current.org.policyd
+        self.parser = RequestParser(policyd.max_line_length, policyd.max_attributes)
+
+    def connectionMade(self) -> None:
+        self.factory.metrics.connections.inc()
+        self.setTimeout(self.factory.idle_timeout)
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self.setTimeout(None)
+        self.factory.metrics.connections.dec()
+
+    def timeoutConnection(self) -> None:
+        log.info("c{conn}: idle for {t:.0f}s, closing", conn=self.conn_id, t=self.factory.idle_timeout)
+        self.transport.loseConnection()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.closing:
+            return
+        self.resetTimeout()
+        error: ProtocolError | None = None
+        try:
+            requests = self.parser.feed(data)
+        except ProtocolError as e:
+            requests, error = e.complete, e
+        out = []
+        for req in requests:
+            payload = self.answer(req)
+            if payload is None:
+                error = None  # already logged and closing
+                break
+            out.append(payload)
+        if out:
+            self.transport.write(b"".join(out) if len(out) > 1 else out[0])
+        if error is not None:
+            self.factory.metrics.protocol_errors.inc()
+            log.warn("c{conn}: {error}; closing the connection", conn=self.conn_id, error=str(error))
+            self.close()
+        elif self.closing:
+            self.transport.loseConnection()
+
+    def answer(self, req: Request) -> bytes | None:
+        """The wire answer for one request, or None after an internal error (we close)."""
+        self.seq += 1
+        f = self.factory
+        runtime = f.runtime
+        metrics = f.metrics
+        state = req.get("protocol_state", "")
+        metrics.request(state)
+        t0 = time.perf_counter()
+        try:
+            d = runtime.decider.decide(runtime.current.engine, req, self.conn_id)
+        except Exception:
+            metrics.internal_errors.inc()
+            log.failure("c{conn}.{seq}: deciding {state} failed; closing without an answer (Postfix fails closed)",
+                        conn=self.conn_id, seq=self.seq, state=state)
+            self.closing = True
+            return None
+        metrics.latency.observe(time.perf_counter() - t0)
+        if d.duplicate:
+            metrics.duplicate(d.stage)
+        elif d.reply is not None:
+            metrics.decision(d.connector, d.stage, d.code)
+        if d.note or runtime.verbose or (d.reply is not None and not d.reply.accepted) or d.duplicate:
+            self.log_decision(req, d)
+        return d.payload
+
+    def log_decision(self, req: Request, d: Decision) -> None:
+        log.info("c{conn}.{seq} {state} client={client} connector={connector!r} from=<{sender}> to=<{rcpt}>: "
+                 "{action}{dup}{note}",
+                 conn=self.conn_id, seq=self.seq, state=d.stage, client=req.get("client_address", ""),
+                 connector=d.connector or "-", sender=req.get("sender", ""), rcpt=req.get("recipient", ""),
+                 action=d.action, dup=" (re-sent request, same answer)" if d.duplicate else "",
+                 note=f" ({d.note})" if d.note else "")
+
+    def close(self) -> None:
+        self.closing = True
+        self.transport.loseConnection()
+
+
+class PolicyFactory(Factory):
+    noisy = False
+
+    def __init__(self, runtime: Runtime, reactor: Any, idle_timeout: float = IDLE_TIMEOUT) -> None:
+        self.runtime = runtime
+        self.metrics = runtime.metrics
+        self.reactor = reactor
+        self.idle_timeout = idle_timeout
+        self._ids = itertools.count(1)
+
+    def buildProtocol(self, addr: Any) -> PolicyProtocol:
+        return PolicyProtocol(self, next(self._ids))
+
+
+# -- listeners ----------------------------------------------------------------------------------
+
+
+def split_group(description: str) -> tuple[str, str | None]:
+    """Strip our ``group=NAME`` option from a ``unix:`` endpoint (Twisted has none)."""
+    if not description.startswith("unix:"):
+        return description, None
+    parts = description.split(":")
+    group = next((p[6:] for p in parts if p.startswith("group=")), None)
+    return ":".join(p for p in parts if not p.startswith("group=")), group
+
+
+class ListenService(Service):
+    """Listens on every endpoint string; ``ready`` fires once all are bound."""
+
+    def __init__(self, reactor: Any, descriptions: Sequence[str], factory: Factory, what: str) -> None:
+        self.reactor = reactor
+        self.descriptions = tuple(descriptions)
+        self.factory = factory
+        self.what = what
+        self.ports: list[IListeningPort] = []
+        self.ready: defer.Deferred = defer.Deferred()
+
+    def startService(self) -> None:
+        super().startService()
+        ds = [self._listen(d) for d in self.descriptions]
+        defer.gatherResults(ds, consumeErrors=True).chainDeferred(self.ready)
+
+    @defer.inlineCallbacks
+    def _listen(self, description: str):  # type: ignore[no-untyped-def]
+        endpoint_text, group = split_group(description)
+        port = yield serverFromString(self.reactor, endpoint_text).listen(self.factory)
+        self.ports.append(port)
+        if group:
+            import grp
+
+            path = port.getHost().name
+            os.chown(path, -1, grp.getgrnam(group).gr_gid)
+        log.info("{what} listening on {where}", what=self.what, where=description)
+        return port
+
+    def stopService(self) -> defer.Deferred:
+        super().stopService()
+        ports, self.ports = self.ports, []
+        return defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in ports])
+
+
+class SignalService(Service):
+    """SIGHUP → reload, handled on the reactor thread."""
+
+    def __init__(self, reactor: Any, runtime: Runtime) -> None:
+        self.reactor = reactor
+        self.runtime = runtime
+        self._previous: Any = None
+
+    def startService(self) -> None:
+        super().startService()
+        self._previous = signal.signal(signal.SIGHUP, self._hup)
+
+    def _hup(self, signum: int, frame: Any) -> None:
+        self.reactor.callFromThread(self.runtime.reload)
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._previous is not None:
+            signal.signal(signal.SIGHUP, self._previous)
+
+
+def sd_notify(message: str, environ: dict[str, str] | os._Environ[str] = os.environ) -> bool:
+    """Tell systemd (``Type=notify``) about our state; a no-op outside systemd."""
+    address = environ.get("NOTIFY_SOCKET")
+    if not address:
+        return False
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+            s.connect(address)
+            s.sendall(message.encode())
+    except OSError as e:
+        log.warn("cannot notify systemd at {address}: {error}", address=address, error=str(e))
+        return False
+    return True
+
+
+@dataclass
+class Daemon:
+    """The assembled service tree and the pieces tests and the command need."""
+
+    top: MultiService
+    runtime: Runtime
+    policy: ListenService
+    metrics: ListenService | None
+    ready: defer.Deferred
+
+
+def build(reactor: Any, runtime: Runtime, listen: Sequence[str], metrics_endpoint: str | None, *,
+          notify: Callable[[str], Any] = sd_notify, signals: bool = True) -> Daemon:
+    top = MultiService()
+    policy = ListenService(reactor, listen, PolicyFactory(runtime, reactor), "policy service")
+    policy.setServiceParent(top)
+    waits = [policy.ready]
+    metrics_service = None
+    if metrics_endpoint:
+        metrics_service = ListenService(reactor, [metrics_endpoint], metrics_site(runtime.metrics.registry),
+                                        "metrics")
+        metrics_service.setServiceParent(top)
+        waits.append(metrics_service.ready)
+    if signals:
+        SignalService(reactor, runtime).setServiceParent(top)
+    ready = defer.gatherResults(waits, consumeErrors=True)
+
+    def up(_: object) -> None:
+        g = runtime.current
+        log.info("ready: configuration generation {n} from {path}", n=g.number, path=g.source)
+        notify(f"READY=1\nSTATUS=generation {g.number} from {g.source}")
+
+    ready.addCallback(up)
+    return Daemon(top, runtime, policy, metrics_service, ready)
