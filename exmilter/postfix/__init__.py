@@ -1,0 +1,1 @@
+"""The Postfix side of exmilter: rendering main.cf/master.cf and running a private instance."""

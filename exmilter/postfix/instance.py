@@ -1,0 +1,145 @@
+"""A private Postfix instance under one directory (postfix-notes §7).
+
+Everything it owns (config, queue, data, logs) lives under ``root``; it is controlled
+with ``postfix -c ROOT/etc`` and so never touches ``/etc/postfix`` or a running system
+Postfix. Starting Postfix needs root.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+POSTFIX = shutil.which("postfix", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin") or "/usr/sbin/postfix"
+
+#: The Postfix services an instance needs besides its smtpd listeners, all chroot n.
+BASE_SERVICES = """\
+pickup    unix  n - n 60  1 pickup
+cleanup   unix  n - n -   0 cleanup
+qmgr      unix  n - n 300 1 qmgr
+rewrite   unix  - - n -   - trivial-rewrite
+bounce    unix  - - n -   0 bounce
+defer     unix  - - n -   0 bounce
+trace     unix  - - n -   0 bounce
+verify    unix  - - n -   1 verify
+proxymap  unix  - - n -   - proxymap
+showq     unix  n - n -   - showq
+error     unix  - - n -   - error
+retry     unix  - - n -   - error
+discard   unix  - - n -   - discard
+anvil     unix  - - n -   1 anvil
+scache    unix  - - n -   1 scache
+postlog   unix-dgram n - n - 1 postlogd
+"""
+
+
+class PostfixError(RuntimeError):
+    """A postfix command failed; the message carries its output and the maillog's tail."""
+
+
+class PostfixInstance:
+    """Directories, configuration files and the ``postfix -c`` life cycle of one instance."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root).resolve()
+        self.etc = self.root / "etc"
+        self.spool = self.root / "spool"
+        self.data = self.root / "data"
+        self.log_dir = self.root / "log"
+        self.maillog = self.log_dir / "maillog"
+
+    def base_main(self, myhostname: str) -> dict[str, str]:
+        """Settings that keep the instance private (literal paths: no $ expansion surprises)."""
+        return {
+            "compatibility_level": "3.6",
+            "queue_directory": str(self.spool),
+            "data_directory": str(self.data),
+            "maillog_file": str(self.maillog),
+            "maillog_file_prefixes": str(self.log_dir),
+            "inet_interfaces": "127.0.0.1",
+            "inet_protocols": "ipv4",
+            "myhostname": myhostname,
+            "mydestination": "",
+            "mynetworks": "127.0.0.1/32",
+            "local_recipient_maps": "",
+            "alias_maps": "",
+            "alias_database": "",
+            "biff": "no",
+        }
+
+    def prepare(self) -> None:
+        """Create the directories with the ownership Postfix insists on."""
+        for d in (self.etc, self.spool, self.data, self.log_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        pw = pwd.getpwnam("postfix")
+        os.chown(self.data, pw.pw_uid, pw.pw_gid)
+
+    def write(self, main: dict[str, str], main_extra: str, services: str) -> None:
+        """Write main.cf (settings, then extra text) and master.cf (base services + ours)."""
+        self.prepare()
+        text = "".join(f"{k} = {v}\n".replace(" \n", "\n") for k, v in main.items())
+        _atomic_write(self.etc / "main.cf", text + "\n" + main_extra)
+        _atomic_write(self.etc / "master.cf", BASE_SERVICES + "\n" + services)
+
+    def _postfix(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [POSTFIX, "-c", str(self.etc), *args],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if check and proc.returncode != 0:
+            raise PostfixError(
+                f"postfix -c {self.etc} {' '.join(args)} failed ({proc.returncode}):\n"
+                f"{proc.stdout}{proc.stderr}\n--- maillog tail ---\n{self.maillog_tail()}"
+            )
+        return proc
+
+    def running(self) -> bool:
+        return self._postfix("status", check=False).returncode == 0
+
+    def check(self) -> None:
+        self._postfix("check")
+
+    def start(self) -> None:
+        """Start, first stopping a stale instance left on this directory."""
+        if self.running():
+            self.stop()
+        self._postfix("start")
+
+    def reload(self) -> None:
+        self._postfix("reload")
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """``postfix stop`` and wait until the master has gone (its pid file is released)."""
+        if not self.running():
+            return
+        self._postfix("stop", check=False)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.running():
+            time.sleep(0.1)
+        if self.running():
+            self._postfix("abort", check=False)
+
+    def maillog_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.maillog.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no maillog)"
+
+    def maillog_text(self) -> str:
+        try:
+            return self.maillog.read_text(errors="replace")
+        except OSError:
+            return ""
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

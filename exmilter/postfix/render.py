@@ -1,0 +1,290 @@
+"""Organization → Postfix configuration text (pure functions, no I/O).
+
+Postfix answers some things before any policy server is asked (limits, relay checks,
+the banner), so the rendered settings make Postfix at least as permissive as every
+connector and leave each decision to exmilter (postfix-notes §1.5, §5). The policy
+service is wired fail-closed: when exmilter is down, slow or answers nonsense, clients
+get a temporary failure, never an open relay.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+
+from exmilter.listener import Listener
+from exmilter.model import Organization, ReceiveConnector
+
+#: What Postfix answers when the policy daemon cannot be asked (postfix-notes §1.5).
+DEFAULT_ACTION = "451 4.3.5 Server configuration problem"
+#: Per-request timeout and attempts: a dead daemon costs about retry_delay (1 s).
+POLICY_TIMEOUT = "5s"
+POLICY_TRY_LIMIT = 2
+POLICY_RETRY_DELAY = "1s"
+#: Postfix's own defaults; the rendered limits never go below them.
+POSTFIX_MAILBOX_SIZE_LIMIT = 51200000
+POSTFIX_RECIPIENT_LIMIT = 1000
+POSTFIX_HOPCOUNT_LIMIT = 50
+POSTFIX_HARD_ERROR_LIMIT = 20
+
+
+@dataclass(frozen=True)
+class ListenerPlan:
+    """One smtpd service: where it binds, which context it reports, whom it serves."""
+
+    listener: Listener
+    bind: str  # master.cf service name: "25", "10.1.1.1:25", "[2001:db8::1]:25"
+    connectors: tuple[ReceiveConnector, ...]
+    bindings: tuple[str, ...]  # the Exchange bindings this listener stands for
+    extra_options: tuple[str, ...] = field(default=())  # more master.cf "-o" words (sandbox)
+
+    @property
+    def context(self) -> str:
+        return self.listener.context
+
+    def moved(self, host: str, port: int) -> ListenerPlan:
+        """The same listener bound elsewhere; the context (what exmilter decides on) stays."""
+        return replace(self, bind=f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+
+    @property
+    def port(self) -> int:
+        return int(self.bind.rpartition(":")[2]) if ":" in self.bind else int(self.bind)
+
+
+def plan_listeners(org: Organization) -> list[ListenerPlan]:
+    """One listener per distinct binding of the enabled connectors.
+
+    ``0.0.0.0:P`` and ``[::]:P`` share one wildcard listener (context ``*:P``). Linux
+    cannot bind ``0.0.0.0:P`` next to ``10.1.1.1:P``, so a port with both wildcard and
+    exact bindings gets one exact listener per server address instead; the wildcard
+    connectors are still found behind them (the engine falls back to the wildcard).
+    """
+    wild: dict[int, list[ReceiveConnector]] = {}
+    wild_bindings: dict[int, list[str]] = {}
+    exact: dict[int, dict[str, list[ReceiveConnector]]] = {}
+    for c in org.receive_connectors:
+        if not c.enabled:
+            continue
+        for b in c.bindings:
+            if b.is_wildcard:
+                _add(wild.setdefault(b.port, []), c)
+                _add(wild_bindings.setdefault(b.port, []), str(b))
+            else:
+                _add(exact.setdefault(b.port, {}).setdefault(str(b.ip), []), c)
+    plans: list[ListenerPlan] = []
+    for port in sorted(set(wild) | set(exact)):
+        exacts = exact.get(port, {})
+        if port in wild and not exacts:
+            plans.append(ListenerPlan(Listener(None, port), str(port), tuple(wild[port]), tuple(wild_bindings[port])))
+            continue
+        addresses = list(exacts)
+        if port in wild:
+            addresses = [a for a in org.server.addresses if a not in addresses] + addresses
+        for addr in sorted(addresses, key=_address_order):
+            lst = Listener(addr, port)
+            conns = list(exacts.get(addr, []))
+            for c in wild.get(port, []):
+                if any(b.is_wildcard and b.port == port and _same_family(b.version, addr) for b in c.bindings):
+                    _add(conns, c)
+            if conns:
+                names = ((lst.context,) if addr in exacts else ()) + tuple(
+                    b for b in wild_bindings.get(port, []) if _same_family(6 if b.startswith("[") else 4, addr)
+                )
+                plans.append(ListenerPlan(lst, lst.context, tuple(conns), names))
+    return plans
+
+
+def _add(items: list, item: object) -> None:
+    if item not in items:
+        items.append(item)
+
+
+def _same_family(version: int, addr: str) -> bool:
+    return (":" in addr) == (version == 6)
+
+
+def _address_order(addr: str) -> tuple[int, str]:
+    return (6 if ":" in addr else 4, addr)
+
+
+def banner(plan: ListenerPlan, org: Organization) -> str:
+    """``smtpd_banner`` text (Postfix adds the ``220 ``): the connector's own banner
+    when the listener serves one connector, else Exchange's default with the server FQDN."""
+    if len(plan.connectors) == 1:
+        first = plan.connectors[0].banner_text().splitlines()[0]
+        text = re.sub(r"^220[ -]?", "", first).strip()
+        if text:
+            return text
+    return f"{org.server.fqdn} Microsoft ESMTP MAIL Service ready"
+
+
+def postfix_value(text: str) -> str:
+    """A value safe inside ``-o { name = value }``: ``$`` doubled, braces cannot nest."""
+    return text.replace("$", "$$").replace("{", "(").replace("}", ")").strip()
+
+
+def policy_endpoint(twisted_endpoint: str) -> str:
+    """The Postfix form of a policy daemon listener given as a Twisted endpoint string.
+
+    ``unix:/run/exmilter/policy.sock:mode=660`` → ``unix:/run/exmilter/policy.sock``;
+    ``tcp:10040:interface=127.0.0.1`` → ``inet:127.0.0.1:10040``.
+    """
+    parts = [a.replace("\\:", ":") for a in re.split(r"(?<!\\):", twisted_endpoint)]
+    kind, args = parts[0], parts[1:]
+    positional = [a for a in args if "=" not in a]
+    named = dict(a.split("=", 1) for a in args if "=" in a)
+    if kind == "unix":
+        path = named.get("address") or (positional[0] if positional else "")
+        if not path:
+            raise ValueError(f"{twisted_endpoint!r}: no socket path")
+        return f"unix:{path}"
+    if kind in ("tcp", "tcp6"):
+        port = named.get("port") or (positional[0] if positional else "")
+        if not port.isdigit():
+            raise ValueError(f"{twisted_endpoint!r}: no port")
+        host = named.get("interface") or ("::1" if kind == "tcp6" else "127.0.0.1")
+        if host in ("0.0.0.0", "::", ""):
+            host = "::1" if host == "::" else "127.0.0.1"
+        return f"inet:[{host}]:{port}" if ":" in host else f"inet:{host}:{port}"
+    raise ValueError(f"{twisted_endpoint!r}: Postfix reaches a policy server over unix: or tcp: only")
+
+
+def policy_check(endpoint: str, context: str) -> str:
+    """One ``check_policy_service`` with per-use overrides (Postfix 3.0+), fail-closed."""
+    return (
+        f"check_policy_service {{ {endpoint}, timeout={POLICY_TIMEOUT}, try_limit={POLICY_TRY_LIMIT}, "
+        f"retry_delay={POLICY_RETRY_DELAY}, {{ default_action = {DEFAULT_ACTION} }}, policy_context={context} }}"
+    )
+
+
+#: The per-listener parameter holding that listener's policy check; the lists refer to it.
+POLICY_PARAM = "exmilter_policy"
+
+
+def restrictions() -> list[tuple[str, str]]:
+    """The per-listener restriction lists: exmilter is asked once per stage and decides relay.
+
+    RCPT is asked in ``smtpd_relay_restrictions``: exmilter's ``OK`` ends the list,
+    its refusal refuses, and the trailing ``defer`` turns anything else (a ``DUNNO``
+    from a misconfigured daemon) into a temporary failure. ``smtpd_recipient_restrictions``
+    is ``permit`` so nothing after it undoes exmilter's verdict.
+    """
+    check = f"${POLICY_PARAM}"
+    return [
+        ("smtpd_client_restrictions", check),
+        ("smtpd_helo_restrictions", check),
+        ("smtpd_sender_restrictions", check),
+        ("smtpd_relay_restrictions", f"{check}, defer"),
+        ("smtpd_recipient_restrictions", "permit"),
+        ("smtpd_data_restrictions", check),
+        ("smtpd_end_of_data_restrictions", check),
+    ]
+
+
+def _option(name: str, value: str) -> str:
+    if re.search(r"[\s{}]", value) or value == "":
+        return f"-o {{ {name} = {value} }}"
+    return f"-o {name}={value}"
+
+
+def master_service(plan: ListenerPlan, org: Organization, endpoint: str) -> str:
+    """One master.cf smtpd service (chroot n: an absolute unix: policy socket stays reachable)."""
+    ids = ", ".join(c.identity for c in plan.connectors)
+    lines = [
+        f"# exmilter listener {plan.context}: Exchange bindings {', '.join(plan.bindings)}",
+        f"#   connectors: {ids}",
+        "#   TLS/SASL hooks (auth issue): per-listener -o smtpd_tls_security_level=may,",
+        "#   -o smtpd_sasl_auth_enable=yes when these connectors offer STARTTLS/AUTH.",
+        f"{plan.bind} inet n - n - - smtpd",
+    ]
+    options = [
+        ("smtpd_delay_reject", "no"),
+        ("smtpd_banner", postfix_value(banner(plan, org))),
+        ("milter_macro_daemon_name", plan.context),
+        (POLICY_PARAM, policy_check(endpoint, plan.context)),
+        *restrictions(),
+    ]
+    lines += [f"  {_option(n, v)}" for n, v in options]
+    lines += [f"  {o}" for o in plan.extra_options]
+    return "\n".join(lines)
+
+
+def render_master(plans: Sequence[ListenerPlan], org: Organization, endpoint: str) -> str:
+    head = [
+        f"# exmilter: smtpd services generated from {org.source or 'the configuration'} by exmilter render-postfix.",
+        "# One service per Exchange listener; remove Postfix's own 'smtp inet' line for these ports.",
+        f"# Policy server: {endpoint}; when it fails, clients get '{DEFAULT_ACTION}' (temporary).",
+    ]
+    return "\n".join(head) + "\n\n" + "\n\n".join(master_service(p, org, endpoint) for p in plans) + "\n"
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    value: str
+    why: str
+
+
+def main_settings(org: Organization) -> list[Setting]:
+    """Global limits no stricter than any connector's (postfix-notes §5) and relay domains."""
+    conns = [c for c in org.receive_connectors if c.enabled] or list(org.receive_connectors)
+    size = max((c.max_message_size for c in conns), default=36 << 20)
+    size_limit = size + size // 10
+    per_source = [c.max_inbound_connection_per_source for c in conns]
+    conn_limit = 0 if not per_source or None in per_source else max(p for p in per_source if p is not None)
+    errors = [c.max_protocol_errors for c in conns]
+    most_errors = max((e or 0 for e in errors), default=0)
+    hard = 1000 if None in errors else max(POSTFIX_HARD_ERROR_LIMIT, 2 * most_errors + 1)
+    timeout = max((int(c.connection_inactivity_timeout.total_seconds()) for c in conns), default=300)
+    mailbox = max(POSTFIX_MAILBOX_SIZE_LIMIT, size_limit)
+    recipients = max(POSTFIX_RECIPIENT_LIMIT, *(c.max_recipients_per_message for c in conns))
+    hops = max(POSTFIX_HOPCOUNT_LIMIT, max((c.max_hop_count for c in conns), default=60) + 10)
+    return [
+        Setting("message_size_limit", str(size_limit), "largest MaxMessageSize + 10%; exmilter enforces each's own"),
+        Setting("mailbox_size_limit", str(mailbox), "never below message_size_limit"),
+        Setting("virtual_mailbox_limit", str(mailbox), "likewise"),
+        Setting("smtpd_recipient_limit", str(recipients), "at least the largest MaxRecipientsPerMessage"),
+        Setting("hopcount_limit", str(hops), "above MaxHopCount + 1 (Postfix counts its own Received:)"),
+        Setting("smtpd_client_connection_count_limit", str(conn_limit), "largest MaxInboundConnectionPerSource, 0=off"),
+        Setting("smtpd_hard_error_limit", str(hard), "above MaxProtocolErrors: exmilter says when to disconnect"),
+        Setting("smtpd_timeout", f"{timeout}s", "largest ConnectionInactivityTimeout"),
+        Setting("relay_domains", ", ".join(_relay_domains(org)) or "",
+                "accepted domains, for routing only: exmilter decides relay"),
+    ]
+
+
+def _relay_domains(org: Organization) -> Iterable[str]:
+    for d in org.accepted_domains:
+        if d.is_wildcard:
+            yield d.suffix
+            yield f".{d.suffix}"
+        else:
+            yield d.domain_name
+            if d.match_sub_domains:
+                yield f".{d.domain_name}"
+
+
+def render_main(org: Organization, endpoint: str) -> str:
+    out = [
+        f"# exmilter: main.cf settings generated from {org.source or 'the configuration'} by exmilter render-postfix.",
+        "# Append to main.cf (a later line wins). The restriction lists are set per listener in master.cf.",
+        "# Keep the accepted domains out of mydestination: exmilter, not local(8), decides who is accepted.",
+        "",
+    ]
+    for s in main_settings(org):
+        out.append(f"# {s.why}")
+        out.append(f"{s.name} = {s.value}".rstrip())
+    out += [
+        "",
+        "# --- TLS/SASL hooks (auth issue) --------------------------------------------------",
+        "# Connectors with AuthMechanism Tls/BasicAuth will need these; left off on purpose.",
+        "#smtpd_tls_cert_file = /etc/exmilter/tls/cert.pem",
+        "#smtpd_tls_key_file = /etc/exmilter/tls/key.pem",
+        "#smtpd_tls_security_level = may",
+        "#smtpd_sasl_type = dovecot",
+        "#smtpd_sasl_path = private/auth",
+        "#smtpd_sasl_auth_enable = no",
+        "",
+    ]
+    return "\n".join(out)

@@ -1,0 +1,61 @@
+"""One sandbox (private Postfix + policy daemon + delivery) for the whole integration session."""
+
+from __future__ import annotations
+
+import random
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from exmilter.config import load
+from exmilter.postfix.render import plan_listeners
+from exmilter.sandbox import Sandbox, port_free
+from tests.integration.helpers import reload_and_wait
+
+CONFIG = Path(__file__).resolve().parent.parent / "data" / "integration.yaml"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).resolve().parent
+    for item in items:
+        if here in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(pytest.mark.integration)
+
+
+def _free_offset(ports: list[int]) -> int:
+    """A random offset under which every listener port is free on 127.0.0.1."""
+    for _ in range(200):
+        offset = random.randrange(20000, 65535 - max(ports))
+        if all(port_free(p + offset) for p in ports):
+            return offset
+    raise RuntimeError("no free port offset found")
+
+
+@pytest.fixture(scope="session")
+def config_path() -> Iterator[Path]:
+    """A private copy of tests/data/integration.yaml that reload tests may rewrite."""
+    base = Path(tempfile.mkdtemp(prefix="exmilter-it-", dir="/tmp"))
+    base.chmod(0o755)  # Postfix and the delivery user must reach the state directory
+    path = base / "exmilter.yaml"
+    shutil.copyfile(CONFIG, path)
+    yield path
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def sandbox(config_path: Path) -> Iterator[Sandbox]:
+    ports = [p.listener.port for p in plan_listeners(load(config_path).organization)]
+    sb = Sandbox(config_path, config_path.parent / "state", _free_offset(ports))
+    with sb:
+        yield sb
+
+
+@pytest.fixture
+def good_config(sandbox: Sandbox, config_path: Path) -> Iterator[Path]:
+    """Restores the original file (and reloads) after a test that rewrites it."""
+    yield config_path
+    shutil.copyfile(CONFIG, config_path)
+    assert reload_and_wait(sandbox)
