@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The README's main command: install, validate conf/exmilter.yaml and show what the
-# seeds' clients would get from it.
+# The README's main command: install, validate conf/exmilter.yaml, show what the seeds'
+# clients would get from it, then run the whole stack (private Postfix + policy daemon)
+# in the sandbox until Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
@@ -17,3 +18,7 @@ for args in \
     # shellcheck disable=SC2086  # the arguments are meant to split
     $X explain -c "$CONFIG" $args
 done
+
+echo
+# The sandbox needs a state directory Postfix's users can reach: /tmp by default.
+exec $X sandbox -c "$CONFIG" ${STATE_DIR:+--state-dir "$STATE_DIR"}
