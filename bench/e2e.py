@@ -1,0 +1,332 @@
+"""End to end through Postfix: smtp-source against a private Postfix instance.
+
+    .venv/bin/python bench/e2e.py [-m 4000] [-s 20] [-l 1024] [--repeat 1]
+
+One private Postfix 3.7 (postfix-notes §7, via exmilter.postfix.instance.PostfixInstance
+when present: own config, spool, data and log directories under a temporary directory;
+``/etc/postfix`` untouched; chroot off; loopback only) with one smtpd listener per
+scenario, all delivering to ``discard:``:
+
+(a) bare        ``smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination``
+(b) exmilter    the listener exactly as ``exmilter render-postfix`` writes it
+                (exmilter.postfix.render.master_service: ``smtpd_delay_reject=no`` and the
+                policy asked at CONNECT, EHLO, MAIL, RCPT, DATA and END-OF-MESSAGE, i.e.
+                6 requests per message), moved to 127.0.0.1:PORT
+(b') exmilter-rcpt  exmilter asked at RCPT only, like postfwd below (1 request per message)
+(c) postfwd     ``check_policy_service { inet:127.0.0.1:P, policy_context=*:25 },
+                reject_unauth_destination`` against postfwd1 with the equivalent ruleset
+(d) milter      not yet (the milter issue)
+
+``smtp-source -s 20 -m N -l 1024`` sends N one-recipient messages, one SMTP session
+each (recipient in an accepted domain, client 127.0.0.1 on the relay connector: every
+message is accepted). The figure is N divided by smtp-source's wall time; before each
+run the queue is empty, after it the run waits until every message has left the queue,
+so runs do not overlap. The scenario order rotates between repeats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from policyload import cpu_seconds
+
+try:  # helper B's private-instance API; the fallback below does the same by hand
+    from exmilter.postfix.instance import PostfixInstance
+except ImportError:  # pragma: no cover
+    PostfixInstance = None  # type: ignore[assignment,misc]
+from common import (
+    BENCH_CONFIG,
+    POSTFWD_RULES,
+    free_port,
+    policyd_available,
+    postfwd_binary,
+    start_policyd,
+    start_postfwd,
+    stop,
+    wait_port,
+)
+
+SMTP_SOURCE = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
+POSTFIX = shutil.which("postfix") or "/usr/sbin/postfix"
+
+MASTER_BASE = """\
+pickup    unix n - n 60  1 pickup
+cleanup   unix n - n -   0 cleanup
+qmgr      unix n - n 300 1 qmgr
+rewrite   unix - - n -   - trivial-rewrite
+bounce    unix - - n -   0 bounce
+defer     unix - - n -   0 bounce
+trace     unix - - n -   0 bounce
+verify    unix - - n -   1 verify
+proxymap  unix - - n -   - proxymap
+showq     unix n - n -   - showq
+error     unix - - n -   - error
+retry     unix - - n -   - error
+discard   unix - - n -   - discard
+anvil     unix - - n -   1 anvil
+scache    unix - - n -   1 scache
+postlog   unix-dgram n - n - 1 postlogd
+"""
+
+
+class PrivatePostfix:
+    """A throw-away Postfix instance with one smtpd listener per scenario.
+
+    ``listeners``: name -> either a ``smtpd_relay_restrictions`` value, or a callable
+    ``(port) -> master.cf service text`` for a listener rendered elsewhere.
+    """
+
+    def __init__(self, listeners: dict[str, object], main_extra: str = "") -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="exmilter-bench-postfix-"))
+        os.chmod(self.dir, 0o755)
+        self.ports: dict[str, int] = {}
+        services = []
+        for name, spec in listeners.items():
+            port = free_port()
+            self.ports[name] = port
+            if callable(spec):
+                text = spec(port)
+            else:
+                text = (f"127.0.0.1:{port} inet n - n - - smtpd\n"
+                        f"  -o {{ smtpd_relay_restrictions = {spec} }}\n")
+            services.append(text.rstrip("\n") + f"\n  -o syslog_name=postfix-{name}\n")
+        main = {
+            "compatibility_level": "3.6",
+            "queue_directory": f"{self.dir}/spool",
+            "data_directory": f"{self.dir}/data",
+            "maillog_file": f"{self.dir}/log/maillog",
+            "maillog_file_prefixes": f"{self.dir}/log",
+            "inet_interfaces": "127.0.0.1",
+            "inet_protocols": "ipv4",
+            "myhostname": "mx.bench.test",
+            "mydestination": "",
+            "mynetworks": "127.0.0.0/8",
+            "alias_maps": "",
+            "alias_database": "",
+        }
+        tail = (f"{main_extra}\n"
+                "relay_domains = labs.local, exchangelabs.nl\n"
+                "default_transport = discard:\n"
+                "relay_transport = discard:\n"
+                "local_transport = discard:\n"
+                "smtpd_client_connection_count_limit = 0\n"
+                "smtpd_client_connection_rate_limit = 0\n"
+                "smtpd_client_message_rate_limit = 0\n")
+        if PostfixInstance is not None:  # helper B's API (exmilter.postfix.instance)
+            self.instance = PostfixInstance(self.dir)
+            main.update({k: v for k, v in self.instance.base_main("mx.bench.test").items()
+                         if k in ("queue_directory", "data_directory", "maillog_file", "maillog_file_prefixes")})
+            self.instance.write(main, tail, "".join(services))
+            self.etc = self.instance.etc
+        else:
+            self.instance = None
+            self.etc = self.dir / "etc"
+            for sub in ("etc", "spool", "data", "log"):
+                (self.dir / sub).mkdir()
+            shutil.chown(self.dir / "data", "postfix", "postfix")
+            (self.etc / "main.cf").write_text("".join(f"{k} = {v}\n" for k, v in main.items()) + tail)
+            (self.etc / "master.cf").write_text(MASTER_BASE + "".join(services))
+
+    def postfix(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([POSTFIX, "-c", str(self.etc), *args], capture_output=True, text=True, timeout=120,
+                              stdin=subprocess.DEVNULL)
+
+    def start(self) -> None:
+        if self.instance is not None:
+            self.instance.start()
+        else:
+            r = self.postfix("start")
+            if r.returncode != 0:
+                raise RuntimeError(f"postfix start failed: {r.stderr.strip()} {self.log_tail()}")
+        for port in self.ports.values():
+            wait_port(port, 30)
+
+    def stop(self) -> None:
+        if self.instance is not None:
+            self.instance.stop()
+        else:
+            self.postfix("stop")
+            time.sleep(0.5)
+
+    def queued(self) -> int:
+        n = 0
+        for sub in ("maildrop", "incoming", "active", "deferred", "hold"):
+            d = self.dir / "spool" / sub
+            if d.exists():
+                for _root, _dirs, files in os.walk(d):
+                    n += len(files)
+        return n
+
+    def wait_empty(self, timeout: float = 120.0) -> float:
+        t0 = time.monotonic()
+        while self.queued() and time.monotonic() - t0 < timeout:
+            time.sleep(0.05)
+        return time.monotonic() - t0
+
+    def log_tail(self, n: int = 20) -> str:
+        p = self.dir / "log" / "maillog"
+        return "\n".join(p.read_text(errors="replace").splitlines()[-n:]) if p.exists() else ""
+
+    def count_log(self, needle: str) -> int:
+        p = self.dir / "log" / "maillog"
+        if not p.exists():
+            return 0
+        with p.open(errors="replace") as fh:
+            return sum(1 for line in fh if needle in line)
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def rendered_listener(config_text: str, policy_port: int) -> tuple[object, str] | None:
+    """exmilter's own rendering of the ``*:25`` listener, as a ``(port) -> text`` callable,
+    and its main.cf settings; None when the renderer is not there."""
+    try:
+        from exmilter.config import loads
+        from exmilter.postfix.render import main_settings, master_service, plan_listeners
+    except ImportError:
+        return None
+    org = loads(config_text, "bench.yaml").organization
+    plan = next((p for p in plan_listeners(org) if p.context == "*:25"), None)
+    if plan is None:
+        return None
+    endpoint = f"inet:127.0.0.1:{policy_port}"
+    settings = "\n".join(f"{st.name} = {st.value}" for st in main_settings(org)
+                         if st.name not in ("relay_domains", "smtpd_client_connection_count_limit"))
+    return (lambda port: master_service(plan.moved("127.0.0.1", port), org, endpoint)), settings
+
+
+def policy_restrictions(port: int) -> str:
+    return (f"check_policy_service {{ inet:127.0.0.1:{port}, timeout=10s, policy_context=*:25 }}, "
+            "reject_unauth_destination")
+
+
+def cpu_busy() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine from /proc/stat."""
+    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = f[3] + f[4]
+    return sum(f) - idle, sum(f)
+
+
+def smtp_source(port: int, messages: int, sessions: int, size: int) -> tuple[float, str]:
+    cmd = [SMTP_SOURCE, "-s", str(sessions), "-m", str(messages), "-l", str(size),
+           "-f", "bench@sender.example", "-t", "user@labs.local", "-M", "client.bench.test",
+           f"127.0.0.1:{port}"]
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    dt = time.perf_counter() - t0
+    out = (r.stdout + r.stderr).strip()
+    if r.returncode != 0:
+        raise RuntimeError(f"smtp-source failed ({r.returncode}): {out[-500:]}")
+    return dt, out
+
+
+def measure(messages: int = 4000, sessions: int = 20, size: int = 1024, repeat: int = 1,
+            workdir: Path | None = None) -> dict:
+    own = workdir is None
+    work = Path(workdir or tempfile.mkdtemp(prefix="exmilter-bench-e2e-"))
+    work.mkdir(parents=True, exist_ok=True)
+    services: dict[str, object] = {}
+    listeners = {"bare": "permit_mynetworks, reject_unauth_destination"}
+    result: dict = {"messages": messages, "sessions": sessions, "size": size, "rows": []}
+    procs = []
+    try:
+        main_extra = ""
+        if policyd_available():
+            cfg = work / "bench.yaml"
+            cfg.write_text(BENCH_CONFIG)
+            p = free_port()
+            procs.append(start_policyd(cfg, p, work / "policyd-e2e.log"))
+            rendered = rendered_listener(BENCH_CONFIG, p)
+            if rendered is not None:
+                listeners["exmilter"], main_extra = rendered
+                services["exmilter"] = procs[-1]
+            listeners["exmilter-rcpt"] = policy_restrictions(p)
+            services["exmilter-rcpt"] = procs[-1]
+        if postfwd_binary():
+            rules = work / "postfwd.cf"
+            rules.write_text(POSTFWD_RULES)
+            p = free_port()
+            procs.append(start_postfwd(rules, p, work / "postfwd-e2e.log"))
+            services["postfwd"] = procs[-1]
+            listeners["postfwd"] = policy_restrictions(p)
+        pf = PrivatePostfix(listeners, main_extra)
+        try:
+            pf.start()
+            # warm up every listener (process start, policy connections)
+            for name in listeners:
+                smtp_source(pf.ports[name], 100, sessions, size)
+            pf.wait_empty()
+            times: dict[str, list[float]] = {n: [] for n in listeners}
+            busy: dict[str, list[float]] = {n: [] for n in listeners}
+            policy_cpu: dict[str, list[float]] = {n: [] for n in listeners}
+            drains: dict[str, list[float]] = {n: [] for n in listeners}
+            names = list(listeners)
+            for rep in range(repeat):
+                for name in names[rep % len(names):] + names[:rep % len(names)]:  # rotate the order
+                    pf.wait_empty()
+                    svc = services.get(name)
+                    c0, (b0, t0) = cpu_seconds(svc.pid if svc else None), cpu_busy()
+                    dt, _out = smtp_source(pf.ports[name], messages, sessions, size)
+                    c1, (b1, t1) = cpu_seconds(svc.pid if svc else None), cpu_busy()
+                    drains[name].append(pf.wait_empty() + dt)
+                    times[name].append(dt)
+                    busy[name].append((b1 - b0) / max(t1 - t0, 1))
+                    if c0 is not None and c1 is not None:
+                        policy_cpu[name].append((c1 - c0) / messages * 1e6)
+                    print(f"  e2e {name:>8}: {messages / dt:7.1f} msg/s ({dt:.2f}s; drained {drains[name][-1]:.2f}s; "
+                          f"CPU busy {busy[name][-1]:.0%})", file=sys.stderr)
+            rejects = pf.count_log("reject:")
+            sent = pf.count_log("status=sent")
+            result["rejects_logged"] = rejects
+            result["delivered_logged"] = sent
+            result["expected_delivered"] = (messages * repeat + 100) * len(listeners)
+        finally:
+            pf.stop()
+            pf.cleanup()
+        bare = None
+        for name in listeners:
+            ts = sorted(times[name])
+            dt = ts[len(ts) // 2]
+            mps = messages / dt
+            if name == "bare":
+                bare = mps
+            result["rows"].append({"scenario": name, "seconds": dt, "msg_per_s": mps,
+                                   "cpu_busy": statistics.median(busy[name]),
+                                   "policy_cpu_us_per_msg": (statistics.median(policy_cpu[name])
+                                                             if policy_cpu[name] else None),
+                                   "drained_s": sorted(drains[name])[len(ts) // 2],
+                                   "runs_msg_per_s": [round(messages / t) for t in times[name]],
+                                   "ratio_to_bare": (mps / bare) if bare else None})
+    finally:
+        for proc in procs:
+            stop(proc)
+        if own:
+            shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("-m", "--messages", type=int, default=4000)
+    ap.add_argument("-s", "--sessions", type=int, default=20)
+    ap.add_argument("-l", "--size", type=int, default=1024)
+    ap.add_argument("--repeat", type=int, default=1)
+    args = ap.parse_args()
+    print(json.dumps(measure(args.messages, args.sessions, args.size, args.repeat), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
