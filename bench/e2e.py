@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from policyload import cpu_seconds
 
 try:  # helper B's private-instance API; the fallback below does the same by hand
-    from exmilter.postfix.instance import PostfixInstance
+    from exmilter.postfix.instance import BASE_SERVICES, PostfixInstance
 except ImportError:  # pragma: no cover
     PostfixInstance = None  # type: ignore[assignment,misc]
 from common import (
@@ -60,24 +60,7 @@ from common import (
 SMTP_SOURCE = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
 POSTFIX = shutil.which("postfix") or "/usr/sbin/postfix"
 
-MASTER_BASE = """\
-pickup    unix n - n 60  1 pickup
-cleanup   unix n - n -   0 cleanup
-qmgr      unix n - n 300 1 qmgr
-rewrite   unix - - n -   - trivial-rewrite
-bounce    unix - - n -   0 bounce
-defer     unix - - n -   0 bounce
-trace     unix - - n -   0 bounce
-verify    unix - - n -   1 verify
-proxymap  unix - - n -   - proxymap
-showq     unix n - n -   - showq
-error     unix - - n -   - error
-retry     unix - - n -   - error
-discard   unix - - n -   - discard
-anvil     unix - - n -   1 anvil
-scache    unix - - n -   1 scache
-postlog   unix-dgram n - n - 1 postlogd
-"""
+MASTER_BASE = BASE_SERVICES  # the same services as the sandbox's private instance
 
 
 class PrivatePostfix:
