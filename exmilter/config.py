@@ -1,9 +1,13 @@
 """Load the YAML configuration into an :class:`~exmilter.model.Organization`.
 
-The loader walks PyYAML's node tree rather than its Python objects, so every problem can
-be reported as ``file:line:col: key: problem`` and so Exchange values keep their own
-syntax (``00:05:00`` is a time span, not YAML 1.1's sexagesimal 300). All problems are
-collected before anything is raised. Exchange's own refusals (spec §2.3) are enforced in
+The loader reads libyaml's event stream into a compact tree of :class:`Raw` values (the
+text as written and its line and column), so every problem can be reported as
+``file:line:col: key: problem`` and so Exchange values keep their own syntax
+(``00:05:00`` is a time span, not YAML 1.1's sexagesimal 300). Receive connectors are
+parsed one at a time as they are read, so a file of 10,000 connectors never exists as
+one tree. All problems are collected before anything is raised, and a bad value does
+not stop the other checks: a connector whose ``max_message_size`` is wrong still takes
+part in the conflict checks. Exchange's own refusals (spec §2.3) are enforced in
 :mod:`exmilter.validation`.
 """
 
@@ -12,6 +16,8 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import re
+import sys
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,14 +84,31 @@ class ConfigError(Exception):
         super().__init__("\n".join(str(p) for p in self.problems))
 
 
-@dataclass
 class Raw:
-    """A value as written, with its position: a scalar string, None, or a list of Raw."""
+    """A value as written, with its position: a scalar string, None, a list of Raw, or a :class:`YamlMap`."""
 
-    value: Any
-    line: int
-    col: int
-    node: yaml.Node | None = None
+    __slots__ = ("col", "line", "value")
+
+    def __init__(self, value: Any, line: int, col: int) -> None:
+        self.value = value
+        self.line = line
+        self.col = col
+
+    def __repr__(self) -> str:
+        return f"Raw({self.value!r}, {self.line}, {self.col})"
+
+
+class YamlMap:
+    """A YAML mapping in the compact tree: (key, value) pairs in file order; keys hold their text."""
+
+    __slots__ = ("pairs",)
+
+    def __init__(self, pairs: list[tuple[Raw, Raw]]) -> None:
+        self.pairs = pairs
+
+
+#: The value of ``receive_connectors`` once its items were handed to the builder as read.
+_STREAMED = object()
 
 
 class Collector:
@@ -93,11 +116,11 @@ class Collector:
         self.file = file
         self.problems: list[Problem] = []
 
-    def error(self, at: Raw | yaml.Node | yaml.Mark | None, key: str, message: str, warning: bool = False) -> None:
+    def error(self, at: Raw | yaml.Mark | None, key: str, message: str, warning: bool = False) -> None:
         line, col = _position(at)
         self.problems.append(Problem(self.file, line, col, key, message, warning))
 
-    def warn(self, at: Raw | yaml.Node | yaml.Mark | None, key: str, message: str) -> None:
+    def warn(self, at: Raw | yaml.Mark | None, key: str, message: str) -> None:
         self.error(at, key, message, warning=True)
 
     @property
@@ -109,26 +132,137 @@ class Collector:
         return [p for p in self.problems if p.warning]
 
 
-def _position(at: Raw | yaml.Node | yaml.Mark | None) -> tuple[int, int]:
+def _position(at: Raw | yaml.Mark | None) -> tuple[int, int]:
     if at is None:
         return 1, 1
     if isinstance(at, Raw):
         return at.line, at.col
-    mark = at.start_mark if isinstance(at, yaml.Node) else at
-    return mark.line + 1, mark.column + 1
+    return at.line + 1, at.column + 1
 
 
-def _raw(node: yaml.Node) -> Raw:
-    line, col = _position(node)
-    if isinstance(node, yaml.ScalarNode):
-        if node.tag == "tag:yaml.org,2002:null" or (
-            node.style is None and node.value in ("", "~", "null", "Null", "NULL")
-        ):
-            return Raw(None, line, col, node)
-        return Raw(node.value, line, col, node)
-    if isinstance(node, yaml.SequenceNode):
-        return Raw([_raw(n) for n in node.value], line, col, node)
-    return Raw(node, line, col, node)  # a mapping: handled by the caller
+def _at(raw: Raw) -> Raw:
+    """A position-only copy, so keeping where a value was does not keep the value's tree."""
+    return Raw(None, raw.line, raw.col)
+
+
+def _pack(raw: Raw) -> int:
+    """A position as one integer, for the positions kept per connector until validation."""
+    return raw.line << 32 | raw.col
+
+
+def _unpack(pos: int) -> Raw:
+    return Raw(None, pos >> 32, pos & 0xFFFFFFFF)
+
+
+_NULLS = frozenset(("", "~", "null", "Null", "NULL"))
+_NULL_TAG = "tag:yaml.org,2002:null"
+
+
+class _Reader:
+    """libyaml's events → :class:`Raw` trees; one document, aliases resolved as the composer does.
+
+    The composer's node tree carries two ``Mark`` objects per scalar (~82 MB for a 1.8 MB
+    file); a :class:`Raw` carries the text and two integers, and connector items are
+    handed to ``on_connector`` one by one and dropped.
+    """
+
+    def __init__(self, text: str, on_connector: Callable[[Raw], None]) -> None:
+        self._loader = _LOADER(text)
+        self._anchors: dict[str, Raw] = {}
+        self._on_connector = on_connector
+
+    def document(self) -> Raw | None:
+        try:
+            get = self._loader.get_event
+            get()  # StreamStart
+            event = get()
+            if isinstance(event, yaml.StreamEndEvent):
+                return None
+            start = event.start_mark  # DocumentStart
+            event = get()
+            if isinstance(event, yaml.MappingStartEvent) and event.anchor is None:
+                root = self._top(event)
+            else:
+                root = self._node(event)
+            get()  # DocumentEnd
+            event = get()
+            if not isinstance(event, yaml.StreamEndEvent):
+                raise yaml.composer.ComposerError(
+                    "expected a single document in the stream", start, "but found another document", event.start_mark
+                )
+            return root
+        finally:
+            self._loader.dispose()
+
+    def _top(self, event: yaml.MappingStartEvent) -> Raw:
+        """The top-level mapping; the first ``receive_connectors`` list is streamed."""
+        pairs: list[tuple[Raw, Raw]] = []
+        root = Raw(YamlMap(pairs), event.start_mark.line + 1, event.start_mark.column + 1)
+        get, peek = self._loader.get_event, self._loader.peek_event
+        first = True
+        while not isinstance(peek(), yaml.MappingEndEvent):
+            key = self._key(get())
+            event = get()
+            if key.value != "receive_connectors":
+                pairs.append((key, self._node(event)))
+                continue
+            # only the first occurrence counts (a second one is a duplicate key), and an
+            # anchored list may be aliased later: that one is kept whole
+            if first and isinstance(event, yaml.SequenceStartEvent) and event.anchor is None:
+                value = Raw(_STREAMED, event.start_mark.line + 1, event.start_mark.column + 1)
+                while not isinstance(peek(), yaml.SequenceEndEvent):
+                    self._on_connector(self._node(get()))
+                get()
+            else:
+                value = self._node(event)
+            first = False
+            pairs.append((key, value))
+        get()
+        return root
+
+    def _key(self, event: yaml.Event) -> Raw:
+        if isinstance(event, yaml.ScalarEvent):  # a key keeps its text, even "~"; one string per key name
+            return Raw(sys.intern(event.value), event.start_mark.line + 1, event.start_mark.column + 1)
+        return self._node(event)
+
+    def _node(self, event: yaml.Event) -> Raw:
+        mark = event.start_mark
+        if isinstance(event, yaml.AliasEvent):
+            try:
+                return self._anchors[event.anchor]
+            except KeyError:
+                raise yaml.composer.ComposerError(None, None, "found undefined alias", mark) from None
+        anchor = event.anchor
+        if anchor is not None and anchor in self._anchors:
+            first = self._anchors[anchor]
+            raise yaml.composer.ComposerError(
+                "found duplicate anchor; first occurrence",
+                yaml.Mark("<string>", 0, first.line - 1, first.col - 1, None, None),
+                "second occurrence",
+                mark,
+            )
+        line, col = mark.line + 1, mark.column + 1
+        if isinstance(event, yaml.ScalarEvent):
+            null = event.tag == _NULL_TAG or (event.tag is None and event.implicit[0] and event.value in _NULLS)
+            raw = Raw(None if null else event.value, line, col)
+        elif isinstance(event, yaml.SequenceStartEvent):
+            items: list[Raw] = []
+            get, peek = self._loader.get_event, self._loader.peek_event
+            while not isinstance(peek(), yaml.SequenceEndEvent):
+                items.append(self._node(get()))
+            get()
+            raw = Raw(items, line, col)
+        else:  # MappingStartEvent
+            pairs: list[tuple[Raw, Raw]] = []
+            get, peek = self._loader.get_event, self._loader.peek_event
+            while not isinstance(peek(), yaml.MappingEndEvent):
+                key = self._key(get())
+                pairs.append((key, self._node(get())))
+            get()
+            raw = Raw(YamlMap(pairs), line, col)
+        if anchor is not None:  # after the children: an alias of its own ancestor is undefined
+            self._anchors[anchor] = raw
+        return raw
 
 
 def _python_raw(value: Any, at: Raw) -> Raw:
@@ -138,14 +272,14 @@ def _python_raw(value: Any, at: Raw) -> Raw:
     return Raw(None if value is None else str(value), at.line, at.col)
 
 
-def _mapping(node: yaml.Node, where: str, out: Collector) -> dict[str, tuple[yaml.Node, yaml.Node]]:
-    """Mapping node → {key: (key_node, value_node)}; reports non-mappings and duplicate keys."""
-    if not isinstance(node, yaml.MappingNode):
-        out.error(node, where, "expected a mapping of key: value")
+def _mapping(raw: Raw, where: str, out: Collector) -> dict[str, tuple[Raw, Raw]]:
+    """Mapping → {key: (key, value)}; reports non-mappings and duplicate keys."""
+    if not isinstance(raw.value, YamlMap):
+        out.error(raw, where, "expected a mapping of key: value")
         return {}
-    items: dict[str, tuple[yaml.Node, yaml.Node]] = {}
-    for k, v in node.value:
-        key = str(k.value) if isinstance(k, yaml.ScalarNode) else "?"
+    items: dict[str, tuple[Raw, Raw]] = {}
+    for k, v in raw.value.pairs:
+        key = str(k.value) if isinstance(k.value, str) else "?"
         if key in items:
             out.error(k, key, "duplicate key")
             continue
@@ -159,7 +293,7 @@ def _mapping(node: yaml.Node, where: str, out: Collector) -> dict[str, tuple[yam
 
 
 def _scalar(raw: Raw) -> str:
-    if isinstance(raw.value, list | yaml.Node):
+    if isinstance(raw.value, list | YamlMap):
         raise ValueError("expected a single value")
     if raw.value is None:
         raise ValueError("a value is required")
@@ -175,7 +309,7 @@ def _items(raw: Raw) -> list[Raw]:
         return out
     if raw.value is None:
         return []
-    if isinstance(raw.value, yaml.Node):
+    if isinstance(raw.value, YamlMap):
         raise ValueError("expected a list")
     text = str(raw.value).strip()
     if text.startswith("{") and text.endswith("}"):
@@ -318,6 +452,9 @@ def _strings(raw: Raw) -> tuple[str, ...]:
     return tuple(_scalar(i).strip() for i in _items(raw))
 
 
+_TRANSPORT_ROLE = _choice(*(r.value for r in TransportRole))
+_USAGE = _choice(*(u.value for u in Usage))
+
 #: Connector keys → (model field, parser). Keys are Exchange parameter names in snake_case.
 CONNECTOR_FIELDS: dict[str, Callable[[Raw], Any]] = {
     "enabled": _bool,
@@ -368,21 +505,46 @@ CONNECTOR_FIELDS: dict[str, Callable[[Raw], Any]] = {
     "remote_ip_ranges": _ranges,
     "auth_mechanism": _parse_auth,
     "permission_groups": _parse_groups,
-    "transport_role": lambda r: TransportRole(_choice("FrontendTransport", "HubTransport")(r)),
-    "usage": lambda r: Usage(_choice(*(u.value for u in Usage))(r)),
+    "transport_role": lambda r: TransportRole(_TRANSPORT_ROLE(r)),
+    "usage": lambda r: Usage(_USAGE(r)),
 }
 CONNECTOR_KEYS = frozenset(CONNECTOR_FIELDS) | {"name", "permissions"}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Positions:
-    """Where a connector and each of its properties were written, for located errors."""
+    """Where a connector and each of its properties were written, for located errors.
 
-    at: Raw
-    keys: dict[str, Raw]
+    Kept for every connector until validation, so compact: the key names are one tuple
+    shared by all connectors written with the same keys, the positions packed in an array.
+    A key not written is located at the connector.
+    """
+
+    at: int
+    keys: tuple[str, ...] = ()
+    packed: array[int] = field(default_factory=lambda: array("Q"))
 
     def __call__(self, key: str | None = None) -> Raw:
-        return self.keys.get(key, self.at) if key else self.at
+        if key in self.keys:
+            return _unpack(self.packed[self.keys.index(key)])
+        return _unpack(self.at)
+
+
+@dataclass(slots=True)
+class _Entry:
+    """One ``receive_connectors`` entry as read: values parsed, not yet merged with defaults.
+
+    ``values`` are the parsed values of the keys in ``where.keys``, in order. A value that
+    could not be parsed is ``_FAILED``, and ``failed`` names it (also a list of which only
+    some items parsed: the rest still takes part in the checks).
+    """
+
+    name: str
+    name_at: int
+    server: str | None  # SERVER of an identity written as SERVER\Name
+    values: tuple[Any, ...]
+    where: Positions
+    failed: frozenset[str]
 
 
 @dataclass
@@ -407,27 +569,40 @@ def load(path: str | Path) -> Loaded:
 
 def loads(text: str, file: str = "<string>") -> Loaded:
     out = Collector(file)
+    builder = _Builder(out)
     try:
-        root = yaml.compose(text, Loader=_LOADER)
+        root = _Reader(text, builder.connector_entry).document()
     except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        out.error(mark, "yaml", str(e.problem or e.context))
-        raise ConfigError(out.problems) from None
+        line, col = _position(e.problem_mark or e.context_mark)
+        raise ConfigError([Problem(file, line, col, "yaml", str(e.problem or e.context))]) from None
     if root is None:
         out.error(None, "file", "the file is empty")
         raise ConfigError(out.problems)
-    org = _Builder(out).organization(root, file)
-    if out.errors or org is None:
+    org = builder.organization(root, file)
+    if out.errors:
         raise ConfigError(out.problems)
     return Loaded(org, sorted(out.warnings))
 
 
 TOP_KEYS = ("server", "default_connectors", "accepted_domains", "receive_connectors", "users", "policyd")
 
+#: The server name used for the remaining checks when ``server.name`` is missing or unusable.
+UNKNOWN_SERVER = "<server>"
+
+#: List-valued connector keys whose items are parsed (and reported) one by one.
+_EACH: dict[str, Callable[[str], Any]] = {"bindings": parse_binding, "remote_ip_ranges": parse_ip_range}
+
+_NOTHING_FAILED: frozenset[str] = frozenset()
+
 
 class _Builder:
     def __init__(self, out: Collector) -> None:
         self.out = out
+        self.entries: list[_Entry] = []
+        self._names: set[str] = set()
+        self._duplicates: list[tuple[Raw, str]] = []
+        self._usage_defaults: dict[Usage, dict[str, Any]] = {}
+        self._keysets: dict[tuple[str, ...], tuple[str, ...]] = {}
 
     def parse(self, raw: Raw, key: str, parser: Callable[[Raw], Any]) -> Any:
         try:
@@ -436,17 +611,29 @@ class _Builder:
             self.out.error(raw, key, str(e))
             return _FAILED
 
-    def organization(self, root: yaml.Node, file: str) -> Organization | None:
+    def parse_each(self, raw: Raw, key: str, parser: Callable[[str], Any]) -> tuple[tuple[Any, ...], bool]:
+        """Every item of a list value: the good ones, and whether all were good (each bad one is reported)."""
+        try:
+            items = _items(raw)
+        except ValueError as e:
+            self.out.error(raw, key, str(e))
+            return (), False
+        good = []
+        ok = True
+        for item in items:
+            try:
+                good.append(parser(_scalar(item)))
+            except ValueError as e:
+                self.out.error(raw, key, str(e))
+                ok = False
+        return tuple(good), ok
+
+    def organization(self, root: Raw, file: str) -> Organization:
         top = _mapping(root, "file", self.out)
-        for key, (knode, _) in top.items():
+        for key, (kraw, _) in top.items():
             if key not in TOP_KEYS:
-                self.out.error(knode, key, f"unknown key; expected one of {', '.join(TOP_KEYS)}")
-        if "server" not in top:
-            self.out.error(root, "server", "required: name and fqdn of the server exmilter replaces")
-            return None
-        server = self.server(top["server"][1])
-        if server is None:
-            return None
+                self.out.error(kraw, key, f"unknown key; expected one of {', '.join(TOP_KEYS)}")
+        server, server_unknown = self.server(top.get("server"), root)
         domains = self.accepted_domains(top["accepted_domains"][1]) if "accepted_domains" in top else ()
         if not domains:
             self.out.warn(
@@ -454,61 +641,72 @@ class _Builder:
                 "accepted_domains",
                 "no accepted domain: every recipient needs relay rights",
             )
-        with_defaults = False
+        defaults_at = None
         if "default_connectors" in top:
-            knode, vnode = top["default_connectors"]
-            with_defaults = bool(self.parse(_raw(vnode), "default_connectors", _bool) is True)
-        connectors = self.connectors(
-            top.get("receive_connectors"),
-            server,
-            with_defaults,
-            _raw(top["default_connectors"][0]) if with_defaults else None,
-        )
+            kraw, vraw = top["default_connectors"]
+            if self.parse(vraw, "default_connectors", _bool) is True:
+                defaults_at = _at(kraw)
+        connectors = self.connectors(top.get("receive_connectors"), server, "name" not in server_unknown, defaults_at)
         users = self.users(top["users"][1]) if "users" in top else ()
         policyd = self.policyd(top["policyd"][1]) if "policyd" in top else PolicydSettings()
-        org = Organization(server, tuple(domains), tuple(c for c, _ in connectors), tuple(users), policyd, file)
+        org = Organization(server, tuple(domains), tuple(c for c, _, _ in connectors), tuple(users), policyd, file)
         from exmilter.validation import validate  # late: validation imports this module's types
 
-        validate(org, {c.name: where for c, where in connectors}, self.out)
+        validate(
+            org,
+            {c.name: where for c, where, _ in connectors},
+            self.out,
+            unknown={c.name: failed for c, _, failed in connectors if failed},
+            server_unknown=server_unknown,
+        )
         return org
 
     # -- sections ---------------------------------------------------------------------
 
-    def server(self, node: yaml.Node) -> Server | None:
-        m = _mapping(node, "server", self.out)
+    def server(self, entry: tuple[Raw, Raw] | None, root: Raw) -> tuple[Server, frozenset[str]]:
+        """The server, and which of its fields are unknown (missing or bad): checks that need them are skipped."""
+        if entry is None:
+            self.out.error(root, "server", "required: name and fqdn of the server exmilter replaces")
+            return Server(UNKNOWN_SERVER, "", "EXCHANGE"), frozenset(("name", "fqdn", "domain", "addresses"))
+        raw = entry[1]
+        m = _mapping(raw, "server", self.out)
         values: dict[str, str] = {}
         addresses: tuple[str, ...] = ()
-        for key, (knode, vnode) in m.items():
+        unknown: set[str] = set()
+        for key, (kraw, vraw) in m.items():
             if key not in ("name", "fqdn", "domain", "addresses"):
-                self.out.error(knode, f"server.{key}", "unknown key; expected name, fqdn, domain, addresses")
+                self.out.error(kraw, f"server.{key}", "unknown key; expected name, fqdn, domain, addresses")
                 continue
             if key == "addresses":
                 addrs = self.parse(
-                    _raw(vnode), "server.addresses", lambda r: tuple(str(parse_ip(_scalar(i))) for i in _items(r))
+                    vraw, "server.addresses", lambda r: tuple(str(parse_ip(_scalar(i))) for i in _items(r))
                 )
-                if addrs is not _FAILED:
+                if addrs is _FAILED:
+                    unknown.add("addresses")
+                else:
                     addresses = addrs
                 continue
             parser = _fqdn if key == "fqdn" else _text
-            v = self.parse(_raw(vnode), f"server.{key}", parser)
-            if v is not _FAILED:
+            v = self.parse(vraw, f"server.{key}", parser)
+            if v is _FAILED:
+                unknown.add(key)
+            else:
                 values[key] = v.strip()
         for req in ("name", "fqdn"):
             if req not in m:
-                self.out.error(node, f"server.{req}", "required")
-        if "name" not in values or "fqdn" not in values:
-            return None
-        if "\\" in values["name"] or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]{0,62}", values["name"]):
-            self.out.error(m["name"][1], "server.name", f"{values['name']!r} is not a server (NetBIOS) name")
-        domain = values.get("domain") or (
-            values["fqdn"].split(".")[1].upper() if values["fqdn"].count(".") else "EXCHANGE"
-        )
-        return Server(values["name"], values["fqdn"], domain, addresses)
+                self.out.error(raw, f"server.{req}", "required")
+            if req not in values:
+                unknown.add(req)
+        name = values.get("name", UNKNOWN_SERVER)
+        if "name" in values and ("\\" in name or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]{0,62}", name)):
+            self.out.error(m["name"][1], "server.name", f"{name!r} is not a server (NetBIOS) name")
+        fqdn = values.get("fqdn", "")
+        domain = values.get("domain") or (fqdn.split(".")[1].upper() if fqdn.count(".") else "EXCHANGE")
+        return Server(name, fqdn, domain, addresses), frozenset(unknown)
 
-    def accepted_domains(self, node: yaml.Node) -> list[AcceptedDomain]:
-        raw = _raw(node)
+    def accepted_domains(self, raw: Raw) -> list[AcceptedDomain]:
         if not isinstance(raw.value, list):
-            self.out.error(node, "accepted_domains", "expected a list")
+            self.out.error(raw, "accepted_domains", "expected a list")
             return []
         result: list[AcceptedDomain] = []
         seen: dict[str, Raw] = {}
@@ -516,9 +714,7 @@ class _Builder:
             if isinstance(item.value, str):  # shorthand: "- contoso.com" = Authoritative
                 fields = {"domain_name": (item, item)}
             else:
-                fields = {
-                    k: (_raw(kn), _raw(vn)) for k, (kn, vn) in _mapping(item.node, "accepted_domains", self.out).items()
-                }
+                fields = _mapping(item, "accepted_domains", self.out)
             values: dict[str, Any] = {}
             for key, (kraw, vraw) in fields.items():
                 parser = {
@@ -564,96 +760,134 @@ class _Builder:
             )
         return result
 
+    def connector_entry(self, item: Raw) -> None:
+        """Read one ``receive_connectors`` entry as soon as it is parsed; its tree is dropped after."""
+        m = _mapping(item, "receive_connectors", self.out)
+        if not m:
+            if isinstance(item.value, YamlMap):  # {}: a mapping without keys
+                self.out.error(item, "receive_connectors.name", "required")
+            return
+        if "name" not in m:
+            self.out.error(item, "receive_connectors.name", "required")
+            return
+        name_raw = m["name"][1]
+        name = self.parse(name_raw, "name", _text)
+        if name is _FAILED:
+            return
+        name = name.strip()
+        server = None
+        if "\\" in name:  # accept an identity "SERVER\Name"
+            server, _, name = name.rpartition("\\")
+        key = name.lower()
+        if key in self._names:
+            self._duplicates.append((_at(name_raw), name))  # reported once the server name is known
+            return
+        self._names.add(key)
+        keys: list[str] = []
+        values: list[Any] = []
+        packed = array("Q")
+        failed: set[str] = set()
+        for k, (kraw, vraw) in m.items():
+            if k == "name":
+                continue
+            if k not in CONNECTOR_KEYS:
+                self.out.error(kraw, f"{name}: {k}", "unknown receive connector property")
+                continue
+            value = self._value(name, k, vraw)
+            if value is _FAILED or isinstance(value, _Partial):
+                failed.add(k)
+                value = value.items if isinstance(value, _Partial) else value
+            keys.append(k)
+            values.append(value)
+            packed.append(_pack(vraw))
+        names = self._keysets.setdefault(tuple(keys), tuple(keys))
+        where = Positions(_pack(item), names, packed)
+        failed_keys = frozenset(failed) if failed else _NOTHING_FAILED
+        self.entries.append(_Entry(name, _pack(name_raw), server, tuple(values), where, failed_keys))
+
+    def _value(self, name: str, key: str, raw: Raw) -> Any:
+        """One connector property: the parsed value, ``_FAILED``, or a ``_Partial`` list."""
+        if key == "permissions":
+            entries = self.permissions(raw)
+            return _FAILED if entries is None else tuple(entries)
+        if key == "usage":
+            return self.parse(raw, "usage", CONNECTOR_FIELDS["usage"])
+        if key in _EACH:
+            items, ok = self.parse_each(raw, f"{name}: {key}", _EACH[key])
+            return items if ok else _Partial(items)
+        return self.parse(raw, f"{name}: {key}", CONNECTOR_FIELDS[key])
+
     def connectors(
-        self, entry: tuple[yaml.Node, yaml.Node] | None, server: Server, with_defaults: bool, defaults_at: Raw | None
-    ) -> list[tuple[ReceiveConnector, Positions]]:
-        """Merge defaults, usage defaults and the file; return connectors with their positions."""
-        specs: dict[str, dict[str, Raw]] = {}
-        where: dict[str, Raw] = {}
-        order: list[str] = []
-        if with_defaults and defaults_at is not None:
+        self, entry: tuple[Raw, Raw] | None, server: Server, server_known: bool, defaults_at: Raw | None
+    ) -> list[tuple[ReceiveConnector, Positions, frozenset[str]]]:
+        """Merge defaults, usage defaults and the file; return connectors with their positions and failed keys."""
+        if entry is not None and entry[1].value is not _STREAMED:  # not a plain list: read it here
+            seq = entry[1]
+            if isinstance(seq.value, list):
+                for item in seq.value:
+                    self.connector_entry(item)
+            elif seq.value is not None:
+                self.out.error(seq, "receive_connectors", "expected a list of connectors")
+        on = server.name if server_known else "this server"
+        for at, name in self._duplicates:
+            self.out.error(at, "name", f"a connector named {name!r} is already defined on {on}")
+        # name → (name, default values, positions, failed keys, the file's entry if any)
+        specs: dict[str, tuple[str, dict[str, Any], Positions, frozenset[str], _Entry | None]] = {}
+        if defaults_at is not None:
+            here = Positions(_pack(defaults_at))
             for d in defaults.default_connectors(server.name):
-                key = d["name"].lower()
-                specs[key] = {k: _python_raw(v, defaults_at) for k, v in d.items()}
-                where[key] = defaults_at
-                order.append(key)
-        if entry is not None:
-            seq = _raw(entry[1])
-            if seq.value is None:
-                seq.value = []
-            if not isinstance(seq.value, list):
-                self.out.error(entry[1], "receive_connectors", "expected a list of connectors")
-                seq.value = []
-            seen_in_file: set[str] = set()
-            for item in seq.value:
-                m = _mapping(item.node, "receive_connectors", self.out) if item.node is not None else {}
-                if not m:
-                    continue
-                if "name" not in m:
-                    self.out.error(item, "receive_connectors.name", "required")
-                    continue
-                name_raw = _raw(m["name"][1])
-                name = self.parse(name_raw, "name", _text)
-                if name is _FAILED:
-                    continue
-                name = name.strip()
-                if "\\" in name:  # accept an identity "SERVER\Name"
-                    srv, _, name = name.rpartition("\\")
-                    if srv.lower() != server.name.lower():
-                        self.out.error(name_raw, "name", f"identity is on server {srv}, not {server.name}")
-                key = name.lower()
-                if key in seen_in_file:
-                    self.out.error(name_raw, "name", f"a connector named {name!r} is already defined on {server.name}")
-                    continue
-                seen_in_file.add(key)
-                spec = dict(specs.get(key, {}))
-                for k, (knode, vnode) in m.items():
-                    if k not in CONNECTOR_KEYS:
-                        self.out.error(knode, f"{name}: {k}", "unknown receive connector property")
-                        continue
-                    spec[k] = _raw(vnode)
-                spec["name"] = Raw(name, name_raw.line, name_raw.col)
-                if key not in specs:
-                    order.append(key)
-                    where[key] = Raw(None, item.line, item.col)
-                specs[key] = spec
+                values = {
+                    k: self._value(d["name"], k, _python_raw(v, defaults_at)) for k, v in d.items() if k != "name"
+                }
+                specs[d["name"].lower()] = (d["name"], values, here, _NOTHING_FAILED, None)
+        entries, self.entries = self.entries, []
+        for e in entries:
+            if e.server is not None and server_known and e.server.lower() != server.name.lower():
+                self.out.error(_unpack(e.name_at), "name", f"identity is on server {e.server}, not {server.name}")
+            key = e.name.lower()
+            if key in specs:  # Set-ReceiveConnector on a default connector: only the keys given change
+                _, values, here, _, _ = specs[key]
+                where = Positions(here.at, e.where.keys, e.where.packed)  # the rest stays located at the defaults
+                specs[key] = (e.name, values, where, e.failed, e)
+            else:
+                specs[key] = (e.name, {}, e.where, e.failed, e)
+        del entries
         built = []
-        for key in order:
-            c = self.connector(specs[key], server, where[key])
-            if c is not None:
-                built.append((c, Positions(where[key], specs[key])))
+        for name, values, where, failed, entry in specs.values():
+            if entry is not None:
+                values = values | dict(zip(entry.where.keys, entry.values, strict=True))
+            c, failed = self.connector(name, values, where, failed, server)
+            built.append((c, where, failed))
         return built
 
-    def connector(self, spec: dict[str, Raw], server: Server, at: Raw) -> ReceiveConnector | None:
-        name = str(spec["name"].value)
-        usage = Usage.Custom
-        if "usage" in spec:
-            u = self.parse(spec["usage"], "usage", CONNECTOR_FIELDS["usage"])
-            if u is _FAILED:
-                return None
-            usage = u
-        elif "transport_role" not in spec and "bindings" not in spec:
-            pass
-        base = {k: _python_raw(v, spec.get("usage", at)) for k, v in defaults.USAGE_DEFAULTS[usage.value].items()}
-        merged = base | spec
-        for req in defaults.USAGE_REQUIRED[usage.value]:
-            if req not in spec:
-                self.out.error(at, f"{name}: {req}", f"required for usage {usage.value}")
+    def usage_defaults(self, usage: Usage) -> dict[str, Any]:
+        """``New-ReceiveConnector -Usage`` defaults, parsed once per usage and shared (the values are immutable)."""
+        if usage not in self._usage_defaults:
+            nowhere = Raw(None, 1, 1)
+            self._usage_defaults[usage] = {
+                k: CONNECTOR_FIELDS[k](_python_raw(v, nowhere)) for k, v in defaults.USAGE_DEFAULTS[usage.value].items()
+            }
+        return self._usage_defaults[usage]
+
+    def connector(
+        self, name: str, spec: dict[str, Any], where: Positions, failed: frozenset[str], server: Server
+    ) -> tuple[ReceiveConnector, frozenset[str]]:
+        """The connector, with defaults standing in for failed values; ``failed`` grows by what is unknown."""
+        unknown = set(failed)
+        usage = spec.get("usage", Usage.Custom)
         values: dict[str, Any] = {"fqdn": server.fqdn}
-        ok = True
-        for key, raw in merged.items():
-            if key in ("name", "permissions", "usage"):
-                continue
-            v = self.parse(raw, f"{name}: {key}", CONNECTOR_FIELDS[key])
-            if v is _FAILED:
-                ok = False
-            else:
-                values[key] = v
-        permissions = self.permissions(spec["permissions"]) if "permissions" in spec else ()
-        if permissions is None:
-            ok = False
-        if not ok:
-            return None
+        if usage is _FAILED:  # whatever the usage would have set is unknown too
+            usage = Usage.Custom
+            unknown |= {k for d in defaults.USAGE_DEFAULTS.values() for k in d if k not in spec}
+        else:
+            values |= self.usage_defaults(usage)
+            for req in defaults.USAGE_REQUIRED[usage.value]:
+                if req not in spec:
+                    self.out.error(where(), f"{name}: {req}", f"required for usage {usage.value}")
+        for key, value in spec.items():
+            if key not in ("permissions", "usage") and value is not _FAILED:
+                values[key] = value
+        permissions = spec.get("permissions", ())
         role = values.pop("transport_role", TransportRole.HubTransport)
         values.setdefault("bindings", ())
         values.setdefault("remote_ip_ranges", ())
@@ -661,19 +895,21 @@ class _Builder:
         values.setdefault("permission_groups", PermissionGroups.NONE)
         if values["permission_groups"] & PermissionGroups.Custom:
             self.out.error(
-                merged["permission_groups"],
+                where("permission_groups"),
                 "permission_groups",
                 "Custom cannot be set; it is reported once a permission entry is added by hand",
             )
-            return None
-        return ReceiveConnector(
+            values["permission_groups"] &= ~PermissionGroups.Custom
+            unknown.add("permission_groups")
+        connector = ReceiveConnector(
             name=name,
             server=server.name,
             transport_role=role,
             usage=usage,
-            permissions=tuple(permissions or ()),
+            permissions=() if permissions is _FAILED else permissions,
             **values,
         )
+        return connector, frozenset(unknown) if unknown else _NOTHING_FAILED
 
     def permissions(self, raw: Raw) -> list[PermissionEntry] | None:
         if not isinstance(raw.value, list):
@@ -682,15 +918,14 @@ class _Builder:
         entries: list[PermissionEntry] = []
         ok = True
         for item in raw.value:
-            m = _mapping(item.node, "permissions", self.out) if item.node is not None else {}
+            m = _mapping(item, "permissions", self.out)
             if not m:
                 ok = False
                 continue
             user: str | None = None
             rights = Right.NONE
             deny = False
-            for key, (knode, vnode) in m.items():
-                vraw = _raw(vnode)
+            for key, (kraw, vraw) in m.items():
                 if key == "user":
                     u = self.parse(vraw, "permissions.user", _text)
                     user = None if u is _FAILED else u.strip()
@@ -708,7 +943,7 @@ class _Builder:
                     d = self.parse(vraw, "permissions.deny", _bool)
                     deny = bool(d is True)
                 else:
-                    self.out.error(knode, f"permissions.{key}", "unknown key; expected user, extended_rights, deny")
+                    self.out.error(kraw, f"permissions.{key}", "unknown key; expected user, extended_rights, deny")
                     ok = False
             if user is None:
                 self.out.error(item, "permissions.user", "required: the principal, e.g. NT AUTHORITY\\ANONYMOUS LOGON")
@@ -721,20 +956,19 @@ class _Builder:
             entries.append(PermissionEntry(user, rights, deny))
         return entries if ok else None
 
-    def users(self, node: yaml.Node) -> list[User]:
-        raw = _raw(node)
+    def users(self, raw: Raw) -> list[User]:
         if not isinstance(raw.value, list):
-            self.out.error(node, "users", "expected a list")
+            self.out.error(raw, "users", "expected a list")
             return []
         result = []
         for item in raw.value:
-            m = _mapping(item.node, "users", self.out) if item.node is not None else {}
+            m = _mapping(item, "users", self.out)
             values: dict[str, Any] = {}
-            for key, (knode, vnode) in m.items():
+            for key, (kraw, vraw) in m.items():
                 if key not in ("name", "addresses", "member_of", "send_as"):
-                    self.out.error(knode, f"users.{key}", "unknown key; expected name, addresses, member_of, send_as")
+                    self.out.error(kraw, f"users.{key}", "unknown key; expected name, addresses, member_of, send_as")
                     continue
-                v = self.parse(_raw(vnode), f"users.{key}", _text if key == "name" else _strings)
+                v = self.parse(vraw, f"users.{key}", _text if key == "name" else _strings)
                 if v is not _FAILED:
                     values[key] = v
             if "name" not in values:
@@ -751,8 +985,8 @@ class _Builder:
             )
         return result
 
-    def policyd(self, node: yaml.Node) -> PolicydSettings:
-        m = _mapping(node, "policyd", self.out)
+    def policyd(self, raw: Raw) -> PolicydSettings:
+        m = _mapping(raw, "policyd", self.out)
         values: dict[str, Any] = {}
         parsers: dict[str, Callable[[Raw], Any]] = {
             "listen": _strings,
@@ -760,17 +994,26 @@ class _Builder:
             "max_line_length": _int_range(64, 1 << 20),
             "max_attributes": _int_range(8, 4096),
         }
-        for key, (knode, vnode) in m.items():
+        for key, (kraw, vraw) in m.items():
             if key not in parsers:
-                self.out.error(knode, f"policyd.{key}", f"unknown key; expected {', '.join(parsers)}")
+                self.out.error(kraw, f"policyd.{key}", f"unknown key; expected {', '.join(parsers)}")
                 continue
-            v = self.parse(_raw(vnode), f"policyd.{key}", parsers[key])
+            v = self.parse(vraw, f"policyd.{key}", parsers[key])
             if v is not _FAILED:
                 values[key] = v
         return dataclasses.replace(PolicydSettings(), **values)
 
 
 _FAILED = object()
+
+
+class _Partial:
+    """A list value of which only ``items`` parsed (every bad item was reported)."""
+
+    __slots__ = ("items",)
+
+    def __init__(self, items: tuple[Any, ...]) -> None:
+        self.items = items
 
 
 def _or_rights(rights: Any) -> Right:

@@ -18,7 +18,7 @@ from exmilter.values import parse_ip
 _CONTEXT_RE = re.compile(r"^(?:\*|\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<v4>[0-9.]+)):(?P<port>\d{1,5})$")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Listener:
     address: str | None  # None: wildcard (any local address of the port)
     port: int

@@ -122,7 +122,7 @@ def parse_right(text: str) -> Right:
         raise ValueError(f"{text!r} is not a receive-connector extended right") from None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PermissionEntry:
     """One access-control entry, as ``Add-ADPermission -User … -ExtendedRights … [-Deny]``."""
 
@@ -141,7 +141,7 @@ class AcceptedDomainType(enum.Enum):
         return self is not AcceptedDomainType.ExternalRelay
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AcceptedDomain:
     name: str
     domain_name: str  # lower-case; "*.contoso.com" for a wildcard
@@ -158,7 +158,7 @@ class AcceptedDomain:
         return self.domain_name[2:] if self.is_wildcard else self.domain_name
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ReceiveConnector:
     """Every session-affecting property of an Exchange receive connector (spec §1.2)."""
 
@@ -228,7 +228,7 @@ class ReceiveConnector:
         return f"220 {self.fqdn} Microsoft ESMTP MAIL Service ready"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class User:
     """A directory user that can authenticate (SASL login name) and what it may send as."""
 
@@ -238,7 +238,7 @@ class User:
     send_as: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Server:
     """The Exchange server exmilter stands in for."""
 
@@ -248,7 +248,7 @@ class Server:
     addresses: tuple[str, ...] = ()  # the server's own IPs: exact bindings must use one
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PolicydSettings:
     """Where the policy daemon listens (Twisted endpoint strings) and serves metrics."""
 
@@ -258,7 +258,7 @@ class PolicydSettings:
     max_attributes: int = 64
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Organization:
     """One loaded configuration file: the unit the engine decides against."""
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import heapq
 import ipaddress
+import itertools
+from array import array
 from bisect import bisect_right
-from collections.abc import Iterable, Sequence
+from collections.abc import MutableSequence, Sequence
 from dataclasses import dataclass
 
 from exmilter.model import ReceiveConnector
@@ -20,7 +22,7 @@ from exmilter.values import Binding, IPRange, parse_ip
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Match:
     """Why a connector was chosen: the binding it was found under and its best range."""
 
@@ -30,38 +32,59 @@ class Match:
 
 
 class IntervalIndex:
-    """Point → smallest covering interval, for a fixed set of intervals."""
+    """Point → smallest covering range, for the fixed set of ranges registered on one binding.
 
-    __slots__ = ("_starts", "_winners")
+    Elementary segments are kept as their start points (an ``array`` of 64-bit integers for
+    IPv4, a list for IPv6) with the winning range and connector of each segment; the
+    :class:`Match` is built on lookup. A tie in size goes to the range registered first.
+    """
 
-    def __init__(self, items: Iterable[tuple[IPRange, Match]]) -> None:
-        entries = sorted(
-            ((r.first, r.last, r.size, order, m) for order, (r, m) in enumerate(items)),
-            key=lambda e: (e[0], e[3]),
-        )
-        bounds = sorted({e[0] for e in entries} | {e[1] + 1 for e in entries})
-        starts: list[int] = []
-        winners: list[Match | None] = []
-        heap: list[tuple[int, int, int, Match]] = []
-        i = 0
-        for b in bounds:
-            while i < len(entries) and entries[i][0] == b:
-                _, last, size, order, m = entries[i]
-                heapq.heappush(heap, (size, order, last, m))
-                i += 1
-            while heap and heap[0][2] < b:
-                heapq.heappop(heap)
-            best = heap[0][3] if heap else None
-            if winners and winners[-1] is best:
+    __slots__ = ("_owners", "_ranges", "_starts", "binding")
+
+    def __init__(self, binding: Binding, ranges: Sequence[IPRange], owners: Sequence[ReceiveConnector]) -> None:
+        self.binding = binding
+        n = len(ranges)
+        by_first: Sequence[int] = range(n)  # files usually list ranges in order: no sort, no index list
+        if any(a.first > b.first for a, b in itertools.pairwise(ranges)):
+            by_first = sorted(by_first, key=lambda i: ranges[i].first)  # stable: registration order on ties
+        starts: MutableSequence[int] = array("Q") if binding.version == 4 else []
+        win_ranges: list[IPRange | None] = []
+        win_owners: list[ReceiveConnector | None] = []
+        by_size: list[tuple[int, int]] = []  # (size, registration order) of the ranges open here
+        ends: list[int] = []  # last + 1 of the ranges open here
+        a = 0
+        while a < n or ends:
+            point = ranges[by_first[a]].first if a < n else ends[0]
+            if ends and ends[0] < point:
+                point = ends[0]
+            while a < n and ranges[by_first[a]].first == point:
+                i = by_first[a]
+                heapq.heappush(by_size, (ranges[i].size, i))
+                heapq.heappush(ends, ranges[i].last + 1)
+                a += 1
+            while ends and ends[0] == point:
+                heapq.heappop(ends)
+            while by_size and ranges[by_size[0][1]].last < point:
+                heapq.heappop(by_size)
+            best = by_size[0][1] if by_size else -1
+            r, c = (ranges[best], owners[best]) if best >= 0 else (None, None)
+            if win_ranges and win_ranges[-1] is r and win_owners[-1] is c:
                 continue
-            starts.append(b)
-            winners.append(best)
+            starts.append(point)
+            win_ranges.append(r)
+            win_owners.append(c)
         self._starts = starts
-        self._winners = winners
+        self._ranges = win_ranges
+        self._owners = win_owners
 
     def lookup(self, point: int) -> Match | None:
         i = bisect_right(self._starts, point) - 1
-        return self._winners[i] if i >= 0 else None
+        if i < 0:
+            return None
+        owner = self._owners[i]
+        if owner is None:
+            return None
+        return Match(owner, self._ranges[i], self.binding)  # type: ignore[arg-type]
 
     def __len__(self) -> int:
         return len(self._starts)
@@ -80,17 +103,20 @@ class ConnectorTable:
     """All enabled connectors, registered per binding with that binding's family of ranges."""
 
     def __init__(self, connectors: Sequence[ReceiveConnector]) -> None:
-        per_binding: dict[Binding, list[tuple[IPRange, Match]]] = {}
-        for c in connectors:
+        self._connectors = tuple(connectors)
+        per_binding: dict[Binding, tuple[list[IPRange], list[ReceiveConnector]]] = {}
+        for c in self._connectors:
             if not c.enabled:
                 continue
             for b in c.bindings:
                 for r in c.remote_ip_ranges:
                     if r.version == b.version:
-                        per_binding.setdefault(b, []).append((r, Match(c, r, b)))
+                        ranges, owners = per_binding.setdefault(b, ([], []))
+                        ranges.append(r)
+                        owners.append(c)
         self.bindings = tuple(sorted(per_binding))
-        self._items = per_binding
-        self._index = {b: IntervalIndex(items) for b, items in per_binding.items()}
+        self._index = {b: IntervalIndex(b, ranges, owners) for b, (ranges, owners) in per_binding.items()}
+        self._items: dict[Binding, list[Match]] | None = None  # for candidates(), built on first use
 
     def select(self, local_ip: str | IPAddress | None, local_port: int, remote_ip: str | IPAddress) -> Match | None:
         """The connector Exchange would pick, or None (→ ``421 4.3.2 Service not available``).
@@ -122,13 +148,28 @@ class ConnectorTable:
         keys = [Binding(remote.version, 0, local_port)]
         if local is not None and local.version == remote.version and int(local) != 0:
             keys.insert(0, Binding(local.version, int(local), local_port))
+        items = self._registrations()
         out: list[Match] = []
         for key in keys:
             best: dict[str, Match] = {}
-            for r, m in self._items.get(key, ()):
-                if remote in r:
+            for m in items.get(key, ()):
+                if remote in m.range:
                     cur = best.get(m.connector.name)
                     if cur is None or m.range.size < cur.range.size:
                         best[m.connector.name] = m
             out.extend(sorted(best.values(), key=lambda m: m.range.size))
         return out
+
+    def _registrations(self) -> dict[Binding, list[Match]]:
+        """One Match per registered (range, binding): only ``explain`` needs them, so the daemon never builds them."""
+        if self._items is None:
+            items: dict[Binding, list[Match]] = {}
+            for c in self._connectors:
+                if not c.enabled:
+                    continue
+                for b in c.bindings:
+                    for r in c.remote_ip_ranges:
+                        if r.version == b.version:
+                            items.setdefault(b, []).append(Match(c, r, b))
+            self._items = items
+        return self._items

@@ -8,8 +8,10 @@ O(n log n) instead of comparing every pair.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any, Protocol
 
 from exmilter.model import AuthMechanism, Organization, PermissionGroups, ReceiveConnector, Usage
@@ -33,27 +35,56 @@ def _nowhere(key: str | None = None) -> None:
     return None
 
 
-def validate(org: Organization, where: Mapping[str, Where], out: _Sink) -> None:
-    """``where[name](key)`` locates a connector's property for the error message."""
+def validate(
+    org: Organization,
+    where: Mapping[str, Where],
+    out: _Sink,
+    *,
+    unknown: Mapping[str, AbstractSet[str]] | None = None,
+    server_unknown: AbstractSet[str] = frozenset(),
+) -> None:
+    """``where[name](key)`` locates a connector's property for the error message.
+
+    ``unknown[name]`` names the properties of a connector whose value in the file was
+    bad (already reported; a default stands in): checks that read them are skipped, so
+    one mistake is not reported again as another. ``server_unknown`` does the same for
+    ``server`` fields (``addresses``: no binding is checked against them).
+    """
+    unknown = unknown or {}
     for c in org.receive_connectors:
-        _check_connector(c, org, where.get(c.name, _nowhere), out)
-    _check_conflicts(org.receive_connectors, where, out)
+        _check_connector(c, org, where.get(c.name, _nowhere), out, unknown.get(c.name, frozenset()), server_unknown)
+    _check_conflicts(org.receive_connectors, where, out, unknown)
 
 
-def _check_connector(c: ReceiveConnector, org: Organization, pos: Where, out: _Sink) -> None:
+def _family(version: int) -> str:
+    return "IPv4" if version == 4 else "IPv6"
+
+
+def _check_connector(
+    c: ReceiveConnector,
+    org: Organization,
+    pos: Where,
+    out: _Sink,
+    unknown: AbstractSet[str] = frozenset(),
+    server_unknown: AbstractSet[str] = frozenset(),
+) -> None:
+    def known(*keys: str) -> bool:
+        return unknown.isdisjoint(keys)
+
     at = pos("auth_mechanism")
     am = c.auth_mechanism
     key = f"{c.name}: auth_mechanism"
-    if AuthMechanism.BasicAuthRequireTLS in am and not (AuthMechanism.BasicAuth in am and AuthMechanism.Tls in am):
-        out.error(at, key, "BasicAuthRequireTLS needs BasicAuth and Tls")
-    if AuthMechanism.ExternalAuthoritative in am:
-        if am & ~(AuthMechanism.ExternalAuthoritative | AuthMechanism.Tls):
-            out.error(at, key, "ExternalAuthoritative can only be combined with Tls")
-        if PermissionGroups.ExchangeServers not in c.permission_groups:
-            out.error(at, f"{c.name}: permission_groups", "ExternalAuthoritative needs the ExchangeServers group")
-    if c.require_tls and AuthMechanism.Tls not in am:
+    if known("auth_mechanism"):
+        if AuthMechanism.BasicAuthRequireTLS in am and not (AuthMechanism.BasicAuth in am and AuthMechanism.Tls in am):
+            out.error(at, key, "BasicAuthRequireTLS needs BasicAuth and Tls")
+        if AuthMechanism.ExternalAuthoritative in am:
+            if am & ~(AuthMechanism.ExternalAuthoritative | AuthMechanism.Tls):
+                out.error(at, key, "ExternalAuthoritative can only be combined with Tls")
+            if known("permission_groups") and PermissionGroups.ExchangeServers not in c.permission_groups:
+                out.error(at, f"{c.name}: permission_groups", "ExternalAuthoritative needs the ExchangeServers group")
+    if known("require_tls", "auth_mechanism") and c.require_tls and AuthMechanism.Tls not in am:
         out.error(pos("require_tls"), f"{c.name}: require_tls", "RequireTLS needs Tls in auth_mechanism")
-    if c.domain_secure_enabled:
+    if known("domain_secure_enabled", "auth_mechanism") and c.domain_secure_enabled:
         if AuthMechanism.Tls not in am:
             out.error(
                 pos("domain_secure_enabled"),
@@ -66,45 +97,72 @@ def _check_connector(c: ReceiveConnector, org: Organization, pos: Where, out: _S
                 f"{c.name}: domain_secure_enabled",
                 "DomainSecureEnabled cannot be used with ExternalAuthoritative",
             )
-    if c.extended_protection_policy != "None" and not c.require_tls:
+    epp = c.extended_protection_policy
+    if known("extended_protection_policy", "require_tls") and epp != "None" and not c.require_tls:
         out.error(
             pos("extended_protection_policy"),
             f"{c.name}: extended_protection_policy",
             "ExtendedProtectionPolicy other than None needs RequireTLS",
         )
-    if c.connection_inactivity_timeout > c.connection_timeout:
+    if (
+        known("connection_inactivity_timeout", "connection_timeout")
+        and c.connection_inactivity_timeout > c.connection_timeout
+    ):
         out.error(
             pos("connection_inactivity_timeout"),
             f"{c.name}: connection_inactivity_timeout",
             "must not exceed connection_timeout",
         )
-    if not c.bindings:
+    if known("bindings") and not c.bindings:
         out.error(pos(None), f"{c.name}: bindings", "a receive connector needs at least one binding")
-    if not c.remote_ip_ranges:
+    if known("remote_ip_ranges") and not c.remote_ip_ranges:
         out.error(pos(None), f"{c.name}: remote_ip_ranges", "a receive connector needs at least one remote IP range")
-    for b in c.bindings:
-        if not b.is_wildcard and not _is_local(b, org):
-            out.error(
-                pos("bindings"),
-                f"{c.name}: bindings",
-                f"{b.ip} is not an address of this server (server.addresses); "
-                "a client's address belongs in remote_ip_ranges",
-            )
-    if c.remote_ip_ranges and not any(r.version == b.version for b in c.bindings for r in c.remote_ip_ranges):
-        out.warn(
-            pos("remote_ip_ranges"),
-            f"{c.name}: remote_ip_ranges",
-            "no range has the family of any binding: the connector never matches",
-        )
+    if "addresses" not in server_unknown:
+        for b in c.bindings:
+            if not b.is_wildcard and not _is_local(b, org):
+                out.error(
+                    pos("bindings"),
+                    f"{c.name}: bindings",
+                    f"{b.ip} is not an address of this server (server.addresses); "
+                    "a client's address belongs in remote_ip_ranges",
+                )
+    if known("bindings", "remote_ip_ranges"):
+        _check_families(c, pos, out)
     if len(c.remote_ip_ranges) > MAX_RANGE_ENTRIES:
         out.warn(
             pos("remote_ip_ranges"),
             f"{c.name}: remote_ip_ranges",
             f"{len(c.remote_ip_ranges)} entries; Exchange fails above about {MAX_RANGE_ENTRIES}: use ranges or CIDR",
         )
-    if c.usage is Usage.Custom and c.permission_groups == PermissionGroups.NONE and not c.permissions:
+    if (
+        known("usage", "permission_groups", "permissions")
+        and c.usage is Usage.Custom
+        and c.permission_groups == PermissionGroups.NONE
+        and not c.permissions
+    ):
         out.warn(
             pos(None), f"{c.name}: permission_groups", "no permission group or entry: this connector accepts no mail"
+        )
+
+
+def _check_families(c: ReceiveConnector, pos: Where, out: _Sink) -> None:
+    """Ranges of a family no binding of the connector has are never matched (spec §2.1 step 1)."""
+    bound = {b.version for b in c.bindings}
+    for version in (4, 6):
+        ranges = [r for r in c.remote_ip_ranges if r.version == version]
+        if not ranges or version in bound or not c.bindings:
+            continue
+        shown = ", ".join(str(r) for r in ranges[:3]) + (f" and {len(ranges) - 3} more" if len(ranges) > 3 else "")
+        family = _family(version)
+        effect = (
+            "the connector never matches"
+            if not any(r.version in bound for r in c.remote_ip_ranges)
+            else f"{'they' if len(ranges) > 1 else 'it'} never match{'' if len(ranges) > 1 else 'es'}"
+        )
+        out.warn(
+            pos("remote_ip_ranges"),
+            f"{c.name}: remote_ip_ranges",
+            f"{family} range{'s' if len(ranges) > 1 else ''} {shown} but no {family} binding: {effect}",
         )
 
 
@@ -115,15 +173,27 @@ def _is_local(b: Binding, org: Organization) -> bool:
     return any(ipaddress.ip_address(a) == ip for a in org.server.addresses)
 
 
-def _check_conflicts(connectors: tuple[ReceiveConnector, ...], where: Mapping[str, Where], out: _Sink) -> None:
-    by_binding: dict[Binding, list[tuple[IPRange, int]]] = defaultdict(list)
+def _check_conflicts(
+    connectors: tuple[ReceiveConnector, ...],
+    where: Mapping[str, Where],
+    out: _Sink,
+    unknown: Mapping[str, AbstractSet[str]] | None = None,
+) -> None:
+    """Range and role conflicts between connectors, with whatever bindings and ranges parsed."""
+    unknown = unknown or {}
+    # per binding: its ranges and, in a parallel list, the index of each range's connector
+    by_binding: dict[Binding, tuple[list[IPRange], list[int]]] = defaultdict(lambda: ([], []))
     roles: dict[tuple[int, int], dict[int, dict[str, str]]] = defaultdict(lambda: defaultdict(dict))
     for idx, c in enumerate(connectors):
+        role_known = "transport_role" not in unknown.get(c.name, ())
         for b in c.bindings:
-            roles[(b.version, b.port)][b.address].setdefault(c.transport_role.value, c.name)
+            if role_known:
+                roles[(b.version, b.port)][b.address].setdefault(c.transport_role.value, c.name)
+            ranges, owners = by_binding[b]
             for r in c.remote_ip_ranges:
                 if r.version == b.version:
-                    by_binding[b].append((r, idx))
+                    ranges.append(r)
+                    owners.append(idx)
     reported: set[tuple[int, int]] = set()
 
     def report(i: int, j: int, b: Binding, r1: IPRange, r2: IPRange, what: str) -> None:
@@ -140,13 +210,13 @@ def _check_conflicts(connectors: tuple[ReceiveConnector, ...], where: Mapping[st
             f"of connector {other.name!r} on binding {b}",
         )
 
-    for b, items in by_binding.items():
+    for b, (ranges, owners) in list(by_binding.items()):
 
         def same_binding(i: int, j: int, r1: IPRange, r2: IPRange, same: bool, b: Binding = b) -> None:
             report(i, j, b, r1, r2, "identical" if same else "partially overlapping")
 
-        _sweep(items, same_binding)
-        wild = by_binding.get(b.wildcard(), []) if not b.is_wildcard else []
+        _sweep(ranges, owners, same_binding)
+        wild = by_binding.get(b.wildcard()) if not b.is_wildcard else None
         if wild:
             # exact binding vs its wildcard: owners of the wildcard side are encoded as -1-index
             def through_wildcard(i: int, j: int, r1: IPRange, r2: IPRange, same: bool, b: Binding = b) -> None:
@@ -154,7 +224,7 @@ def _check_conflicts(connectors: tuple[ReceiveConnector, ...], where: Mapping[st
                 if (i < 0) != (j < 0) and ci != cj and not same:
                     report(ci, cj, b, r1, r2, "partially overlapping")
 
-            _sweep(items + [(r, -1 - i) for r, i in wild], through_wildcard)
+            _sweep(ranges + wild[0], owners + [-1 - i for i in wild[1]], through_wildcard)
     for (version, port), per_addr in roles.items():
         wildcard_roles = per_addr.get(0, {})
         for addr, rmap in per_addr.items():
@@ -174,23 +244,36 @@ def _check_conflicts(connectors: tuple[ReceiveConnector, ...], where: Mapping[st
                 )
 
 
-def _sweep(items: list[tuple[IPRange, int]], conflict: Callable[[int, int, IPRange, IPRange, bool], None]) -> None:
+def _sweep(
+    ranges: list[IPRange], owners: list[int], conflict: Callable[[int, int, IPRange, IPRange, bool], None]
+) -> None:
     """Call ``conflict`` for identical or partially overlapping ranges of different owners.
 
-    Sorting by (first asc, last desc) turns nested ranges into a stack; a range that
-    starts inside an open range of the stack but ends beyond it overlaps it partially.
-    Every open range is checked, since one connector's own ranges may overlap.
+    ``owners[i]`` owns ``ranges[i]``. Sorting by (first asc, last desc) turns nested ranges
+    into a stack; a range that starts inside an open range of the stack but ends beyond
+    it overlaps it partially. Every open range is checked, since one connector's own
+    ranges may overlap. Two stable sorts of indexes on the ranges' own integers: no key
+    tuple per range (a file may have 100,000).
     """
-    ordered = sorted(items, key=lambda e: (e[0].first, -e[0].last))
-    stack: list[tuple[IPRange, int]] = []
-    for r, owner in ordered:
-        while stack and stack[-1][0].last < r.first:
+    n = len(ranges)
+    ordered: Sequence[int] = range(n)  # files usually list ranges in order: no sort, no index list
+    if any(
+        a.first > b.first or (a.first == b.first and a.last < b.last)
+        for a, b in itertools.pairwise(ranges)
+    ):
+        ordered = sorted(ordered, key=lambda i: ranges[i].last, reverse=True)
+        ordered.sort(key=lambda i: ranges[i].first)
+    stack: list[int] = []
+    for i in ordered:
+        r, owner = ranges[i], owners[i]
+        while stack and ranges[stack[-1]].last < r.first:
             stack.pop()
-        for top, top_owner in reversed(stack):
+        for j in reversed(stack):
+            top, top_owner = ranges[j], owners[j]
             if top.last < r.first or top_owner == owner:
                 continue
             if top.first == r.first and top.last == r.last:
                 conflict(top_owner, owner, top, r, True)
             elif top.last < r.last:
                 conflict(top_owner, owner, top, r, False)
-        stack.append((r, owner))
+        stack.append(i)

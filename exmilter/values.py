@@ -10,8 +10,9 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import lru_cache
 
 __all__ = [
     "UNLIMITED",
@@ -88,15 +89,6 @@ def parse_timespan(text: str) -> timedelta:
     return timedelta(days=int(m["d"] or 0), hours=h, minutes=mi, seconds=s)
 
 
-def format_timespan(span: timedelta) -> str:
-    """Exchange's log form ``0.00:00:05``."""
-    total = int(span.total_seconds())
-    days, rest = divmod(total, 86400)
-    h, rest = divmod(rest, 3600)
-    m, s = divmod(rest, 60)
-    return f"{days}.{h:02d}:{m:02d}:{s:02d}"
-
-
 def parse_bool(text: str | bool) -> bool:
     """``$true``/``$false``, ``true``/``false`` and YAML booleans."""
     if isinstance(text, bool):
@@ -132,14 +124,20 @@ def parse_ip(text: str) -> IPAddress:
     return addr
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class IPRange:
-    """An inclusive range of addresses of one family, stored as exact integers."""
+    """An inclusive range of addresses of one family, stored as exact integers.
+
+    ``str()`` writes the range back in Exchange's syntax: one address, a CIDR block when
+    the range is one, else ``first-last``. ``text`` keeps what the file said only where
+    that differs (``192.168.1.1/24``, ``10.0.0.0-10.0.0.255``, a netmask or a zone index),
+    so the common forms cost no string per range. Equality ignores ``text``.
+    """
 
     version: int
     first: int
     last: int
-    text: str = ""
+    text: str = field(default="", compare=False)
 
     @property
     def size(self) -> int:
@@ -151,33 +149,40 @@ class IPRange:
             return addr.version == self.version and self.first <= int(addr) <= self.last
         return False
 
-    def contains_range(self, other: IPRange) -> bool:
-        return self.version == other.version and self.first <= other.first and other.last <= self.last
-
-    def overlaps(self, other: IPRange) -> bool:
-        return self.version == other.version and self.first <= other.last and other.first <= self.last
-
-    def partially_overlaps(self, other: IPRange) -> bool:
-        """Overlap where neither contains the other: what Exchange refuses (spec §2.3)."""
-        return self.overlaps(other) and not self.contains_range(other) and not other.contains_range(self)
-
     def __str__(self) -> str:
-        if self.text:
-            return self.text
-        lo = ipaddress.ip_address(self.first) if self.version == 4 else ipaddress.IPv6Address(self.first)
-        hi = ipaddress.ip_address(self.last) if self.version == 4 else ipaddress.IPv6Address(self.last)
-        return str(lo) if self.first == self.last else f"{lo}-{hi}"
-
-    @classmethod
-    def everything(cls, version: int) -> IPRange:
-        if version == 4:
-            return cls(4, 0, (1 << 32) - 1, "0.0.0.0-255.255.255.255")
-        return cls(6, 0, (1 << 128) - 1, "::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")
+        return self.text or _canonical(self.version, self.first, self.last)
 
 
-def _number(text: str) -> tuple[int, int]:
-    """One end of a range as (version, integer), without IPv4-mapped folding.
+def _address_text(version: int, n: int) -> str:
+    if version == 4:
+        return socket.inet_ntop(socket.AF_INET, n.to_bytes(4, "big"))
+    return socket.inet_ntop(socket.AF_INET6, n.to_bytes(16, "big"))
 
+
+def _cidr_prefix(version: int, first: int, last: int) -> int | None:
+    """The prefix length if ``first``-``last`` is exactly one CIDR block, else None."""
+    size = last - first + 1
+    if size & (size - 1) or first & (size - 1):
+        return None
+    return (32 if version == 4 else 128) - (size.bit_length() - 1)
+
+
+def _canonical(version: int, first: int, last: int) -> str:
+    """How :class:`IPRange` writes a range whose source text was not kept."""
+    lo = _address_text(version, first)
+    if first == last:
+        return lo
+    prefix = _cidr_prefix(version, first, last)
+    if prefix is not None:
+        return f"{lo}/{prefix}"
+    return f"{lo}-{_address_text(version, last)}"
+
+
+def _number(text: str) -> tuple[int, int, bool]:
+    """One end of a range as (version, integer, canonical), without IPv4-mapped folding.
+
+    ``canonical`` is True when ``text`` is exactly how :func:`_address_text` writes the
+    address back (no blanks, no zone index, IPv6 in its shortest lower-case form).
     ``inet_pton`` does the work: configurations with 100,000 ranges load several times
     faster than through :mod:`ipaddress`, which is kept for netmask and CIDR arithmetic.
     """
@@ -185,12 +190,15 @@ def _number(text: str) -> tuple[int, int]:
     if "%" in s:
         s = s.split("%", 1)[0]
     try:
-        return 4, int.from_bytes(socket.inet_pton(socket.AF_INET, s), "big")
+        # inet_pton accepts only the dotted quad without leading zeros: always canonical
+        return 4, int.from_bytes(socket.inet_pton(socket.AF_INET, s), "big"), len(s) == len(text)
     except OSError:
         pass
     try:
         if ":" in s:
-            return 6, int.from_bytes(socket.inet_pton(socket.AF_INET6, s), "big")
+            packed = socket.inet_pton(socket.AF_INET6, s)
+            canonical = len(s) == len(text) and socket.inet_ntop(socket.AF_INET6, packed) == s
+            return 6, int.from_bytes(packed, "big"), canonical
     except OSError:
         pass
     raise ValueError(f"{text.strip()!r} is not an IP address")
@@ -205,7 +213,7 @@ def parse_ip_range(text: str) -> IPRange:
         m = re.fullmatch(r"(.+)\((.+)\)", s)
         if not m:
             raise ValueError(f"{s!r} is not an IP range")
-        (v, addr), (mv, mask) = _number(m.group(1)), _number(m.group(2))
+        (v, addr, _), (mv, mask, _) = _number(m.group(1)), _number(m.group(2))
         if v != mv:
             raise ValueError(f"{s!r}: address and netmask are of different families")
         bits = 32 if v == 4 else 128
@@ -215,25 +223,29 @@ def parse_ip_range(text: str) -> IPRange:
         return IPRange(v, addr & mask, (addr & mask) | inverted, s)
     if "/" in s:
         addr_text, _, prefix = s.partition("/")
-        v, addr = _number(addr_text)
+        v, addr, canonical = _number(addr_text)
         bits = 32 if v == 4 else 128
         if not prefix.isdigit() or int(prefix) > bits:
             raise ValueError(f"{s!r}: prefix length must be 0-{bits}")
         host = (1 << (bits - int(prefix))) - 1
-        return IPRange(v, addr & ~host, (addr & ~host) | host, s)
+        first = addr & ~host
+        # kept as written unless str() gives it back: no host bits, no leading zero, not a /32
+        canonical = canonical and first == addr and host != 0 and prefix == str(int(prefix))
+        return IPRange(v, first, first | host, "" if canonical else s)
     if "-" in s:
         lo_text, _, hi_text = s.partition("-")
-        (v, lo), (hv, hi) = _number(lo_text), _number(hi_text)
+        (v, lo, lo_ok), (hv, hi, hi_ok) = _number(lo_text), _number(hi_text)
         if v != hv:
             raise ValueError(f"{s!r}: both ends of a range must be of one family")
         if lo > hi:
             raise ValueError(f"{s!r}: the first address is greater than the last")
-        return IPRange(v, lo, hi, s)
-    v, addr = _number(s)
-    return IPRange(v, addr, addr, s)
+        canonical = lo_ok and hi_ok and lo != hi and _cidr_prefix(v, lo, hi) is None
+        return IPRange(v, lo, hi, "" if canonical else s)
+    v, addr, canonical = _number(s)
+    return IPRange(v, addr, addr, "" if canonical else s)
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class Binding:
     """A local endpoint a receive connector listens on: ``IPv4:port`` or ``[IPv6]:port``."""
 
@@ -257,8 +269,16 @@ class Binding:
 
 
 def parse_binding(text: str) -> Binding:
-    """``0.0.0.0:25``, ``10.1.1.1:25``, ``[::]:25``, ``[2001:db8::1]:25``."""
-    s = str(text).strip()
+    """``0.0.0.0:25``, ``10.1.1.1:25``, ``[::]:25``, ``[2001:db8::1]:25``.
+
+    Bindings are few and repeated on many connectors: equal texts share one object.
+    """
+    return _parse_binding(str(text))
+
+
+@lru_cache(maxsize=1024)
+def _parse_binding(text: str) -> Binding:
+    s = text.strip()
     m = re.fullmatch(r"\[(?P<v6>[^\]]+)\]:(?P<port>\d+)|(?P<v4>[\d.]+):(?P<port4>\d+)", s)
     if not m:
         raise ValueError(f"{text!r} is not a binding (forms: 0.0.0.0:25, 10.1.1.1:25, [::]:25)")

@@ -410,11 +410,145 @@ def test_conflict_sweep_matches_pairwise_rule(items):
 
 
 def test_a_connector_on_an_exact_and_its_wildcard_binding_does_not_conflict_with_itself():
-    org = org_from("""
-        receive_connectors:
-          - name: A
-            bindings: [0.0.0.0:25, 10.0.0.5:25]
-            remote_ip_ranges: [10.0.0.0-10.0.0.200, 10.0.0.100-10.0.0.255]
-            permission_groups: AnonymousUsers
-    """)
-    assert org.connector("A") is not None
+    ranges = "[10.0.0.0-10.0.0.200, 10.0.0.100-10.0.0.255]"
+    loaded = loads(
+        SERVER
+        + "accepted_domains: [contoso.com]\nreceive_connectors:\n  - name: A\n"
+        + f"    bindings: [0.0.0.0:25, 10.0.0.5:25]\n    remote_ip_ranges: {ranges}\n"
+        + "    permission_groups: AnonymousUsers\n",
+        "x.yaml",
+    )
+    assert loaded.warnings == []
+    # the same ranges split over two connectors are refused, at the later one's ranges
+    assert problems("""\
+receive_connectors:
+  - name: A
+    bindings: 0.0.0.0:25
+    remote_ip_ranges: 10.0.0.0-10.0.0.200
+    permission_groups: AnonymousUsers
+  - name: B
+    bindings: 10.0.0.5:25
+    remote_ip_ranges: 10.0.0.100-10.0.0.255
+    permission_groups: AnonymousUsers
+""") == [
+        "x.yaml:13:23: B: remote_ip_ranges: partially overlapping range 10.0.0.100-10.0.0.255 conflicts with "
+        "10.0.0.0-10.0.0.200 of connector 'A' on binding 10.0.0.5:25"
+    ]
+
+
+# --- every problem in one run --------------------------------------------------------------
+
+
+def test_a_connector_with_bad_values_still_takes_part_in_the_conflict_checks():
+    """Bad values are reported, the items that parsed still conflict, and checks on bad values are skipped."""
+    assert problems("""\
+receive_connectors:
+  - name: Relay A
+    bindings: 0.0.0.0:2526
+    remote_ip_ranges: 10.0.0.0/24
+    permission_groups: AnonymousUsers
+  - name: Relay B
+    bindings: 0.0.0.0:2526
+    remote_ip_ranges: [10.0.0.0/24, 10.0.1.300, banana]
+    permission_groups: AnonymousUsers
+    max_message_size: 10
+    auth_mechanism: Tls, Bogus
+    require_tls: $true
+    usage: Sideways
+""") == [
+        "x.yaml:13:23: Relay B: remote_ip_ranges: '10.0.1.300' is not an IP address",
+        "x.yaml:13:23: Relay B: remote_ip_ranges: 'banana' is not an IP address",
+        "x.yaml:13:23: Relay B: remote_ip_ranges: identical range 10.0.0.0/24 conflicts with 10.0.0.0/24 "
+        "of connector 'Relay A' on binding 0.0.0.0:2526",
+        "x.yaml:15:23: Relay B: max_message_size: 10 bytes is out of range 65,536-2,147,483,647",
+        "x.yaml:16:21: Relay B: auth_mechanism: 'Bogus' is not a AuthMechanism value; valid: None, Tls, BasicAuth, "
+        "BasicAuthRequireTLS, Integrated, ExchangeServer, ExternalAuthoritative",
+        "x.yaml:18:12: usage: 'Sideways' is not one of Client, Custom, Internal, Internet, Partner",
+    ]
+
+
+def test_a_bad_server_section_does_not_stop_the_other_checks():
+    found = problems(
+        """\
+server:
+  name: EXCH01
+  fqdn: "not a fqdn!"
+  addresses: [10.0.0.300]
+receive_connectors:
+  - name: A
+    transport_role: FrontendTransport
+    bindings: [0.0.0.0:25, 10.0.0.5:25]
+    remote_ip_ranges: 10.0.0.0/8
+    permission_groups: AnonymousUsers
+  - name: B
+    transport_role: FrontendTransport
+    bindings: 0.0.0.0:25
+    remote_ip_ranges: 10.0.0.0/8
+    permission_groups: AnonymousUsers
+    max_hop_count: 0
+  - name: a
+    bindings: 0.0.0.0:26
+""",
+        server="",
+    )
+    assert found == [
+        "x.yaml:3:9: server.fqdn: 'not a fqdn!' is not a valid FQDN",
+        "x.yaml:4:14: server.addresses: '10.0.0.300' is not an IP address",
+        "x.yaml:14:23: B: remote_ip_ranges: identical range 10.0.0.0/8 conflicts with 10.0.0.0/8 "
+        "of connector 'A' on binding 0.0.0.0:25",
+        "x.yaml:16:20: B: max_hop_count: 0 is out of range 1-500",
+        "x.yaml:17:11: name: a connector named 'a' is already defined on EXCH01",
+    ]  # 10.0.0.5:25 is not checked against server.addresses, which did not parse
+
+
+def test_a_missing_server_does_not_stop_the_connector_checks():
+    assert problems(
+        """\
+receive_connectors:
+  - {name: A, bindings: 0.0.0.0:25, remote_ip_ranges: 10.0.0.1, permission_groups: AnonymousUsers}
+  - {name: A, bindings: 0.0.0.0:25, remote_ip_ranges: 10.0.0.1, permission_groups: AnonymousUsers}
+  - {name: B, bindings: 0.0.0.0:25, remote_ip_ranges: 10.0.0.1, max_hop_count: 0}
+""",
+        server="",
+    ) == [
+        "x.yaml:1:1: server: required: name and fqdn of the server exmilter replaces",
+        "x.yaml:3:12: name: a connector named 'A' is already defined on this server",
+        "x.yaml:4:55: B: remote_ip_ranges: identical range 10.0.0.1 conflicts with 10.0.0.1 "
+        "of connector 'A' on binding 0.0.0.0:25",
+        "x.yaml:4:80: B: max_hop_count: 0 is out of range 1-500",
+    ]
+
+
+def test_ranges_of_a_family_no_binding_has_warn_per_family():
+    loaded = loads(
+        SERVER
+        + textwrap.dedent("""\
+            accepted_domains: [contoso.com]
+            receive_connectors:
+              - name: M
+                bindings: 0.0.0.0:2526
+                remote_ip_ranges: [192.168.1.13, "2001:db8:1::/48", "2001:db8:2::1"]
+                permission_groups: AnonymousUsers
+              - name: N
+                bindings: 0.0.0.0:2527
+                remote_ip_ranges: ["2001:db8:1::/48"]
+                permission_groups: AnonymousUsers
+              - name: O
+                bindings: [0.0.0.0:2528, "[::]:2528"]
+                remote_ip_ranges: [192.168.1.13, "2001:db8:1::/48"]
+                permission_groups: AnonymousUsers
+              - name: P
+                bindings: ["[::]:2529"]
+                remote_ip_ranges: [10.0.0.1, 10.0.0.2, 10.0.0.3, 10.0.0.4, "::1"]
+                permission_groups: AnonymousUsers
+        """),
+        "x.yaml",
+    )
+    assert [str(w) for w in loaded.warnings] == [
+        "x.yaml:10:23: warning: M: remote_ip_ranges: IPv6 ranges 2001:db8:1::/48, 2001:db8:2::1 but no IPv6 "
+        "binding: they never match",
+        "x.yaml:14:23: warning: N: remote_ip_ranges: IPv6 range 2001:db8:1::/48 but no IPv6 binding: "
+        "the connector never matches",
+        "x.yaml:22:23: warning: P: remote_ip_ranges: IPv4 ranges 10.0.0.1, 10.0.0.2, 10.0.0.3 and 1 more but no "
+        "IPv4 binding: they never match",
+    ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 
 import pytest
@@ -172,39 +173,61 @@ def brute_force(connectors, local, port, remote):
     return (exact or wild or (None, None))[1]
 
 
-small_v4 = st.integers(0, 63)  # a small space makes overlaps and ties likely
+#: Per family: the base of a small address space, the exact local address and the two bindings.
+FAMILIES = {
+    4: (int(ipaddress.IPv4Address("10.0.0.0")), "10.1.1.1", "10.1.1.1:25", "0.0.0.0:25"),
+    6: (int(ipaddress.IPv6Address("2001:db8::")), "2001:db8::25", "[2001:db8::25]:25", "[::]:25"),
+}
+#: Blocks containing all of the small space: nested around every generated block, never partial.
+WIDE = {4: ["10.0.0.0/8", "0.0.0.0/0"], 6: ["2001:db8::/32", "::/0"]}
+small = st.integers(0, 63)  # a small space makes overlaps and ties likely
 
 
 @st.composite
-def laminar_ranges(draw):
-    """Random CIDR blocks over a /26: nested or disjoint, never partial (as validated configs are)."""
+def laminar_ranges(draw, version: int):
+    """Random CIDR blocks over 64 addresses of one family: nested or disjoint, never partial (as validated)."""
+    base = FAMILIES[version][0]
     blocks = set()
-    for _ in range(draw(st.integers(1, 6))):
-        prefix = draw(st.integers(26, 32))
-        size = 1 << (32 - prefix)
-        start = draw(small_v4) // size * size
-        blocks.add((start, start + size - 1))
-    return [IPRange(4, (10 << 24) + a, (10 << 24) + b) for a, b in blocks]
+    for _ in range(draw(st.integers(0, 6))):
+        size = 1 << draw(st.integers(0, 6))
+        start = draw(small) // size * size
+        blocks.add((base + start, base + start + size - 1))
+    ranges = [IPRange(version, a, b) for a, b in sorted(blocks)]
+    if draw(st.booleans()):
+        ranges.append(parse_ip_range(draw(st.sampled_from(WIDE[version]))))
+    return ranges
 
 
-@settings(max_examples=300, deadline=None)
+connector_specs = st.tuples(laminar_ranges(4), laminar_ranges(6), st.booleans(), st.booleans(), st.booleans())
+
+
+@settings(max_examples=400, deadline=None)
 @given(
-    st.lists(st.tuples(laminar_ranges(), st.booleans(), st.booleans()), min_size=1, max_size=6), small_v4, st.booleans()
+    st.lists(connector_specs, min_size=1, max_size=6),
+    st.sampled_from([4, 6]),
+    small,
+    st.sampled_from([None, 4, 6]),
 )
-def test_selection_matches_brute_force(specs, host, local_known):
+def test_selection_matches_brute_force(specs, family, host, local_family):
+    """IPv4 and IPv6 together: each connector's ranges only count on bindings of their family."""
     connectors = []
-    used: set[tuple[int, int, bool]] = set()
-    for i, (ranges, exact, enabled) in enumerate(specs):
-        binding = "10.1.1.1:25" if exact else "0.0.0.0:25"
+    used: set[tuple[int, int, int, bool]] = set()
+    for i, (v4, v6, exact, enabled, both_families) in enumerate(specs):
         # a valid file never has identical ranges of two connectors on one binding
-        ranges = [r for r in ranges if (r.first, r.last, exact) not in used]
-        used.update((r.first, r.last, exact) for r in ranges)
+        ranges = [r for r in v4 + v6 if (r.version, r.first, r.last, exact) not in used]
+        used.update((r.version, r.first, r.last, exact) for r in ranges)
         if not ranges:
             continue
-        c = connector(f"C{i}", [binding], [], enabled)
-        connectors.append(ReceiveConnector(**{**c.__dict__, "remote_ip_ranges": tuple(ranges)}))
-    remote = str(ipaddress.IPv4Address((10 << 24) + host))
-    local = "10.1.1.1" if local_known else None
+        families = {4, 6} if both_families else {r.version for r in ranges[:1]}
+        bindings = [FAMILIES[v][2 if exact else 3] for v in sorted(families)]
+        c = dataclasses.replace(connector(f"C{i}", bindings, [], enabled), remote_ip_ranges=tuple(ranges))
+        connectors.append(c)
+    base, local_ip = FAMILIES[family][0], None
+    remote = str(ipaddress.ip_address(base + host))
+    if local_family is not None:
+        local_ip = FAMILIES[local_family][1]
     table = ConnectorTable(connectors)
-    got = chosen(table, local, 25, remote)
-    assert got == brute_force(connectors, local, 25, remote)
+    got = chosen(table, local_ip, 25, remote)
+    assert got == brute_force(connectors, local_ip, 25, remote)
+    if family == 4:  # a dual-stack socket shows IPv4 peers as ::ffff:a.b.c.d (spec §2.1 step 5)
+        assert chosen(table, local_ip, 25, f"::ffff:{remote}") == got

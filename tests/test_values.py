@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from exmilter.values import (
+    IPRange,
     parse_binding,
     parse_bool,
     parse_byte_size,
@@ -174,3 +175,39 @@ def test_ipv6_cidr_matches_ipaddress_module(addr, prefix):
     net = ipaddress.ip_network(text, strict=False)
     r = parse_ip_range(text)
     assert (r.version, r.first, r.last) == (6, int(net.network_address), int(net.broadcast_address))
+
+
+@pytest.mark.parametrize(
+    ("text", "shown", "kept"),
+    [
+        ("10.0.0.1", "10.0.0.1", ""),
+        ("10.0.0.1-10.0.0.9", "10.0.0.1-10.0.0.9", ""),
+        ("10.0.0.0/24", "10.0.0.0/24", ""),
+        ("2001:db8::/48", "2001:db8::/48", ""),
+        ("::1", "::1", ""),
+        # written back as the file says: not the form str() would derive
+        ("192.168.1.1/24", "192.168.1.1/24", "192.168.1.1/24"),
+        ("10.0.0.0-10.0.0.255", "10.0.0.0-10.0.0.255", "10.0.0.0-10.0.0.255"),
+        ("10.0.0.1/32", "10.0.0.1/32", "10.0.0.1/32"),
+        ("10.0.0.1-10.0.0.1", "10.0.0.1-10.0.0.1", "10.0.0.1-10.0.0.1"),
+        ("192.168.1.0(255.255.255.0)", "192.168.1.0(255.255.255.0)", "192.168.1.0(255.255.255.0)"),
+        ("2001:0DB8::CD3/60", "2001:0DB8::CD3/60", "2001:0DB8::CD3/60"),
+        ("fe80::1%11", "fe80::1%11", "fe80::1%11"),
+        ("10.0.0.1 - 10.0.0.9", "10.0.0.1 - 10.0.0.9", "10.0.0.1 - 10.0.0.9"),
+    ],
+)
+def test_ip_range_text_is_kept_only_when_str_would_not_give_it_back(text, shown, kept):
+    r = parse_ip_range(text)
+    assert (str(r), r.text) == (shown, kept)
+    assert r == IPRange(r.version, r.first, r.last)  # equality is about addresses, not notation
+
+
+def test_values_have_no_instance_dict():
+    """10,000 connectors of 10 ranges: a __dict__ per range and binding would cost megabytes."""
+    for value in (parse_ip_range("10.0.0.1"), parse_binding("0.0.0.0:25")):
+        assert not hasattr(value, "__dict__")
+
+
+def test_equal_binding_texts_share_one_object():
+    assert parse_binding("0.0.0.0:25") is parse_binding("0.0.0.0:25")
+    assert parse_binding("0.0.0.0:25") == parse_binding(" 0.0.0.0:25")
