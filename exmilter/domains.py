@@ -3,6 +3,7 @@
 An exact entry beats a wildcard; among wildcards (and exact entries with MatchSubDomains)
 the longest suffix wins. A wildcard ``*.contoso.com`` also matches ``contoso.com``.
 Lookup walks the address's domain suffixes, so it costs O(labels), not O(domains).
+Internationalised names (SMTPUTF8 addresses) are compared in their ASCII (``xn--``) form.
 """
 
 from __future__ import annotations
@@ -19,22 +20,34 @@ def address_domain(address: str) -> str:
     return domain.rstrip(".").lower() if at else ""
 
 
+def ascii_domain(domain: str) -> str:
+    """``bücher.example`` as ``xn--bcher-kva.example``; ASCII and unconvertible names unchanged."""
+    domain = domain.rstrip(".").lower()
+    if domain.isascii():
+        return domain
+    try:
+        return domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        return domain
+
+
 class AcceptedDomains:
     def __init__(self, domains: Iterable[AcceptedDomain]) -> None:
         self.domains = tuple(domains)
         self._exact: dict[str, AcceptedDomain] = {}
         self._suffix: dict[str, AcceptedDomain] = {}
         for d in self.domains:
+            name = ascii_domain(d.suffix)
             if d.is_wildcard:
-                self._suffix.setdefault(d.suffix, d)
+                self._suffix.setdefault(name, d)
             else:
-                self._exact.setdefault(d.domain_name, d)
+                self._exact.setdefault(name, d)
                 if d.match_sub_domains:
-                    self._suffix[d.domain_name] = d
+                    self._suffix[name] = d
 
     def match(self, domain: str) -> AcceptedDomain | None:
         """The accepted domain that best matches ``domain``, or None."""
-        domain = domain.rstrip(".").lower()
+        domain = ascii_domain(domain)
         if not domain:
             return None
         exact = self._exact.get(domain)

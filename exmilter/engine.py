@@ -9,18 +9,20 @@ returns a :class:`~exmilter.replies.Reply` constant.
 
 from __future__ import annotations
 
+import enum
 import re
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from email.utils import getaddresses, parseaddr
 
 from exmilter import replies as R
 from exmilter.domains import AcceptedDomains, address_domain
-from exmilter.model import AuthMechanism, Organization, ReceiveConnector, Right, User
+from exmilter.model import AcceptedDomain, AuthMechanism, Organization, ReceiveConnector, Right, User
 from exmilter.permissions import Principal, access_list, effective_rights
 from exmilter.replies import Reply
-from exmilter.selection import ConnectorTable, IPAddress, Match
+from exmilter.selection import ConnectorTable, IPAddress, Match, normalise
 
 Clock = Callable[[], float]
 
@@ -28,7 +30,12 @@ Clock = Callable[[], float]
 MAX_ADDRESS = 571
 MAX_LONG_ADDRESS = 1860
 
-_ADDRESS_RE = re.compile(r"^[^\s<>@()\[\],;:\"\\]+(?:\"[^\"]*\")?@[A-Za-z0-9_.\-\[\]:]+$|^\"[^\"]+\"@[A-Za-z0-9_.\-]+$")
+#: ``local@domain``; non-ASCII is let through here and judged by SmtpUtf8Enabled first.
+_ADDRESS_RE = re.compile(
+    r"^[^\s<>@()\[\],;:\"\\]+(?:\"[^\"]*\")?@[A-Za-z0-9_.\-\[\]:\u0080-\U0010ffff]+$"
+    r"|^\"[^\"]+\"@[A-Za-z0-9_.\-\u0080-\U0010ffff]+$"
+)
+_WITH_EXCHANGE = re.compile(r"\bwith\s+Microsoft SMTP Server", re.IGNORECASE)
 _RESERVED_TLDS = frozenset({"test", "example", "invalid", "localhost"})
 _RESERVED_SLDS = frozenset({"example.com", "example.net", "example.org"})
 
@@ -38,7 +45,7 @@ class Session:
     """What Exchange knows about one SMTP connection once the connector is chosen."""
 
     match: Match | None
-    client_ip: str
+    client_ip: str  # normalised by open_session: one spelling per client (``::ffff:10.1.1.1`` is ``10.1.1.1``)
     principal: Principal
     rights: Right
     tls: bool = False
@@ -55,6 +62,46 @@ class Session:
 
     def has(self, right: Right) -> bool:
         return right in self.rights
+
+
+class AddressFault(enum.Enum):
+    """Why an envelope address is refused (spec §3.4 #1, §3.5 #1)."""
+
+    INVALID = "invalid"
+    LONG = "long"
+    UTF8 = "utf8"
+
+
+#: MAIL FROM has one syntax reply (spec §3.4 #1); RCPT TO tells the faults apart (§3.5 #1).
+MAIL_ADDRESS_REPLIES = {fault: R.INVALID_SENDER for fault in AddressFault}
+RCPT_ADDRESS_REPLIES = {
+    AddressFault.INVALID: R.INVALID_RECIPIENT,
+    AddressFault.LONG: R.LONG_ADDRESS,
+    AddressFault.UTF8: R.UTF8_ADDRESS,
+}
+
+
+def _received_by(fqdn: str) -> re.Pattern[str] | None:
+    """``by <fqdn>`` as a whole host name: ``by relay.example.com.evil`` is another host."""
+    if not fqdn:
+        return None
+    return re.compile(r"\bby\s+" + re.escape(fqdn.rstrip(".")) + r"\.?(?=[\s;(]|$)", re.IGNORECASE)
+
+
+def header_addresses(value: str | None) -> tuple[str, ...]:
+    """The mailbox(es) of a ``From:``/``Sender:`` value, without display names or comments.
+
+    ``"Boss" <ceo@contoso.com> (CEO)`` is ``ceo@contoso.com``. A value listing several
+    mailboxes yields each; a value that parses to nothing is judged as written, so an
+    unparseable header cannot pass for an absent one.
+    """
+    if value is None or not value.strip():
+        return ()
+    found = tuple(addr for _, addr in getaddresses([value]) if addr)
+    if len(found) > 1:
+        return found
+    _, addr = parseaddr(value)
+    return (addr,) if addr else (value.strip(),)
 
 
 class MessageRateLimiter:
@@ -109,6 +156,10 @@ class Engine:
         self.rate_limiter = rate_limiter or MessageRateLimiter()
         self._acl = {c.name: access_list(c, org.server.domain) for c in org.receive_connectors}
         self._users = {u.name.lower(): u for u in org.users}
+        self._default_domain = {
+            c.name: default_domain_name(c.default_domain, org.accepted_domains) for c in org.receive_connectors
+        }
+        self._received_by = {c.fqdn: _received_by(c.fqdn) for c in org.receive_connectors}
 
     # -- connection ---------------------------------------------------------------------
 
@@ -126,10 +177,11 @@ class Engine:
         helo: str | None = None,
     ) -> Session:
         """Select the connector and compute the session's rights (spec §2, §1.8)."""
-        match = self.select(local_ip, local_port, client_ip)
+        ip = normalise(client_ip)
+        match = self.select(local_ip, local_port, ip)
         principal = self.principal(match.connector if match else None, auth_user)
         rights = self.rights(match.connector, principal) if match else Right.NONE
-        return Session(match, str(client_ip), principal, rights, tls, helo, auth_user)
+        return Session(match, str(ip), principal, rights, tls, helo, auth_user)
 
     def principal(self, connector: ReceiveConnector | None, auth_user: str | None) -> Principal:
         if connector is not None and AuthMechanism.ExternalAuthoritative in connector.auth_mechanism:
@@ -152,8 +204,9 @@ class Engine:
         c = s.connector
         if c is None:
             return R.NO_CONNECTOR
-        if not self._valid_address(c, sender, null_ok=True):
-            return R.INVALID_SENDER
+        fault = self.address_fault(c, self.qualify(c, sender), null_ok=True)
+        if fault is not None:
+            return MAIL_ADDRESS_REPLIES[fault]
         if s.helo == "":
             return R.SEND_HELLO_FIRST
         if c.require_tls and not s.tls:
@@ -194,11 +247,13 @@ class Engine:
         c = s.connector
         if c is None:
             return R.NO_CONNECTOR
-        if not self._valid_address(c, recipient, null_ok=False):
-            return R.INVALID_RECIPIENT
+        address = self.qualify(c, recipient)
+        fault = self.address_fault(c, address, null_ok=False)
+        if fault is not None:
+            return RCPT_ADDRESS_REPLIES[fault]
         if accepted >= c.max_recipients_per_message and not s.has(Right.BypassMessageSizeLimit):
             return R.TOO_MANY_RECIPIENTS
-        domain = address_domain(recipient)
+        domain = address_domain(address)
         reserved = self._reserved(c, domain)
         if reserved is not None:
             return reserved
@@ -263,27 +318,40 @@ class Engine:
             return R.MESSAGE_SIZE_EXCEEDED
         return R.QUEUED
 
-    @staticmethod
-    def local_hops(c: ReceiveConnector, received: Sequence[str]) -> int:
+    def local_hops(self, c: ReceiveConnector, received: Sequence[str]) -> int:
         """``Received:`` headers written by this server (spec §3.6 #3, §7 #19)."""
-        by = re.compile(r"\bby\s+" + re.escape(c.fqdn) + r"\b", re.IGNORECASE)
-        return sum(
-            1
-            for h in received
-            if by.search(h) and (re.search(r"\bwith\s+Microsoft SMTP Server", h, re.I) or "(Postfix)" in h)
-        )
+        by = self._received_by[c.fqdn] if c.fqdn in self._received_by else _received_by(c.fqdn)
+        if by is None:
+            return 0
+        return sum(1 for h in received if by.search(h) and (_WITH_EXCHANGE.search(h) or "(Postfix)" in h))
 
     def sender_denial(
         self, s: Session, mail_from: str | None, header_from: str | None, header_sender: str | None
     ) -> Reply | None:
-        """Sender authorisation of P1 and P2 (spec §3.7); None when allowed."""
+        """Sender authorisation of P1, P2 and send-on-behalf (spec §3.7); None when allowed.
+
+        P1 is the envelope sender, P2 the ``Sender:`` mailbox, else the ``From:`` one;
+        P2 is checked when it differs from P1. A ``From:`` that differs from ``Sender:``
+        is sent on behalf of, and must be allowed in its own right.
+        """
         if s.has(Right.SMTPAcceptAnySender) and s.has(Right.SMTPAcceptAuthoritativeDomainSender):
             return None
-        p1 = (mail_from or "").strip().strip("<>")
-        p2 = (header_sender or header_from or "").strip()
-        for address in (p1, p2 if p2 and p2.lower() != p1.lower() else ""):
-            if address and not self.may_send_as(s, address):
-                return R.SEND_AS_DENIED if s.authenticated else R.ANONYMOUS_SEND_AS_DENIED
+        c = s.connector
+        p1 = self.qualify(c, mail_from or "") if c is not None else (mail_from or "").strip().strip("<>")
+        send_as = R.SEND_AS_DENIED if s.authenticated else R.ANONYMOUS_SEND_AS_DENIED
+        if p1 and not self.may_send_as(s, p1):
+            return send_as
+        senders = header_addresses(header_sender)
+        froms = header_addresses(header_from)
+        checked = {p1.lower()}
+        for p2 in senders or froms:
+            if p2.lower() not in checked and not self.may_send_as(s, p2):
+                return send_as
+            checked.add(p2.lower())
+        if senders:
+            for author in froms:
+                if author.lower() not in checked and not self.may_send_on_behalf(s, author):
+                    return R.SEND_ON_BEHALF_DENIED
         return None
 
     def may_send_as(self, s: Session, address: str) -> bool:
@@ -298,18 +366,51 @@ class Engine:
             return user is not None and (addr in user.addresses or addr in user.send_as)
         return False
 
+    def may_send_on_behalf(self, s: Session, author: str) -> bool:
+        """May the session put ``author`` in ``From:`` with someone else in ``Sender:``?
+
+        The sender rights cover it as for Send-As, and Send-As on the author implies it.
+        The directory model has no GrantSendOnBehalfTo list, so nothing else allows it.
+        """
+        return self.may_send_as(s, author)
+
     def user(self, login: str) -> User | None:
         return self._users.get(login.lower()) or self._users.get(login.rpartition("\\")[2].lower())
 
-    # -- helpers ----------------------------------------------------------------------------
+    # -- addresses ---------------------------------------------------------------------------
 
-    @staticmethod
-    def _valid_address(c: ReceiveConnector, address: str, *, null_ok: bool) -> bool:
+    def qualify(self, c: ReceiveConnector, address: str) -> str:
+        """The bare address, completed with the connector's DefaultDomain when it has no domain (spec §1.2)."""
         a = address.strip()
         if a.startswith("<") and a.endswith(">"):
             a = a[1:-1]
-        if not a:
-            return null_ok
-        if len(a) > (MAX_LONG_ADDRESS if c.long_addresses_enabled else MAX_ADDRESS):
-            return False
-        return bool(_ADDRESS_RE.match(a))
+        if a and "@" not in a:
+            if c.name in self._default_domain:
+                default = self._default_domain[c.name]
+            else:
+                default = default_domain_name(c.default_domain, self.org.accepted_domains)
+            if default:
+                a = f"{a}@{default}"
+        return a
+
+    @staticmethod
+    def address_fault(c: ReceiveConnector, address: str, *, null_ok: bool) -> AddressFault | None:
+        """Length, then UTF-8, then syntax (spec §1.2 "Address length", SmtpUtf8Enabled)."""
+        if not address:
+            return None if null_ok else AddressFault.INVALID
+        if len(address) > (MAX_LONG_ADDRESS if c.long_addresses_enabled else MAX_ADDRESS):
+            return AddressFault.LONG
+        if not address.isascii() and not c.smtp_utf8_enabled:
+            return AddressFault.UTF8
+        return None if _ADDRESS_RE.match(address) else AddressFault.INVALID
+
+
+def default_domain_name(default: str | None, accepted: Sequence[AcceptedDomain]) -> str | None:
+    """The domain a connector's DefaultDomain names: an accepted domain's Name or DomainName."""
+    if not default or not default.strip():
+        return None
+    key = default.strip().lower()
+    for d in accepted:
+        if d.name.lower() == key or d.domain_name == key:
+            return d.suffix
+    return key.removeprefix("*.")

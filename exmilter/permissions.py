@@ -13,6 +13,29 @@ EDGE_TRANSPORT_SERVERS = "MS Exchange\\Edge Transport Servers"
 HUB_TRANSPORT_SERVERS = "MS Exchange\\Hub Transport Servers"
 EXTERNALLY_SECURED_SERVERS = "MS Exchange\\Externally Secured Servers"
 PARTNER_SERVERS = "MS Exchange\\Partner Servers"
+EVERYONE = "Everyone"
+
+#: Principals whose names do not depend on the server's domain, with the forms Exchange
+#: accepts and displays for them: the full ``AUTHORITY\\name``, the bare name, and (for
+#: the Windows ones) the well-known SID. The one source of truth for the engine and the
+#: importer.
+_WELL_KNOWN_FORMS: dict[str, tuple[str, ...]] = {
+    ANONYMOUS_LOGON: ("ANONYMOUS LOGON", "S-1-5-7"),
+    AUTHENTICATED_USERS: ("Authenticated Users", "S-1-5-11"),
+    EVERYONE: ("S-1-1-0",),
+    EDGE_TRANSPORT_SERVERS: ("Edge Transport Servers",),
+    HUB_TRANSPORT_SERVERS: ("Hub Transport Servers",),
+    EXTERNALLY_SECURED_SERVERS: ("Externally Secured Servers",),
+    PARTNER_SERVERS: ("Partner Servers",),
+}
+WELL_KNOWN: dict[str, str] = {
+    form.lower(): name for name, forms in _WELL_KNOWN_FORMS.items() for form in (name, *forms)
+}
+
+
+def well_known(principal: str) -> str | None:
+    """The display name of a well-known principal in any accepted spelling, else None."""
+    return WELL_KNOWN.get(" ".join(principal.split()).lower())
 
 
 def exchange_servers(domain: str) -> str:
@@ -120,8 +143,17 @@ class Principal:
 
 
 def canonical(principal: str, domain: str) -> str:
-    """``DOMAIN\\name`` in lower case; a bare name is taken to be in the server's domain."""
-    return (principal if "\\" in principal else f"{domain}\\{principal}").lower()
+    """The lower-cased comparison key of a principal.
+
+    A well-known principal (``ANONYMOUS LOGON``, ``Authenticated Users``, ``Partner
+    Servers``…) maps to its full name whatever the spelling; any other bare name is taken
+    to be in the server's domain (``Exchange Servers`` → ``<domain>\\exchange servers``).
+    """
+    known = well_known(principal)
+    if known is not None:
+        return known.lower()
+    name = principal.strip()
+    return (name if "\\" in name else f"{domain}\\{name}").lower()
 
 
 def effective_rights(entries: Iterable[PermissionEntry], principal: Principal, domain: str) -> Right:

@@ -37,19 +37,6 @@ class Reply:
 
 # --- connection (§3.1) -------------------------------------------------------------
 NO_CONNECTOR = Reply(421, "4.3.2", "Service not available", close=True)
-TOO_MANY_CONNECTIONS = Reply(
-    421,
-    "4.3.2",
-    "The maximum number of concurrent server connections has exceeded a limit, closing transmission channel",
-    close=True,
-)
-TOO_MANY_CONNECTIONS_FROM_SOURCE = Reply(
-    421,
-    "4.3.2",
-    "The maximum number of concurrent connections has exceeded a limit, closing transmission channel",
-    close=True,
-)
-SERVICE_READY = Reply(220, "", "Microsoft ESMTP MAIL Service ready")
 
 # --- MAIL FROM (§3.4) -----------------------------------------------------------------
 INVALID_SENDER = Reply(501, "5.1.7", "Invalid address", protocol_error=True)
@@ -73,8 +60,9 @@ MESSAGE_SIZE_EXCEEDED_MAIL = Reply(552, "5.3.4", "Message size exceeds fixed max
 SENDER_OK = Reply(250, "2.1.0", "Sender OK")
 
 # --- RCPT TO (§3.5) -------------------------------------------------------------------
-NEED_MAIL = Reply(503, "5.5.2", "Need mail command", protocol_error=True)
 INVALID_RECIPIENT = Reply(501, "5.1.3", "Invalid address", protocol_error=True)
+LONG_ADDRESS = Reply(501, "5.1.3", "Long addresses not supported", protocol_error=True)
+UTF8_ADDRESS = Reply(501, "5.1.8", "UTF-8 addresses not supported", protocol_error=True)
 TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients")
 RESERVED_TLD = Reply(501, "5.1.4", "Recipient address reserved by RFC 2606")
 RESERVED_SLD = Reply(501, "5.1.5", "Recipient address reserved by RFC 2606")
@@ -94,6 +82,3 @@ SEND_AS_DENIED = Reply(550, "5.7.60", "SMTP; Client does not have permissions to
 ANONYMOUS_SEND_AS_DENIED = Reply(550, "5.7.1", "Anonymous client does not have permissions to send as this sender")
 SEND_ON_BEHALF_DENIED = Reply(550, "5.7.1", "Client does not have permissions to send on behalf of the from address")
 QUEUED = Reply(250, "2.6.0", "Queued mail for delivery")
-
-# --- session ------------------------------------------------------------------------
-TOO_MANY_ERRORS = Reply(421, "4.7.0", "Too many errors on this connection, closing transmission channel", close=True)

@@ -13,6 +13,7 @@ from exmilter.permissions import (
     ANONYMOUS_RIGHTS,
     EXTERNALLY_SECURED_RIGHTS,
     Principal,
+    canonical,
     effective_rights,
     group_entries,
 )
@@ -510,3 +511,378 @@ def test_rate_limiter_purges_idle_keys():
         limiter.take(f"ip:{i}", 5, 0.0)
     limiter.take("ip:new", 5, 61.0)
     assert len(limiter) == 1
+
+
+ANON_SEND_AS = "550 5.7.1 Anonymous client does not have permissions to send as this sender"
+AUTH_SEND_AS = "550 5.7.60 SMTP; Client does not have permissions to send as this sender"
+ON_BEHALF = "550 5.7.1 Client does not have permissions to send on behalf of the from address"
+QUEUED = "250 2.6.0 Queued mail for delivery"
+RELAY_DENIED = "550 5.7.54 SMTP; Unable to relay recipient in non-accepted domain"
+
+
+# --- well-known principals (§1.6, §1.8) ---------------------------------------------------------
+
+WELL_KNOWN = """
+accepted_domains: [contoso.com]
+users:
+  - {{name: bob, addresses: [bob@contoso.com]}}
+receive_connectors:
+  - name: X
+    bindings: 0.0.0.0:2526
+    remote_ip_ranges: 0.0.0.0/0
+    permission_groups: {groups}
+    auth_mechanism: {auth}
+    permissions:
+      - {{user: '{user}', extended_rights: {right}, deny: {deny}}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("groups", "auth", "user", "right", "deny", "auth_user", "stage", "reply"),
+    [
+        # every spelling of ANONYMOUS LOGON is the anonymous session's principal: relay granted
+        (
+            "AnonymousUsers",
+            "Tls",
+            spelling,
+            "ms-Exch-SMTP-Accept-Any-Recipient",
+            "$false",
+            None,
+            "rcpt",
+            "250 2.1.5 Recipient OK",
+        )
+        for spelling in ("NT AUTHORITY\\ANONYMOUS LOGON", "ANONYMOUS LOGON", "anonymous logon", "S-1-5-7")
+    ]
+    + [
+        # a domain user of the same name is someone else: no relay
+        (
+            "AnonymousUsers",
+            "Tls",
+            "LABS\\ANONYMOUS LOGON",
+            "ms-Exch-SMTP-Accept-Any-Recipient",
+            "$false",
+            None,
+            "rcpt",
+            "550 5.7.54 SMTP; Unable to relay recipient in non-accepted domain",
+        ),
+        # Everyone is not expanded for anonymous sessions
+        (
+            "AnonymousUsers",
+            "Tls",
+            "Everyone",
+            "ms-Exch-SMTP-Accept-Any-Recipient",
+            "$false",
+            None,
+            "rcpt",
+            "550 5.7.54 SMTP; Unable to relay recipient in non-accepted domain",
+        ),
+    ]
+    + [
+        # a Deny on Authenticated Users, however spelled, binds every authenticated user
+        (
+            "ExchangeUsers",
+            "Tls",
+            spelling,
+            "ms-Exch-SMTP-Submit",
+            "$true",
+            "bob",
+            "mail",
+            "550 5.7.1 Client does not have permissions to submit to this server",
+        )
+        for spelling in ("NT AUTHORITY\\Authenticated Users", "Authenticated Users", "AUTHENTICATED USERS", "S-1-5-11")
+    ]
+    + [
+        # the ExternalAuthoritative principal, bare name
+        (
+            "ExchangeServers",
+            "Tls, ExternalAuthoritative",
+            spelling,
+            "ms-Exch-SMTP-Accept-Any-Recipient",
+            "$true",
+            None,
+            "rcpt",
+            "550 5.7.54 SMTP; Unable to relay recipient in non-accepted domain",
+        )
+        for spelling in ("MS Exchange\\Externally Secured Servers", "Externally Secured Servers")
+    ],
+)
+def test_well_known_principals_in_any_spelling(groups, auth, user, right, deny, auth_user, stage, reply):
+    e = engine_from(WELL_KNOWN.format(groups=groups, auth=auth, user=user, right=right, deny=deny))
+    s = e.open_session(None, 2526, "10.0.0.1", helo="h", auth_user=auth_user)
+    result = e.mail(s, "bob@contoso.com") if stage == "mail" else e.rcpt(s, "x@fabrikam.example")
+    assert result.line == reply
+
+
+@pytest.mark.parametrize(
+    ("principal", "key"),
+    [
+        ("ANONYMOUS LOGON", "nt authority\\anonymous logon"),
+        ("  NT AUTHORITY\\ANONYMOUS   LOGON ", "nt authority\\anonymous logon"),
+        ("Authenticated Users", "nt authority\\authenticated users"),
+        ("Everyone", "everyone"),
+        ("S-1-1-0", "everyone"),
+        ("Partner Servers", "ms exchange\\partner servers"),
+        ("Edge Transport Servers", "ms exchange\\edge transport servers"),
+        ("Hub Transport Servers", "ms exchange\\hub transport servers"),
+        ("Externally Secured Servers", "ms exchange\\externally secured servers"),
+        # domain-relative principals take the server's domain
+        ("Exchange Servers", "labs\\exchange servers"),
+        ("ExchangeLegacyInterop", "labs\\exchangelegacyinterop"),
+        ("svc-relay", "labs\\svc-relay"),
+        ("CONTOSO\\svc-relay", "contoso\\svc-relay"),
+    ],
+)
+def test_canonical_principal_names(principal, key):
+    assert canonical(principal, "LABS") == key
+
+
+# --- DefaultDomain (§1.2): completes unqualified MAIL/RCPT addresses ------------------------------
+
+DEFAULT_DOMAIN = """
+accepted_domains:
+  - {{name: Contoso, domain_name: contoso.com}}
+  - {{name: Shared, domain_name: shared.example, domain_type: InternalRelay}}
+receive_connectors:
+  - name: X
+    bindings: 0.0.0.0:2526
+    remote_ip_ranges: 0.0.0.0/0
+    permission_groups: AnonymousUsers
+    {default}
+    permissions:
+      - user: ANONYMOUS LOGON
+        extended_rights: ms-Exch-SMTP-Accept-Authoritative-Domain-Sender
+        deny: $true
+"""
+
+
+@pytest.mark.parametrize(
+    ("default", "stage", "address", "reply"),
+    [
+        # without DefaultDomain an address without a domain is a syntax error
+        ("", "mail", "alice", "501 5.1.7 Invalid address"),
+        ("", "rcpt", "<bob>", "501 5.1.3 Invalid address"),
+        # DefaultDomain names the accepted domain by its Name or its DomainName
+        ("default_domain: Contoso", "mail", "alice", "250 2.1.0 Sender OK"),
+        ("default_domain: contoso.com", "mail", "<alice>", "250 2.1.0 Sender OK"),
+        ("default_domain: Contoso", "rcpt", "<bob>", "250 2.1.5 Recipient OK"),
+        ("default_domain: Shared", "rcpt", "bob", "250 2.1.5 Recipient OK"),
+        # a qualified address is left alone: relay is still judged on its own domain
+        ("default_domain: Contoso", "rcpt", "bob@fabrikam.example", RELAY_DENIED),
+        # the null sender stays null
+        ("default_domain: Contoso", "mail", "<>", "250 2.1.0 Sender OK"),
+        # P1 is completed before sender authorisation: alice@contoso.com is internal here
+        ("default_domain: Contoso", "eod", "alice", ANON_SEND_AS),
+        ("", "eod", "alice", QUEUED),
+    ],
+)
+def test_default_domain_completes_unqualified_addresses(default, stage, address, reply):
+    e = engine_from(DEFAULT_DOMAIN.format(default=default))
+    s = e.open_session(None, 2526, "203.0.113.9", helo="h")
+    if stage == "mail":
+        result = e.mail(s, address)
+    elif stage == "rcpt":
+        result = e.rcpt(s, address)
+    else:
+        result = e.end_of_data(s, size=10, mail_from=address)
+    assert result.line == reply
+
+
+# --- sender authorisation, P2 header parsing and send-on-behalf (§3.7) ------------------------
+
+
+SENDER_AUTH = """
+accepted_domains: [contoso.com]
+users:
+  - {name: svc, addresses: [svc@contoso.com], send_as: [smb1@contoso.com]}
+receive_connectors:
+  - name: Anti-spoofing
+    bindings: 0.0.0.0:2526
+    remote_ip_ranges: 0.0.0.0/0
+    permission_groups: AnonymousUsers
+    permissions:
+      - user: NT AUTHORITY\\ANONYMOUS LOGON
+        extended_rights: ms-Exch-SMTP-Accept-Authoritative-Domain-Sender
+        deny: $true
+  - {name: Client, bindings: 0.0.0.0:587, remote_ip_ranges: 0.0.0.0/0, permission_groups: ExchangeUsers}
+"""
+
+
+@pytest.mark.parametrize(
+    ("port", "auth_user", "mail_from", "header_sender", "header_from", "reply"),
+    [
+        # anonymous with Any-Sender only (§6 #10): P2 parsed out of display names, comments, brackets
+        (2526, None, "a@saas.example", None, '"The CEO" <ceo@contoso.com>', ANON_SEND_AS),
+        (2526, None, "a@saas.example", None, "ceo@contoso.com (The CEO)", ANON_SEND_AS),
+        (2526, None, "a@saas.example", None, "<CEO@Contoso.com>", ANON_SEND_AS),
+        (2526, None, "a@saas.example", None, '"ceo@contoso.com" <a@saas.example>', QUEUED),
+        (2526, None, "a@saas.example", None, "SaaS Mailer <a@saas.example>", QUEUED),
+        (2526, None, "a@saas.example", None, "news@other.example", QUEUED),
+        # every mailbox of a multi-mailbox header is judged
+        (2526, None, "a@saas.example", None, "a@saas.example, ceo@contoso.com", ANON_SEND_AS),
+        # P2 is Sender: when present; a From: that differs is sent on behalf of
+        (2526, None, "a@saas.example", "Mailer <a@saas.example>", "CEO <ceo@contoso.com>", ON_BEHALF),
+        (2526, None, "a@saas.example", "CEO <ceo@contoso.com>", "a@saas.example", ANON_SEND_AS),
+        (2526, None, "a@saas.example", "a@saas.example", "Other <b@saas.example>", QUEUED),
+        (2526, None, "a@saas.example", "a@saas.example", "A <A@SAAS.EXAMPLE>", QUEUED),
+        # P1 fails before the headers are looked at
+        (2526, None, "ceo@contoso.com", None, "a@saas.example", ANON_SEND_AS),
+        # authenticated user without sender rights: Send-As on itself and on what it was granted
+        (587, "svc", "svc@contoso.com", None, "Service <svc@contoso.com>", QUEUED),
+        (587, "svc", "svc@contoso.com", None, "Shared Mailbox <smb1@contoso.com>", QUEUED),
+        (587, "svc", "svc@contoso.com", None, "Boss <boss@contoso.com>", AUTH_SEND_AS),
+        (587, "svc", "svc@contoso.com", "<boss@contoso.com>", "svc@contoso.com", AUTH_SEND_AS),
+        (587, "svc", "svc@contoso.com", "svc@contoso.com", "Boss <boss@contoso.com>", ON_BEHALF),
+        (587, "svc", "svc@contoso.com", "svc@contoso.com", "Shared <smb1@contoso.com>", QUEUED),
+        (587, "svc", "svc@contoso.com", "Service <svc@contoso.com>", "someone@gmail.com", ON_BEHALF),
+    ],
+)
+def test_sender_authorisation(port, auth_user, mail_from, header_sender, header_from, reply):
+    e = engine_from(SENDER_AUTH)
+    s = e.open_session(None, port, "10.0.0.1", helo="h", auth_user=auth_user)
+    result = e.end_of_data(s, size=10, mail_from=mail_from, header_sender=header_sender, header_from=header_from)
+    assert result.line == reply
+
+
+def test_sender_authorisation_skipped_with_both_sender_rights():
+    e = engine_from(SENDER_AUTH.replace("        deny: $true\n", "        deny: $false\n"))
+    s = e.open_session(None, 2526, "10.0.0.1", helo="h")
+    reply = e.end_of_data(s, size=10, mail_from="a@x.example", header_sender="b@y.example", header_from="c@contoso.com")
+    assert reply.line == QUEUED
+
+
+# --- message-rate key: one counter per client, however its address is spelled (§3.10) ---------
+
+RATE_DUAL_STACK = """
+accepted_domains: [contoso.com]
+receive_connectors:
+  - name: X
+    bindings: [0.0.0.0:2526, "[::]:2526"]
+    remote_ip_ranges: [0.0.0.0/0, "::/0"]
+    permission_groups: AnonymousUsers
+    message_rate_limit: 1
+"""
+RATE_EXCEEDED = "421 4.4.2 Message submission rate for this client has exceeded the configured limit"
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "reply"),
+    [
+        ("10.1.1.1", "::ffff:10.1.1.1", RATE_EXCEEDED),
+        ("::ffff:10.1.1.1", "10.1.1.1", RATE_EXCEEDED),
+        ("2001:db8::1", "2001:0db8:0000:0000:0000:0000:0000:0001", RATE_EXCEEDED),
+        ("2001:db8::1", "2001:DB8::1", RATE_EXCEEDED),
+        ("fe80::1%eth0", "fe80::1", RATE_EXCEEDED),
+        ("[2001:db8::1]", "2001:db8::1", RATE_EXCEEDED),
+        ("10.1.1.1", "10.1.1.2", "250 2.1.0 Sender OK"),
+        ("2001:db8::1", "2001:db8::2", "250 2.1.0 Sender OK"),
+    ],
+)
+def test_rate_key_is_the_normalised_client_ip(clock, first, second, reply):
+    e = engine_from(RATE_DUAL_STACK, clock)
+    assert e.mail(e.open_session(None, 2526, first, helo="h"), "a@contoso.com").line == "250 2.1.0 Sender OK"
+    assert e.mail(e.open_session(None, 2526, second, helo="h"), "a@contoso.com").line == reply
+
+
+# --- local hops (§3.6 #3, §7 #19) --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("received", "local"),
+    [
+        ("from x by exch01.labs.local with Microsoft SMTP Server id 15.2.1118.7", True),
+        ("from x (10.0.0.9) by EXCH01.LABS.LOCAL (10.0.0.5) with Microsoft SMTP Server", True),
+        ("from x by exch01.labs.local\r\n\twith Microsoft SMTP Server (version=TLS1_2)", True),
+        ("from x by exch01.labs.local. with Microsoft SMTP Server", True),
+        ("from x by exch01.labs.local (Postfix) with ESMTPS id 4Q1; Sat, 25 Mar 2023 08:23:47 +0500", True),
+        ("from x by exch01.labs.local;\r\n\tSat, 25 Mar 2023 08:23:47 +0500 (Postfix)", True),
+        # another host whose name merely starts or ends like ours
+        ("from x by exch01.labs.local.evil with Microsoft SMTP Server", False),
+        ("from x by exch01.labs.localhost with Microsoft SMTP Server", False),
+        ("from x by exch01.labs.local-relay.example with Microsoft SMTP Server", False),
+        ("from x by mail.exch01.labs.local with Microsoft SMTP Server", False),
+        ("from exch01.labs.local by mx.example with Microsoft SMTP Server", False),
+        # our name but neither Exchange nor Postfix wrote it
+        ("from x by exch01.labs.local with ESMTP id 1", False),
+    ],
+)
+def test_local_hop_detection(received, local):
+    e = Engine(org_from(SEED_DOMAINS))
+    s = e.open_session(None, 25, "192.168.0.30", helo="h")
+    assert s.connector is not None
+    assert e.local_hops(s.connector, [received]) == int(local)
+    assert e.end_of_data(s, size=100, received=[received] * 6).line == (
+        "554 5.4.6 Hop count exceeded - possible mail loop" if local else "250 2.6.0 Queued mail for delivery"
+    )
+
+
+def test_local_hop_pattern_is_compiled_once_per_connector(monkeypatch):
+    e = Engine(org_from(SEED_DOMAINS))
+    s = e.open_session(None, 25, "192.168.0.30", helo="h")
+    monkeypatch.setattr("exmilter.engine.re.compile", lambda *a, **k: pytest.fail("compiled per message"))
+    received = ["from x by exch01.labs.local with Microsoft SMTP Server"] * 6
+    assert e.end_of_data(s, size=100, received=received).line == "554 5.4.6 Hop count exceeded - possible mail loop"
+
+
+# --- address length and UTF-8 (§1.2, §3.4 #1, §3.5 #1) ---------------------------------------
+
+ADDRESSES = """
+accepted_domains: [contoso.com, xn--bcher-kva.example]
+receive_connectors:
+  - name: X
+    bindings: 0.0.0.0:2526
+    remote_ip_ranges: 0.0.0.0/0
+    permission_groups: AnonymousUsers
+    smtp_utf8_enabled: {utf8}
+    long_addresses_enabled: {long}
+"""
+AT = "@contoso.com"
+
+
+@pytest.mark.parametrize(
+    ("utf8", "long", "stage", "address", "reply"),
+    [
+        ("$true", "$false", "rcpt", "x@contoso.com", "250 2.1.5 Recipient OK"),
+        ("$true", "$false", "rcpt", "bad address", "501 5.1.3 Invalid address"),
+        # 571 characters is the limit without LongAddressesEnabled, 1,860 with it
+        ("$true", "$false", "rcpt", "a" * (571 - len(AT)) + AT, "250 2.1.5 Recipient OK"),
+        ("$true", "$false", "rcpt", "<" + "a" * (572 - len(AT)) + AT + ">", "501 5.1.3 Long addresses not supported"),
+        ("$true", "$true", "rcpt", "a" * (1860 - len(AT)) + AT, "250 2.1.5 Recipient OK"),
+        ("$true", "$true", "rcpt", "a" * (1861 - len(AT)) + AT, "501 5.1.3 Long addresses not supported"),
+        # a long address is refused for its length even when it is also malformed
+        ("$true", "$false", "rcpt", "a b" * 300, "501 5.1.3 Long addresses not supported"),
+        # UTF-8 local parts and domains with SmtpUtf8Enabled; the domain matches its xn-- form
+        ("$true", "$false", "rcpt", "jörg@contoso.com", "250 2.1.5 Recipient OK"),
+        ("$true", "$false", "rcpt", "info@bücher.example", "250 2.1.5 Recipient OK"),
+        ("$true", "$false", "rcpt", "info@BÜCHER.example", "250 2.1.5 Recipient OK"),
+        ("$true", "$false", "rcpt", "info@bücher.other", RELAY_DENIED),
+        ("$false", "$false", "rcpt", "jörg@contoso.com", "501 5.1.8 UTF-8 addresses not supported"),
+        ("$false", "$false", "rcpt", "info@bücher.example", "501 5.1.8 UTF-8 addresses not supported"),
+        ("$false", "$false", "rcpt", "info@xn--bcher-kva.example", "250 2.1.5 Recipient OK"),
+        # MAIL FROM has one syntax reply for all three faults (§3.4 #1)
+        ("$true", "$false", "mail", "jörg@contoso.com", "250 2.1.0 Sender OK"),
+        ("$false", "$false", "mail", "jörg@contoso.com", "501 5.1.7 Invalid address"),
+        ("$true", "$false", "mail", "a" * (572 - len(AT)) + AT, "501 5.1.7 Invalid address"),
+        ("$true", "$true", "mail", "a" * (572 - len(AT)) + AT, "250 2.1.0 Sender OK"),
+    ],
+)
+def test_address_length_and_utf8(utf8, long, stage, address, reply):
+    e = engine_from(ADDRESSES.format(utf8=utf8, long=long))
+    s = e.open_session(None, 2526, "10.0.0.1", helo="h")
+    result = e.mail(s, address) if stage == "mail" else e.rcpt(s, address)
+    assert result.line == reply
+
+
+@pytest.mark.parametrize(
+    ("reply", "line", "protocol_error"),
+    [
+        (R.INVALID_SENDER, "501 5.1.7 Invalid address", True),
+        (R.INVALID_RECIPIENT, "501 5.1.3 Invalid address", True),
+        (R.LONG_ADDRESS, "501 5.1.3 Long addresses not supported", True),
+        (R.UTF8_ADDRESS, "501 5.1.8 UTF-8 addresses not supported", True),
+        (R.SEND_AS_DENIED, AUTH_SEND_AS, False),
+        (R.ANONYMOUS_SEND_AS_DENIED, ANON_SEND_AS, False),
+        (R.SEND_ON_BEHALF_DENIED, ON_BEHALF, False),
+    ],
+)
+def test_new_reply_texts(reply, line, protocol_error):
+    assert (reply.line, reply.protocol_error) == (line, protocol_error)

@@ -263,7 +263,7 @@ def test_every_exchange_parameter_maps_to_a_config_key() -> None:
 
 # --- Format-List dumps ------------------------------------------------------------------
 
-CLIENTS = [
+CLIENTS: list[dict[str, Any]] = [
     {"client_ip": "198.51.100.7", "mail_from": "a@fabrikam.example", "rcpt_to": ["b@labs.local", "c@gmail.com"]},
     {"client_ip": "2001:db8::9", "port": 587, "mail_from": "a@labs.local", "rcpt_to": ["c@gmail.com"]},
     {"client_ip": "10.1.2.3", "port": 2525, "auth": "bob", "mail_from": "bob@labs.local", "rcpt_to": ["c@gmail.com"]},
@@ -316,7 +316,8 @@ Deny            : False
     assert warnings(result) == ["dump.txt:6: SomethingNew is not a receive connector property exmilter knows: "
                                 "not imported"]
     org = org_of(result)
-    assert org.connector("Default Frontend EXCH01").max_message_size == 10 << 20  # type: ignore[union-attr]
+    frontend = org.connector("Default Frontend EXCH01")
+    assert frontend is not None and frontend.max_message_size == 10 << 20
     assert answers(org, client_ip="10.9.1.1", mail_from="a@b.example", rcpt_to=["c@shared.example", "d@e.example"]
                    )[1][2:4] == [("RCPT", "250 2.1.5 Recipient OK"), ("RCPT", "250 2.1.5 Recipient OK")]
 
@@ -390,3 +391,50 @@ def test_remove_adpermission_takes_a_right_from_a_group() -> None:
     e = explain(org, client_ip="203.0.113.5", mail_from="ceo@labs.local", rcpt_to=["cfo@labs.local"])
     assert e["permissions"] == "SMTPSubmit SMTPAcceptAnySender AcceptRoutingHeaders"
     assert e["replies"][-1]["reply"] == "550 5.7.1 Anonymous client does not have permissions to send as this sender"
+
+
+# --- well-known principals: one spelling in the output (permissions.well_known) -----------
+
+ADD_ANY_RECIPIENT = (
+    "New-ReceiveConnector Relay -TransportRole FrontendTransport -Custom -Bindings 0.0.0.0:2600 "
+    "-RemoteIPRanges 10.0.0.7 -PermissionGroups AnonymousUsers\n"
+    'Get-ReceiveConnector Relay | Add-ADPermission -User "{user}" -ExtendedRights ms-Exch-SMTP-Accept-Any-Recipient'
+)
+
+
+@pytest.mark.parametrize(
+    ("user", "written", "rcpt_reply"),
+    [
+        ("NT AUTHORITY\\ANONYMOUS LOGON", "NT AUTHORITY\\ANONYMOUS LOGON", "250 2.1.5 Recipient OK"),
+        ("ANONYMOUS LOGON", "NT AUTHORITY\\ANONYMOUS LOGON", "250 2.1.5 Recipient OK"),
+        ("anonymous logon", "NT AUTHORITY\\ANONYMOUS LOGON", "250 2.1.5 Recipient OK"),
+        ("S-1-5-7", "NT AUTHORITY\\ANONYMOUS LOGON", "250 2.1.5 Recipient OK"),
+        ("Authenticated Users", "NT AUTHORITY\\Authenticated Users", NOT_RELAYED[1][1]),
+        ("Externally Secured Servers", "MS Exchange\\Externally Secured Servers", NOT_RELAYED[1][1]),
+        ("Partner Servers", "MS Exchange\\Partner Servers", NOT_RELAYED[1][1]),
+        ("LABS\\svc-relay", "LABS\\svc-relay", NOT_RELAYED[1][1]),
+    ],
+)
+def test_add_adpermission_writes_well_known_principals_in_full(user: str, written: str, rcpt_reply: str) -> None:
+    result = import_exchange([("t.ps1", ADD_ANY_RECIPIENT.format(user=user))], server="EXCH01.labs.local")
+    assert warnings(result) == []
+    relay = next(c for c in _state(result) if c["name"] == "Relay")
+    assert [p["user"] for p in relay["permissions"]] == [written]
+    org = org_of(result)
+    assert answers(org, client_ip="10.0.0.7", port=2600, mail_from="a@b.example", rcpt_to=["x@y.example"])[1][2] == (
+        "RCPT",
+        rcpt_reply,
+    )
+
+
+@pytest.mark.parametrize("user", ["NT AUTHORITY\\ANONYMOUS LOGON", "ANONYMOUS LOGON", "S-1-5-7"])
+def test_remove_adpermission_finds_the_group_principal_in_any_spelling(user: str) -> None:
+    source = (f'Remove-ADPermission "Default Frontend EXCH01" -User "{user}" '
+              "-ExtendedRights ms-Exch-SMTP-Accept-Authoritative-Domain-Sender")
+    result = import_exchange([("t.ps1", source)], server="EXCH01.labs.local")
+    assert warnings(result) == []
+    e = explain(org_of(result), client_ip="203.0.113.5", mail_from="ceo@labs.local", rcpt_to=["cfo@labs.local"])
+    assert e["permissions"] == "SMTPSubmit SMTPAcceptAnySender AcceptRoutingHeaders"
+    assert [r["reply"] for r in e["replies"]][-1] == (
+        "550 5.7.1 Anonymous client does not have permissions to send as this sender"
+    )

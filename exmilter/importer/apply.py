@@ -22,7 +22,7 @@ from exmilter.importer.pwsh import Arg, BlockX, Call, Expr, ListX, Lit, Raw, Sta
 from exmilter.importer.state import ASSUMED_DOMAIN, Ace, Connector, Domain, State, UserGrant
 from exmilter.importer.transcript import Dump
 from exmilter.model import PermissionGroups, Right, parse_right
-from exmilter.permissions import ANONYMOUS_LOGON, AUTHENTICATED_USERS, group_entries
+from exmilter.permissions import canonical, group_entries, well_known
 from exmilter.values import parse_binding, parse_bool, parse_ip_range
 
 
@@ -84,10 +84,6 @@ READ_ONLY_VERBS = frozenset(
 )
 READ_ONLY_ALIASES = frozenset(_words("ft fl fw select sort where ? echo cls cd dir ls cat type gci cp"))
 FOREACH = frozenset({"%", "foreach", "foreach-object"})
-_WELL_KNOWN = {p.lower(): p for p in (ANONYMOUS_LOGON, AUTHENTICATED_USERS)} | {
-    "anonymous logon": ANONYMOUS_LOGON,
-    "authenticated users": AUTHENTICATED_USERS,
-}
 
 
 class Refused(Exception):
@@ -579,7 +575,7 @@ class Applier:
 
     def _ace_args(self, args: dict[str, tuple[Any, int, str]], file: str) -> tuple[str, Right, bool]:
         user = self._text(args, "user", required=True)
-        user = _WELL_KNOWN.get(user.lower(), user)
+        user = well_known(user) or user
         rights = self._rights(args)
         deny = False
         if "deny" in args:
@@ -645,7 +641,8 @@ class Applier:
         domain = config.loads(writer.render(self.state)).organization.server.domain
         for g in list(groups):
             entries = group_entries(PermissionGroups[g], domain)
-            hit = [e for e in entries if e.user.lower() == user.lower() and e.rights & rights and not e.deny]
+            key = canonical(user, domain)
+            hit = [e for e in entries if canonical(e.user, domain) == key and e.rights & rights and not e.deny]
             if not hit:
                 continue
             if g == "ExchangeServers" and "ExternalAuthoritative" in (c.current("auth_mechanism") or []):

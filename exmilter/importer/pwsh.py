@@ -375,9 +375,12 @@ class _Parser:
             return Raw("")
         if t.kind in ("WORD", "STR", "VAR"):
             value = t.value
-            if isinstance(value, Var) and value.name in ("true", "false", "null"):
-                value = {"true": Lit("true"), "false": Lit("false"), "null": Var("null")}[value.name]
-            return self.glued(value)  # type: ignore[arg-type]
+            assert isinstance(value, Lit | Tmpl | Var | Raw)  # what the lexer stores for these kinds
+            if isinstance(value, Var) and value.name in ("true", "false"):
+                value = Lit(value.name)
+            elif isinstance(value, Var) and value.name == "null":
+                value = Var("null")
+            return self.glued(value)
         if t.kind == "PARAM":  # -Param:-value or an operator such as -eq inside a script block
             return Lit("-" + str(t.value))
         if t.value in ("(", "@("):

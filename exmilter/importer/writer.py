@@ -11,6 +11,7 @@ import dataclasses
 import json
 import re
 import textwrap
+from collections.abc import Sequence
 from typing import Any
 
 from exmilter import defaults
@@ -103,7 +104,7 @@ def _ace(a: Ace) -> list[str]:
     return out
 
 
-def render(state: State, header: list[str] = ()) -> str:  # type: ignore[assignment]
+def render(state: State, header: Sequence[str] = ()) -> str:
     lines = [f"# {h}" if h else "#" for h in header]
     lines.append("server:")
     lines.append(f"  name: {scalar(state.server)}")
