@@ -1,21 +1,28 @@
 """Sizing experiment: the policy daemon with candidate optimisations monkeypatched in.
 
-    .venv/bin/python bench/variants.py [--rounds 3] [VARIANT ...]
-    e.g.  bench/variants.py base cheaplog nolog nolog,nometrics nolog,eager,notimeout,nometrics
+    .venv/bin/python bench/variants.py [--rounds 3] [--baseline DIR] [VARIANT ...]
+    e.g.  bench/variants.py base nolog metrics nolog,eager,notimeout
+          git worktree add /tmp/exmilter-old HEAD~1   # or: git archive COMMIT | tar -x -C DIR
+          bench/variants.py --baseline /tmp/exmilter-old baseline base
 
 Not run by bench/run.sh and not a measurement of the shipped daemon: it starts the daemon
-through this file with ``--as-daemon`` and patches, before the reactor starts,
+(``--metrics none``, as bench/run.sh does) through this file with ``--as-daemon`` and
+patches, before the reactor starts,
 
-- ``nolog``      PolicyProtocol.log_decision does nothing;
-- ``cheaplog``   the same line %-formatted and written straight to stderr (no twisted.logger);
+- ``base``       nothing: the daemon as it is in this tree;
+- ``nolog``      PolicyProtocol.log_decision does nothing (no refusal lines at all);
 - ``eager``      transport.write tries ``socket.send`` at once when nothing is buffered;
 - ``notimeout``  no TimeoutMixin.resetTimeout per dataReceived;
-- ``nometrics``  no prometheus_client counters/histogram per request.
+- ``metrics``    not a patch: the daemon with Prometheus metrics on (a listener on a free
+  loopback port, never scraped), to size what metrics cost per request;
+- ``baseline``   not a patch: the daemon from the source tree given with ``--baseline``
+  (another commit checked out or unpacked), for before/after figures in one run.
 
-It depends on the daemon's internals as of commit d3f7fac (exmilter/policy/service.py,
-exmilter/metrics.py) and is expected to break when they change; it exists to size the
-suggestions in docs/performance.md. Each variant runs at C=20 for 3 s per round; the
-daemon's CPU time per request is the figure to compare (least sensitive to other load).
+The patches depend on the daemon's internals (exmilter/policy/service.py) and are expected
+to break when those change; they exist to size the suggestions in docs/performance.md.
+(``cheaplog`` and ``nometrics``, which sized the first pass, are now how the daemon works.)
+Each variant runs at C=20 for 3 s per round, interleaved; the daemon's CPU time per request
+is the figure to compare (least sensitive to other load).
 """
 
 from __future__ import annotations
@@ -24,7 +31,6 @@ import argparse
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -36,19 +42,10 @@ def _patch(variants: set[str]) -> None:
     proto = service.PolicyProtocol
     if "nolog" in variants:
         proto.log_decision = lambda self, req, d: None
-    if "cheaplog" in variants:
-
-        def log_decision(self, req, d, _w=sys.stderr.write):  # type: ignore[no-untyped-def]
-            _w("%s c%d.%d %s client=%s connector=%r from=<%s> to=<%s>: %s\n" % (  # noqa: UP031
-                time.strftime("%Y-%m-%dT%H:%M:%S"), self.conn_id, self.seq, d.stage,
-                req.get("client_address", ""), d.connector or "-", req.get("sender", ""),
-                req.get("recipient", ""), d.action))
-
-        proto.log_decision = log_decision
     if "eager" in variants:
         made = proto.connectionMade
 
-        def connection_made(self):  # type: ignore[no-untyped-def]
+        def connection_made(self: service.PolicyProtocol) -> None:
             made(self)
             t = self.transport
             sock = t.getHandle()
@@ -73,25 +70,16 @@ def _patch(variants: set[str]) -> None:
         proto.connectionMade = connection_made
     if "notimeout" in variants:
         proto.resetTimeout = lambda self: None
-    if "nometrics" in variants:
-        from exmilter import metrics
-
-        class _NoHistogram:
-            def observe(self, value: float) -> None:
-                pass
-
-        init = metrics.PolicyMetrics.__init__
-
-        def metrics_init(self, registry):  # type: ignore[no-untyped-def]
-            init(self, registry)
-            self.latency = _NoHistogram()
-
-        metrics.PolicyMetrics.__init__ = metrics_init
-        metrics.PolicyMetrics.request = lambda self, state: None
-        metrics.PolicyMetrics.decision = lambda self, *a: None
 
 
-def run_variants(variants: list[str], rounds: int) -> None:
+def _rss_mb(pid: int) -> int:
+    """The process's resident set after the load (it has served every request by then)."""
+    with open(f"/proc/{pid}/status") as fh:
+        kb = next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:"))
+    return round(kb / 1024)
+
+
+def run_variants(variants: list[str], rounds: int, baseline: Path | None = None) -> None:
     import policyload
     from common import BENCH_CONFIG, PYTHON, ROOT, free_port, stop, wait_port
 
@@ -102,17 +90,27 @@ def run_variants(variants: list[str], rounds: int) -> None:
     for r in range(rounds):
         for v in variants:
             port = free_port()
-            env = {**os.environ, "EXMILTER_BENCH_VARIANT": "" if v == "base" else v}
+            patches = {p for p in v.split(",") if p not in ("base", "metrics", "baseline")}
+            metrics = f"tcp:{free_port()}:interface=127.0.0.1" if "metrics" in v.split(",") else "none"
+            args = ["policyd", "-c", str(cfg), "--listen", f"tcp:{port}:interface=127.0.0.1", "--metrics", metrics]
+            if v == "baseline":
+                if baseline is None:
+                    raise SystemExit("variant 'baseline' needs --baseline DIR")
+                cmd, cwd = [PYTHON, "-m", "exmilter.cli", *args], baseline  # that tree's exmilter comes first
+                env = {**os.environ, "PYTHONPATH": str(baseline)}
+            else:
+                cmd, cwd = [PYTHON, __file__, "--as-daemon", *args], ROOT
+                env = {**os.environ, "PYTHONPATH": str(ROOT),  # this tree's exmilter, not an installed one
+                       "EXMILTER_BENCH_VARIANT": ",".join(sorted(patches))}
             with open(work / f"{v}.log", "wb") as fh:
-                proc = subprocess.Popen([PYTHON, __file__, "--as-daemon", "policyd", "-c", str(cfg), "--listen",
-                                         f"tcp:{port}:interface=127.0.0.1", "--metrics", "none"],
-                                        cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
+                proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT)
             try:
                 wait_port(port, 60, proc)
                 res = policyload.run(port, 20, 3.0, 0.5, pid=proc.pid)
+                rss = _rss_mb(proc.pid)
             finally:
                 stop(proc)
-            print(f"[{r + 1}/{rounds}] {v:34} {res.line()}", flush=True)
+            print(f"[{r + 1}/{rounds}] {v:34} {res.line()} rss {rss} MB", flush=True)
 
 
 def main() -> int:
@@ -123,10 +121,11 @@ def main() -> int:
         return cli_main(sys.argv[2:])
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("variants", nargs="*", default=["base", "cheaplog", "nolog", "nolog,nometrics",
-                                                   "nolog,eager,notimeout,nometrics"])
+    ap.add_argument("--baseline", type=Path, metavar="DIR",
+                    help="source tree (with exmilter/) to run for the variant 'baseline'")
+    ap.add_argument("variants", nargs="*", default=["base", "nolog", "metrics", "nolog,eager,notimeout"])
     args = ap.parse_args()
-    run_variants(args.variants, args.rounds)
+    run_variants(args.variants, args.rounds, args.baseline.resolve() if args.baseline else None)
     return 0
 
 

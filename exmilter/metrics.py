@@ -3,6 +3,10 @@
 The registry is a parameter so tests build a fresh one each and nothing lands in the
 process-wide default. Labels are bounded by the configuration (connector identities,
 protocol states, reply codes): never an address, a sender or a message id.
+
+With metrics disabled (``--metrics none``, ``policyd.metrics: null``) the daemon uses
+:class:`NullMetrics` instead: the same interface, no registry, nothing recorded, and the
+request path skips even its clock reads (it checks ``enabled``).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ _STATES = ("CONNECT", "EHLO", "HELO", "MAIL", "RCPT", "DATA", "END-OF-MESSAGE", 
 
 class PolicyMetrics:
     """Every metric the daemon exports; label children are cached for the hot path."""
+
+    enabled = True
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
@@ -80,6 +86,66 @@ class PolicyMetrics:
         if not ok:
             self.reload_failures.inc()
         self.last_reload_ok.set(1 if ok else 0)
+
+
+class _Nothing:
+    """Stands for any counter, gauge or histogram of :class:`PolicyMetrics`; records nothing."""
+
+    __slots__ = ()
+
+    def inc(self, amount: float = 1) -> None:
+        pass
+
+    def dec(self, amount: float = 1) -> None:
+        pass
+
+    def set(self, value: float) -> None:
+        pass
+
+    def observe(self, amount: float) -> None:
+        pass
+
+    def clear(self) -> None:
+        pass
+
+    def labels(self, *values: str) -> _Nothing:
+        return self
+
+
+_NOTHING = _Nothing()
+
+
+class NullMetrics:
+    """:class:`PolicyMetrics`'s interface with every method a no-op: metrics disabled.
+
+    ``enabled`` is False so the request path can skip the timing around a decision too;
+    ``registry`` is None, so there is nothing to serve.
+    """
+
+    enabled = False
+    registry: CollectorRegistry | None = None
+    requests = duplicates = decisions = latency = connections = _NOTHING
+    protocol_errors = internal_errors = reloads = reload_failures = _NOTHING
+    last_reload_ok = generation = info = _NOTHING
+
+    def request(self, state: str) -> None:
+        pass
+
+    def duplicate(self, state: str) -> None:
+        pass
+
+    def decision(self, connector: str, stage: str, code: str) -> None:
+        pass
+
+    def config_loaded(self, generation: int, source: str) -> None:
+        pass
+
+    def reload_result(self, ok: bool) -> None:
+        pass
+
+
+#: What the daemon accepts: the real metrics or none at all.
+Metrics = PolicyMetrics | NullMetrics
 
 
 class MetricsPage(Resource):

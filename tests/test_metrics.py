@@ -6,7 +6,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from twisted.web.test.requesthelper import DummyRequest
 
-from exmilter.metrics import LATENCY_BUCKETS, MetricsPage, PolicyMetrics, metrics_site
+from exmilter.metrics import LATENCY_BUCKETS, MetricsPage, NullMetrics, PolicyMetrics, metrics_site
 
 
 @pytest.fixture
@@ -93,3 +93,34 @@ def test_exposition_page(registry, m):
 def test_site_serves_every_path(registry, m):
     site = metrics_site(registry)
     assert site.resource.isLeaf
+
+
+# -- metrics disabled ----------------------------------------------------------------------------
+
+
+def _public(obj: object) -> set[str]:
+    return {n for n in dir(obj) if not n.startswith("_")}
+
+
+def test_null_metrics_has_the_same_interface(m):
+    null = NullMetrics()
+    assert _public(null) == _public(m)
+    assert m.enabled is True and null.enabled is False
+    assert null.registry is None
+
+
+def test_null_metrics_accepts_every_call():
+    null = NullMetrics()
+    null.request("RCPT")
+    null.duplicate("RCPT")
+    null.decision("EXCH01\\Relay", "RCPT", "250")
+    null.config_loaded(1, "/etc/exmilter/exmilter.yaml")
+    null.reload_result(False)
+    null.latency.observe(4e-5)
+    null.connections.inc()
+    null.connections.dec()
+    null.protocol_errors.inc()
+    null.internal_errors.inc()
+    null.info.labels("1", "x").set(1)
+    null.info.clear()
+    null.decisions.labels("a", "b", "c").inc()

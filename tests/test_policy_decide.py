@@ -7,66 +7,28 @@ import pytest
 from exmilter.engine import Engine
 from exmilter.policy.decide import Decider
 from tests.conftest import FakeClock, org_from
-
-CONFIG = """
-default_connectors: true
-accepted_domains:
-  - domain_name: labs.local
-receive_connectors:
-  - name: Relay
-    transport_role: FrontendTransport
-    usage: Custom
-    bindings: [0.0.0.0:25]
-    remote_ip_ranges: [10.83.4.56]
-    permission_groups: [AnonymousUsers]
-    permissions:
-      - user: NT AUTHORITY\\ANONYMOUS LOGON
-        extended_rights: [ms-Exch-SMTP-Accept-Any-Recipient]
-  - name: Dedicated
-    transport_role: FrontendTransport
-    usage: Custom
-    bindings: [10.0.0.5:2727]
-    remote_ip_ranges: [192.168.50.0/24]
-    permission_groups: [AnonymousUsers]
-    max_recipients_per_message: 3
-    max_message_size: 1MB
-    message_rate_limit: 2
-  - name: Secure
-    transport_role: FrontendTransport
-    usage: Custom
-    bindings: [0.0.0.0:2600]
-    remote_ip_ranges: [0.0.0.0-255.255.255.255]
-    permission_groups: [AnonymousUsers]
-    require_tls: true
-"""
-
-FRONTEND = "EXCH01\\Default Frontend EXCH01"
-RELAY_554 = "550 5.7.54 SMTP; Unable to relay recipient in non-accepted domain"
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+from tests.policy_fixtures import (
+    CLIENT_FRONTEND,
+    CONFIG_PROBLEM,
+    CONNECTORS,
+    DEDICATED,
+    FRONTEND,
+    RELAY,
+    RELAY_554,
+    SECURE,
+    answer,
+    req,
+)
 
 
 @pytest.fixture
 def engine(clock: FakeClock) -> Engine:
-    return Engine(org_from(CONFIG), clock=clock)
+    return Engine(org_from(CONNECTORS), clock=clock)
 
 
 @pytest.fixture
 def decider(clock: FakeClock) -> Decider:
     return Decider(clock)
-
-
-def req(state: str, client: str = "203.0.113.9", context: str | None = "*:25", **attrs: str) -> dict[str, str]:
-    r = {"request": "smtpd_access_policy", "protocol_state": state, "protocol_name": "ESMTP",
-         "client_address": client, "client_port": "40000", "helo_name": "client.example", "instance": "",
-         "sender": "", "recipient": "", "size": "0", "sasl_username": "", "encryption_protocol": ""}
-    if context is not None:
-        r["policy_context"] = context
-    r.update(attrs)
-    return r
 
 
 @pytest.mark.parametrize(
@@ -75,29 +37,29 @@ def req(state: str, client: str = "203.0.113.9", context: str | None = "*:25", *
         # connection (§3.1): a match is a pass, no match is Exchange's 421 (Postfix disconnects)
         (req("CONNECT"), "DUNNO", FRONTEND),
         (req("CONNECT", "10.9.9.9", "10.0.0.5:2727"), "421 4.3.2 Service not available", ""),
-        (req("CONNECT", "192.168.50.7", "10.0.0.5:2727"), "DUNNO", "EXCH01\\Dedicated"),
+        (req("CONNECT", "192.168.50.7", "10.0.0.5:2727"), "DUNNO", DEDICATED),
         # MAIL FROM (§3.4)
         (req("MAIL", sender="a@example.net"), "DUNNO", FRONTEND),
         (req("MAIL", sender="not an address"), "501 5.1.7 Invalid address", FRONTEND),
         (req("MAIL", helo_name="", sender="a@example.net"), "503 5.5.2 Send hello first", FRONTEND),
         (req("MAIL", context="*:587", sender="a@example.net"),
          "530 5.7.57 SMTP; Client was not authenticated to send anonymous mail during MAIL FROM",
-         "EXCH01\\Client Frontend EXCH01"),
+         CLIENT_FRONTEND),
         (req("MAIL", "192.168.50.7", "10.0.0.5:2727", sender="a@example.net", size=str(2 << 20)),
-         "552 5.3.4 Message size exceeds fixed maximum message size", "EXCH01\\Dedicated"),
+         "552 5.3.4 Message size exceeds fixed maximum message size", DEDICATED),
         (req("MAIL", context="*:2600", sender="a@example.net"), "451 4.7.3 STARTTLS is required to send mail",
-         "EXCH01\\Secure"),
+         SECURE),
         (req("MAIL", context="*:2600", sender="a@example.net", encryption_protocol="TLSv1.3"), "DUNNO",
-         "EXCH01\\Secure"),
+         SECURE),
         # RCPT TO (§3.5): accepted recipients are OK (the renderer permits relay on OK only)
         (req("RCPT", instance="i1", recipient="user@labs.local"), "OK", FRONTEND),
         (req("RCPT", instance="i1", recipient="someone@gmail.com"), RELAY_554, FRONTEND),
-        (req("RCPT", "10.83.4.56", instance="i1", recipient="someone@gmail.com"), "OK", "EXCH01\\Relay"),
+        (req("RCPT", "10.83.4.56", instance="i1", recipient="someone@gmail.com"), "OK", RELAY),
         (req("RCPT", "10.83.4.57", instance="i1", recipient="someone@gmail.com"), RELAY_554, FRONTEND),
         (req("RCPT", instance="i1", recipient="bad address"), "501 5.1.3 Invalid address", FRONTEND),
         # end of data (§3.6)
         (req("END-OF-MESSAGE", "192.168.50.7", "10.0.0.5:2727", instance="i1", size=str(2 << 20)),
-         "552 5.3.4 Message size exceeds fixed maximum message size", "EXCH01\\Dedicated"),
+         "552 5.3.4 Message size exceeds fixed maximum message size", DEDICATED),
         (req("END-OF-MESSAGE", instance="i1", size="1000", sender="a@example.net"), "DUNNO", FRONTEND),
     ],
 )
@@ -105,7 +67,7 @@ def test_spec_replies(engine, decider, request_, action, connector):
     d = decider.decide(engine, request_)
     assert d.action == action
     assert d.connector == connector
-    assert d.payload == f"action={action}\n\n".encode()
+    assert d.payload == answer(action)
     assert d.stage == request_["protocol_state"]
 
 
@@ -120,7 +82,7 @@ def test_stages_without_engine_decision_pass(engine, decider, state):
 
 def test_every_attribute_optional(engine, decider):
     assert decider.decide(engine, {}).action == "DUNNO"
-    assert decider.decide(engine, {"protocol_state": "RCPT"}).action == "451 4.3.5 Server configuration problem"
+    assert decider.decide(engine, {"protocol_state": "RCPT"}).action == CONFIG_PROBLEM
     minimal = {"protocol_state": "RCPT", "client_address": "203.0.113.9", "policy_context": "*:25",
                "recipient": "u@labs.local"}
     assert decider.decide(engine, minimal).action == "OK"
@@ -133,24 +95,55 @@ def test_other_request_types_pass(engine, decider):
 
 
 @pytest.mark.parametrize(
-    ("attrs", "action"),
+    ("attrs", "note"),
     [
-        ({"policy_context": "", "server_address": "", "server_port": ""}, "451 4.3.5 Server configuration problem"),
-        ({"client_address": ""}, "451 4.3.5 Server configuration problem"),
-        ({"client_address": "not-an-ip"}, "451 4.3.5 Server configuration problem"),
-        ({"policy_context": "Internet", "server_address": "10.0.0.5", "server_port": "25"}, "OK"),  # fallback
+        ({"policy_context": "", "server_address": "", "server_port": ""},
+         "no policy_context and no server_address/server_port: cannot identify the listener"),
+        ({"client_address": ""}, "no client_address in the request"),
+        ({"client_address": "not-an-ip"}, "bad address in the request: 'not-an-ip' is not an IP address"),
     ],
 )
-def test_cannot_place_the_request_is_a_temporary_failure(engine, decider, attrs, action):
+def test_cannot_place_the_request_is_a_temporary_failure(engine, decider, attrs, note):
     d = decider.decide(engine, req("RCPT", instance="i", recipient="u@labs.local") | attrs)
-    assert d.action == action
-    if action.startswith("451"):
-        assert d.note
+    assert d.action == CONFIG_PROBLEM
+    assert d.payload == answer(CONFIG_PROBLEM)
+    assert d.note == note
+    assert d.connector == ""
+
+
+@pytest.mark.parametrize(
+    ("context", "reason"),
+    [
+        ("Internet", "'Internet' is not a listener context (forms: *:25, 10.1.1.1:25, [::1]:25)"),
+        ("999.1.1.1:25", "'999.1.1.1' is not an IP address"),
+        ("10.0.0.5:0", "'10.0.0.5:0': port must be 1-65535"),
+        ("10.0.0.5", "'10.0.0.5' is not a listener context (forms: *:25, 10.1.1.1:25, [::1]:25)"),
+    ],
+)
+@pytest.mark.parametrize("state", ["CONNECT", "MAIL", "RCPT", "END-OF-MESSAGE"])
+def test_unparseable_policy_context_fails_closed(engine, decider, context, reason, state):
+    # server_address/server_port would place the request (10.0.0.5:25 is the Default
+    # Frontend's binding); a context the renderer did not write must not be second-guessed.
+    r = req(state, context=context, server_address="10.0.0.5", server_port="25", instance="i",
+            recipient="u@labs.local", sender="a@example.net")
+    for _ in range(2):  # the second answer comes from the context cache: the same
+        d = decider.decide(engine, r, conn=1)
+        assert d.action == CONFIG_PROBLEM
+        assert d.payload == answer(CONFIG_PROBLEM)
+        assert d.connector == ""
+        assert d.note == f"unusable policy_context {context!r}: {reason}"
+        r = r | {"instance": "j"}  # a new transaction, not a re-send
+
+
+def test_empty_policy_context_falls_back_to_server_address(engine, decider):
+    r = req("CONNECT", "192.168.50.7", context="", server_address="10.0.0.5", server_port="2727")
+    d = decider.decide(engine, r)
+    assert (d.action, d.connector, d.note) == ("DUNNO", DEDICATED, "")
 
 
 def test_listener_from_server_address_when_no_context(engine, decider):
     base = req("CONNECT", "192.168.50.7", context=None, server_address="10.0.0.5", server_port="2727")
-    assert decider.decide(engine, base).connector == "EXCH01\\Dedicated"
+    assert decider.decide(engine, base).connector == DEDICATED
     # a wildcard context consults only the wildcard binding, whatever server_address says
     wild = base | {"policy_context": "*:2727"}
     assert decider.decide(engine, wild).action == "421 4.3.2 Service not available"
@@ -232,12 +225,52 @@ def test_recent_transaction_survives_while_active(engine, clock):
 def test_new_engine_is_used_at_once_and_state_survives(engine, decider, clock):
     r = req("RCPT", "10.83.4.56", instance="a", recipient="x@gmail.com")
     assert decider.decide(engine, r).action == "OK"
-    stricter = Engine(org_from(CONFIG.replace("10.83.4.56", "10.83.4.99")), clock=clock)
+    stricter = Engine(org_from(CONNECTORS.replace("10.83.4.56", "10.83.4.99")), clock=clock)
     assert decider.decide(stricter, r | {"instance": "b"}).action == RELAY_554
     assert decider.decide(stricter, r).action == "OK"  # a re-send keeps its first answer
 
 
-def test_decisions_are_shared_values(engine, decider):
+def test_same_verdict_same_answer(engine, decider):
+    a = decider.decide(engine, req("RCPT", instance="a", recipient="x@gmail.com"))
+    b = decider.decide(engine, req("RCPT", instance="b", recipient="y@gmail.com"))
+    assert (a.action, a.payload, a.connector, a.stage, a.duplicate, a.note) == \
+           (b.action, b.payload, b.connector, b.stage, b.duplicate, b.note) == \
+           (RELAY_554, answer(RELAY_554), FRONTEND, "RCPT", False, "")
+
+
+def test_decision_cache_shares_one_prerendered_decision(engine, decider):
+    # Caching IS the behaviour under test here: one Decision (and its encoded payload) per
+    # (reply, connector, stage), so the request path allocates nothing per answer.
+    # Identity is what distinguishes a cache hit from an equal, freshly built value.
     a = decider.decide(engine, req("RCPT", instance="a", recipient="x@gmail.com"))
     b = decider.decide(engine, req("RCPT", instance="b", recipient="y@gmail.com"))
     assert a is b
+    c = decider.decide(engine, req("RCPT", "10.83.4.56", instance="c", recipient="x@gmail.com"))
+    assert c is not a and c.action == "OK" and c.connector == RELAY
+
+
+def test_default_bounds_keep_10000_transactions(engine, clock):
+    decider = Decider(clock)
+    for i in range(10_050):
+        decider.decide(engine, req("END-OF-MESSAGE", instance=f"t{i}", size="10"))
+    assert len(decider) == 10_000
+    # the least recently used went first; the newest are still remembered
+    assert not decider.decide(engine, req("END-OF-MESSAGE", instance="t0", size="10")).duplicate
+    assert decider.decide(engine, req("END-OF-MESSAGE", instance="t10049", size="10")).duplicate
+
+
+def test_default_ttl_outlasts_postfix_pauses_inside_a_transaction(engine, clock):
+    # 600 s idle: longer than smtpd_timeout (300 s) between two commands and the policy
+    # re-send window (try_limit x timeout + retry_delay, 201 s at Postfix's defaults)
+    decider = Decider(clock)
+    r = req("RCPT", "192.168.50.7", "10.0.0.5:2727", instance="slow", recipient="u0@labs.local")
+    assert decider.decide(engine, r).action == "OK"
+    clock.now += 599
+    assert decider.decide(engine, r).duplicate  # re-sent late: still the same answer
+    clock.now += 599
+    later = [decider.decide(engine, r | {"recipient": f"u{n}@labs.local"}).action for n in (1, 2, 3)]
+    assert later == ["OK", "OK", "452 4.5.3 Too many recipients"]  # the count survived both pauses
+    clock.now += 600
+    decider.decide(engine, req("RCPT", instance="other", recipient="u@labs.local"))  # sweeps
+    assert len(decider) == 1
+    assert not decider.decide(engine, r).duplicate  # forgotten after 600 s idle

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exmilter.policy.protocol import ProtocolError, RequestParser, encode_action
+from tests.policy_fixtures import wire
 
 REQUEST = {
     "request": "smtpd_access_policy",
@@ -25,10 +26,6 @@ REQUEST = {
     "size": "0",
     "policy_context": "*:25",
 }
-
-
-def wire(attrs: dict[str, str]) -> bytes:
-    return "".join(f"{k}={v}\n" for k, v in attrs.items()).encode() + b"\n"
 
 
 def feed_chunks(parser: RequestParser, data: bytes, sizes: list[int]) -> list[dict[str, str]]:
@@ -121,6 +118,145 @@ def test_error_keeps_the_requests_completed_before_it():
     with pytest.raises(ProtocolError) as e:
         RequestParser().feed(wire(REQUEST) + b"garbage\n\n")
     assert e.value.complete == [REQUEST]
+
+
+# -- the fast path: one whole request per read, nothing buffered ------------------------------------
+# It must answer exactly like the general path at every boundary where it gives up.
+
+
+def errors(data: bytes, **limits: int) -> str:
+    with pytest.raises(ProtocolError) as e:
+        RequestParser(**limits).feed(data)
+    return str(e.value)
+
+
+def test_fast_path_exact_request_leaves_nothing_pending():
+    p = RequestParser()
+    assert p.feed(wire(REQUEST)) == [REQUEST]
+    assert not p.pending
+    assert p.feed(wire(REQUEST)) == [REQUEST]
+
+
+def test_two_requests_in_one_chunk():
+    a, b = {"protocol_state": "RCPT", "n": "1"}, {"protocol_state": "DATA", "n": "2"}
+    assert RequestParser().feed(wire(a) + wire(b)) == [a, b]
+
+
+def test_request_completed_exactly_at_the_chunk_end_after_a_partial_one():
+    p = RequestParser()
+    data = wire(REQUEST)
+    assert p.feed(data[:10]) == []
+    assert p.feed(data[10:]) == [REQUEST]  # buffered bytes: the general path completes it
+    assert not p.pending
+    assert p.feed(data) == [REQUEST]  # and the next whole one takes the fast path again
+
+
+def test_complete_lines_without_the_empty_line_stay_pending():
+    p = RequestParser()
+    assert p.feed(b"a=1\nb=2\n") == []
+    assert p.pending
+    assert p.feed(b"\n") == [{"a": "1", "b": "2"}]
+
+
+def test_request_followed_by_part_of_the_next():
+    p = RequestParser()
+    assert p.feed(wire({"a": "1"}) + b"b=") == [{"a": "1"}]
+    assert p.pending
+    assert p.feed(b"2\n\n") == [{"b": "2"}]
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b"\n\n", [{}, {}]),  # two empty requests
+        (b"\na=1\n\n", [{}, {"a": "1"}]),  # an empty request, then one
+        (b"a=1\n\n\n", [{"a": "1"}, {}]),  # one, then an empty request
+        (b"a=1\r\nb=2\r\n\r\n", [{"a": "1", "b": "2"}]),  # CRLF
+        (b"a=1\na=2\n\n", [{"a": "2"}]),  # a repeated attribute keeps its last value
+        (b"a=\nb==\n\n", [{"a": "", "b": "="}]),
+    ],
+)
+def test_edges_of_a_single_chunk(data, expected):
+    assert RequestParser().feed(data) == expected
+
+
+def test_request_exactly_at_the_line_limit_and_one_over():
+    at = b"a=" + b"x" * 60 + b"\n\n"  # 64 bytes: the fast path's own bound
+    assert len(at) == 64
+    assert RequestParser(max_line_length=64).feed(at) == [{"a": "x" * 60}]
+    two = b"a=" + b"x" * 40 + b"\nb=" + b"y" * 40 + b"\n\n"  # over 64 in all, every line within it
+    assert RequestParser(max_line_length=64).feed(two) == [{"a": "x" * 40, "b": "y" * 40}]
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"a=" + b"x" * 63 + b"\n\n", "line longer than 64 bytes"),  # one line of 65 bytes, in one chunk
+        (b"a=1\n" + b"b=" + b"x" * 63 + b"\n\n", "line longer than 64 bytes"),
+        (b"".join(b"a%d=1\n" % i for i in range(9)) + b"\n", "more than 8 attributes in one request"),
+        (b"=value\n\n", "not a name=value attribute: bad name ''"),
+        (b"bad name=1\n\n", "not a name=value attribute: bad name 'bad name'"),
+        (b"a=1\n\x01x=1\n\n", "not a name=value attribute: bad name '\\x01x'"),
+        (b"a=1\nno equals sign\n\n", "not a name=value attribute: 'no equals sign'"),
+        (b"recipient=\xff@labs.local\n\n", "attribute is not UTF-8"),
+    ],
+)
+def test_errors_in_a_single_chunk(data, message):
+    assert errors(data, max_line_length=64, max_attributes=8) == message
+
+
+def test_exactly_max_attributes_in_one_chunk():
+    data = b"".join(b"a%d=1\n" % i for i in range(8)) + b"\n"
+    assert RequestParser(max_attributes=8).feed(data) == [{f"a{i}": "1" for i in range(8)}]
+
+
+@pytest.mark.parametrize("second", [b"bad name=1\n\n", b"x=\xff\n\n", b"a=" + b"x" * 300 + b"\n\n"])
+def test_error_after_a_good_request_in_the_same_chunk(second):
+    with pytest.raises(ProtocolError) as e:
+        RequestParser(max_line_length=256).feed(wire({"a": "1"}) + second)
+    assert e.value.complete == [{"a": "1"}]
+
+
+def test_a_failed_parser_refuses_even_a_perfect_request():
+    p = RequestParser()
+    with pytest.raises(ProtocolError):
+        p.feed(b"garbage\n\n")
+    with pytest.raises(ProtocolError, match=r"^input after a protocol error$"):
+        p.feed(wire(REQUEST))
+
+
+def general_only(data: list[bytes], **limits: int) -> tuple[list[dict[str, str]], str | None]:
+    """What the general path alone makes of ``data`` fed in these chunks (the reference)."""
+    p = RequestParser(**limits)
+    out: list[dict[str, str]] = []
+    for chunk in data:
+        try:
+            out += p._feed(chunk)
+        except ProtocolError as e:
+            return out + e.complete, str(e)
+    return out, None
+
+
+def parsed(data: list[bytes], **limits: int) -> tuple[list[dict[str, str]], str | None]:
+    p = RequestParser(**limits)
+    out: list[dict[str, str]] = []
+    for chunk in data:
+        try:
+            out += p.feed(chunk)
+        except ProtocolError as e:
+            return out + e.complete, str(e)
+    return out, None
+
+
+fragments = st.sampled_from([b"a=1\n", b"bb=x=y\n", b"\n", b"\r\n", b"c d=1\n", b"=v\n", b"noeq\n", b"\xff=1\n",
+                             b"n=" + b"x" * 30 + b"\n", b"\x07=1\n", "é=ü\n".encode(), b"a=2\n"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.lists(fragments, max_size=12).map(b"".join), min_size=1, max_size=4))
+def test_fast_path_answers_like_the_general_path(chunks):
+    assert parsed(chunks, max_line_length=40, max_attributes=6) == \
+        general_only(chunks, max_line_length=40, max_attributes=6)
 
 
 def test_encode_action():

@@ -5,11 +5,13 @@ One real-socket smoke test at the end runs the command as a subprocess on 127.0.
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -18,41 +20,21 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 from twisted.internet import defer
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import Logger, LogLevel, formatEvent, formatTime, globalLogPublisher
+from twisted.python.failure import Failure
 
 from exmilter.cli import main
+from exmilter.commands.policyd import StderrObserver, _metrics, log_levels
 from exmilter.config import load
-from exmilter.metrics import PolicyMetrics
-from exmilter.policy.service import PolicyFactory, Runtime, build, sd_notify, split_group
+from exmilter.metrics import NullMetrics, PolicyMetrics
+from exmilter.policy import service
+from exmilter.policy.service import TEXT_KEY, PolicyFactory, Runtime, build, log_line, sd_notify, split_group
 from tests.conftest import SERVER
+from tests.policy_fixtures import CONFIG_FILE, RELAY, RELAY_554, answer, rcpt_wire
 
 ROOT = Path(__file__).resolve().parent.parent
 
-CONFIG = SERVER + """\
-default_connectors: true
-accepted_domains:
-  - domain_name: labs.local
-receive_connectors:
-  - name: Relay
-    transport_role: FrontendTransport
-    usage: Custom
-    bindings: [0.0.0.0:25]
-    remote_ip_ranges: [10.83.4.56]
-    permission_groups: [AnonymousUsers]
-    permissions:
-      - user: NT AUTHORITY\\ANONYMOUS LOGON
-        extended_rights: [ms-Exch-SMTP-Accept-Any-Recipient]
-policyd:
-  max_line_length: 256
-  max_attributes: 16
-"""
-
-RELAY = "EXCH01\\Relay"
-DENIED = b"action=550 5.7.54 SMTP; Unable to relay recipient in non-accepted domain\n\n"
-
-
-def rcpt(client: str = "10.83.4.56", recipient: str = "x@gmail.com", instance: str = "i1") -> bytes:
-    return (f"request=smtpd_access_policy\nprotocol_state=RCPT\nclient_address={client}\n"
-            f"policy_context=*:25\ninstance={instance}\nrecipient={recipient}\nhelo_name=h\n\n").encode()
+DENIED = answer(RELAY_554)
 
 
 def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
@@ -60,11 +42,11 @@ def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
 
 
 class Harness:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, metrics: PolicyMetrics | NullMetrics | None = None) -> None:
         self.path = path
         self.registry = CollectorRegistry()
         self.notes: list[str] = []
-        self.runtime = Runtime(str(path), load(path), PolicyMetrics(self.registry),
+        self.runtime = Runtime(str(path), load(path), metrics or PolicyMetrics(self.registry),
                                run_blocking=lambda f, *a: defer.maybeDeferred(f, *a), notify=self.notes.append)
         self.reactor = MemoryReactorClock()
         self.factory = PolicyFactory(self.runtime, self.reactor)
@@ -82,17 +64,30 @@ class Harness:
 @pytest.fixture
 def h(tmp_path: Path) -> Harness:
     path = tmp_path / "exmilter.yaml"
-    path.write_text(CONFIG)
+    path.write_text(CONFIG_FILE)
     return Harness(path)
+
+
+@pytest.fixture
+def logged() -> list[dict]:
+    """Every twisted.logger event published during the test."""
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    yield events
+    globalLogPublisher.removeObserver(events.append)
+
+
+def texts(events: list[dict]) -> list[str]:
+    return [formatEvent(e) for e in events]
 
 
 def test_request_and_answer(h):
     proto, t = h.connect()
     assert h.value("exmilter_policy_connections") == 1
-    proto.dataReceived(rcpt())
+    proto.dataReceived(rcpt_wire())
     assert t.value() == b"action=OK\n\n"
     assert not t.disconnecting
-    proto.dataReceived(rcpt("203.0.113.9", instance="i2"))
+    proto.dataReceived(rcpt_wire("203.0.113.9", instance="i2"))
     assert t.value() == b"action=OK\n\n" + DENIED
     assert h.value("exmilter_policy_requests_total", protocol_state="RCPT") == 2
     assert h.value("exmilter_policy_decisions_total", connector=RELAY, stage="RCPT", code="250") == 1
@@ -105,19 +100,19 @@ def test_request_and_answer(h):
 
 def test_pipelined_and_byte_by_byte(h):
     proto, t = h.connect()
-    proto.dataReceived(rcpt() + rcpt("203.0.113.9", instance="i2"))
+    proto.dataReceived(rcpt_wire() + rcpt_wire("203.0.113.9", instance="i2"))
     assert t.value() == b"action=OK\n\n" + DENIED
     t.clear()
-    for b in rcpt(instance="i3"):
+    for b in rcpt_wire(instance="i3"):
         proto.dataReceived(bytes([b]))
     assert t.value() == b"action=OK\n\n"
 
 
 def test_resent_request_answered_same_and_counted_once(h):
     proto, t = h.connect()
-    proto.dataReceived(rcpt())
+    proto.dataReceived(rcpt_wire())
     proto2, t2 = h.connect()  # Postfix reconnects after a timeout and sends it again
-    proto2.dataReceived(rcpt())
+    proto2.dataReceived(rcpt_wire())
     assert t.value() == t2.value() == b"action=OK\n\n"
     assert h.value("exmilter_policy_decisions_total", connector=RELAY, stage="RCPT", code="250") == 1
     assert h.value("exmilter_policy_duplicate_requests_total", protocol_state="RCPT") == 1
@@ -136,16 +131,16 @@ def test_malformed_input_closes_only_that_connection(h, data):
     assert t.value() == b""
     assert t.disconnecting
     assert h.value("exmilter_policy_protocol_errors_total") == 1
-    proto.dataReceived(rcpt())  # anything after is ignored
+    proto.dataReceived(rcpt_wire())  # anything after is ignored
     assert t.value() == b""
     other, t2 = h.connect()
-    other.dataReceived(rcpt())
+    other.dataReceived(rcpt_wire())
     assert t2.value() == b"action=OK\n\n"
 
 
 def test_requests_before_the_bad_input_are_answered(h):
     proto, t = h.connect()
-    proto.dataReceived(rcpt() + b"garbage\n\n")
+    proto.dataReceived(rcpt_wire() + b"garbage\n\n")
     assert t.value() == b"action=OK\n\n"
     assert t.disconnecting
 
@@ -156,16 +151,55 @@ def test_exception_while_deciding_closes_without_answer(h, monkeypatch):
 
     monkeypatch.setattr(h.runtime.decider, "decide", boom)
     proto, t = h.connect()
-    proto.dataReceived(rcpt() + rcpt())
+    proto.dataReceived(rcpt_wire() + rcpt_wire())
     assert t.value() == b""
     assert t.disconnecting
     assert h.value("exmilter_policy_internal_errors_total") == 1
 
 
+def test_refusals_and_resends_are_logged_one_line_each(h, logged):
+    proto, t = h.connect()
+    proto.dataReceived(rcpt_wire() + rcpt_wire("203.0.113.9", instance="i2"))  # OK (not logged), refused
+    again, t2 = h.connect()
+    again.dataReceived(rcpt_wire("203.0.113.9", instance="i2"))  # Postfix re-sent it on a new connection
+    assert t.value() == b"action=OK\n\n" + DENIED
+    assert t2.value() == DENIED
+    lines = [e for e in logged if TEXT_KEY in e]
+    assert [e[TEXT_KEY] for e in lines] == [
+        "c1.2 RCPT client=203.0.113.9 connector='EXCH01\\\\Default Frontend EXCH01' from=<> to=<x@gmail.com>: "
+        + RELAY_554,
+        "c2.1 RCPT client=203.0.113.9 connector='EXCH01\\\\Default Frontend EXCH01' from=<> to=<x@gmail.com>: "
+        + RELAY_554 + " (re-sent request, same answer)",
+    ]
+    for e in lines:  # ordinary events: any twisted.logger observer renders the same text
+        assert e["log_level"] is LogLevel.info
+        assert e["log_namespace"] == "exmilter.policyd"
+        assert formatEvent(e) == e[TEXT_KEY]
+
+
+def test_unplaceable_request_logged_with_its_note(h, logged):
+    proto, t = h.connect()
+    proto.dataReceived(rcpt_wire().replace(b"policy_context=*:25", b"policy_context=Internet"))
+    assert t.value() == b"action=451 4.3.5 Server configuration problem\n\n"
+    assert [e[TEXT_KEY] for e in logged if TEXT_KEY in e] == [
+        "c1.1 RCPT client=10.83.4.56 connector='-' from=<> to=<x@gmail.com>: 451 4.3.5 Server configuration "
+        "problem (unusable policy_context 'Internet': 'Internet' is not a listener context "
+        "(forms: *:25, 10.1.1.1:25, [::1]:25))"
+    ]
+
+
+def test_verbose_logs_accepted_decisions_too(h, logged):
+    h.runtime.verbose = True
+    proto, _ = h.connect()
+    proto.dataReceived(rcpt_wire())
+    assert [e[TEXT_KEY] for e in logged if TEXT_KEY in e] == [
+        "c1.1 RCPT client=10.83.4.56 connector='EXCH01\\\\Relay' from=<> to=<x@gmail.com>: OK"]
+
+
 def test_idle_connection_is_closed(h):
     proto, t = h.connect()
     h.reactor.advance(h.factory.idle_timeout - 1)
-    proto.dataReceived(rcpt())
+    proto.dataReceived(rcpt_wire())
     h.reactor.advance(h.factory.idle_timeout - 1)
     assert not t.disconnecting
     h.reactor.advance(2)
@@ -173,7 +207,7 @@ def test_idle_connection_is_closed(h):
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(st.binary(max_size=120) | st.sampled_from([rcpt(), b"\n", b"=\n", b"a=b\n"]), max_size=8))
+@given(st.lists(st.binary(max_size=120) | st.sampled_from([rcpt_wire(), b"\n", b"=\n", b"a=b\n"]), max_size=8))
 def test_hypothesis_malformed_input_never_crashes(h, chunks):
     proto, t = h.connect()
     for c in chunks:
@@ -190,15 +224,15 @@ def test_hypothesis_malformed_input_never_crashes(h, chunks):
 
 def test_good_reload_swaps_configuration(h):
     proto, t = h.connect()
-    proto.dataReceived(rcpt(instance="a"))
+    proto.dataReceived(rcpt_wire(instance="a"))
     assert t.value() == b"action=OK\n\n"
-    h.path.write_text(CONFIG.replace("10.83.4.56", "10.83.4.99"))
+    h.path.write_text(CONFIG_FILE.replace("10.83.4.56", "10.83.4.99"))
     result = []
     h.runtime.reload().addCallback(result.append)
     assert result == [True]
     assert h.runtime.current.number == 2
     t.clear()
-    proto.dataReceived(rcpt(instance="b"))
+    proto.dataReceived(rcpt_wire(instance="b"))
     assert t.value() == DENIED
     assert h.value("exmilter_config_reloads_total") == 1
     assert h.value("exmilter_config_reload_failures_total") == 0
@@ -211,13 +245,13 @@ def test_good_reload_swaps_configuration(h):
 @pytest.mark.parametrize("bad", ["server: [", "receive_connectors: 3\n", "", "\xff"])
 def test_bad_reload_keeps_old_configuration(h, bad):
     old = h.runtime.current
-    h.path.write_text(CONFIG + bad if bad != "" else "")
+    h.path.write_text(CONFIG_FILE + bad if bad != "" else "")
     result = []
     h.runtime.reload().addCallback(result.append)
     assert result == [False]
     assert h.runtime.current is old
     proto, t = h.connect()
-    proto.dataReceived(rcpt())
+    proto.dataReceived(rcpt_wire())
     assert t.value() == b"action=OK\n\n"
     assert h.value("exmilter_config_reloads_total") == 1
     assert h.value("exmilter_config_reload_failures_total") == 1
@@ -251,6 +285,226 @@ def test_reloads_while_one_runs_collapse_into_one_more(h):
     assert len(pending) == 2  # exactly one queued reload started
     pending[1].callback(None)
     assert h.runtime.current.number == 3
+
+
+def test_exception_in_swap_ends_the_reload_and_keeps_the_old_generation(h, logged, monkeypatch):
+    old = h.runtime.current
+
+    def broken(result):
+        raise RuntimeError("bug while swapping")
+
+    monkeypatch.setattr(h.runtime, "_swap", broken)
+    result = []
+    h.runtime.reload().addBoth(result.append)
+    assert result == [False]
+    assert h.runtime.current is old  # the generation in use is the very same object: nothing swapped
+    assert h.runtime._reloading is None
+    assert h.notes == ["RELOADING=1", "READY=1"]
+    assert h.value("exmilter_config_reload_failures_total") == 1
+    assert h.value("exmilter_config_last_reload_successful") == 0
+    failures = [e for e in logged if "log_failure" in e]
+    assert [formatEvent(e) for e in failures] == ["reload failed: unexpected error"]
+    assert failures[0]["log_failure"].check(RuntimeError)
+    assert "keeping configuration generation 1" in texts(logged)
+    proto, t = h.connect()
+    proto.dataReceived(rcpt_wire())
+    assert t.value() == b"action=OK\n\n"  # still serving on the old configuration
+
+    monkeypatch.undo()
+    h.path.write_text(CONFIG_FILE.replace("10.83.4.56", "10.83.4.99"))
+    result.clear()
+    h.runtime.reload().addBoth(result.append)  # the next reload runs
+    assert result == [True]
+    assert h.runtime.current.number == 2
+    assert h.notes == ["RELOADING=1", "READY=1", "RELOADING=1", "READY=1"]
+
+
+def test_exception_after_the_swap_reports_the_generation_in_use(h, logged, monkeypatch):
+    def broken(generation, source):
+        raise RuntimeError("metrics bug")
+
+    monkeypatch.setattr(h.runtime.metrics, "config_loaded", broken)
+    result = []
+    h.runtime.reload().addBoth(result.append)
+    assert result == [False]
+    assert h.runtime.current.number == 2
+    assert h.runtime._reloading is None
+    assert "configuration generation 2 is in use" in texts(logged)
+
+
+def test_exception_while_refusing_a_bad_file_ends_the_reload(h, logged, monkeypatch):
+    monkeypatch.setattr(h.runtime, "_refused", lambda failure: 1 / 0)
+    h.path.write_text("server: [")
+    result = []
+    h.runtime.reload().addBoth(result.append)
+    assert result == [False]
+    assert h.runtime.current.number == 1
+    assert h.runtime._reloading is None
+    assert "keeping configuration generation 1" in texts(logged)
+
+
+def test_queued_reload_runs_after_a_failed_one(h, monkeypatch):
+    pending: list[defer.Deferred] = []
+
+    def later(f, *a):
+        d = defer.Deferred()
+        pending.append(d)
+        d.addCallback(lambda _: f(*a))
+        return d
+
+    h.runtime._run_blocking = later
+    calls = []
+
+    def swap_once_broken(result):
+        calls.append(result)
+        if len(calls) == 1:
+            raise RuntimeError("bug")
+        return Runtime._swap(h.runtime, result)
+
+    monkeypatch.setattr(h.runtime, "_swap", swap_once_broken)
+    h.runtime.reload()
+    h.runtime.reload()  # SIGHUP during the reload: queued
+    pending[0].callback(None)
+    assert h.runtime.current.number == 1
+    assert len(pending) == 2  # the queued reload started despite the exception
+    pending[1].callback(None)
+    assert h.runtime.current.number == 2
+    assert h.runtime._reloading is None
+
+
+# -- metrics off ----------------------------------------------------------------------------------
+
+
+class _Untouchable(NullMetrics):
+    """Metrics off, and any per-request use would raise."""
+
+    def request(self, state: str) -> None:
+        raise AssertionError("request() called with metrics off")
+
+    def duplicate(self, state: str) -> None:
+        raise AssertionError("duplicate() called with metrics off")
+
+    def decision(self, connector: str, stage: str, code: str) -> None:
+        raise AssertionError("decision() called with metrics off")
+
+    latency = property(lambda self: pytest.fail("latency used with metrics off"))
+
+
+def test_metrics_off_answers_the_same_and_records_nothing(tmp_path, monkeypatch):
+    path = tmp_path / "exmilter.yaml"
+    path.write_text(CONFIG_FILE)
+    h = Harness(path, _Untouchable())
+    assert not h.factory.metered
+    monkeypatch.setattr(service.time, "perf_counter", lambda: pytest.fail("timed a decision with metrics off"))
+    proto, t = h.connect()
+    proto.dataReceived(rcpt_wire() + rcpt_wire("203.0.113.9", instance="i2"))
+    proto2, t2 = h.connect()
+    proto2.dataReceived(rcpt_wire())  # a re-send
+    assert t.value() == b"action=OK\n\n" + DENIED
+    assert t2.value() == b"action=OK\n\n"
+    proto.dataReceived(b"garbage\n\n")
+    assert t.disconnecting
+    proto.connectionLost(None)
+    h.path.write_text(CONFIG_FILE.replace("10.83.4.56", "10.83.4.99"))
+    result = []
+    h.runtime.reload().addCallback(result.append)
+    assert result == [True]
+    assert h.runtime.metrics.registry is None  # nothing to serve
+
+
+def test_metrics_off_builds_no_metrics_listener(tmp_path):
+    path = tmp_path / "exmilter.yaml"
+    path.write_text(CONFIG_FILE)
+    h = Harness(path, NullMetrics())
+    reactor = MemoryReactorClock()
+    daemon = build(reactor, h.runtime, ["tcp:10040"], None, notify=lambda m: None, signals=False)
+    daemon.top.startService()
+    assert daemon.metrics is None
+    assert [p[0] for p in reactor.tcpServers] == [10040]
+    with pytest.raises(ValueError, match=r"^metrics endpoint 'tcp:9142' given, but metrics are disabled$"):
+        build(MemoryReactorClock(), h.runtime, ["tcp:10040"], "tcp:9142", notify=lambda m: None, signals=False)
+
+
+def test_command_chooses_metrics():
+    assert isinstance(_metrics(False), NullMetrics)
+    on = _metrics(True)
+    assert isinstance(on, PolicyMetrics) and on.enabled
+    assert on.registry.get_sample_value("exmilter_config_last_reload_successful") == 1
+
+
+# -- the log observer -------------------------------------------------------------------------------
+
+
+def _observed(verbose: bool, *emit) -> str:
+    out = io.StringIO()
+    observer = StderrObserver(out, log_levels(verbose))
+    globalLogPublisher.addObserver(observer)
+    try:
+        for e in emit:
+            e()
+    finally:
+        globalLogPublisher.removeObserver(observer)
+    return out.getvalue()
+
+
+def _stamp_free(text: str) -> list[str]:
+    """The lines with their timestamp checked against Twisted's formatTime and removed."""
+    out = []
+    for line in text.splitlines():
+        if line.startswith("\t"):
+            out.append(line)
+            continue
+        stamp, rest = line.split(" ", 1)
+        assert stamp == formatTime(time.mktime(time.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S")))
+        out.append(rest)
+    return out
+
+
+def test_observer_writes_preformatted_lines_as_they_are():
+    before = time.time()
+    text = _observed(False, lambda: log_line("c1.2 RCPT {not a format} client=1.2.3.4: 550 5.7.54 x"))
+    after = time.time()
+    assert _stamp_free(text) == ["[exmilter.policyd#info] c1.2 RCPT {not a format} client=1.2.3.4: 550 5.7.54 x"]
+    assert text.split(" ", 1)[0] in {formatTime(before), formatTime(after)}
+
+
+def test_observer_renders_other_events_like_twisteds_text_observer():
+    log = Logger(namespace="exmilter.test")
+    try:
+        raise ValueError("broken")
+    except ValueError:
+        failure = Failure()
+    text = _observed(False, lambda: log.info("generation {n} loaded", n=2), lambda: log.debug("hidden {x}", x=1),
+                     lambda: log.warn("restart to apply"), lambda: log.failure("reload failed", failure),
+                     lambda: log_line("two\nlines", LogLevel.error))
+    lines = _stamp_free(text)
+    assert lines[:2] == ["[exmilter.test#info] generation 2 loaded", "[exmilter.test#warn] restart to apply"]
+    assert lines[2] == "[exmilter.test#critical] reload failed"
+    assert lines[3] == "\tTraceback (most recent call last):"
+    # the traceback's own last newline leaves an empty continuation line, as textFileLogObserver did
+    assert lines[-4:] == ["\tbuiltins.ValueError: broken", "\t", "[exmilter.policyd#error] two", "\tlines"]
+    assert all(line.startswith("\t") for line in lines[3:-2])
+
+
+def test_observer_levels():
+    log = Logger(namespace="exmilter.test")
+    quiet = _observed(False, lambda: log.debug("d"), lambda: log.info("i"), lambda: log.error("e"))
+    loud = _observed(True, lambda: log.debug("d"), lambda: log.info("i"), lambda: log.error("e"))
+    assert _stamp_free(quiet) == ["[exmilter.test#info] i", "[exmilter.test#error] e"]
+    assert _stamp_free(loud) == ["[exmilter.test#debug] d", "[exmilter.test#info] i", "[exmilter.test#error] e"]
+
+
+def test_observer_formats_the_time_once_per_second(monkeypatch):
+    out = io.StringIO()
+    observer = StderrObserver(out, log_levels(False))
+    calls = []
+    real = time.strftime
+    monkeypatch.setattr(time, "strftime", lambda *a: calls.append(a) or real(*a))
+    for t in (1_800_000_000.1, 1_800_000_000.9, 1_800_000_001.0):
+        observer({"log_level": LogLevel.info, "log_namespace": "n", "log_time": t, TEXT_KEY: "x"})
+    assert len(calls) == 2
+    assert [line.split(" ", 1)[0] for line in out.getvalue().splitlines()] == [
+        formatTime(1_800_000_000), formatTime(1_800_000_000), formatTime(1_800_000_001)]
 
 
 # -- service tree -------------------------------------------------------------------------------
@@ -306,7 +560,7 @@ def test_command_refuses_bad_config(tmp_path, capsys):
 
 def test_command_refuses_bad_endpoint(tmp_path, capsys):
     good = tmp_path / "good.yaml"
-    good.write_text(CONFIG)
+    good.write_text(CONFIG_FILE)
     assert main(["policyd", "-c", str(good), "--listen", "nonsense:1", "--metrics", "none"]) == 2
     assert "nonsense:1" in capsys.readouterr().err
 
@@ -320,7 +574,7 @@ def _free_port() -> int:
 def test_smoke_real_daemon(tmp_path):
     """Start the command, answer over TCP, reload on SIGHUP, stop on SIGTERM with status 0."""
     cfg = tmp_path / "exmilter.yaml"
-    cfg.write_text(CONFIG)
+    cfg.write_text(CONFIG_FILE)
     port = _free_port()
     notify = tmp_path / "notify"
     ns = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -333,7 +587,7 @@ def test_smoke_real_daemon(tmp_path):
     try:
         assert ns.recv(200).startswith(b"READY=1")
         with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
-            c.sendall(rcpt() + rcpt("203.0.113.9", instance="z"))
+            c.sendall(rcpt_wire() + rcpt_wire("203.0.113.9", instance="z"))
             got = b""
             while got.count(b"\n\n") < 2:
                 got += c.recv(4096)
@@ -342,12 +596,15 @@ def test_smoke_real_daemon(tmp_path):
             proc.send_signal(signal.SIGHUP)
             assert ns.recv(200) == b"RELOADING=1"
             assert ns.recv(200) == b"READY=1"
-            c.sendall(rcpt(instance="y"))
+            c.sendall(rcpt_wire(instance="y"))
             assert c.recv(4096) == b"action=OK\n\n"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
         err = proc.stderr.read().decode()
         assert "reload refused" in err and "keeping configuration generation 1" in err
+        refusals = [line.split(" ", 1)[1] for line in err.splitlines() if " c1." in line]
+        assert refusals == ["[exmilter.policyd#info] c1.2 RCPT client=203.0.113.9 "
+                            "connector='EXCH01\\\\Default Frontend EXCH01' from=<> to=<x@gmail.com>: " + RELAY_554]
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -357,7 +614,7 @@ def test_smoke_real_daemon(tmp_path):
 
 def test_command_exits_1_when_a_listener_cannot_bind(tmp_path):
     cfg = tmp_path / "exmilter.yaml"
-    cfg.write_text(CONFIG)
+    cfg.write_text(CONFIG_FILE)
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()

@@ -14,6 +14,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 from exmilter.engine import Engine, Session
 from exmilter.listener import Listener
@@ -68,15 +69,23 @@ class _Transaction:
         self.answers: dict[tuple[str, str], Decision] = {}
 
 
-class _Expiring(OrderedDict):
-    """An LRU map with an idle timeout; ``touch`` refreshes, ``sweep`` drops the stale."""
+K = TypeVar("K")
+V = TypeVar("V")
 
-    def __init__(self, max_items: int, ttl: float) -> None:
+
+class _Expiring(OrderedDict[K, V]):
+    """An LRU map with an idle timeout: ``sweep`` drops the oldest entries while there are
+    more than ``max_items`` or the oldest was last seen ``ttl`` seconds ago or more.
+    Callers keep it in last-use order (``move_to_end`` on a hit, insert at the end)."""
+
+    def __init__(self, max_items: int, ttl: float, seen: Callable[[V], float]) -> None:
         super().__init__()
         self.max_items = max_items
         self.ttl = ttl
+        self._seen = seen
 
-    def sweep(self, now: float, seen: Callable[[object], float]) -> None:
+    def sweep(self, now: float) -> None:
+        seen = self._seen
         while self:
             key, value = next(iter(self.items()))
             if len(self) <= self.max_items and now - seen(value) < self.ttl:
@@ -84,20 +93,46 @@ class _Expiring(OrderedDict):
             del self[key]
 
 
+_Mail = tuple[int, float, Decision]  # (policy connection, first seen, the answer)
+
+
+def _txn_seen(t: _Transaction) -> float:
+    return t.seen
+
+
+def _mail_seen(m: _Mail) -> float:
+    return m[1]
+
+
 class Decider:
     """Maps requests to decisions against whichever :class:`Engine` is current."""
 
     MAX_ANSWERS = 4096  # per transaction; Postfix's smtpd_recipient_limit is 1000
 
-    def __init__(self, clock: Clock = time.monotonic, *, max_transactions: int = 100_000,
-                 transaction_ttl: float = 3600.0, mail_window: float = 30.0, max_sessions: int = 4096) -> None:
+    # Bounds of the transaction memory (postfix-notes §1.5). A transaction (one ``instance``)
+    # lasts one message, and each request refreshes it, so the TTL only has to outlast the
+    # longest pause *inside* a transaction: smtpd_timeout (300 s) between two client commands,
+    # or a re-send, which comes within try_limit × smtpd_policy_service_timeout + retry_delay
+    # (the rendered 2 × 5 s + 1 s; 201 s at Postfix's defaults). 600 s covers both; after it,
+    # smtpd has long dropped the client, and smtpd_policy_service_max_idle (300 s) closed the
+    # policy connection. Only one transaction per smtpd process is in flight, so 10,000 is far
+    # above the transactions in progress even with thousands of smtpd processes; least recently
+    # used ones go first. ~0.75 KB each: at most ~8 MB, where 100,000 for an hour grew the
+    # daemon by 70+ MB under load.
+    MAX_TRANSACTIONS = 10_000
+    TRANSACTION_TTL = 600.0
+
+    def __init__(self, clock: Clock = time.monotonic, *, max_transactions: int = MAX_TRANSACTIONS,
+                 transaction_ttl: float = TRANSACTION_TTL, mail_window: float = 30.0,
+                 max_sessions: int = 4096) -> None:
         self.clock = clock
-        self._txns = _Expiring(max_transactions, transaction_ttl)
-        self._mails = _Expiring(max_transactions, mail_window)
+        self._txns: _Expiring[str, _Transaction] = _Expiring(max_transactions, transaction_ttl, _txn_seen)
+        self._mails: _Expiring[tuple[str, str, str, str], _Mail] = _Expiring(max_transactions, mail_window,
+                                                                             _mail_seen)
         self._sessions: dict[tuple, Session] = {}
         self._sessions_engine: Engine | None = None
         self._max_sessions = max_sessions
-        self._contexts: dict[str, Listener | None] = {}
+        self._contexts: dict[str, Listener | str] = {}  # a policy_context: its listener, or why it is unusable
         self._decisions: dict[tuple[Reply, str, str], Decision] = {}
 
     def __len__(self) -> int:
@@ -176,8 +211,8 @@ class Decider:
         if not client:
             return None, "no client_address in the request"
         listener = self._listener(req)
-        if listener is None:
-            return None, "no policy_context and no server_address/server_port: cannot identify the listener"
+        if isinstance(listener, str):
+            return None, listener
         local, port = listener
         auth_user = req.get("sasl_username") or None
         tls = bool(req.get("encryption_protocol"))
@@ -197,23 +232,32 @@ class Decider:
             self._sessions[k] = s
         return s, ""
 
-    def _listener(self, req: Mapping[str, str]) -> tuple[str | None, int] | None:
+    def _listener(self, req: Mapping[str, str]) -> tuple[str | None, int] | str:
+        """``(local address or None for a wildcard, port)``, or why the listener is unknown.
+
+        A non-empty ``policy_context`` is authoritative: the renderer wrote it for exactly one
+        binding. One that does not parse is a configuration problem, answered with a temporary
+        failure; falling back to ``server_address``/``server_port`` could pick another
+        connector (behind a proxy, or after the sandbox moved the ports, postfix-notes §4).
+        Only a request without one (absent or empty) is placed by ``server_address``/``server_port``.
+        """
         ctx = req.get("policy_context")
         if ctx:
-            lst = self._contexts.get(ctx, _UNSET)
-            if lst is _UNSET:
+            lst = self._contexts.get(ctx)
+            if lst is None:
                 try:
                     lst = Listener.parse(ctx)
-                except ValueError:
-                    lst = None
+                except ValueError as e:
+                    lst = f"unusable policy_context {ctx[:80]!r}: {str(e)[:200]}"
                 if len(self._contexts) > 1024:
                     self._contexts.clear()
                 self._contexts[ctx] = lst
-            if isinstance(lst, Listener):
-                return lst.address, lst.port
+            if isinstance(lst, str):
+                return lst
+            return lst.address, lst.port
         port = _int(req.get("server_port"))
         if not 0 < port < 65536:
-            return None
+            return "no policy_context and no server_address/server_port: cannot identify the listener"
         return req.get("server_address") or None, port
 
     # -- idempotency ------------------------------------------------------------------------
@@ -223,33 +267,22 @@ class Decider:
         txn = txns.get(instance)
         if txn is None:
             txn = txns[instance] = _Transaction(now)
-            txns.sweep(now, _seen)
+            txns.sweep(now)
         else:
             txn.seen = now
             txns.move_to_end(instance)
         return txn
 
-    def _mail_duplicate(self, key: tuple, conn: int, now: float) -> Decision | None:
+    def _mail_duplicate(self, key: tuple[str, str, str, str], conn: int, now: float) -> Decision | None:
         """A MAIL re-send arrives on a new policy connection (Postfix reconnects after a
         timeout); the same SMTP session's next MAIL arrives on the same one."""
         mails = self._mails
-        mails.sweep(now, _mail_seen)
+        mails.sweep(now)
         prev = mails.get(key)
         if prev is not None and prev[0] != conn and now - prev[1] < mails.ttl:
             mails[key] = (conn, prev[1], prev[2])  # the session's next MAIL comes on this connection
             return replace(prev[2], duplicate=True)
         return None
-
-
-_UNSET: object = object()
-
-
-def _seen(t: object) -> float:
-    return t.seen  # type: ignore[attr-defined]
-
-
-def _mail_seen(v: object) -> float:
-    return v[1]  # type: ignore[index]
 
 
 def _int(text: str | None) -> int:

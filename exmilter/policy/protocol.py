@@ -45,6 +45,42 @@ class RequestParser:
     def feed(self, data: bytes) -> list[Request]:
         if self._failed:
             raise ProtocolError("input after a protocol error")
+        if not self._buf and not self._count:
+            one = self._whole(data)
+            if one is not None:
+                return [one]
+        return self._feed(data)
+
+    def _whole(self, data: bytes) -> Request | None:
+        """The fast path: ``data`` is exactly one well-formed request, nothing is buffered.
+
+        That is Postfix's usual read: one request per write, LF only, ending with the one
+        empty line. Anything else (several requests, a partial one, CR, a line or request
+        over a limit, a malformed line, bad UTF-8) returns None *without touching the
+        parser's state*, and :meth:`_feed` handles it, with every limit and error message
+        of the general path. So this path can only return what the general one would.
+        """
+        # len(data) within max_line_length: no line can be over it, whatever the split.
+        if data[-2:] != b"\n\n" or len(data) > self.max_line_length or b"\r" in data:
+            return None
+        try:
+            lines = data[:-2].decode("utf-8").split("\n")
+        except UnicodeDecodeError:
+            return None
+        if len(lines) > self.max_attributes:
+            return None
+        attrs: Request = {}
+        for line in lines:
+            name, eq, value = line.partition("=")
+            if not eq:  # no "=", or an empty line: another request follows, or an error
+                return None
+            attrs[name] = value  # a duplicate keeps the last value (postfix-notes §1.1)
+        if not _good_names(attrs):
+            return None
+        return attrs
+
+    def _feed(self, data: bytes) -> list[Request]:
+        """The general path: any chunking, any number of requests, every error."""
         buf = self._buf + data if self._buf else data
         if b"\r" in buf:  # tolerate CRLF; Postfix itself sends LF
             buf = buf.replace(b"\r\n", b"\n")
@@ -89,22 +125,27 @@ class RequestParser:
         self._count += len(lines)
         if self._count > self.max_attributes:
             raise ProtocolError(f"more than {self.max_attributes} attributes in one request")
-        try:
-            # a duplicate keeps the last value (postfix-notes §1.1)
-            self._attrs.update(line.split("=", 1) for line in lines)  # type: ignore[misc]
-        except ValueError:
-            bad = next(line for line in lines if "=" not in line)
-            raise ProtocolError(f"not a name=value attribute: {bad[:60]!r}") from None
+        attrs = self._attrs
+        for line in lines:
+            name, eq, value = line.partition("=")
+            if not eq:
+                raise ProtocolError(f"not a name=value attribute: {line[:60]!r}")
+            attrs[name] = value  # a duplicate keeps the last value (postfix-notes §1.1)
 
     def _finish(self) -> Request:
         attrs = self._attrs
-        names = "".join(attrs)
-        if " " in names or not names.isprintable() or "" in attrs:
+        if not _good_names(attrs):
             bad = next(n for n in attrs if not n or " " in n or not n.isprintable())
             raise ProtocolError(f"not a name=value attribute: bad name {bad[:60]!r}")
         self._attrs = {}
         self._count = 0
         return attrs
+
+
+def _good_names(attrs: Request) -> bool:
+    """No empty name, no space or control character in any name."""
+    names = "".join(attrs)
+    return " " not in names and names.isprintable() and "" not in attrs
 
 
 def encode_action(action: str) -> bytes:

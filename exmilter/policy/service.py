@@ -14,7 +14,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,18 +23,34 @@ from twisted.internet import defer, threads
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import Factory, Protocol
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
 from exmilter.config import ConfigError, Loaded, load
 from exmilter.engine import Clock, Engine
-from exmilter.metrics import PolicyMetrics, metrics_site
+from exmilter.metrics import Metrics, metrics_site
 from exmilter.model import Organization
 from exmilter.policy.decide import Decider, Decision
 from exmilter.policy.protocol import ProtocolError, Request, RequestParser
 
 log = Logger(namespace="exmilter.policyd")
+
+#: Event key of a line formatted by the caller (see :func:`log_line`).
+TEXT_KEY = "exmilter_text"
+_TEXT_FORMAT = "{" + TEXT_KEY + "}"
+
+
+def log_line(text: str, level: LogLevel = LogLevel.info) -> None:
+    """Publish ``text``, already formatted, as one event of ``log``, at ``level``.
+
+    The per-refusal path: no format string to parse at emit time and no level validation
+    (``Logger.emit`` checks the level against every constant on every call). The event
+    is a normal twisted.logger event: any observer can render it through ``log_format``,
+    and the daemon's own observer (exmilter.commands.policyd) writes ``TEXT_KEY`` as is.
+    """
+    log.observer({"log_logger": log, "log_level": level, "log_namespace": log.namespace, "log_source": None,
+                  "log_format": _TEXT_FORMAT, TEXT_KEY: text, "log_time": time.time()})
 
 #: Longer than Postfix's smtpd_policy_service_max_idle (300 s): Postfix closes first.
 IDLE_TIMEOUT = 1200.0
@@ -56,7 +72,7 @@ Blocking = Callable[..., defer.Deferred]
 class Runtime:
     """The current generation, the decider state that outlives it, and reload."""
 
-    def __init__(self, path: str, loaded: Loaded, metrics: PolicyMetrics, *, clock: Clock = time.monotonic,
+    def __init__(self, path: str, loaded: Loaded, metrics: Metrics, *, clock: Clock = time.monotonic,
                  decider: Decider | None = None, run_blocking: Blocking | None = None,
                  notify: Callable[[str], Any] | None = None, verbose: bool = False) -> None:
         self.path = path
@@ -77,26 +93,30 @@ class Runtime:
     def reload(self) -> defer.Deferred:
         """Load the file again off the reactor thread, then swap; fires with True on success.
 
-        A reload asked for while one runs is queued once (several SIGHUPs collapse).
+        A reload asked for while one runs is queued once (several SIGHUPs collapse). Whatever
+        happens (a bad file, an unexpected exception while swapping), the reload ends: the
+        next one can run, and systemd is told ``READY=1`` again.
         """
         if self._reloading is not None:
             self._again = True
             return self._reloading
         self._notify("RELOADING=1")
         log.info("reloading {path}", path=self.path)
-        d: defer.Deferred[Any] = self._run_blocking(self._build, self.path, self.current.engine)
+        before = self.current
+        d: defer.Deferred[Any] = self._run_blocking(self._build, self.path, before.engine)
         d.addCallbacks(self._swap, self._refused)
+        d.addErrback(self._broken, before)  # a bug in _swap or _refused: logged, not fatal
         self._reloading = d
 
-        def done(ok: bool) -> bool:
+        def done(result: object) -> object:
             self._reloading = None
             self._notify("READY=1")
             if self._again:
                 self._again = False
                 self.reload()
-            return ok
+            return result
 
-        d.addCallback(done)
+        d.addBoth(done)  # runs on success and on failure: _reloading can never stay set
         return d
 
     def _build(self, path: str, old: Engine) -> tuple[Loaded, Engine]:
@@ -111,7 +131,9 @@ class Runtime:
         old = self.current
         org = loaded.organization
         new = Generation(old.number + 1, org, engine, org.source or self.path)
-        self.current = new  # the atomic swap: requests read self.current once each
+        # The atomic swap: requests read self.current once each. Everything above may fail
+        # and leaves the old generation in place; below is only reporting.
+        self.current = new
         self.metrics.reload_result(True)
         self.metrics.config_loaded(new.number, new.source)
         if (org.policyd.listen, org.policyd.metrics) != (old.org.policyd.listen, old.org.policyd.metrics):
@@ -128,6 +150,16 @@ class Runtime:
         else:
             log.failure("reload refused: unexpected error", failure)
         log.error("keeping configuration generation {n}", n=self.current.number)
+        return False
+
+    def _broken(self, failure: Failure, before: Generation) -> bool:
+        """An exception that is not a refused file (a bug): log it and keep serving."""
+        log.failure("reload failed: unexpected error", failure)
+        self.metrics.reload_result(False)
+        if self.current is before:
+            log.error("keeping configuration generation {n}", n=before.number)
+        else:  # the swap happened, the reporting after it failed
+            log.error("configuration generation {n} is in use", n=self.current.number)
         return False
 
 
@@ -185,34 +217,36 @@ class PolicyProtocol(Protocol, TimeoutMixin):
         self.seq += 1
         f = self.factory
         runtime = f.runtime
-        metrics = f.metrics
+        metrics = f.metrics if f.metered else None  # metrics off: not even the clock reads
         state = req.get("protocol_state", "")
-        metrics.request(state)
-        t0 = time.perf_counter()
+        t0 = 0.0
+        if metrics is not None:
+            metrics.request(state)
+            t0 = time.perf_counter()
         try:
             d = runtime.decider.decide(runtime.current.engine, req, self.conn_id)
         except Exception:
-            metrics.internal_errors.inc()
+            f.metrics.internal_errors.inc()
             log.failure("c{conn}.{seq}: deciding {state} failed; closing without an answer (Postfix fails closed)",
                         conn=self.conn_id, seq=self.seq, state=state)
             self.closing = True
             return None
-        metrics.latency.observe(time.perf_counter() - t0)
-        if d.duplicate:
-            metrics.duplicate(d.stage)
-        elif d.reply is not None:
-            metrics.decision(d.connector, d.stage, d.code)
+        if metrics is not None:
+            metrics.latency.observe(time.perf_counter() - t0)
+            if d.duplicate:
+                metrics.duplicate(d.stage)
+            elif d.reply is not None:
+                metrics.decision(d.connector, d.stage, d.code)
         if d.note or runtime.verbose or (d.reply is not None and not d.reply.accepted) or d.duplicate:
             self.log_decision(req, d)
         return d.payload
 
     def log_decision(self, req: Request, d: Decision) -> None:
-        log.info("c{conn}.{seq} {state} client={client} connector={connector!r} from=<{sender}> to=<{rcpt}>: "
-                 "{action}{dup}{note}",
-                 conn=self.conn_id, seq=self.seq, state=d.stage, client=req.get("client_address", ""),
-                 connector=d.connector or "-", sender=req.get("sender", ""), rcpt=req.get("recipient", ""),
-                 action=d.action, dup=" (re-sent request, same answer)" if d.duplicate else "",
-                 note=f" ({d.note})" if d.note else "")
+        """One line per refusal, re-send or note (docs/policyd.md, Logs), formatted once here."""
+        log_line(f"c{self.conn_id}.{self.seq} {d.stage} client={req.get('client_address', '')} "
+                 f"connector={d.connector or '-'!r} from=<{req.get('sender', '')}> to=<{req.get('recipient', '')}>: "
+                 f"{d.action}{' (re-sent request, same answer)' if d.duplicate else ''}"
+                 f"{f' ({d.note})' if d.note else ''}")
 
     def close(self) -> None:
         self.closing = True
@@ -225,6 +259,7 @@ class PolicyFactory(Factory):
     def __init__(self, runtime: Runtime, reactor: Any, idle_timeout: float = IDLE_TIMEOUT) -> None:
         self.runtime = runtime
         self.metrics = runtime.metrics
+        self.metered = runtime.metrics.enabled
         self.reactor = reactor
         self.idle_timeout = idle_timeout
         self._ids = itertools.count(1)
@@ -262,7 +297,7 @@ class ListenService(Service):
         defer.gatherResults(ds, consumeErrors=True).chainDeferred(self.ready)
 
     @defer.inlineCallbacks
-    def _listen(self, description: str):  # type: ignore[no-untyped-def]
+    def _listen(self, description: str) -> Generator[defer.Deferred[Any], Any, IListeningPort]:
         endpoint_text, group = split_group(description)
         port = yield serverFromString(self.reactor, endpoint_text).listen(self.factory)
         self.ports.append(port)
@@ -337,8 +372,10 @@ def build(reactor: Any, runtime: Runtime, listen: Sequence[str], metrics_endpoin
     waits = [policy.ready]
     metrics_service = None
     if metrics_endpoint:
-        metrics_service = ListenService(reactor, [metrics_endpoint], metrics_site(runtime.metrics.registry),
-                                        "metrics")
+        registry = runtime.metrics.registry
+        if registry is None:
+            raise ValueError(f"metrics endpoint {metrics_endpoint!r} given, but metrics are disabled")
+        metrics_service = ListenService(reactor, [metrics_endpoint], metrics_site(registry), "metrics")
         metrics_service.setServiceParent(top)
         waits.append(metrics_service.ready)
     if signals:
