@@ -10,8 +10,11 @@ scenario, all delivering to ``discard:``:
 (a) bare        ``smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination``
 (b) exmilter    the listener exactly as ``exmilter render-postfix`` writes it
                 (exmilter.postfix.render.master_service: ``smtpd_delay_reject=no`` and the
-                policy asked at CONNECT, EHLO, MAIL, RCPT, DATA and END-OF-MESSAGE, i.e.
-                6 requests per message), moved to 127.0.0.1:PORT
+                policy asked at CONNECT, MAIL, RCPT and END-OF-MESSAGE, the states it
+                decides, i.e. 4 requests per message; not at EHLO or DATA, where it always
+                answers DUNNO), moved to 127.0.0.1:PORT, with one change: no per-source
+                connection limit (every session comes from 127.0.0.1, standing for many
+                clients, as on the other listeners)
 (b') exmilter-rcpt  exmilter asked at RCPT only, like postfwd below (1 request per message)
 (c) postfwd     ``check_policy_service { inet:127.0.0.1:P, policy_context=*:25 },
                 reject_unauth_destination`` against postfwd1 with the equivalent ruleset
@@ -35,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -185,8 +189,11 @@ def rendered_listener(config_text: str, policy_port: int) -> tuple[object, str] 
     if plan is None:
         return None
     endpoint = f"inet:127.0.0.1:{policy_port}"
-    settings = "\n".join(f"{st.name} = {st.value}" for st in main_settings(org)
-                         if st.name not in ("relay_domains", "smtpd_client_connection_count_limit"))
+    settings = "\n".join(f"{st.name} = {st.value}" for st in main_settings(org) if st.name != "relay_domains")
+    # The rendered per-source limit (20 for these connectors) would refuse smtp-source's 20
+    # sessions from one address whenever a new one beats anvil's count of the one that just
+    # ended; the extra -o comes after the rendered ones, and the last -o wins.
+    plan = replace(plan, extra_options=("-o smtpd_client_connection_count_limit=0",))
     return (lambda port: master_service(plan.moved("127.0.0.1", port), org, endpoint)), settings
 
 

@@ -9,7 +9,9 @@ this file directly even when exmilter's virtualenv is unreadable to that user.
 
 The connector is found from ``--selection`` (written by the sandbox): per listener
 context, candidate ranges ordered as Exchange ranks them (smallest range first, the exact
-binding before the wildcard on a tie), so the first range holding the client wins.
+binding before the wildcard on a tie, then configuration order as exmilter.selection breaks
+the ties Exchange refuses), so the first range holding the client wins. This is a copy of the
+selection rules (spec §2.1): tests/test_deliver.py compares it with ConnectorTable.
 """
 
 from __future__ import annotations

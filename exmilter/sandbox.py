@@ -100,7 +100,14 @@ def move_listeners(plans: list[ListenerPlan], offset: int, host: str = HOST) -> 
 
 
 def selection_table(org: Organization, plans: list[ListenerPlan]) -> dict:
-    """Per listener context, candidate ranges in Exchange's order (see exmilter.deliver)."""
+    """Per listener context, candidate ranges in Exchange's order (see exmilter.deliver).
+
+    Smallest range first, the exact binding before the wildcard on a tie, and otherwise in
+    configuration order (connector, then binding, then range): the order in which
+    :class:`exmilter.selection.ConnectorTable` breaks the ties Exchange's validation would
+    refuse, so deliver.py names the connector the policy daemon decided for
+    (tests/test_deliver.py holds the two together).
+    """
     contexts: dict[str, list] = {}
     for p in plans:
         lst = p.listener
@@ -114,11 +121,12 @@ def selection_table(org: Organization, plans: list[ListenerPlan]) -> dict:
                 if not b.is_wildcard and (lst.address is None or b.ip != parse_ip(lst.address)):
                     continue
                 rows += [
-                    (r.size, 0 if not b.is_wildcard else 1, r.version, r.first, r.last, c.identity)
+                    (r.size, 0 if not b.is_wildcard else 1, [r.version, r.first, r.last, c.identity])
                     for r in c.remote_ip_ranges
                     if r.version == b.version
                 ]
-        contexts[p.context] = [[v, f, la, ident] for _, _, v, f, la, ident in sorted(rows)]
+        rows.sort(key=lambda row: (row[0], row[1]))  # stable: configuration order breaks ties
+        contexts[p.context] = [row[2] for row in rows]
     return {"contexts": contexts}
 
 

@@ -2,12 +2,37 @@
 # Install everything exmilter needs on Debian 12, safely re-runnable:
 # Debian packages (Postfix, libmilter headers for pymilter, swaks, a compiler, venv support)
 # and a Python virtual environment in .venv with exmilter and its test tools.
+#
+#     bash scripts/install.sh [--no-venv] [EXTRA_PACKAGE...]
+#
+# EXTRA_PACKAGE...  more Debian packages, installed the same way when missing (bench/run.sh
+#                   passes postfwd); also read from $EXTRA_APT_PACKAGES (space-separated).
+# --no-venv         the Debian packages only; leave .venv as it is.
+#
+# Only missing packages are installed (apt-get needs root then); nothing is ever removed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(postfix libmilter-dev swaks python3-venv python3-dev gcc ca-certificates)
+
+venv=1
+extra=()
+# shellcheck disable=SC2206  # a space-separated list on purpose
+requested=("$@" ${EXTRA_APT_PACKAGES:-})
+for arg in "${requested[@]}"; do
+    case "$arg" in
+        --no-venv) venv=0 ;;
+        -h | --help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -*) echo "install.sh: unknown option: $arg" >&2; exit 2 ;;
+        *)
+            [[ $arg =~ ^[a-z0-9][a-z0-9.+-]+$ ]] || { echo "install.sh: not a Debian package name: $arg" >&2; exit 2; }
+            extra+=("$arg")
+            ;;
+    esac
+done
+
 missing=()
-for p in "${APT_PACKAGES[@]}"; do
+for p in "${APT_PACKAGES[@]}" "${extra[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if ((${#missing[@]})); then
@@ -22,6 +47,7 @@ if ((${#missing[@]})); then
     apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
+((venv)) || exit 0
 PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv

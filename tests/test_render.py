@@ -9,16 +9,21 @@ from pathlib import Path
 import pytest
 
 from exmilter.cli import main
+from exmilter.commands.render_postfix import SNIPPET_COMMAND
+from exmilter.policy.decide import _DECIDED
 from exmilter.postfix.instance import BASE_SERVICES
 from exmilter.postfix.render import (
     DEFAULT_ACTION,
+    connection_limits,
     main_settings,
+    master_service,
     plan_listeners,
     policy_endpoint,
     render_main,
     render_master,
+    restrictions,
 )
-from tests.conftest import EXAMPLE, org_from
+from tests.conftest import EXAMPLE, ROOT, org_from
 
 RELAY = """
 receive_connectors:
@@ -66,7 +71,7 @@ def test_port_with_wildcard_and_exact_gets_one_listener_per_server_address() -> 
 def test_banner_and_context_per_service() -> None:
     org = org_from(MIXED)
     master = render_master(plan_listeners(org), org, "inet:127.0.0.1:10040")
-    assert "10.0.0.5:25 inet n - n - - smtpd\n" in master
+    assert "10.0.0.5:25 inet n - n - 5000 smtpd\n" in master  # Relay's MaxInboundConnection
     assert "  -o { smtpd_banner = Relay here }\n" in master  # one connector: its own banner
     assert "  -o { smtpd_banner = exch01.labs.local Microsoft ESMTP MAIL Service ready }\n" in master
     assert "  -o milter_macro_daemon_name=10.1.1.1:25\n" in master
@@ -84,9 +89,32 @@ def test_policy_is_wired_fail_closed() -> None:
     assert "  -o smtpd_delay_reject=no\n" in master
     assert "  -o { smtpd_relay_restrictions = $exmilter_policy, defer }\n" in master
     assert "  -o smtpd_recipient_restrictions=permit\n" in master
-    for stage in ("client", "helo", "sender", "data", "end_of_data"):
+    for stage in ("client", "sender", "end_of_data"):
         assert f"  -o smtpd_{stage}_restrictions=$exmilter_policy\n" in master
+    # EHLO/HELO and DATA: not asked (always DUNNO), and emptied so main.cf cannot answer there.
+    for stage in ("helo", "data"):
+        assert f"  -o smtpd_{stage}_restrictions=\n" in master
     assert "permit_mynetworks" not in master
+
+
+#: The SMTP state each restriction list runs at under smtpd_delay_reject=no (postfix-notes §1.3).
+LIST_STATES = {
+    "smtpd_client_restrictions": {"CONNECT"},
+    "smtpd_helo_restrictions": {"EHLO", "HELO"},
+    "smtpd_sender_restrictions": {"MAIL"},
+    "smtpd_relay_restrictions": {"RCPT"},
+    "smtpd_recipient_restrictions": {"RCPT"},
+    "smtpd_data_restrictions": {"DATA"},
+    "smtpd_end_of_data_restrictions": {"END-OF-MESSAGE"},
+}
+
+
+def test_policy_is_asked_exactly_at_the_states_exmilter_decides() -> None:
+    """No round trip for a state the daemon always answers DUNNO; none missing for one it decides."""
+    lists = dict(restrictions())
+    assert set(lists) == set(LIST_STATES)
+    asked = set().union(*(LIST_STATES[name] for name, value in lists.items() if "$exmilter_policy" in value))
+    assert asked == set(_DECIDED)
 
 
 @pytest.mark.parametrize(
@@ -115,8 +143,8 @@ def test_limits_never_stricter_than_any_connector() -> None:
     assert int(s["mailbox_size_limit"]) >= int(s["message_size_limit"])
     assert s["smtpd_recipient_limit"] == "6000"
     assert int(s["hopcount_limit"]) > 60 + 1
-    assert s["smtpd_client_connection_count_limit"] == "20"
     assert int(s["smtpd_hard_error_limit"]) > 5
+    assert "smtpd_client_connection_count_limit" not in s  # per listener, in master.cf
 
 
 def test_relay_domains_cover_accepted_domains() -> None:
@@ -128,6 +156,101 @@ accepted_domains:
 """)
     s = {x.name: x.value for x in main_settings(org)}
     assert s["relay_domains"] == "labs.local, branch.example, .branch.example"
+
+
+def limited(name: str, binding: str, ranges: str, **limits: object) -> str:
+    extra = "".join(f"    {k}: {v}\n" for k, v in limits.items())
+    return f"""
+  - name: {name}
+    usage: Custom
+    bindings: [{binding}]
+    remote_ip_ranges: [{ranges}]
+    permission_groups: [AnonymousUsers]
+""" + extra
+
+
+def service(yaml_text: str, context: str) -> str:
+    org = org_from("receive_connectors:" + yaml_text)
+    plan = next(p for p in plan_listeners(org) if p.context == context)
+    return master_service(plan, org, "inet:127.0.0.1:10040") + "\n"
+
+
+def test_one_connector_per_listener_gets_its_own_connection_limits() -> None:
+    text = service(
+        limited("Apps", "0.0.0.0:2600", "10.0.0.0/24", max_inbound_connection=7,
+                max_inbound_connection_per_source=3, max_inbound_connection_percentage_per_source=100)
+        + limited("Other", "0.0.0.0:2601", "10.0.0.0/24"),
+        "*:2600",
+    )
+    assert "\n2600 inet n - n - 7 smtpd\n" in text  # maxproc = MaxInboundConnection
+    assert "  -o smtpd_client_connection_count_limit=3\n" in text
+    assert "  -o smtpd_client_event_limit_exceptions=\n" in text  # Exchange exempts nobody
+    assert "#   connections: 3 per client address, 7 in all (maxproc; beyond it clients wait, no 421)\n" in text
+    assert "not expressible" not in text
+
+
+def test_unlimited_connections_render_as_no_postfix_limit() -> None:
+    text = service(limited("Open", "0.0.0.0:2600", "10.0.0.0/24", max_inbound_connection="unlimited",
+                           max_inbound_connection_per_source="unlimited"), "*:2600")
+    assert "\n2600 inet n - n - 0 smtpd\n" in text
+    assert "  -o smtpd_client_connection_count_limit=0\n" in text
+    assert "#   connections: unlimited per client address, unlimited in all" in text
+
+
+@pytest.mark.parametrize(
+    ("limits", "per_source"),
+    [
+        # ceil(100 × 5 %) = 5 is below the per-source 20: the percentage rule is the bound.
+        ({"max_inbound_connection": 100, "max_inbound_connection_percentage_per_source": 5}, 5),
+        ({"max_inbound_connection": 101, "max_inbound_connection_percentage_per_source": 5}, 6),
+        # Exchange's defaults: ceil(5000 × 2 %) = 100 is above 20.
+        ({}, 20),
+        # No percentage rule at 100 % or with MaxInboundConnection unlimited.
+        ({"max_inbound_connection_per_source": "unlimited", "max_inbound_connection_percentage_per_source": 100}, 0),
+        ({"max_inbound_connection_per_source": "unlimited", "max_inbound_connection": "unlimited"}, 0),
+        ({"max_inbound_connection_per_source": "unlimited"}, 100),
+    ],
+)
+def test_per_source_limit_includes_the_static_percentage_bound(limits: dict, per_source: int) -> None:
+    org = org_from("receive_connectors:" + limited("Apps", "0.0.0.0:2600", "10.0.0.0/24", **limits))
+    [plan] = plan_listeners(org)
+    assert connection_limits(plan, org).per_source == per_source
+
+
+def test_connectors_sharing_a_listener_get_the_most_permissive_limits_and_a_comment() -> None:
+    def config(loose_total: object) -> str:
+        return (
+            limited("Strict", "0.0.0.0:25", "10.0.0.0/24", max_inbound_connection=10,
+                    max_inbound_connection_per_source=2, max_inbound_connection_percentage_per_source=100)
+            + limited("Loose", "0.0.0.0:25", "10.0.1.0/24", max_inbound_connection=loose_total,
+                      max_inbound_connection_per_source=5, max_inbound_connection_percentage_per_source=100)
+        )
+
+    text = service(config(30), "*:25")
+    assert "\n25 inet n - n - 40 smtpd\n" in text  # each connector its own 10 and 30: their sum
+    assert "  -o smtpd_client_connection_count_limit=5\n" in text  # never stricter than Loose
+    assert ("#   not expressible: connections per source differ (Strict 2, Loose 5); Postfix counts per "
+            "listener before the connector is known, so the most permissive (5) applies to all\n") in text
+    assert "#   not expressible: MaxInboundConnection counts per connector; Postfix caps the listener" in text
+    unlimited = service(config("unlimited"), "*:25")
+    assert "\n25 inet n - n - 0 smtpd\n" in unlimited
+
+
+def test_connectors_agreeing_on_a_listener_are_enforced_without_a_per_source_gap() -> None:
+    yaml_text = (
+        limited("A", "0.0.0.0:25", "10.0.0.0/24", max_inbound_connection_per_source=4,
+                max_inbound_connection_percentage_per_source=100)
+        + limited("B", "0.0.0.0:25", "10.0.1.0/24", max_inbound_connection_per_source=4,
+                  max_inbound_connection_percentage_per_source=100)
+    )
+    text = service(yaml_text, "*:25")
+    assert "  -o smtpd_client_connection_count_limit=4\n" in text
+    assert "connections per source differ" not in text
+
+
+def test_a_connector_on_several_listeners_is_reported() -> None:
+    text = service(limited("Both", "0.0.0.0:2600, 0.0.0.0:2601", "10.0.0.0/24"), "*:2600")
+    assert "#   not expressible: Both also listens on *:2601: its limits count per listener here" in text
 
 
 def test_cli_writes_both_fragments(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -161,20 +284,44 @@ def test_rendered_config_passes_postfix_check(tmp_path: Path) -> None:
     assert "25/inet/policy" not in services.stdout
     assert "25/inet/exmilter_policy = check_policy_service { unix:/run/exmilter/policy.sock," in services.stdout
     assert "25/inet/smtpd_relay_restrictions = $exmilter_policy, defer" in services.stdout
+    lines = services.stdout.splitlines()
+    for empty in ("smtpd_helo_restrictions", "smtpd_data_restrictions", "smtpd_client_event_limit_exceptions"):
+        assert f"25/inet/{empty} =" in lines
+    assert "25/inet/smtpd_client_connection_count_limit = 20" in lines
+    assert "2525/inet/smtpd_client_connection_count_limit = 0" in lines  # Default EXCH01: unlimited
+    fields = subprocess.run(["postconf", "-c", str(etc), "-F"], capture_output=True, text=True, check=True)
+    assert "25/inet/process_limit = 15000" in fields.stdout.splitlines()  # three connectors × 5000
+
+
+SNIPPETS = ROOT / "postfix"
+
+
+def test_shipped_snippets_are_exactly_the_rendered_example(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """postfix/*.snippet cannot drift from render-postfix: they are its output for conf/exmilter.yaml."""
+    monkeypatch.chdir(ROOT)  # the header names the file as given: conf/exmilter.yaml
+    assert main(["render-postfix", "-c", "conf/exmilter.yaml", "-o", str(tmp_path), "--suffix", "snippet"]) == 0
+    capsys.readouterr()
+    for name in ("main.cf.snippet", "master.cf.snippet"):
+        shipped, rendered = (SNIPPETS / name).read_text(), (tmp_path / name).read_text()
+        assert shipped == rendered, (
+            f"postfix/{name} differs from what render-postfix writes for conf/exmilter.yaml; "
+            f"regenerate both snippets from the repository root with: .venv/bin/{SNIPPET_COMMAND}"
+        )
 
 
 def test_hand_paste_snippets_pass_postfix_check(tmp_path: Path) -> None:
-    snippets = Path(__file__).resolve().parent.parent / "postfix"
     etc, spool, data = tmp_path / "etc", tmp_path / "spool", tmp_path / "data"
     for d in (etc, spool, data):
         d.mkdir()
     shutil.chown(data, "postfix", "postfix")
     (etc / "main.cf").write_text(
         f"compatibility_level = 3.6\nqueue_directory = {spool}\ndata_directory = {data}\nmyhostname = mx.test\n"
-        "alias_maps =\nalias_database =\n" + (snippets / "main.cf.snippet").read_text()
+        "alias_maps =\nalias_database =\n" + (SNIPPETS / "main.cf.snippet").read_text()
     )
-    (etc / "master.cf").write_text(BASE_SERVICES + (snippets / "master.cf.snippet").read_text())
+    (etc / "master.cf").write_text(BASE_SERVICES + (SNIPPETS / "master.cf.snippet").read_text())
     check = subprocess.run(["postfix", "-c", str(etc), "check"], capture_output=True, text=True)
     assert check.returncode == 0 and "warning" not in check.stderr, check.stderr
     services = subprocess.run(["postconf", "-c", str(etc), "-P"], capture_output=True, text=True, check=True)
-    assert "10.83.4.10:2526/inet/milter_macro_daemon_name = 10.83.4.10:2526" in services.stdout
+    assert "2526/inet/milter_macro_daemon_name = *:2526" in services.stdout.splitlines()

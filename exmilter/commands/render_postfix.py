@@ -9,8 +9,11 @@ from pathlib import Path
 from exmilter.commands._common import add_config_option, load_or_report
 from exmilter.postfix.render import plan_listeners, policy_endpoint, render_main, render_master
 
-MAIN_NAME = "main.cf.exmilter"
-MASTER_NAME = "master.cf.exmilter"
+SUFFIX = "exmilter"
+MAIN_NAME = f"main.cf.{SUFFIX}"
+MASTER_NAME = f"master.cf.{SUFFIX}"
+#: How the shipped postfix/*.snippet files are regenerated (tests/test_render.py checks them).
+SNIPPET_COMMAND = "exmilter render-postfix -c conf/exmilter.yaml -o postfix --suffix snippet"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,6 +26,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_config_option(p)
     p.add_argument("-o", "--output", metavar="DIR", help="write the two fragments into DIR instead of printing")
+    p.add_argument(
+        "--suffix",
+        default=SUFFIX,
+        help=f"with -o: write DIR/main.cf.SUFFIX and DIR/master.cf.SUFFIX (default: {SUFFIX}); "
+        f"the repository's snippets are: {SNIPPET_COMMAND}",
+    )
     p.add_argument(
         "--policy-service",
         metavar="ENDPOINT",
@@ -47,9 +56,14 @@ def run(args: argparse.Namespace) -> int:
     if not args.output:
         print(f"# ===== main.cf =====\n{main}\n# ===== master.cf =====\n{master}", end="")
         return 0
+    suffix = args.suffix
+    if not suffix or "/" in suffix:
+        print(f"exmilter render-postfix: --suffix {suffix!r}: give a file name suffix", file=sys.stderr)
+        return 2
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    (out / MAIN_NAME).write_text(main)
-    (out / MASTER_NAME).write_text(master)
-    print(f"wrote {out / MAIN_NAME} and {out / MASTER_NAME} ({len(plans)} listener(s))")
+    main_path, master_path = out / f"main.cf.{suffix}", out / f"master.cf.{suffix}"
+    main_path.write_text(main)
+    master_path.write_text(master)
+    print(f"wrote {main_path} and {master_path} ({len(plans)} listener(s))")
     return 0

@@ -163,7 +163,16 @@ POLICY_PARAM = "exmilter_policy"
 
 
 def restrictions() -> list[tuple[str, str]]:
-    """The per-listener restriction lists: exmilter is asked once per stage and decides relay.
+    """The per-listener restriction lists: exmilter is asked once per stage it decides.
+
+    With ``smtpd_delay_reject=no`` the lists run at CONNECT (client), EHLO/HELO (helo),
+    MAIL (sender), RCPT (relay, recipient), DATA (data) and END-OF-MESSAGE (end-of-data).
+    exmilter decides at CONNECT, MAIL, RCPT and END-OF-MESSAGE only
+    (``exmilter.policy.decide._DECIDED``) and answers ``DUNNO`` at EHLO/HELO and DATA
+    without consulting the engine, so asking there costs a policy round trip and daemon
+    CPU for nothing: two of six requests per message (docs/performance.md, "End to end").
+    The helo and data lists are therefore empty. They are still set, empty, per listener,
+    so restrictions in the system main.cf cannot answer before exmilter either.
 
     RCPT is asked in ``smtpd_relay_restrictions``: exmilter's ``OK`` ends the list,
     its refusal refuses, and the trailing ``defer`` turns anything else (a ``DUNNO``
@@ -173,17 +182,99 @@ def restrictions() -> list[tuple[str, str]]:
     check = f"${POLICY_PARAM}"
     return [
         ("smtpd_client_restrictions", check),
-        ("smtpd_helo_restrictions", check),
+        ("smtpd_helo_restrictions", ""),  # EHLO/HELO: exmilter always answers DUNNO
         ("smtpd_sender_restrictions", check),
         ("smtpd_relay_restrictions", f"{check}, defer"),
         ("smtpd_recipient_restrictions", "permit"),
-        ("smtpd_data_restrictions", check),
+        ("smtpd_data_restrictions", ""),  # DATA: exmilter always answers DUNNO
         ("smtpd_end_of_data_restrictions", check),
     ]
 
 
+#: master.cf's maxproc column is a C int; a larger total is as good as no limit (0).
+_MAXPROC_CAP = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """How many connections Postfix admits on one listener (spec §3.1, §3.10).
+
+    ``per_source`` becomes ``-o smtpd_client_connection_count_limit`` (anvil counts the
+    simultaneous connections of one client address to one master.cf service); ``total``
+    becomes the service's maxproc column. 0 means no limit in both. ``gaps`` are the
+    parts of the connectors' limits Postfix cannot express on this listener, rendered as
+    comments above the service (docs/render-postfix.md, "Connection limits").
+    """
+
+    per_source: int
+    total: int
+    gaps: tuple[str, ...] = ()
+
+
+def source_limit(c: ReceiveConnector) -> int | None:
+    """The most connections one address can ever hold on ``c`` (None: unlimited).
+
+    MaxInboundConnectionPerSource, and, when the percentage rule applies (below 100 % and
+    MaxInboundConnection not unlimited), its share of an idle connector:
+    ``ceil(MaxInboundConnection × pct / 100)``. Exchange's share shrinks as the connector
+    fills; this static bound is the largest it can be, so Postfix is never stricter.
+    """
+    limits = []
+    if c.max_inbound_connection_per_source is not None:
+        limits.append(c.max_inbound_connection_per_source)
+    pct = c.max_inbound_connection_percentage_per_source
+    if pct < 100 and c.max_inbound_connection is not None:
+        limits.append(-(-c.max_inbound_connection * pct // 100))
+    return min(limits) if limits else None
+
+
+def _shown(limit: int | None) -> str:
+    return "unlimited" if limit is None else str(limit)
+
+
+def connection_limits(plan: ListenerPlan, org: Organization) -> ConnectionLimits:
+    """Per-listener limits: exact when the listener's connectors agree, else never stricter.
+
+    Postfix counts before the policy daemon knows the connector, so one listener gets one
+    per-source limit and one process limit. When its connectors' limits differ, the most
+    permissive is rendered (Postfix must never answer before exmilter with a stricter
+    limit, postfix-notes §5) and the difference is reported as a gap.
+    """
+    conns = plan.connectors
+    gaps: list[str] = []
+    per = {c.name: source_limit(c) for c in conns}
+    values = set(per.values())
+    per_source = 0 if None in values else max(v for v in values if v is not None)
+    if len(values) > 1:
+        listing = ", ".join(f"{n} {_shown(v)}" for n, v in per.items())
+        gaps.append(f"connections per source differ ({listing}); Postfix counts per listener before "
+                    f"the connector is known, so the most permissive ({_shown(per_source or None)}) applies to all")
+    totals = [c.max_inbound_connection for c in conns]
+    total = 0 if None in totals else sum(t for t in totals if t is not None)
+    if total > _MAXPROC_CAP:
+        total = 0
+    if len(conns) > 1:
+        gaps.append(f"MaxInboundConnection counts per connector; Postfix caps the listener: maxproc is "
+                    f"their sum ({_shown(total or None)})")
+    shares = [f"{c.name} {c.max_inbound_connection_percentage_per_source}%" for c in conns
+              if c.max_inbound_connection_percentage_per_source < 100 and c.max_inbound_connection is not None]
+    if shares:
+        gaps.append(f"MaxInboundConnectionPercentagePerSource ({', '.join(shares)}) only as the share of an idle "
+                    "connector; Exchange's shrinks as the connector fills")
+    elsewhere: dict[str, list[str]] = {}
+    for other in plan_listeners(org):
+        if other.context != plan.context:
+            for c in other.connectors:
+                elsewhere.setdefault(c.identity, []).append(other.context)
+    for c in conns:
+        if c.identity in elsewhere:
+            gaps.append(f"{c.name} also listens on {', '.join(elsewhere[c.identity])}: its limits count per "
+                        "listener here, across all its bindings in Exchange")
+    return ConnectionLimits(per_source, total, tuple(gaps))
+
+
 def _option(name: str, value: str) -> str:
-    if re.search(r"[\s{}]", value) or value == "":
+    if re.search(r"[\s{}]", value):
         return f"-o {{ {name} = {value} }}"
     return f"-o {name}={value}"
 
@@ -191,12 +282,16 @@ def _option(name: str, value: str) -> str:
 def master_service(plan: ListenerPlan, org: Organization, endpoint: str) -> str:
     """One master.cf smtpd service (chroot n: an absolute unix: policy socket stays reachable)."""
     ids = ", ".join(c.identity for c in plan.connectors)
+    limits = connection_limits(plan, org)
     lines = [
         f"# exmilter listener {plan.context}: Exchange bindings {', '.join(plan.bindings)}",
         f"#   connectors: {ids}",
+        f"#   connections: {_shown(limits.per_source or None)} per client address, "
+        f"{_shown(limits.total or None)} in all (maxproc; beyond it clients wait, no 421)",
+        *(f"#   not expressible: {g}" for g in limits.gaps),
         "#   TLS/SASL hooks (auth issue): per-listener -o smtpd_tls_security_level=may,",
         "#   -o smtpd_sasl_auth_enable=yes when these connectors offer STARTTLS/AUTH.",
-        f"{plan.bind} inet n - n - - smtpd",
+        f"{plan.bind} inet n - n - {limits.total} smtpd",
     ]
     options = [
         ("smtpd_delay_reject", "no"),
@@ -204,6 +299,9 @@ def master_service(plan: ListenerPlan, org: Organization, endpoint: str) -> str:
         ("milter_macro_daemon_name", plan.context),
         (POLICY_PARAM, policy_check(endpoint, plan.context)),
         *restrictions(),
+        ("smtpd_client_connection_count_limit", str(limits.per_source)),
+        # Exchange exempts no client; Postfix's default exempts $mynetworks from the limit.
+        ("smtpd_client_event_limit_exceptions", ""),
     ]
     lines += [f"  {_option(n, v)}" for n, v in options]
     lines += [f"  {o}" for o in plan.extra_options]
@@ -215,6 +313,17 @@ def render_master(plans: Sequence[ListenerPlan], org: Organization, endpoint: st
         f"# exmilter: smtpd services generated from {org.source or 'the configuration'} by exmilter render-postfix.",
         "# One service per Exchange listener; remove Postfix's own 'smtp inet' line for these ports.",
         f"# Policy server: {endpoint}; when it fails, clients get '{DEFAULT_ACTION}' (temporary).",
+        "#",
+        "# Why each line (docs/render-postfix.md):",
+        "#   maxproc column                 MaxInboundConnection of the listener's connectors (0 = no limit)",
+        "#   smtpd_delay_reject=no          exmilter is asked at CONNECT and MAIL, not only at RCPT",
+        "#   exmilter_policy                one check_policy_service for every list: one policy connection",
+        "#                                  per smtpd; timeout 5s, 2 tries 1s apart, then a temporary 451",
+        "#   client, sender, end_of_data    ask exmilter at CONNECT, MAIL and END-OF-MESSAGE",
+        "#   helo, data (empty)             exmilter answers DUNNO at EHLO/HELO and DATA: not asked",
+        "#   relay = ..., defer             exmilter's OK accepts the recipient; no answer is a 4xx",
+        "#   recipient = permit             nothing after exmilter's verdict can undo it",
+        "#   connection_count_limit         MaxInboundConnectionPerSource (0 = no limit), no exceptions",
     ]
     return "\n".join(head) + "\n\n" + "\n\n".join(master_service(p, org, endpoint) for p in plans) + "\n"
 
@@ -227,12 +336,14 @@ class Setting:
 
 
 def main_settings(org: Organization) -> list[Setting]:
-    """Global limits no stricter than any connector's (postfix-notes §5) and relay domains."""
+    """Global limits no stricter than any connector's (postfix-notes §5) and relay domains.
+
+    Connection limits are not here: they are set per listener in master.cf
+    (:func:`connection_limits`), where Postfix can tell the connectors apart.
+    """
     conns = [c for c in org.receive_connectors if c.enabled] or list(org.receive_connectors)
     size = max((c.max_message_size for c in conns), default=36 << 20)
     size_limit = size + size // 10
-    per_source = [c.max_inbound_connection_per_source for c in conns]
-    conn_limit = 0 if not per_source or None in per_source else max(p for p in per_source if p is not None)
     errors = [c.max_protocol_errors for c in conns]
     most_errors = max((e or 0 for e in errors), default=0)
     hard = 1000 if None in errors else max(POSTFIX_HARD_ERROR_LIMIT, 2 * most_errors + 1)
@@ -246,7 +357,6 @@ def main_settings(org: Organization) -> list[Setting]:
         Setting("virtual_mailbox_limit", str(mailbox), "likewise"),
         Setting("smtpd_recipient_limit", str(recipients), "at least the largest MaxRecipientsPerMessage"),
         Setting("hopcount_limit", str(hops), "above MaxHopCount + 1 (Postfix counts its own Received:)"),
-        Setting("smtpd_client_connection_count_limit", str(conn_limit), "largest MaxInboundConnectionPerSource, 0=off"),
         Setting("smtpd_hard_error_limit", str(hard), "above MaxProtocolErrors: exmilter says when to disconnect"),
         Setting("smtpd_timeout", f"{timeout}s", "largest ConnectionInactivityTimeout"),
         Setting("relay_domains", ", ".join(_relay_domains(org)) or "",

@@ -118,3 +118,15 @@ def test_metrics_count_the_decisions(sandbox: Sandbox) -> None:
     assert metric(sandbox, "exmilter_policy_requests_total", protocol_state="END-OF-MESSAGE") > 0
     assert metric(sandbox, "exmilter_policy_decisions_total", connector=SMTP_RELAY, stage="RCPT", code="250") > 0
     assert metric(sandbox, "exmilter_config_generation") >= 1
+
+
+def test_policy_is_asked_only_at_the_states_it_decides(sandbox: Sandbox) -> None:
+    """One accepted message: CONNECT, MAIL, RCPT and END-OF-MESSAGE once each; EHLO and DATA never."""
+    states = ("CONNECT", "EHLO", "HELO", "MAIL", "RCPT", "DATA", "END-OF-MESSAGE")
+    before = {s: metric(sandbox, "exmilter_policy_requests_total", protocol_state=s) for s in states}
+    out = send(sandbox.port("*:25"), "127.0.0.24", "a@example.com", [unique("labs.local")])
+    assert out.stage == "queued", out
+    after = {s: metric(sandbox, "exmilter_policy_requests_total", protocol_state=s) for s in states}
+    assert {s: after[s] - before[s] for s in states} == {
+        "CONNECT": 1, "EHLO": 0, "HELO": 0, "MAIL": 1, "RCPT": 1, "DATA": 0, "END-OF-MESSAGE": 1}
+    assert after["EHLO"] == after["HELO"] == after["DATA"] == 0
