@@ -1,7 +1,7 @@
 """Sizing experiment: the policy daemon with candidate optimisations monkeypatched in.
 
     .venv/bin/python bench/variants.py [--rounds 3] [--baseline DIR] [VARIANT ...]
-    e.g.  bench/variants.py base nolog metrics nolog,eager,notimeout
+    e.g.  bench/variants.py base nolog metrics nolog,notimeout
           git worktree add /tmp/exmilter-old HEAD~1   # or: git archive COMMIT | tar -x -C DIR
           bench/variants.py --baseline /tmp/exmilter-old baseline base
 
@@ -11,7 +11,6 @@ patches, before the reactor starts,
 
 - ``base``       nothing: the daemon as it is in this tree;
 - ``nolog``      PolicyProtocol.log_decision does nothing (no refusal lines at all);
-- ``eager``      transport.write tries ``socket.send`` at once when nothing is buffered;
 - ``notimeout``  no TimeoutMixin.resetTimeout per dataReceived;
 - ``metrics``    not a patch: the daemon with Prometheus metrics on (a listener on a free
   loopback port, never scraped), to size what metrics cost per request;
@@ -20,7 +19,8 @@ patches, before the reactor starts,
 
 The patches depend on the daemon's internals (exmilter/policy/service.py) and are expected
 to break when those change; they exist to size the suggestions in docs/performance.md.
-(``cheaplog`` and ``nometrics``, which sized the first pass, are now how the daemon works.)
+(``cheaplog``, ``nometrics`` and ``eager``, which sized the first passes, are now how the
+daemon works.)
 Each variant runs at C=20 for 3 s per round, interleaved; the daemon's CPU time per request
 is the figure to compare (least sensitive to other load).
 """
@@ -42,32 +42,6 @@ def _patch(variants: set[str]) -> None:
     proto = service.PolicyProtocol
     if "nolog" in variants:
         proto.log_decision = lambda self, req, d: None
-    if "eager" in variants:
-        made = proto.connectionMade
-
-        def connection_made(self: service.PolicyProtocol) -> None:
-            made(self)
-            t = self.transport
-            sock = t.getHandle()
-            write = t.write
-
-            def eager(data: bytes) -> None:
-                if not t.dataBuffer and not t._tempDataBuffer and not t.disconnecting:
-                    try:
-                        n = sock.send(data)
-                    except BlockingIOError:
-                        n = 0
-                    except OSError:
-                        write(data)
-                        return
-                    if n == len(data):
-                        return
-                    data = data[n:]
-                write(data)
-
-            t.write = eager
-
-        proto.connectionMade = connection_made
     if "notimeout" in variants:
         proto.resetTimeout = lambda self: None
 
@@ -123,7 +97,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--baseline", type=Path, metavar="DIR",
                     help="source tree (with exmilter/) to run for the variant 'baseline'")
-    ap.add_argument("variants", nargs="*", default=["base", "nolog", "metrics", "nolog,eager,notimeout"])
+    ap.add_argument("variants", nargs="*", default=["base", "nolog", "metrics", "nolog,notimeout"])
     args = ap.parse_args()
     run_variants(args.variants, args.rounds, args.baseline.resolve() if args.baseline else None)
     return 0

@@ -206,6 +206,86 @@ def test_idle_connection_is_closed(h):
     assert t.disconnecting
 
 
+# -- answers written straight to the socket ------------------------------------------------------
+
+
+class SocketTransport(StringTransport):
+    """A StringTransport whose getHandle() is a real socket, like tcp.Connection's."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
+        self.sock = sock
+
+    def getHandle(self) -> socket.socket:
+        return self.sock
+
+
+class ShortSocket(socket.socket):
+    """Takes at most ``limit`` bytes per send, or raises ``error``."""
+
+    limit = 5
+    error: OSError | None = None
+
+    def send(self, data: bytes, flags: int = 0) -> int:  # type: ignore[override]  # bytes only here
+        if self.error is not None:
+            raise self.error
+        return super().send(data[: self.limit], flags)
+
+
+def connect_socket(h: Harness, sock: socket.socket) -> tuple[object, SocketTransport]:
+    proto = h.factory.buildProtocol(None)
+    transport = SocketTransport(sock)
+    proto.makeConnection(transport)
+    return proto, transport
+
+
+def recv_all(sock: socket.socket) -> bytes:
+    sock.setblocking(False)
+    try:
+        return sock.recv(65536)
+    except BlockingIOError:
+        return b""
+
+
+def test_answers_go_straight_to_the_socket(h):
+    ours, peer = socket.socketpair()
+    with ours, peer:
+        proto, t = connect_socket(h, ours)
+        proto.dataReceived(rcpt_wire())
+        proto.dataReceived(rcpt_wire("203.0.113.9", instance="i2") + rcpt_wire(instance="i3"))
+        assert recv_all(peer) == b"action=OK\n\n" + DENIED + b"action=OK\n\n"
+        assert t.value() == b""  # nothing queued in Twisted
+
+
+def test_a_short_send_hands_the_rest_and_everything_after_to_twisted(h):
+    a, peer = socket.socketpair()
+    ours = ShortSocket(fileno=a.detach())
+    with ours, peer:
+        proto, t = connect_socket(h, ours)
+        proto.dataReceived(rcpt_wire())
+        assert recv_all(peer) == b"actio"
+        assert t.value() == b"n=OK\n\n"  # the rest, in order, through transport.write
+        ShortSocket.limit = 1000
+        try:
+            proto.dataReceived(rcpt_wire(instance="i2"))
+        finally:
+            ShortSocket.limit = 5
+        assert recv_all(peer) == b""  # never around bytes Twisted still holds
+        assert t.value() == b"n=OK\n\naction=OK\n\n"
+
+
+@pytest.mark.parametrize("error", [BlockingIOError(11, "EAGAIN"), BrokenPipeError(32, "EPIPE")])
+def test_a_send_error_leaves_the_answer_to_twisted(h, error):
+    a, peer = socket.socketpair()
+    ours = ShortSocket(fileno=a.detach())
+    ours.error = error
+    with ours, peer:
+        proto, t = connect_socket(h, ours)
+        proto.dataReceived(rcpt_wire())
+        assert t.value() == b"action=OK\n\n"
+        assert recv_all(peer) == b""
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.binary(max_size=120) | st.sampled_from([rcpt_wire(), b"\n", b"=\n", b"a=b\n"]), max_size=8))
 def test_hypothesis_malformed_input_never_crashes(h, chunks):
