@@ -62,8 +62,8 @@ COMPONENTS = (
     ("deciding (Decider.decide → Engine)", ("Decider.",)),
     ("metrics (prometheus_client)", ("prometheus_client/", "exmilter/metrics.py")),
     ("idle timer (TimeoutMixin.resetTimeout)", ("resetTimeout",)),
-    ("answer write path (transport.write, doWrite → send)", ("FileDescriptor.write", "FileDescriptor.doWrite",
-                                                              "writeSomeData")),
+    ("answer write path (PolicyProtocol.send → socket.send; transport.write, doWrite)",
+     ("PolicyProtocol.send", "FileDescriptor.write", "FileDescriptor.doWrite", "writeSomeData")),
     ("reactor: epoll, recv, dispatch (callWithLogger, …)", ("",)),
 )
 
