@@ -155,18 +155,21 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
-def policyd_cmd(config: Path, port: int) -> list[str]:
+def policyd_cmd(config: Path, port: int, also: tuple[str, ...] = ()) -> list[str]:
+    """The daemon on 127.0.0.1:``port``, and on the ``also`` endpoints (e.g. a unix socket)."""
+    extra = [arg for endpoint in also for arg in ("--listen", endpoint)]
     return [PYTHON, "-m", "exmilter.cli", "policyd", "-c", str(config),
-            "--listen", f"tcp:{port}:interface=127.0.0.1", "--metrics", "none"]
+            "--listen", f"tcp:{port}:interface=127.0.0.1", *extra, "--metrics", "none"]
 
 
 def policyd_available() -> bool:
     return (ROOT / "exmilter" / "commands" / "policyd.py").exists()
 
 
-def start_policyd(config: Path, port: int, log: Path) -> subprocess.Popen:
+def start_policyd(config: Path, port: int, log: Path, also: tuple[str, ...] = ()) -> subprocess.Popen:
+    """Started and listening: the daemon opens every endpoint before the TCP port answers."""
     with open(log, "wb") as fh:  # the child keeps its own descriptor
-        proc = subprocess.Popen(policyd_cmd(config, port), cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(policyd_cmd(config, port, also), cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT)
     try:
         wait_port(port, 120, proc)
     except Exception:
