@@ -11,9 +11,10 @@ scenario, all delivering to ``discard:``:
 (a) bare        ``smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination``
 (b) exmilter    the listener exactly as ``exmilter render-postfix`` writes it
                 (exmilter.postfix.render.master_service: ``smtpd_delay_reject=no`` and the
-                policy asked at CONNECT, MAIL, RCPT and END-OF-MESSAGE, the states it
-                decides, i.e. 4 requests per message; not at EHLO or DATA, where it always
-                answers DUNNO), moved to 127.0.0.1:PORT, reaching the daemon over a unix
+                policy asked at MAIL, RCPT and END-OF-MESSAGE, i.e. 3 requests per message;
+                not at EHLO or DATA, where it always answers DUNNO, nor at CONNECT, since the
+                default Frontend connector holds every address of *:25), moved to
+                127.0.0.1:PORT, reaching the daemon over a unix
                 socket as deployed (``policyd.listen`` defaults to
                 ``unix:/run/exmilter/policy.sock``; here one in a temporary directory),
                 with one change: no per-source connection limit (every session comes from

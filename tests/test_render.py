@@ -10,10 +10,12 @@ import pytest
 
 from exmilter.cli import main
 from exmilter.commands.render_postfix import SNIPPET_COMMAND
+from exmilter.config import load
 from exmilter.policy.decide import _DECIDED
 from exmilter.postfix.instance import BASE_SERVICES
 from exmilter.postfix.render import (
     DEFAULT_ACTION,
+    connect_always_passes,
     connection_limits,
     main_settings,
     master_service,
@@ -109,12 +111,85 @@ LIST_STATES = {
 }
 
 
+def asked_states(lists: list[tuple[str, str]]) -> set[str]:
+    assert {name for name, _ in lists} == set(LIST_STATES)
+    return set().union(*(LIST_STATES[name] for name, value in lists if "$exmilter_policy" in value))
+
+
 def test_policy_is_asked_exactly_at_the_states_exmilter_decides() -> None:
     """No round trip for a state the daemon always answers DUNNO; none missing for one it decides."""
-    lists = dict(restrictions())
-    assert set(lists) == set(LIST_STATES)
-    asked = set().union(*(LIST_STATES[name] for name, value in lists.items() if "$exmilter_policy" in value))
-    assert asked == set(_DECIDED)
+    assert asked_states(restrictions()) == set(_DECIDED)
+    assert asked_states(restrictions(ask_at_connect=False)) == set(_DECIDED) - {"CONNECT"}
+
+
+def one_connector(bindings: str, ranges: str, more: str = "") -> str:
+    return f"""
+receive_connectors:
+  - name: Custom
+    usage: Custom
+    bindings: {bindings}
+    remote_ip_ranges: {ranges}
+    permission_groups: [AnonymousUsers]
+{more}"""
+
+
+NARROW = """\
+  - name: Narrow
+    usage: Custom
+    bindings: [0.0.0.0:25]
+    remote_ip_ranges: [10.0.0.1]
+    permission_groups: [AnonymousUsers]
+"""
+ALL_V4 = "0.0.0.0-255.255.255.255"
+ALL_V6 = "::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"
+
+
+@pytest.mark.parametrize(
+    ("config", "context", "passes"),
+    [
+        # a wildcard listener receives both families: both must be covered
+        (one_connector("[0.0.0.0:25, '[::]:25']", f"[{ALL_V4}, '{ALL_V6}']"), "*:25", True),
+        (one_connector("[0.0.0.0:25, '[::]:25']", "[0.0.0.0/0, '::/0']"), "*:25", True),
+        (one_connector("[0.0.0.0:25]", "[0.0.0.0/0]"), "*:25", False),  # IPv6 clients: 421 4.3.2
+        (one_connector("[0.0.0.0:25, '[::]:25']", f"[0.0.0.0/1, 128.0.0.0/1, '{ALL_V6}']"), "*:25", True),
+        # one address missing is a client without a connector
+        (one_connector("[0.0.0.0:25, '[::]:25']", f"[0.0.0.0-10.0.0.4, 10.0.0.6-255.255.255.255, '{ALL_V6}']"),
+         "*:25", False),
+        (one_connector("[0.0.0.0:25, '[::]:25']", f"[0.0.0.0-255.255.255.254, '{ALL_V6}']"), "*:25", False),
+        (one_connector("[0.0.0.0:2526]", "[192.168.1.13]"), "*:2526", False),
+        # a disabled connector selects nobody
+        (one_connector("[0.0.0.0:25, '[::]:25']", "[0.0.0.0/0, '::/0']", "    enabled: false\n") + NARROW,
+         "*:25", False),
+    ],
+)
+def test_connect_is_asked_unless_every_client_selects_a_connector(config: str, context: str, passes: bool) -> None:
+    org = org_from(config)
+    plan = next(p for p in plan_listeners(org) if p.context == context)
+    assert connect_always_passes(plan, org) is passes
+    service = master_service(plan, org, "inet:127.0.0.1:10040")
+    line = "  -o smtpd_client_restrictions=\n" if passes else "  -o smtpd_client_restrictions=$exmilter_policy\n"
+    assert line in service
+
+
+def test_an_exact_listener_counts_its_own_family_and_the_wildcard_connectors() -> None:
+    """10.1.1.1:25 sees the exact connector's ranges and the wildcard ones of IPv4, not IPv6."""
+    config = MIXED + "  - name: Rest\n    usage: Custom\n    bindings: [0.0.0.0:25]\n" \
+        "    remote_ip_ranges: [0.0.0.0-9.255.255.255, 10.0.1.0-255.255.255.255]\n" \
+        "    permission_groups: [AnonymousUsers]\n"
+    org = org_from(config)
+    plans = {p.context: p for p in plan_listeners(org)}
+    assert connect_always_passes(plans["10.1.1.1:25"], org)  # Exact's or Relay's 10.0.0.0/24, then Rest
+    org = org_from(config.replace("10.0.1.0-", "10.0.2.0-"))  # 10.0.1.0/24: nobody's
+    plans = {p.context: p for p in plan_listeners(org)}
+    assert not connect_always_passes(plans["10.1.1.1:25"], org)
+
+
+def test_default_connectors_cover_every_client_on_port_25() -> None:
+    """The shipped example: Default Frontend holds every address, so *:25 is not asked at CONNECT."""
+    org = load(EXAMPLE).organization
+    plans = {p.context: p for p in plan_listeners(org)}
+    assert connect_always_passes(plans["*:25"], org)
+    assert not connect_always_passes(plans["*:2526"], org)  # Monitoring: one host
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 
 from exmilter.listener import Listener
 from exmilter.model import Organization, ReceiveConnector
+from exmilter.values import Binding, parse_ip
 
 #: What Postfix answers when the policy daemon cannot be asked (postfix-notes §1.5).
 DEFAULT_ACTION = "451 4.3.5 Server configuration problem"
@@ -162,7 +163,7 @@ def policy_check(endpoint: str, context: str) -> str:
 POLICY_PARAM = "exmilter_policy"
 
 
-def restrictions() -> list[tuple[str, str]]:
+def restrictions(ask_at_connect: bool = True) -> list[tuple[str, str]]:
     """The per-listener restriction lists: exmilter is asked once per stage it decides.
 
     With ``smtpd_delay_reject=no`` the lists run at CONNECT (client), EHLO/HELO (helo),
@@ -172,7 +173,8 @@ def restrictions() -> list[tuple[str, str]]:
     without consulting the engine, so asking there costs a policy round trip and daemon
     CPU for nothing: two of six requests per message (docs/performance.md, "End to end").
     The helo and data lists are therefore empty. They are still set, empty, per listener,
-    so restrictions in the system main.cf cannot answer before exmilter either.
+    so restrictions in the system main.cf cannot answer before exmilter either. The client
+    list is empty too when ``ask_at_connect`` is False: see :func:`connect_always_passes`.
 
     RCPT is asked in ``smtpd_relay_restrictions``: exmilter's ``OK`` ends the list,
     its refusal refuses, and the trailing ``defer`` turns anything else (a ``DUNNO``
@@ -181,7 +183,7 @@ def restrictions() -> list[tuple[str, str]]:
     """
     check = f"${POLICY_PARAM}"
     return [
-        ("smtpd_client_restrictions", check),
+        ("smtpd_client_restrictions", check if ask_at_connect else ""),
         ("smtpd_helo_restrictions", ""),  # EHLO/HELO: exmilter always answers DUNNO
         ("smtpd_sender_restrictions", check),
         ("smtpd_relay_restrictions", f"{check}, defer"),
@@ -189,6 +191,50 @@ def restrictions() -> list[tuple[str, str]]:
         ("smtpd_data_restrictions", ""),  # DATA: exmilter always answers DUNNO
         ("smtpd_end_of_data_restrictions", check),
     ]
+
+
+def connect_always_passes(plan: ListenerPlan, org: Organization) -> bool:
+    """Whether every client that can reach this listener selects a connector.
+
+    Exchange's one refusal at connect is ``421 4.3.2 Service not available`` for a client
+    that no connector's RemoteIPRanges hold (``Engine.connect``); otherwise exmilter answers
+    ``DUNNO`` at CONNECT. When the enabled connectors the engine considers for this listener
+    (its exact binding and the wildcard binding of the port, spec §2.1) cover the whole
+    address space of every family the listener can receive (a wildcard listener: IPv4 and
+    IPv6; an exact one: its own family), as the default Frontend connector's
+    ``0.0.0.0-255.255.255.255`` and ``::-ffff:…`` do, that answer is always ``DUNNO`` and
+    asking costs a round trip per message for nothing. Should a reload later leave a
+    client without a connector before Postfix is re-rendered, MAIL and RCPT still answer
+    ``421 4.3.2`` for it: nothing opens.
+    """
+    lst = plan.listener
+    local = parse_ip(lst.address) if lst.address is not None else None
+    for version in (4, 6) if local is None else (local.version,):
+        keys = {Binding(version, 0, lst.port)}
+        if local is not None:
+            keys.add(Binding(version, int(local), lst.port))
+        spans = sorted(
+            (r.first, r.last)
+            for c in org.receive_connectors
+            if c.enabled and not keys.isdisjoint(c.bindings)
+            for r in c.remote_ip_ranges
+            if r.version == version
+        )
+        if not _covers_all(spans, (1 << (32 if version == 4 else 128)) - 1):
+            return False
+    return True
+
+
+def _covers_all(spans: Iterable[tuple[int, int]], top: int) -> bool:
+    """Do the sorted inclusive ``(first, last)`` spans cover ``0..top`` without a gap?"""
+    uncovered = 0  # the lowest address not yet covered
+    for first, last in spans:
+        if first > uncovered:
+            return False
+        uncovered = max(uncovered, last + 1)
+        if uncovered > top:
+            return True
+    return False
 
 
 #: master.cf's maxproc column is a C int; a larger total is as good as no limit (0).
@@ -283,9 +329,12 @@ def master_service(plan: ListenerPlan, org: Organization, endpoint: str) -> str:
     """One master.cf smtpd service (chroot n: an absolute unix: policy socket stays reachable)."""
     ids = ", ".join(c.identity for c in plan.connectors)
     limits = connection_limits(plan, org)
+    at_connect = not connect_always_passes(plan, org)
     lines = [
         f"# exmilter listener {plan.context}: Exchange bindings {', '.join(plan.bindings)}",
         f"#   connectors: {ids}",
+        "#   CONNECT: asked (some clients select no connector: 421 4.3.2)" if at_connect else
+        "#   CONNECT: not asked (every client selects a connector: exmilter's answer is always DUNNO)",
         f"#   connections: {_shown(limits.per_source or None)} per client address, "
         f"{_shown(limits.total or None)} in all (maxproc; beyond it clients wait, no 421)",
         *(f"#   not expressible: {g}" for g in limits.gaps),
@@ -298,7 +347,7 @@ def master_service(plan: ListenerPlan, org: Organization, endpoint: str) -> str:
         ("smtpd_banner", postfix_value(banner(plan, org))),
         ("milter_macro_daemon_name", plan.context),
         (POLICY_PARAM, policy_check(endpoint, plan.context)),
-        *restrictions(),
+        *restrictions(at_connect),
         ("smtpd_client_connection_count_limit", str(limits.per_source)),
         # Exchange exempts no client; Postfix's default exempts $mynetworks from the limit.
         ("smtpd_client_event_limit_exceptions", ""),
@@ -319,7 +368,9 @@ def render_master(plans: Sequence[ListenerPlan], org: Organization, endpoint: st
         "#   smtpd_delay_reject=no          exmilter is asked at CONNECT and MAIL, not only at RCPT",
         "#   exmilter_policy                one check_policy_service for every list: one policy connection",
         "#                                  per smtpd; timeout 5s, 2 tries 1s apart, then a temporary 451",
-        "#   client, sender, end_of_data    ask exmilter at CONNECT, MAIL and END-OF-MESSAGE",
+        "#   sender, end_of_data            ask exmilter at MAIL and END-OF-MESSAGE",
+        "#   client                         ask exmilter at CONNECT, or empty where every client",
+        "#                                  selects a connector (exmilter would answer DUNNO)",
         "#   helo, data (empty)             exmilter answers DUNNO at EHLO/HELO and DATA: not asked",
         "#   relay = ..., defer             exmilter's OK accepts the recipient; no answer is a 4xx",
         "#   recipient = permit             nothing after exmilter's verdict can undo it",

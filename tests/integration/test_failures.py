@@ -8,6 +8,8 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from exmilter.sandbox import Sandbox
 from tests.integration.helpers import Outcome, metric, reload_and_wait, send, wait_delivered
 
@@ -80,12 +82,24 @@ def test_killed_daemon_fails_closed_and_recovers(sandbox: Sandbox) -> None:
     assert no.reply == RELAY_DENIED.format(rcpt)
 
 
-def test_dead_daemon_answers_451_at_connect(sandbox: Sandbox) -> None:
+@pytest.mark.parametrize(
+    ("listener", "source", "stage", "reply"),
+    [
+        # asked at CONNECT (Monitoring holds one host): the first question fails
+        ("*:2526", "127.0.0.13", "connect",
+         "451 4.3.5 <unknown[127.0.0.13]>: Client host rejected: Server configuration problem"),
+        # not asked at CONNECT (Default Frontend holds every address): MAIL is the first question
+        ("*:25", "127.0.0.56", "mail",
+         "451 4.3.5 <app@labs.local>: Sender address rejected: Server configuration problem"),
+    ],
+)
+def test_dead_daemon_answers_451_at_the_first_question(
+    sandbox: Sandbox, listener: str, source: str, stage: str, reply: str
+) -> None:
     sandbox.kill_policyd()
     try:
-        out = send(sandbox.port("*:25"), "127.0.0.56", "app@labs.local", ["x@gmail.com"])
-        assert (out.stage, out.reply) == (
-            "connect", "451 4.3.5 <unknown[127.0.0.56]>: Client host rejected: Server configuration problem")
+        out = send(sandbox.port(listener), source, "app@labs.local", ["x@gmail.com"])
+        assert (out.stage, out.reply) == (stage, reply)
     finally:
         sandbox.start_policyd()
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import uuid
 
+import pytest
+
 from exmilter.sandbox import Sandbox
 from tests.integration.helpers import delivered_to, metric, raw_session, send, wait_delivered
 
@@ -114,19 +116,32 @@ def test_metrics_count_the_decisions(sandbox: Sandbox) -> None:
     send(sandbox.port("*:25"), "127.0.0.23", "a@example.com", [unique("gmail.com")])
     after = metric(sandbox, "exmilter_policy_decisions_total", connector=DEFAULT_FRONTEND, stage="RCPT", code="550")
     assert after == before + 1
-    assert metric(sandbox, "exmilter_policy_requests_total", protocol_state="CONNECT") > 0
     assert metric(sandbox, "exmilter_policy_requests_total", protocol_state="END-OF-MESSAGE") > 0
     assert metric(sandbox, "exmilter_policy_decisions_total", connector=SMTP_RELAY, stage="RCPT", code="250") > 0
     assert metric(sandbox, "exmilter_config_generation") >= 1
 
 
-def test_policy_is_asked_only_at_the_states_it_decides(sandbox: Sandbox) -> None:
-    """One accepted message: CONNECT, MAIL, RCPT and END-OF-MESSAGE once each; EHLO and DATA never."""
-    states = ("CONNECT", "EHLO", "HELO", "MAIL", "RCPT", "DATA", "END-OF-MESSAGE")
-    before = {s: metric(sandbox, "exmilter_policy_requests_total", protocol_state=s) for s in states}
-    out = send(sandbox.port("*:25"), "127.0.0.24", "a@example.com", [unique("labs.local")])
+STATES = ("CONNECT", "EHLO", "HELO", "MAIL", "RCPT", "DATA", "END-OF-MESSAGE")
+
+
+@pytest.mark.parametrize(
+    ("listener", "source", "rcpt_domain", "at_connect"),
+    [
+        # Default Frontend holds every address on *:25: CONNECT can only pass, it is not asked
+        ("*:25", "127.0.0.24", "labs.local", 0),
+        # Monitoring holds one host on *:2526: others get 421 4.3.2 at CONNECT, so it is asked
+        ("*:2526", "127.0.0.13", "gmail.com", 1),
+    ],
+)
+def test_policy_is_asked_only_at_the_states_it_decides(
+    sandbox: Sandbox, listener: str, source: str, rcpt_domain: str, at_connect: int
+) -> None:
+    """One accepted message: MAIL, RCPT and END-OF-MESSAGE once each, CONNECT where it can refuse;
+    EHLO and DATA never."""
+    before = {s: metric(sandbox, "exmilter_policy_requests_total", protocol_state=s) for s in STATES}
+    out = send(sandbox.port(listener), source, "a@example.com", [unique(rcpt_domain)])
     assert out.stage == "queued", out
-    after = {s: metric(sandbox, "exmilter_policy_requests_total", protocol_state=s) for s in states}
-    assert {s: after[s] - before[s] for s in states} == {
-        "CONNECT": 1, "EHLO": 0, "HELO": 0, "MAIL": 1, "RCPT": 1, "DATA": 0, "END-OF-MESSAGE": 1}
+    after = {s: metric(sandbox, "exmilter_policy_requests_total", protocol_state=s) for s in STATES}
+    assert {s: after[s] - before[s] for s in STATES} == {
+        "CONNECT": at_connect, "EHLO": 0, "HELO": 0, "MAIL": 1, "RCPT": 1, "DATA": 0, "END-OF-MESSAGE": 1}
     assert after["EHLO"] == after["HELO"] == after["DATA"] == 0
