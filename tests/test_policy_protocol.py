@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exmilter.policy.protocol import ProtocolError, RequestParser, encode_action
+from exmilter.policy.protocol import POSTFIX_ATTRIBUTES, ProtocolError, RequestParser, encode_action
 from tests.policy_fixtures import wire
 
 REQUEST = {
@@ -289,3 +289,14 @@ def test_arbitrary_bytes_never_crash_and_stay_bounded(chunks):
         except ProtocolError:
             return
         assert len(p._buf) <= 64
+
+
+def test_postfix_attribute_shortcut_accepts_only_what_the_full_check_accepts() -> None:
+    """The known-name shortcut of the name check can never let through a name the check refuses."""
+    for name in POSTFIX_ATTRIBUTES:
+        assert name and " " not in name and name.isprintable() and name.isascii(), name
+    every = b"".join(f"{n}=v\n".encode() for n in sorted(POSTFIX_ATTRIBUTES)) + b"\n"
+    assert RequestParser().feed(every) == [dict.fromkeys(sorted(POSTFIX_ATTRIBUTES), "v")]
+    # one unknown bad name among known ones still goes through the full check
+    with pytest.raises(ProtocolError, match="bad name"):
+        RequestParser().feed(b"request=smtpd_access_policy\nbad\x01name=x\n\n")

@@ -142,8 +142,23 @@ class RequestParser:
         return attrs
 
 
+#: Every attribute name Postfix sends, up to 3.12 (postfix-notes §1.2). A request made only
+#: of these (Postfix's every request) needs no character check of its names: a third of the
+#: cost of the fast path. Any other name is checked as usual.
+POSTFIX_ATTRIBUTES = frozenset({
+    "request", "protocol_state", "protocol_name", "helo_name", "queue_id", "sender", "recipient",
+    "recipient_count", "client_address", "client_name", "reverse_client_name", "instance",
+    "sasl_method", "sasl_username", "sasl_sender", "size", "ccert_subject", "ccert_issuer",
+    "ccert_fingerprint", "encryption_protocol", "encryption_cipher", "encryption_keysize",
+    "etrn_domain", "stress", "ccert_pubkey_fingerprint", "client_port", "policy_context",
+    "server_address", "server_port", "compatibility_level", "mail_version", "tls_sni",
+})
+
+
 def _good_names(attrs: Request) -> bool:
     """No empty name, no space or control character in any name."""
+    if POSTFIX_ATTRIBUTES.issuperset(attrs):
+        return True
     names = "".join(attrs)
     return " " not in names and names.isprintable() and "" not in attrs
 
