@@ -241,17 +241,18 @@ def measure(messages: int = 4000, sessions: int = 20, size: int = 1024, repeat: 
     listeners = {"bare": "permit_mynetworks, reject_unauth_destination"}
     result: dict = {"messages": messages, "sessions": sessions, "size": size, "rows": []}
     procs = []
+    cleanup: list[Path] = []
     try:
         main_extra = ""
         if policyd_available():
             cfg = work / "bench.yaml"
             cfg.write_text(BENCH_CONFIG)
             p = free_port()
-            # smtpd runs as the unprivileged mail_owner: a directory it can traverse, a socket it can open
-            sock_dir = work / "policyd"
-            sock_dir.mkdir(mode=0o755)
+            # smtpd runs as the unprivileged mail_owner: a directory it can reach (the work
+            # directory's parents may be private), a socket it can open
+            sock_dir = Path(tempfile.mkdtemp(prefix="exmilter-bench-policyd-"))
             sock_dir.chmod(0o755)
-            work.chmod(0o755)
+            cleanup.append(sock_dir)
             sock = sock_dir / "policy.sock"
             procs.append(start_policyd(cfg, p, work / "policyd-e2e.log", also=(f"unix:{sock}:mode=666",)))
             rendered = rendered_listener(BENCH_CONFIG, f"unix:{sock}")
@@ -318,6 +319,8 @@ def measure(messages: int = 4000, sessions: int = 20, size: int = 1024, repeat: 
     finally:
         for proc in procs:
             stop(proc)
+        for d in cleanup:
+            shutil.rmtree(d, ignore_errors=True)
         if own:
             shutil.rmtree(work, ignore_errors=True)
     return result
