@@ -13,7 +13,7 @@ import ipaddress
 import itertools
 from array import array
 from bisect import bisect_right
-from collections.abc import MutableSequence, Sequence
+from collections.abc import Iterator, MutableSequence, Sequence
 from dataclasses import dataclass
 
 from exmilter.model import ReceiveConnector
@@ -105,15 +105,10 @@ class ConnectorTable:
     def __init__(self, connectors: Sequence[ReceiveConnector]) -> None:
         self._connectors = tuple(connectors)
         per_binding: dict[Binding, tuple[list[IPRange], list[ReceiveConnector]]] = {}
-        for c in self._connectors:
-            if not c.enabled:
-                continue
-            for b in c.bindings:
-                for r in c.remote_ip_ranges:
-                    if r.version == b.version:
-                        ranges, owners = per_binding.setdefault(b, ([], []))
-                        ranges.append(r)
-                        owners.append(c)
+        for c, b, r in _registered(self._connectors):
+            ranges, owners = per_binding.setdefault(b, ([], []))
+            ranges.append(r)
+            owners.append(c)
         self.bindings = tuple(sorted(per_binding))
         self._index = {b: IntervalIndex(b, ranges, owners) for b, (ranges, owners) in per_binding.items()}
         self._items: dict[Binding, list[Match]] | None = None  # for candidates(), built on first use
@@ -164,12 +159,18 @@ class ConnectorTable:
         """One Match per registered (range, binding): only ``explain`` needs them, so the daemon never builds them."""
         if self._items is None:
             items: dict[Binding, list[Match]] = {}
-            for c in self._connectors:
-                if not c.enabled:
-                    continue
-                for b in c.bindings:
-                    for r in c.remote_ip_ranges:
-                        if r.version == b.version:
-                            items.setdefault(b, []).append(Match(c, r, b))
+            for c, b, r in _registered(self._connectors):
+                items.setdefault(b, []).append(Match(c, r, b))
             self._items = items
         return self._items
+
+
+def _registered(connectors: Sequence[ReceiveConnector]) -> Iterator[tuple[ReceiveConnector, Binding, IPRange]]:
+    """Every (connector, binding, range) the table registers: enabled connectors, each range
+    under each binding of its family, in configuration order (which breaks ties)."""
+    for c in connectors:
+        if c.enabled:
+            for b in c.bindings:
+                for r in c.remote_ip_ranges:
+                    if r.version == b.version:
+                        yield c, b, r

@@ -347,7 +347,8 @@ def test_missing_file_on_reload_keeps_old(h):
     assert h.runtime.current.number == 1
 
 
-def test_reloads_while_one_runs_collapse_into_one_more(h):
+def defer_blocking_calls(h: Harness) -> list[defer.Deferred]:
+    """Reload's blocking load waits until the test fires its Deferred (one per call, in order)."""
     pending: list[defer.Deferred] = []
 
     def later(f, *a):
@@ -357,6 +358,11 @@ def test_reloads_while_one_runs_collapse_into_one_more(h):
         return d
 
     h.runtime._run_blocking = later
+    return pending
+
+
+def test_reloads_while_one_runs_collapse_into_one_more(h):
+    pending = defer_blocking_calls(h)
     h.runtime.reload()
     h.runtime.reload()
     h.runtime.reload()
@@ -424,15 +430,7 @@ def test_exception_while_refusing_a_bad_file_ends_the_reload(h, logged, monkeypa
 
 
 def test_queued_reload_runs_after_a_failed_one(h, monkeypatch):
-    pending: list[defer.Deferred] = []
-
-    def later(f, *a):
-        d = defer.Deferred()
-        pending.append(d)
-        d.addCallback(lambda _: f(*a))
-        return d
-
-    h.runtime._run_blocking = later
+    pending = defer_blocking_calls(h)
     calls = []
 
     def swap_once_broken(result):
