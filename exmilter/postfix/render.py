@@ -171,7 +171,7 @@ def restrictions(ask_at_connect: bool = True) -> list[tuple[str, str]]:
     exmilter decides at CONNECT, MAIL, RCPT and END-OF-MESSAGE only
     (``exmilter.policy.decide._DECIDED``) and answers ``DUNNO`` at EHLO/HELO and DATA
     without consulting the engine, so asking there costs a policy round trip and daemon
-    CPU for nothing: two of six requests per message (docs/performance.md, "End to end").
+    CPU for nothing (two of the six requests per message the first renderer asked for).
     The helo and data lists are therefore empty. They are still set, empty, per listener,
     so restrictions in the system main.cf cannot answer before exmilter either. The client
     list is empty too when ``ask_at_connect`` is False: see :func:`connect_always_passes`.
@@ -365,7 +365,7 @@ def render_master(plans: Sequence[ListenerPlan], org: Organization, endpoint: st
         "#",
         "# Why each line (docs/render-postfix.md):",
         "#   maxproc column                 MaxInboundConnection of the listener's connectors (0 = no limit)",
-        "#   smtpd_delay_reject=no          exmilter is asked at CONNECT and MAIL, not only at RCPT",
+        "#   smtpd_delay_reject=no          exmilter is asked at MAIL (and CONNECT), not only at RCPT",
         "#   exmilter_policy                one check_policy_service for every list: one policy connection",
         "#                                  per smtpd; timeout 5s, 2 tries 1s apart, then a temporary 451",
         "#   sender, end_of_data            ask exmilter at MAIL and END-OF-MESSAGE",
