@@ -156,10 +156,12 @@ def rss_kb(pid: int) -> int:
 
 
 def policyd_cmd(config: Path, port: int, also: tuple[str, ...] = ()) -> list[str]:
-    """The daemon on 127.0.0.1:``port``, and on the ``also`` endpoints (e.g. a unix socket)."""
+    """The daemon as deployed, on 127.0.0.1:``port`` and on the ``also`` endpoints (e.g. a
+    unix socket): Prometheus metrics on (the default), served on a free loopback port."""
     extra = [arg for endpoint in also for arg in ("--listen", endpoint)]
     return [PYTHON, "-m", "exmilter.cli", "policyd", "-c", str(config),
-            "--listen", f"tcp:{port}:interface=127.0.0.1", *extra, "--metrics", "none"]
+            "--listen", f"tcp:{port}:interface=127.0.0.1", *extra,
+            "--metrics", f"tcp:{free_port()}:interface=127.0.0.1"]
 
 
 def policyd_available() -> bool:

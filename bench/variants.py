@@ -6,8 +6,8 @@
           bench/variants.py --baseline /tmp/exmilter-old baseline base
 
 Not run by bench/run.sh and not a measurement of the shipped daemon: it starts the daemon
-(``--metrics none``, as bench/run.sh does) through this file with ``--as-daemon`` and
-patches, before the reactor starts,
+(``--metrics none``, unlike bench/run.sh, which measures with metrics on as deployed)
+through this file with ``--as-daemon`` and patches, before the reactor starts,
 
 - ``base``       nothing: the daemon as it is in this tree;
 - ``nolog``      PolicyProtocol.log_decision does nothing (no refusal lines at all);

@@ -48,6 +48,36 @@ def test_latency_buckets_are_sub_millisecond(registry, m):
     assert value(registry, "exmilter_policy_decision_seconds_count") == 1
 
 
+@pytest.mark.parametrize(
+    ("seconds", "first_le"),
+    [(1e-6, "2.5e-05"), (2.5e-5, "2.5e-05"), (2.6e-5, "5e-05"), (1.0, "1.0"), (7.0, "+Inf")],
+)
+def test_latency_is_cumulative_with_inclusive_upper_bounds(registry, m, seconds, first_le):
+    """Prometheus's le is "less than or equal": a value on a bound counts in that bucket and all above."""
+    m.latency.observe(seconds)
+    les = [*(repr(b) for b in LATENCY_BUCKETS), "+Inf"]  # Prometheus writes bounds as Python's repr does
+    counts = [value(registry, "exmilter_policy_decision_seconds_bucket", le=le) for le in les]
+    first = les.index(first_le)
+    assert counts == [0] * first + [1] * (len(les) - first)
+    assert value(registry, "exmilter_policy_decision_seconds_sum") == pytest.approx(seconds)
+    assert value(registry, "exmilter_policy_decision_seconds_count") == 1
+
+
+def test_request_counts_match_what_prometheus_client_would_export(registry, m):
+    """The scrape-time families carry the same names, labels and values as client counters would."""
+    for state in ("RCPT", "RCPT", "MAIL", "X-UNKNOWN"):
+        m.request(state)
+    m.duplicate("RCPT")
+    m.decision("", "MAIL", "451")
+    body = MetricsPage(registry).render_GET(DummyRequest([b"metrics"])).decode()
+    assert 'exmilter_policy_requests_total{protocol_state="RCPT"} 2.0' in body
+    assert 'exmilter_policy_requests_total{protocol_state="EHLO"} 0.0' in body  # every state, from the start
+    assert 'exmilter_policy_requests_total{protocol_state="OTHER"} 1.0' in body
+    assert 'exmilter_policy_duplicate_requests_total{protocol_state="RCPT"} 1.0' in body
+    assert 'exmilter_policy_decisions_total{code="451",connector="none",stage="MAIL"} 1.0' in body
+    assert "# TYPE exmilter_policy_decision_seconds histogram" in body
+
+
 def test_reload_counters_and_generation(registry, m):
     m.config_loaded(1, "/etc/exmilter/exmilter.yaml")
     assert value(registry, "exmilter_config_generation") == 1
@@ -123,4 +153,3 @@ def test_null_metrics_accepts_every_call():
     null.internal_errors.inc()
     null.info.labels("1", "x").set(1)
     null.info.clear()
-    null.decisions.labels("a", "b", "c").inc()
