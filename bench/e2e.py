@@ -14,10 +14,9 @@ scenario, all delivering to ``discard:``:
                 policy asked at MAIL, RCPT and END-OF-MESSAGE, i.e. 3 requests per message;
                 not at EHLO or DATA, where it always answers DUNNO, nor at CONNECT, since the
                 default Frontend connector holds every address of *:25), moved to
-                127.0.0.1:PORT, reaching the daemon over a unix
-                socket as deployed (``policyd.listen`` defaults to
-                ``unix:/run/exmilter/policy.sock``; here one in a temporary directory),
-                with one change: no per-source connection limit (every session comes from
+                127.0.0.1:PORT, reaching the daemon over a unix socket as deployed
+                (``policyd.listen`` defaults to ``unix:/run/exmilter/policy.sock``; here
+                one in a temporary directory), with one change: no per-source connection limit (every session comes from
                 127.0.0.1, standing for many clients, as on the other listeners)
 (b') exmilter-rcpt  exmilter asked at RCPT only over TCP, like postfwd below (1 request
                 per message), the same daemon process

@@ -64,17 +64,15 @@ class _RequestCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         m = self._m
-        requests = CounterMetricFamily("exmilter_policy_requests", "Policy requests received, by protocol_state.",
-                                       labels=["protocol_state"])
-        for state, n in m._requests.items():
-            requests.add_metric([state], n)
-        yield requests
-        duplicates = CounterMetricFamily("exmilter_policy_duplicate_requests",
-                                         "Requests Postfix re-sent after a timeout, answered from memory.",
-                                         labels=["protocol_state"])
-        for state, n in m._duplicates.items():
-            duplicates.add_metric([state], n)
-        yield duplicates
+        for name, doc, counts in (
+            ("exmilter_policy_requests", "Policy requests received, by protocol_state.", m._requests),
+            ("exmilter_policy_duplicate_requests", "Requests Postfix re-sent after a timeout, answered from memory.",
+             m._duplicates),
+        ):
+            by_state = CounterMetricFamily(name, doc, labels=["protocol_state"])
+            for state, n in counts.items():
+                by_state.add_metric([state], n)
+            yield by_state
         decisions = CounterMetricFamily("exmilter_policy_decisions",
                                         "Engine decisions, by connector identity, stage and SMTP reply code.",
                                         labels=["connector", "stage", "code"])
