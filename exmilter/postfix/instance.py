@@ -121,6 +121,11 @@ class PostfixInstance:
         return proc
 
     def running(self) -> bool:
+        # No master.pid: no master ever ran on this queue. Asking ``postfix status`` then
+        # costs a second or more (a fatal error on a missing queue directory sleeps 1 s
+        # before exiting), twice per sandbox start.
+        if not (self.spool / "pid" / "master.pid").exists():
+            return False
         return self._postfix("status", check=False).returncode == 0
 
     def check(self) -> None:
