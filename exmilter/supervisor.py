@@ -1,7 +1,8 @@
-"""Keep the sandbox's daemons running the way systemd would (``Restart=on-failure``).
+"""Keep the sandbox's daemons running the way systemd would (``Restart=always``).
 
 The sandbox starts its daemons (the policy daemon today, the milter later) as child
-processes. A child that ends without being asked to (a crash, SIGKILL, a non-zero exit)
+processes. A child that ends without the sandbox asking it to (a crash, SIGKILL, any
+exit: while it is down Postfix fails closed, so there is no good reason to stay down)
 is started again after :data:`RESTART_DELAY`, like systemd's ``RestartSec``. A child
 that keeps failing — more than :data:`START_LIMIT_BURST` restarts within
 :data:`START_LIMIT_INTERVAL`, like ``StartLimitBurst``/``StartLimitIntervalSec`` — is
@@ -140,6 +141,10 @@ class Child:
                 stdout=log,
                 stderr=log,
                 env=dict(spec.env) if spec.env is not None else None,
+                # Its own session: Ctrl-C in the sandbox's terminal reaches the sandbox only,
+                # which stops its children itself (a child that saw SIGINT first would be
+                # "restarted" while the sandbox shuts down).
+                start_new_session=True,
             )
         self._proc, self.last_pid = proc, proc.pid
         spec.pid_file.write_text(f"{proc.pid}\n")
@@ -185,9 +190,13 @@ class Child:
         self.spec.pid_file.unlink(missing_ok=True)
 
 
-def _tail(path: Path, lines: int = 5) -> str:
+def _tail(path: Path, lines: int = 5, window: int = 8192) -> str:
+    """The last lines of a log, indented for a message (only its end is read: logs grow)."""
     try:
-        text = path.read_text(errors="replace").splitlines()[-lines:]
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - window))
+            text = f.read().decode(errors="replace").splitlines()[-lines:]
     except OSError:
         return ""
     return "".join(f"\n  | {line}" for line in text)
