@@ -25,29 +25,37 @@ def _nested_mapping(depth: int) -> str:
     return "extra:\n" + "".join(" " * i + f"k{i}:\n" for i in range(1, depth))
 
 
-#: Every way a file can be broken, and what the message must say first (``{}``: the path).
-#: The located form ``file:line:col: key: problem`` wherever the loader knows the place;
-#: anything else the loader raises is still named, on one line, after the path.
+#: The line a text appended to the good file starts on, and the line after it.
+END = len(GOOD.read_text().splitlines()) + 2
+AFTER = END + 1
+
+#: Every way a file can be broken, and what the message's first line must be ({file}: the
+#: path). The located form ``file:line:col: key: problem`` wherever the loader knows the
+#: place; anything else the loader raises is still named, on one line, after the path.
 BREAKAGES: list[tuple[str, Callable[[Path], None], str]] = [
     ("yaml syntax", lambda f: f.write_text(f.read_text() + "\nreceive_connectors: [unbalanced\n"),
-     r"{}:73:1: yaml: did not find expected ',' or ']'$"),
+     rf"{{file}}:{AFTER}:1: yaml: did not find expected ',' or ']'$"),
     ("unknown key", lambda f: f.write_text(f.read_text() + "\nno_such_key: 1\n"),
-     r"{}:72:1: no_such_key: unknown key; expected one of "),
-    ("vanished", lambda f: f.unlink(), r"{}:1:1: file: No such file or directory$"),
-    ("a directory", lambda f: (f.unlink(), f.mkdir()), r"{}:1:1: file: Is a directory$"),
-    ("not UTF-8", lambda f: f.write_bytes(f.read_bytes() + b"\n# \xff\n"), r"{}:1:1: file: not UTF-8 text: "),
-    ("empty", lambda f: f.write_text(""), r"{}:1:1: file: the file is empty$"),
+     rf"{{file}}:{END}:1: no_such_key: unknown key; expected one of "),
+    ("vanished", lambda f: f.unlink(), r"{file}:1:1: file: No such file or directory$"),
+    ("a directory", lambda f: (f.unlink(), f.mkdir()), r"{file}:1:1: file: Is a directory$"),
+    ("not UTF-8", lambda f: f.write_bytes(f.read_bytes() + b"\n# \xff\n"), r"{file}:1:1: file: not UTF-8 text: "),
+    ("empty", lambda f: f.write_text(""), r"{file}:1:1: file: the file is empty$"),
     ("deep flow nesting", lambda f: f.write_text(f.read_text() + "\nx: " + "[" * 100000 + "]" * 100000 + "\n"),
-     r"{}:72:\d+: yaml: exceeded maximum nesting depth$"),
+     rf"{{file}}:{END}:\d+: yaml: exceeded maximum nesting depth$"),
     # Until the loader reports these itself (issue 10 item 3), they arrive as another
     # exception; either way: the path first, one message, no traceback.
-    ("NUL in a comment", lambda f: f.write_text(f.read_text().replace("# Integration", "# Inte\0gration", 1)),
-     r"{}(:1:\d+: .+|: cannot be loaded: ReaderError: unacceptable character #x0000: .+)$"),
+    ("NUL in a comment", lambda f: f.write_text("# a \0 in a comment\n" + f.read_text()),
+     r"{file}(:1:\d+: .+|: cannot be loaded: ReaderError: unacceptable character #x0000: .+)$"),
     ("DEL", lambda f: f.write_text(f.read_text() + "\n# \x7f\n"),
-     r"{}(:\d+:\d+: .+|: cannot be loaded: ReaderError: unacceptable character #x007f: .+)$"),
+     rf"{{file}}(:{END}:\d+: .+|: cannot be loaded: ReaderError: unacceptable character #x007f: .+)$"),
     ("deep block nesting", lambda f: f.write_text(f.read_text() + "\n" + _nested_mapping(3000)),
-     r"{}(:\d+:\d+: .+|: cannot be loaded: RecursionError: maximum recursion depth exceeded.*)$"),
+     r"{file}(:\d+:\d+: .+|: cannot be loaded: RecursionError: maximum recursion depth exceeded.*)$"),
 ]  # fmt: skip
+
+
+def first_line_pattern(template: str, path: Path) -> str:
+    return template.format(file=re.escape(str(path)))
 
 
 @pytest.fixture
@@ -72,7 +80,7 @@ def test_reload_reports_a_broken_file_and_keeps_the_rules(
     assert sb.selection_path.read_text() == selection
     message = sb.messages[-1]
     first, *_, last = message.splitlines()
-    assert re.match(first_line.format(re.escape(str(sb.config))), first), message
+    assert re.match(first_line_pattern(first_line, sb.config), first), message
     assert last == NOT_RELOADED.format(sb.config)
     # A later good file reloads.
     if sb.config.is_dir():
@@ -105,9 +113,9 @@ def test_start_refuses_a_file_that_does_not_load_with_the_same_message(
 ) -> None:
     monkeypatch.setattr(sandbox_module.os, "geteuid", lambda: 0)
     sb.config.write_text(sb.config.read_text() + "\nno_such_key: 1\n")
-    with pytest.raises(SandboxError, match=re.escape(f"{sb.config}:72:1: no_such_key: unknown key")):
+    with pytest.raises(SandboxError, match=re.escape(f"{sb.config}:{END}:1: no_such_key: unknown key")):
         sb.start()
-    sb.config.write_text(sb.config.read_text().replace("# Integration", "# Inte\0gration", 1))
+    sb.config.write_text("# a \0 in a comment\n" + sb.config.read_text())
     with pytest.raises(SandboxError) as info:
         sb.start()
     assert str(info.value) == describe_load_failure(sb.config, _load_error(sb.config))

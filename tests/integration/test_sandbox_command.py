@@ -38,7 +38,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.dns_trap import DnsTrap, in_namespace
 from tests.integration.helpers import HOST, free_offset, send, wait_delivered
-from tests.test_sandbox_reload import BREAKAGES, NOT_RELOADED
+from tests.test_sandbox_reload import BREAKAGES, NOT_RELOADED, first_line_pattern
 
 CONFIG = Path(__file__).resolve().parent.parent / "data" / "integration.yaml"
 REPO = Path(__file__).resolve().parent.parent.parent
@@ -63,6 +63,10 @@ class Output:
             with self._cond:
                 self.lines.append(line.rstrip("\n"))
                 self._cond.notify_all()
+
+    def join(self, timeout: float) -> None:
+        """Wait until the stream has ended (the process exited) and every line is in."""
+        self._thread.join(timeout)
 
     def mark(self) -> int:
         with self._cond:
@@ -273,7 +277,7 @@ def test_sighup_with_broken_files_never_stops_the_sandbox(running: Running) -> N
         running.config.write_text(good)  # each breakage starts from the good file, unannounced
         breaking(running.config)
         lines = running.sighup(re.escape(NOT_RELOADED.format(running.config)))
-        assert re.match(first_line.format(re.escape(str(running.config))), lines[0]), (name, lines)
+        assert re.match(first_line_pattern(first_line, running.config), lines[0]), (name, lines)
         assert running.proc.poll() is None, name
         running.wait_metric("exmilter_config_reload_failures_total", failures)  # the daemon refused it too
         assert running.policyd_pid() == pid, name  # and did not die over it
@@ -321,7 +325,7 @@ def test_sigterm_stops_everything_and_no_query_was_ever_made(running: Running) -
     mark = running.out.mark()
     os.killpg(running.proc.pid, signal.SIGTERM)  # to its whole process group, as a terminal or init would
     assert running.proc.wait(60) == 0
-    running.out._thread.join(10)
+    running.out.join(10)
     # The daemon saw no signal of its own (a session of its own), so nothing "died" meanwhile.
     assert running.out.since(mark) == ["stopping...", "stopped"]
     deadline = time.monotonic() + 5  # a Postfix child may take a moment to act on its master's exit
