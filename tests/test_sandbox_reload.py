@@ -21,6 +21,11 @@ GOOD = Path(__file__).resolve().parent / "data" / "integration.yaml"
 NOT_RELOADED = "{}: not reloaded; the sandbox and the policy daemon keep the rules they have"
 
 
+def _replace_with_directory(path: Path) -> None:
+    path.unlink()
+    path.mkdir()
+
+
 def _nested_mapping(depth: int) -> str:
     return "extra:\n" + "".join(" " * i + f"k{i}:\n" for i in range(1, depth))
 
@@ -32,13 +37,13 @@ AFTER = END + 1
 #: Every way a file can be broken, and what the message's first line must be ({file}: the
 #: path). The located form ``file:line:col: key: problem`` wherever the loader knows the
 #: place; anything else the loader raises is still named, on one line, after the path.
-BREAKAGES: list[tuple[str, Callable[[Path], None], str]] = [
+BREAKAGES: list[tuple[str, Callable[[Path], object], str]] = [
     ("yaml syntax", lambda f: f.write_text(f.read_text() + "\nreceive_connectors: [unbalanced\n"),
      rf"{{file}}:{AFTER}:1: yaml: did not find expected ',' or ']'$"),
     ("unknown key", lambda f: f.write_text(f.read_text() + "\nno_such_key: 1\n"),
      rf"{{file}}:{END}:1: no_such_key: unknown key; expected one of "),
     ("vanished", lambda f: f.unlink(), r"{file}:1:1: file: No such file or directory$"),
-    ("a directory", lambda f: (f.unlink(), f.mkdir()), r"{file}:1:1: file: Is a directory$"),
+    ("a directory", lambda f: _replace_with_directory(f), r"{file}:1:1: file: Is a directory$"),
     ("not UTF-8", lambda f: f.write_bytes(f.read_bytes() + b"\n# \xff\n"), r"{file}:1:1: file: not UTF-8 text: "),
     ("empty", lambda f: f.write_text(""), r"{file}:1:1: file: the file is empty$"),
     ("deep flow nesting", lambda f: f.write_text(f.read_text() + "\nx: " + "[" * 100000 + "]" * 100000 + "\n"),
@@ -69,7 +74,7 @@ def sb(tmp_path: Path) -> Sandbox:
 
 @pytest.mark.parametrize(("name", "breaking", "first_line"), BREAKAGES, ids=[b[0] for b in BREAKAGES])
 def test_reload_reports_a_broken_file_and_keeps_the_rules(
-    sb: Sandbox, name: str, breaking: Callable[[Path], None], first_line: str
+    sb: Sandbox, name: str, breaking: Callable[[Path], object], first_line: str
 ) -> None:
     assert sb.reload() is True
     rules = sb.org
