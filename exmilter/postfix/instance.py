@@ -53,7 +53,7 @@ NO_NETWORK: dict[str, str] = {
     "dnssec_probe": "",  # never probe the resolver for DNSSEC
     "relayhost": "",  # no smarthost to resolve: every transport is local (the sandbox's pipe)
     "inet_protocols": "ipv4",  # the instance listens on 127.0.0.1 only; no AAAA anywhere
-    "append_dot_mydomain": "no",  # bare names stay bare: nothing to qualify, nothing to look up
+    "append_dot_mydomain": "no",  # a rewrite, not a lookup: bare host names are not qualified with $mydomain
 }
 
 
