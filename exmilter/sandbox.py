@@ -2,9 +2,11 @@
 
 A private Postfix rendered from the file (every listener moved to 127.0.0.1 and
 port + offset, with its original ``policy_context`` so exmilter decides exactly as it
-would on the real bindings), the policy daemon as a child process, and a pipe(8)
-transport that files every accepted message into ``STATE/delivered/``. Nothing here
-touches ``/etc/postfix`` or a system Postfix; starting needs root (Postfix does).
+would on the real bindings), the policy daemon as a supervised child process
+(restarted when it dies, :mod:`exmilter.supervisor`), and a pipe(8) transport that
+files every accepted message into ``STATE/delivered/``. Nothing here touches
+``/etc/postfix``, a system Postfix or the network (no DNS query:
+:data:`exmilter.postfix.instance.NO_NETWORK`); starting needs root (Postfix does).
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ import pwd
 import shutil
 import signal
 import socket
-import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -26,8 +29,10 @@ from exmilter import deliver as deliver_module
 from exmilter.config import ConfigError, load
 from exmilter.deliver import Delivery, read_deliveries
 from exmilter.model import Organization
-from exmilter.postfix.instance import PostfixInstance
-from exmilter.postfix.render import ListenerPlan, main_settings, master_service, plan_listeners
+from exmilter.postfix.instance import NO_NETWORK, PostfixInstance
+from exmilter.postfix.render import DEFAULT_ACTION, ListenerPlan, main_settings, master_service, plan_listeners
+from exmilter.supervisor import READY_TIMEOUT, ChildError, ChildSpec, Event, Kind, RestartPolicy, State, Supervisor
+from exmilter.supervisor import terminate_pid as _terminate_pid
 from exmilter.values import parse_ip
 
 HOST = "127.0.0.1"
@@ -36,6 +41,8 @@ DEFAULT_STATE = Path("/tmp/exmilter-sandbox")
 #: pipe(8) refuses root and the mail owner; this user writes STATE/delivered/.
 DELIVERY_USER = "nobody"
 TRANSPORT = "exdeliver"
+#: What clients get while the policy daemon is down, for the supervisor's messages.
+POLICYD_DOWN = f"Postfix keeps running and answers {DEFAULT_ACTION[:9]} to every client it asks the daemon about"
 
 
 class SandboxError(RuntimeError):
@@ -143,8 +150,25 @@ def _pid_is_policyd(pid: int) -> bool:
     return b"policyd" in cmd and any(b"exmilter" in part for part in cmd)
 
 
+def describe_load_failure(path: Path | str, error: BaseException) -> str:
+    """What to print when the file does not load: every located problem, else the error on one line."""
+    if isinstance(error, ConfigError):
+        return str(error)
+    text = " ".join(str(error).split()) or "no details"
+    return f"{path}: cannot be loaded: {type(error).__name__}: {text}"
+
+
+def _print_stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
 class Sandbox:
-    """Start/stop the stack; attributes tell tests and benchmarks where everything is."""
+    """Start/stop the stack; attributes tell tests and benchmarks where everything is.
+
+    Every message for the operator (a reload refused, a daemon that died and was
+    restarted, a degraded stack) goes to ``report`` (stderr by default) and is kept in
+    :attr:`messages`.
+    """
 
     def __init__(
         self,
@@ -155,6 +179,8 @@ class Sandbox:
         host: str = HOST,
         python: str = sys.executable,
         policyd_args: tuple[str, ...] = (),
+        restart: RestartPolicy | None = None,
+        report: Callable[[str], None] = _print_stderr,
     ) -> None:
         self.config = Path(config).resolve()
         self.state_dir = Path(state_dir).resolve()
@@ -171,7 +197,11 @@ class Sandbox:
         self.listeners: list[SandboxListener] = []
         self.policy_port = 0
         self.metrics_port = 0
-        self._policyd: subprocess.Popen[bytes] | None = None
+        self.messages: list[str] = []
+        self._report = report
+        self._messages_lock = threading.Lock()
+        self.supervisor = Supervisor(self._on_event, restart)
+        self._policyd = self.supervisor.add(self._policyd_spec())
         self._plans: list[ListenerPlan] = []
         self.org: Organization | None = None
 
@@ -179,7 +209,17 @@ class Sandbox:
 
     @property
     def policyd_pid(self) -> int | None:
-        return self._policyd.pid if self._policyd is not None and self._policyd.poll() is None else None
+        return self._policyd.pid
+
+    @property
+    def policyd_state(self) -> State:
+        """RUNNING, WAITING (dead, restart pending), FAILED (degraded) or STOPPED."""
+        return self._policyd.state
+
+    @property
+    def degraded(self) -> bool:
+        """True while a daemon is down for good (given up on): Postfix fails closed."""
+        return any(c.state is State.FAILED for c in self.supervisor.children)
 
     @property
     def metrics_url(self) -> str:
@@ -242,19 +282,21 @@ class Sandbox:
         except BaseException:
             self.stop()
             raise
-        (self.state_dir / "sandbox.json").write_text(json.dumps(self.describe(), indent=2) + "\n")
+        self._write_description()
+        self.supervisor.watch()
 
     def stop(self) -> None:
-        """Stop Postfix, then the policy daemon (by its PID)."""
+        """Stop supervising, stop Postfix, then the policy daemon (by its PID)."""
+        self.supervisor.unwatch()
         with contextlib.suppress(Exception):
             self.postfix.stop()
-        self.stop_policyd()
+        self.supervisor.close()
 
     def _load(self) -> Organization:
         try:
             return load(self.config).organization
-        except ConfigError as e:
-            raise SandboxError(str(e)) from None
+        except Exception as e:  # any failure to load is the operator's to fix, never a traceback
+            raise SandboxError(describe_load_failure(self.config, e)) from None
 
     def _stop_stale(self) -> None:
         self.postfix.stop()
@@ -262,9 +304,27 @@ class Sandbox:
             pid = int(self.pid_file.read_text().strip())
         except (OSError, ValueError):
             return
-        if _pid_is_policyd(pid):
-            _terminate(pid)
+        _terminate_pid(pid, _pid_is_policyd)
         self.pid_file.unlink(missing_ok=True)
+
+    # -- messages ------------------------------------------------------------------------
+
+    def report(self, message: str) -> None:
+        with self._messages_lock:
+            self.messages.append(message)
+        with contextlib.suppress(Exception):  # a closed stderr must not stop the sandbox
+            self._report(message)
+
+    def _on_event(self, event: Event) -> None:
+        self.report(event.message)
+        if event.kind in (Kind.RESTARTED, Kind.RECOVERED):
+            with contextlib.suppress(OSError):
+                self._write_description()  # the new PID
+
+    def _write_description(self) -> None:
+        tmp = self.state_dir / "sandbox.json.tmp"
+        tmp.write_text(json.dumps(self.describe(), indent=2) + "\n")
+        os.replace(tmp, self.state_dir / "sandbox.json")
 
     # -- delivery ------------------------------------------------------------------------
 
@@ -305,6 +365,7 @@ class Sandbox:
             "local_transport": TRANSPORT,
             "virtual_transport": TRANSPORT,
             f"{TRANSPORT}_destination_recipient_limit": "1000",
+            **NO_NETWORK,  # last: nothing rendered for production may turn a lookup back on
         })
         endpoint = f"inet:{self.host}:{self.policy_port}"
         services = []
@@ -324,70 +385,97 @@ class Sandbox:
 
     # -- policy daemon ---------------------------------------------------------------------
 
-    def start_policyd(self) -> None:
-        """Start ``exmilter policyd`` on the sandbox's ports and wait until it accepts."""
-        if self.policyd_pid is not None:
-            return
-        cmd = [
+    def _policyd_spec(self) -> ChildSpec:
+        """``exmilter policyd`` on the sandbox's ports; ready once both ports accept."""
+        cmd = (
             self.python, "-m", "exmilter.cli", "policyd", "-c", str(self.config),
             "--listen", f"tcp:{self.policy_port}:interface={self.host}",
             "--metrics", f"tcp:{self.metrics_port}:interface={self.host}",
             *self.policyd_args,
-        ]
+        )
         env = dict(os.environ)
         src = str(Path(deliver_module.__file__).resolve().parent.parent)
         env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        log = open(self.policyd_log, "ab")  # noqa: SIM115 - handed to the child
+
+        def ready(alive: Callable[[], bool]) -> bool:
+            return wait_port(self.policy_port, READY_TIMEOUT, self.host, alive) and wait_port(
+                self.metrics_port, READY_TIMEOUT, self.host, alive
+            )
+
+        return ChildSpec("policy daemon", cmd, self.policyd_log, self.pid_file, ready, POLICYD_DOWN, env)
+
+    def start_policyd(self) -> None:
+        """Start ``exmilter policyd`` on the sandbox's ports and wait until it accepts.
+
+        Like ``systemctl start``: a daemon that was given up on gets a fresh start budget.
+        """
+        self._policyd.spec = self._policyd_spec()  # the ports are chosen by start()
         try:
-            self._policyd = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env)
-        finally:
-            log.close()
-        self.pid_file.write_text(f"{self._policyd.pid}\n")
-        proc = self._policyd
-        if not wait_port(self.policy_port, 30, self.host, alive=lambda: proc.poll() is None):
-            self.stop_policyd()
-            raise SandboxError(f"the policy daemon did not start; see {self.policyd_log}:\n{self._log_tail()}")
-        wait_port(self.metrics_port, 10, self.host, alive=lambda: proc.poll() is None)
+            self.supervisor.start(self._policyd)
+        except ChildError as e:
+            raise SandboxError(str(e)) from None
 
     def stop_policyd(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
-        proc, self._policyd = self._policyd, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(sig)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        self.pid_file.unlink(missing_ok=True)
+        """Stop the daemon on purpose (like ``systemctl stop``): it stays down until started."""
+        self.supervisor.stop(self._policyd, sig, timeout)
 
     def kill_policyd(self) -> None:
-        """SIGKILL, as a crash would: Postfix must fail closed until restart_policyd()."""
-        self.stop_policyd(signal.SIGKILL)
+        """SIGKILL, as a crash would: Postfix fails closed until the supervisor restarts it."""
+        pid = self._policyd.pid
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+            self._policyd.wait_exit()
 
     def restart_policyd(self) -> None:
         self.stop_policyd()
         self.start_policyd()
 
+    def wait_policyd(self, timeout: float = READY_TIMEOUT + 10) -> int:
+        """Wait until the daemon runs (after a crash: until the supervisor restarted it); its PID."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pid = self._policyd.pid
+            if pid is not None and self._policyd.state is State.RUNNING:
+                return pid
+            time.sleep(0.05)
+        raise SandboxError(f"the policy daemon is not running after {timeout:g} s ({self._policyd.state.value})")
+
+    # -- reload ----------------------------------------------------------------------------
+
     def reload(self) -> bool:
-        """SIGHUP the daemon (it re-reads the file); refresh the delivery-side connector table.
+        """Re-read the file: refresh the delivery-side connector table, SIGHUP the daemon.
 
-        Returns False when the file does not load: the daemon then keeps its old rules.
+        Returns False when the file does not load, whatever the reason (a ConfigError, or
+        anything else the loader raises): the sandbox and the daemon then keep the rules
+        they have, and the reason is reported. A daemon that was given up on (degraded) is
+        started again when the file loads.
         """
-        ok = True
         try:
-            self.org = load(self.config).organization
-            self._write_selection()
-        except ConfigError:
-            ok = False
-        if self._policyd is not None and self._policyd.poll() is None:
-            self._policyd.send_signal(signal.SIGHUP)
-        return ok
-
-    def _log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.policyd_log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+            org = load(self.config).organization
+        except Exception as e:  # never stop the sandbox over a file: report it, keep the old rules
+            self.report(f"{describe_load_failure(self.config, e)}\n"
+                        f"{self.config}: not reloaded; the sandbox and the policy daemon keep the rules they have")
+            org = None
+        if org is not None:
+            self.org = org
+            try:
+                self._write_selection()
+            except OSError as e:
+                self.report(f"{self.selection_path}: cannot be written ({e}); delivery keeps the old connector table")
+        child = self._policyd
+        if child.state is State.FAILED:
+            if org is None:
+                self.report(f"DEGRADED: the policy daemon stays down until {self.config} loads")
+            else:
+                try:
+                    self.supervisor.start(child)
+                except ChildError as e:
+                    self.report(f"{e}\nDEGRADED: the policy daemon is still down. {POLICYD_DOWN}.")
+        elif child.state is State.RUNNING:
+            child.send(signal.SIGHUP)  # it re-reads the file and keeps its rules if it cannot
+        if org is not None:
+            self.report(f"{self.config} reloaded (the policy daemon re-reads it)")
+        return org is not None
 
     # -- reporting -------------------------------------------------------------------------
 
@@ -410,15 +498,3 @@ class Sandbox:
         lst = next((x for x in self.listeners if x.context.endswith(":25")), self.listeners[0])
         domain = next((d.suffix for d in self.org.accepted_domains if d.domain_type.is_internal), "example.com")
         return f"swaks --server {lst.address} --from sender@example.com --to {recipient or 'postmaster@' + domain}"
-
-
-def _terminate(pid: int, timeout: float = 10.0) -> None:
-    """SIGTERM one process we started earlier, SIGKILL if it lingers."""
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not _pid_is_policyd(pid):
-                return
-            time.sleep(0.1)
-        os.kill(pid, signal.SIGKILL)

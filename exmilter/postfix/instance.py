@@ -3,6 +3,11 @@
 Everything it owns (config, queue, data, logs) lives under ``root``; it is controlled
 with ``postfix -c ROOT/etc`` and so never touches ``/etc/postfix`` or a running system
 Postfix. Starting Postfix needs root.
+
+The instance is for trying configurations and for tests, so it never touches the network:
+:data:`NO_NETWORK` turns off every name lookup Postfix would make on its own, and
+:data:`BASE_SERVICES` holds no smtp or lmtp client that could resolve a next hop
+(docs/sandbox.md, "No network").
 """
 
 from __future__ import annotations
@@ -37,6 +42,21 @@ postlog   unix-dgram n - n - 1 postlogd
 """
 
 
+#: main.cf settings that keep the instance off the network (postfix-notes §9). Postfix's
+#: defaults look up every client's name (a PTR query, then a forward query to verify it:
+#: DNS traffic off the machine and a banner that waits for the resolver) and let the
+#: smtp/lmtp clients ask DNS for MX and address records.
+NO_NETWORK: dict[str, str] = {
+    "smtpd_peername_lookup": "no",  # clients are "unknown[127.0.0.x]": no PTR, no forward check
+    "smtp_dns_support_level": "disabled",  # no MX/A lookups, should an smtp client ever run
+    "lmtp_dns_support_level": "disabled",  # likewise for lmtp
+    "dnssec_probe": "",  # never probe the resolver for DNSSEC
+    "relayhost": "",  # no smarthost to resolve: every transport is local (the sandbox's pipe)
+    "inet_protocols": "ipv4",  # the instance listens on 127.0.0.1 only; no AAAA anywhere
+    "append_dot_mydomain": "no",  # a rewrite, not a lookup: bare host names are not qualified with $mydomain
+}
+
+
 class PostfixError(RuntimeError):
     """A postfix command failed; the message carries its output and the maillog's tail."""
 
@@ -53,7 +73,7 @@ class PostfixInstance:
         self.maillog = self.log_dir / "maillog"
 
     def base_main(self, myhostname: str) -> dict[str, str]:
-        """Settings that keep the instance private (literal paths: no $ expansion surprises)."""
+        """Settings that keep the instance private and offline (literal paths: no $ expansion surprises)."""
         return {
             "compatibility_level": "3.6",
             "queue_directory": str(self.spool),
@@ -61,14 +81,14 @@ class PostfixInstance:
             "maillog_file": str(self.maillog),
             "maillog_file_prefixes": str(self.log_dir),
             "inet_interfaces": "127.0.0.1",
-            "inet_protocols": "ipv4",
-            "myhostname": myhostname,
+            "myhostname": myhostname,  # given, so Postfix never derives it from the host
             "mydestination": "",
             "mynetworks": "127.0.0.1/32",
             "local_recipient_maps": "",
             "alias_maps": "",
             "alias_database": "",
             "biff": "no",
+            **NO_NETWORK,
         }
 
     def prepare(self) -> None:
@@ -101,6 +121,11 @@ class PostfixInstance:
         return proc
 
     def running(self) -> bool:
+        # No master.pid: no master ever ran on this queue. Asking ``postfix status`` then
+        # costs a second or more (a fatal error on a missing queue directory sleeps 1 s
+        # before exiting), twice per sandbox start.
+        if not (self.spool / "pid" / "master.pid").exists():
+            return False
         return self._postfix("status", check=False).returncode == 0
 
     def check(self) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -10,10 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from exmilter.config import load
-from exmilter.postfix.render import plan_listeners
-from exmilter.sandbox import Sandbox, port_free
-from tests.integration.helpers import reload_and_wait
+from exmilter.sandbox import Sandbox
+from tests.integration.helpers import free_offset, reload_and_wait
 
 CONFIG = Path(__file__).resolve().parent.parent / "data" / "integration.yaml"
 
@@ -23,15 +20,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if here in Path(str(item.fspath)).resolve().parents:
             item.add_marker(pytest.mark.integration)
-
-
-def _free_offset(ports: list[int]) -> int:
-    """A random offset under which every listener port is free on 127.0.0.1."""
-    for _ in range(200):
-        offset = random.randrange(20000, 65535 - max(ports))
-        if all(port_free(p + offset) for p in ports):
-            return offset
-    raise RuntimeError("no free port offset found")
 
 
 @pytest.fixture(scope="session")
@@ -47,8 +35,7 @@ def config_path() -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def sandbox(config_path: Path) -> Iterator[Sandbox]:
-    ports = [p.listener.port for p in plan_listeners(load(config_path).organization)]
-    sb = Sandbox(config_path, config_path.parent / "state", _free_offset(ports))
+    sb = Sandbox(config_path, config_path.parent / "state", free_offset(config_path))
     with sb:
         yield sb
 

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import random
 import smtplib
 import socket
 import time
 import urllib.request
 from dataclasses import dataclass, field
 from email.message import EmailMessage
+from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from exmilter.deliver import Delivery
-from exmilter.sandbox import Sandbox
+from exmilter.config import load
+from exmilter.deliver import Delivery, read_deliveries
+from exmilter.postfix.render import plan_listeners
+from exmilter.sandbox import Sandbox, port_free
 
 HOST = "127.0.0.1"
 
@@ -87,14 +91,26 @@ def raw_session(port: int, source: str, timeout: float = 10) -> bytes:
         return data
 
 
-def wait_delivered(sb: Sandbox, queue_id: str, timeout: float = 30) -> Delivery:
+def free_offset(config: Path) -> int:
+    """A random port offset under which every listener of ``config`` is free on 127.0.0.1."""
+    ports = [p.listener.port for p in plan_listeners(load(config).organization)]
+    for _ in range(200):
+        offset = random.randrange(20000, 65535 - max(ports))
+        if all(port_free(p + offset) for p in ports):
+            return offset
+    raise RuntimeError("no free port offset found")
+
+
+def wait_delivered(sb: Sandbox | Path, queue_id: str | None, timeout: float = 30) -> Delivery:
+    """The delivered file of ``queue_id``; ``sb`` is a sandbox or its delivered/ directory."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for d in sb.deliveries():
+        for d in sb.deliveries() if isinstance(sb, Sandbox) else read_deliveries(sb):
             if d.envelope.get("queue_id") == queue_id:
                 return d
         time.sleep(0.1)
-    raise AssertionError(f"{queue_id} not delivered within {timeout}s; maillog:\n{sb.postfix.maillog_tail(30)}")
+    tail = sb.postfix.maillog_tail(30) if isinstance(sb, Sandbox) else "(see the state directory's maillog)"
+    raise AssertionError(f"{queue_id} not delivered within {timeout}s; maillog:\n{tail}")
 
 
 def delivered_to(sb: Sandbox, recipient: str) -> list[Delivery]:

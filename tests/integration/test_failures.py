@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -63,16 +65,29 @@ def assert_safe(sb: Sandbox, results: list[Result], *, allow_tempfail: bool) -> 
             assert not allowed and out.reply == RELAY_DENIED.format(rcpt), (source, out)
 
 
-def test_killed_daemon_fails_closed_and_recovers(sandbox: Sandbox) -> None:
+def test_killed_daemon_fails_closed_and_is_restarted_by_the_sandbox(sandbox: Sandbox) -> None:
+    """kill -9 under load: 4xx while it is down, then the supervisor brings it back unasked."""
+    old_pid = sandbox.policyd_pid
+    # A restart delay longer than Postfix's two tries (1 s apart) makes the outage certain
+    # to be seen: each client's next policy request fails twice and gets 451.
+    outage = replace(sandbox.supervisor.policy, delay=2.5)
+    restarted: list[int] = []
+
     def crash() -> None:
         time.sleep(0.3)
         sandbox.kill_policyd()
-        time.sleep(2.0)
-        sandbox.start_policyd()
+        restarted.append(sandbox.wait_policyd())  # nobody calls start_policyd(): the sandbox does
 
-    results = run_traffic(sandbox, crash)
+    with sandbox.supervisor.using(outage):
+        results = run_traffic(sandbox, crash)
     assert_safe(sandbox, results, allow_tempfail=True)
     assert any(out.code // 100 == 4 for *_, out in results), "the kill went unnoticed"
+    assert restarted and restarted[0] != old_pid
+    assert any(
+        m.startswith(f"the policy daemon (pid {old_pid}) was killed by SIGKILL; restarting it in 2.5 s") for m in
+        sandbox.messages
+    ), sandbox.messages
+    assert f"the policy daemon was restarted (pid {restarted[0]}) and serves again" in sandbox.messages
     # Traffic resumes after the restart: exact decisions again.
     rcpt = f"r-{uuid.uuid4().hex[:12]}@gmail.com"
     ok = send(sandbox.port("*:25"), "127.0.0.56", "app@labs.local", [rcpt])
@@ -96,7 +111,7 @@ def test_killed_daemon_fails_closed_and_recovers(sandbox: Sandbox) -> None:
 def test_dead_daemon_answers_451_at_the_first_question(
     sandbox: Sandbox, listener: str, source: str, stage: str, reply: str
 ) -> None:
-    sandbox.kill_policyd()
+    sandbox.stop_policyd(signal.SIGKILL)  # down, and not restarted until start_policyd()
     try:
         out = send(sandbox.port(listener), source, "app@labs.local", ["x@gmail.com"])
         assert (out.stage, out.reply) == (stage, reply)
