@@ -316,10 +316,10 @@ class Sandbox:
             self._report(message)
 
     def _on_event(self, event: Event) -> None:
-        self.report(event.message)
         if event.kind in (Kind.RESTARTED, Kind.RECOVERED):
             with contextlib.suppress(OSError):
-                self._write_description()  # the new PID
+                self._write_description()  # the new PID, on disk before anyone reads the message
+        self.report(event.message)
 
     def _write_description(self) -> None:
         tmp = self.state_dir / "sandbox.json.tmp"
