@@ -14,6 +14,7 @@ from exmilter.config import load
 from exmilter.postfix.render import plan_listeners
 from exmilter.sandbox import Sandbox, port_free
 from tests.integration.helpers import reload_and_wait
+from tests.integration.relay_harness import default_domain_config
 
 CONFIG = Path(__file__).resolve().parent.parent / "data" / "integration.yaml"
 
@@ -50,6 +51,20 @@ def sandbox(config_path: Path) -> Iterator[Sandbox]:
     ports = [p.listener.port for p in plan_listeners(load(config_path).organization)]
     sb = Sandbox(config_path, config_path.parent / "state", _free_offset(ports))
     with sb:
+        yield sb
+
+
+@pytest.fixture(scope="session")
+def default_domain_sandbox(config_path: Path) -> Iterator[Sandbox]:
+    """A second sandbox, started once when a test asks for it: integration.yaml with a
+    DefaultDomain on every connector (relay harness, smuggling with bare-LF rejection)."""
+    base = config_path.parent / "default-domain"
+    base.mkdir(exist_ok=True)
+    base.chmod(0o755)
+    path = base / "exmilter.yaml"
+    default_domain_config(CONFIG, path)
+    ports = [p.listener.port for p in plan_listeners(load(path).organization)]
+    with Sandbox(path, base / "state", _free_offset(ports)) as sb:
         yield sb
 
 
