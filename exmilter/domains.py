@@ -16,6 +16,7 @@ direction — such a recipient is refused, never routed to a domain it was not j
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 
 import idna
@@ -76,8 +77,13 @@ def to_ascii(domain: str) -> str:
         raise DomainError(f"{domain!r} has no IDNA 2008 (UTS #46) ASCII form: {e}") from None
 
 
+@functools.lru_cache(maxsize=4096)
 def ascii_domain(domain: str) -> str | None:
-    """:func:`to_ascii`, or None when the name does not convert (it then matches nothing)."""
+    """:func:`to_ascii`, or None when the name does not convert (it then matches nothing).
+
+    Cached (bounded), as Postfix caches its conversions: a UTS #46 conversion costs tens
+    of microseconds, and the same few domains come back with every message.
+    """
     try:
         return to_ascii(domain)
     except DomainError:

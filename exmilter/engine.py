@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from email.utils import getaddresses, parseaddr
 
 from exmilter import replies as R
-from exmilter.domains import AcceptedDomains, address_domain, ascii_domain, routed_domain
+from exmilter.domains import AcceptedDomains, address_domain, ascii_domain
 from exmilter.model import AuthMechanism, Organization, ReceiveConnector, Right, User
 from exmilter.permissions import Principal, access_list, effective_rights
 from exmilter.postfix.render import completions
@@ -31,16 +31,15 @@ Clock = Callable[[], float]
 MAX_ADDRESS = 571
 MAX_LONG_ADDRESS = 1860
 
-#: The local part of an address in the form Postfix hands it on (quotes removed, see
-#: :func:`envelope_address`). An ``@`` in it (from ``"a@b"@c``) is refused: Postfix would route
-#: on it in places (resolve_dequoted_address), Exchange's categorizer would not.
-_LOCAL_RE = re.compile(r"[^\s<>@()\[\],;:\"\\]+")
-#: The domain: labels of letters, digits, ``-``, ``_`` (non-ASCII judged by SmtpUtf8Enabled first
-#: and converted by exmilter.domains), or an address literal. No empty label: Postfix routes
-#: ``labs.local..`` to ``labs.local..``, not to ``labs.local``.
-_DOMAIN_RE = re.compile(
-    r"(?:[A-Za-z0-9_\-\u0080-\U0010ffff]+\.)*[A-Za-z0-9_\-\u0080-\U0010ffff]+"
-    r"|\[(?:[0-9.]+|IPv6:[0-9A-Fa-f:.]+)\]"
+#: ``local@domain`` in the form Postfix hands it on (quotes removed, see :func:`envelope_address`).
+#: The local part has no ``@`` (``"a@b"@c`` is refused: Postfix would route on it in places,
+#: resolve_dequoted_address). The domain is labels of letters, digits, ``-``, ``_`` (non-ASCII
+#: is judged by SmtpUtf8Enabled first and converted by exmilter.domains) or an address literal,
+#: with at most one trailing dot: Postfix routes ``labs.local..`` to ``labs.local..``.
+_ADDRESS_RE = re.compile(
+    r"[^\s<>@()\[\],;:\"\\]+@"
+    r"(?:(?:[A-Za-z0-9_\-\u0080-\U0010ffff]+\.)*[A-Za-z0-9_\-\u0080-\U0010ffff]+|\[(?:[0-9.]+|IPv6:[0-9A-Fa-f:.]+)\])"
+    r"\.?"
 )
 #: Routing operators in a local part (``user%example.org@accepted``, ``example.org!user@accepted``).
 #: Postfix refuses them from clients without relay rights by default (allow_untrusted_routing=no
@@ -265,15 +264,15 @@ class Engine:
         fault = self.address_fault(c, address, null_ok=False)
         if fault is not None:
             return RCPT_ADDRESS_REPLIES[fault]
-        if not s.has(Right.SMTPAcceptAnyRecipient) and not _ROUTING.isdisjoint(address.rpartition("@")[0]):
-            return R.UNABLE_TO_RELAY
         if accepted >= c.max_recipients_per_message and not s.has(Right.BypassMessageSizeLimit):
             return R.TOO_MANY_RECIPIENTS
         domain = address_domain(address)
         reserved = self._reserved(c, domain)
         if reserved is not None:
             return reserved
-        if not s.has(Right.SMTPAcceptAnyRecipient) and self.domains.match(domain) is None:
+        if not s.has(Right.SMTPAcceptAnyRecipient) and (
+            self.domains.match(domain) is None or not _ROUTING.isdisjoint(address.rpartition("@")[0])
+        ):
             return R.UNABLE_TO_RELAY
         return R.RECIPIENT_OK
 
@@ -425,10 +424,7 @@ class Engine:
             return AddressFault.LONG
         if not address.isascii() and not c.smtp_utf8_enabled:
             return AddressFault.UTF8
-        local, at, _ = address.rpartition("@")
-        if not at or not _LOCAL_RE.fullmatch(local) or not _DOMAIN_RE.fullmatch(routed_domain(address)):
-            return AddressFault.INVALID
-        return None
+        return None if _ADDRESS_RE.fullmatch(address) else AddressFault.INVALID
 
 
 def envelope_address(text: str) -> str:
