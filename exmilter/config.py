@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from exmilter import defaults
+from exmilter.domains import to_ascii
 from exmilter.model import (
     AcceptedDomain,
     AcceptedDomainType,
@@ -1024,7 +1025,10 @@ def _or_rights(rights: Any) -> Right:
 
 
 def _domain_name(raw: Raw) -> str:
-    s = _scalar(raw).strip().rstrip(".").lower()
+    s = _scalar(raw).strip().rstrip(".")
+    # An internationalised name is kept in the ASCII form Postfix routes to (no lower() first:
+    # UTS #46 maps case itself, and "ẞ" is not "ß").
+    s = ("*." if s.startswith("*.") else "") + to_ascii(s.removeprefix("*.")) if not s.isascii() else s.lower()
     if len(s) > 256:
         raise ValueError("an accepted domain name is at most 256 characters")
     body = s[2:] if s.startswith("*.") else s

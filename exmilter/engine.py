@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from email.utils import getaddresses, parseaddr
 
 from exmilter import replies as R
-from exmilter.domains import AcceptedDomains, address_domain
-from exmilter.model import AcceptedDomain, AuthMechanism, Organization, ReceiveConnector, Right, User
+from exmilter.domains import AcceptedDomains, address_domain, ascii_domain
+from exmilter.model import AuthMechanism, Organization, ReceiveConnector, Right, User
 from exmilter.permissions import Principal, access_list, effective_rights
+from exmilter.postfix.render import completions
 from exmilter.replies import Reply
 from exmilter.selection import ConnectorTable, IPAddress, Match, normalise
 
@@ -30,11 +31,23 @@ Clock = Callable[[], float]
 MAX_ADDRESS = 571
 MAX_LONG_ADDRESS = 1860
 
-#: ``local@domain``; non-ASCII is let through here and judged by SmtpUtf8Enabled first.
+#: ``local@domain`` in the form Postfix hands it on (quotes removed, see :func:`envelope_address`).
+#: The local part has no ``@`` (``"a@b"@c`` is refused: Postfix would route on it in places,
+#: resolve_dequoted_address). The domain is labels of letters, digits, ``-``, ``_`` (non-ASCII
+#: is judged by SmtpUtf8Enabled first and converted by exmilter.domains) or an address literal,
+#: with at most one trailing dot: Postfix routes ``labs.local..`` to ``labs.local..``.
 _ADDRESS_RE = re.compile(
-    r"^[^\s<>@()\[\],;:\"\\]+(?:\"[^\"]*\")?@[A-Za-z0-9_.\-\[\]:\u0080-\U0010ffff]+$"
-    r"|^\"[^\"]+\"@[A-Za-z0-9_.\-\u0080-\U0010ffff]+$"
+    r"[^\s<>@()\[\],;:\"\\]+@"
+    r"(?:(?:[A-Za-z0-9_\-\u0080-\U0010ffff]+\.)*[A-Za-z0-9_\-\u0080-\U0010ffff]+|\[(?:[0-9.]+|IPv6:[0-9A-Fa-f:.]+)\])"
+    r"\.?"
 )
+#: Routing operators in a local part (``user%example.org@accepted``, ``example.org!user@accepted``).
+#: Postfix refuses them from clients without relay rights by default (allow_untrusted_routing=no
+#: in reject_unauth_destination, which exmilter replaces); the engine does the same, so that a
+#: next hop which still honours them cannot be made to relay (docs/render-postfix.md "Addresses").
+_ROUTING = frozenset("%!")
+#: RFC 5321 §4.5.1: Postfix accepts RCPT TO:<postmaster> without asking any restriction.
+POSTMASTER = "postmaster"
 _WITH_EXCHANGE = re.compile(r"\bwith\s+Microsoft SMTP Server", re.IGNORECASE)
 _RESERVED_TLDS = frozenset({"test", "example", "invalid", "localhost"})
 _RESERVED_SLDS = frozenset({"example.com", "example.net", "example.org"})
@@ -156,9 +169,9 @@ class Engine:
         self.rate_limiter = rate_limiter or MessageRateLimiter()
         self._acl = {c.name: access_list(c, org.server.domain) for c in org.receive_connectors}
         self._users = {u.name.lower(): u for u in org.users}
-        self._default_domain = {
-            c.name: default_domain_name(c.default_domain, org.accepted_domains) for c in org.receive_connectors
-        }
+        # How the rendered Postfix completes addresses without a domain, per connector: the
+        # engine must judge the domain Postfix will route to (postfix/render.py, origin()).
+        self._completion = completions(org)
         self._received_by = {c.fqdn: _received_by(c.fqdn) for c in org.receive_connectors}
 
     # -- connection ---------------------------------------------------------------------
@@ -247,7 +260,7 @@ class Engine:
         c = s.connector
         if c is None:
             return R.NO_CONNECTOR
-        address = self.qualify(c, recipient)
+        address = self.qualify(c, recipient, rcpt=True)
         fault = self.address_fault(c, address, null_ok=False)
         if fault is not None:
             return RCPT_ADDRESS_REPLIES[fault]
@@ -257,13 +270,15 @@ class Engine:
         reserved = self._reserved(c, domain)
         if reserved is not None:
             return reserved
-        if not s.has(Right.SMTPAcceptAnyRecipient) and self.domains.match(domain) is None:
+        if not s.has(Right.SMTPAcceptAnyRecipient) and (
+            self.domains.match(domain) is None or not _ROUTING.isdisjoint(address.rpartition("@")[0])
+        ):
             return R.UNABLE_TO_RELAY
         return R.RECIPIENT_OK
 
     @staticmethod
     def _reserved(c: ReceiveConnector, domain: str) -> Reply | None:
-        labels = domain.split(".")
+        labels = (ascii_domain(domain) or domain.lower()).split(".")
         if c.reject_single_label_recipient_domains and len(labels) == 1:
             return R.SINGLE_LABEL_DOMAIN
         if c.reject_reserved_top_level_recipient_domains and labels[-1] in _RESERVED_TLDS:
@@ -379,19 +394,26 @@ class Engine:
 
     # -- addresses ---------------------------------------------------------------------------
 
-    def qualify(self, c: ReceiveConnector, address: str) -> str:
-        """The bare address, completed with the connector's DefaultDomain when it has no domain (spec §1.2)."""
-        a = address.strip()
-        if a.startswith("<") and a.endswith(">"):
-            a = a[1:-1]
-        if a and "@" not in a:
-            if c.name in self._default_domain:
-                default = self._default_domain[c.name]
-            else:
-                default = default_domain_name(c.default_domain, self.org.accepted_domains)
-            if default:
-                a = f"{a}@{default}"
+    def qualify(self, c: ReceiveConnector, address: str, *, rcpt: bool = False) -> str:
+        """The address as Postfix will route it: :func:`envelope_address`, and one without a
+        domain completed as the rendered Postfix completes it on the connector's listener.
+
+        That is the connector's DefaultDomain (spec §1.2) where Postfix can complete with it
+        (``exmilter.postfix.render.origin``); elsewhere the address stays unqualified and is
+        refused as invalid. ``RCPT TO:<postmaster>`` is routed to the listener's domain.
+        """
+        a = envelope_address(address)
+        if a and "@" not in a and c.name in self._completion:
+            how = self._completion[c.name]
+            domain = how.postmaster if rcpt and a.lower() == POSTMASTER else how.domain
+            if domain:
+                a = f"{a}@{domain}"
         return a
+
+    def default_domain_note(self, c: ReceiveConnector) -> str:
+        """Why the connector's DefaultDomain completes nothing ('' when it does or is unset)."""
+        how = self._completion.get(c.name)
+        return how.note if how is not None else ""
 
     @staticmethod
     def address_fault(c: ReceiveConnector, address: str, *, null_ok: bool) -> AddressFault | None:
@@ -402,15 +424,43 @@ class Engine:
             return AddressFault.LONG
         if not address.isascii() and not c.smtp_utf8_enabled:
             return AddressFault.UTF8
-        return None if _ADDRESS_RE.match(address) else AddressFault.INVALID
+        return None if _ADDRESS_RE.fullmatch(address) else AddressFault.INVALID
 
 
-def default_domain_name(default: str | None, accepted: Sequence[AcceptedDomain]) -> str | None:
-    """The domain a connector's DefaultDomain names: an accepted domain's Name or DomainName."""
-    if not default or not default.strip():
-        return None
-    key = default.strip().lower()
-    for d in accepted:
-        if d.name.lower() == key or d.domain_name == key:
-            return d.suffix
-    return key.removeprefix("*.")
+def envelope_address(text: str) -> str:
+    """An envelope address in the form Postfix's smtpd hands it on (the policy ``sender`` and
+    ``recipient``), which is also the form Postfix routes.
+
+    Angle brackets go; a source route goes (smtpd drops ``@a,@b:`` from ``@a,@b:user@c``
+    before anything judges or routes it); a quoted local part is unquoted (``"a b"@c`` is
+    ``a b@c``, ``"user@example.org"`` is ``user@example.org``). On an address already in
+    that form it changes nothing that decides the destination.
+    """
+    a = text.strip()
+    if a.startswith("<") and a.endswith(">"):
+        a = a[1:-1]
+    if a.startswith("@") and ":" in a:
+        a = a.partition(":")[2]
+    if a.startswith('"'):
+        local, end = _unquote(a)
+        if end is not None and (end == len(a) or a[end] == "@"):
+            a = local + a[end:]
+    return a
+
+
+def _unquote(text: str) -> tuple[str, int | None]:
+    """The content of the quoted string at the start of ``text`` and the index after it
+    (None when it is not closed); a backslash quotes the next character."""
+    out: list[str] = []
+    i = 1
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\" and i + 1 < len(text):
+            out.append(text[i + 1])
+            i += 2
+            continue
+        if ch == '"':
+            return "".join(out), i + 1
+        out.append(ch)
+        i += 1
+    return "", None

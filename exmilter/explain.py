@@ -52,8 +52,11 @@ def explain(
         "principal": session.principal.name,
         "authenticated": session.authenticated,
         "permissions": session.rights.tokens(),
+        "notes": [],
         "replies": [],
     }
+    if session.connector is not None and (note := engine.default_domain_note(session.connector)):
+        result["notes"].append(f"DefaultDomain not applied, unqualified addresses are refused: {note}")
     replies: list[dict[str, Any]] = result["replies"]
 
     def add(stage: str, reply: Any, **extra: Any) -> bool:
@@ -70,7 +73,8 @@ def explain(
     accepted = 0
     for rcpt in rcpt_to:
         reply = engine.rcpt(session, rcpt, accepted=accepted)
-        if not add("RCPT", reply, recipient=rcpt):
+        routed = engine.qualify(session.connector, rcpt, rcpt=True)
+        if not add("RCPT", reply, recipient=rcpt, **({"routed": routed} if routed != rcpt else {})):
             return result
         accepted += reply.accepted
     if rcpt_to:
@@ -106,7 +110,10 @@ def format_text(result: dict[str, Any]) -> str:
         lines.append(f"Session permissions: {result['permissions'] or '(none)'}")
     else:
         lines.append("Connector: none")
+    lines += [f"Note: {n}" for n in result.get("notes", ())]
     for r in result["replies"]:
         extra = f" [{r['recipient']}]" if "recipient" in r else ""
+        if "routed" in r:  # as Postfix will route it: completed, unquoted, source route dropped
+            extra = f" [{r['recipient']} -> {r['routed']}]"
         lines.append(f"{r['stage']:<8}{extra} {r['reply']}")
     return "\n".join(lines)

@@ -886,3 +886,173 @@ def test_address_length_and_utf8(utf8, long, stage, address, reply):
 )
 def test_new_reply_texts(reply, line, protocol_error):
     assert (reply.line, reply.protocol_error) == (line, protocol_error)
+
+
+# --- addresses as Postfix routes them (issue 10 #1, #2) ----------------------------------------
+# Each row was checked end to end through the sandbox's Postfix 3.7.11 (relay harness,
+# tests/integration/test_relay_harness.py); here the engine alone, as the policy daemon and
+# explain use it.
+
+ROUTED = """
+accepted_domains:
+  - {{name: Contoso, domain_name: contoso.com}}
+  - strasse.de
+  - xn--bcher-kva.example
+  - shared.example
+receive_connectors:
+  - name: Anonymous
+    bindings: 0.0.0.0:2526
+    remote_ip_ranges: 0.0.0.0/0
+    permission_groups: AnonymousUsers
+    {default}
+  - name: Relay
+    bindings: 0.0.0.0:2526
+    remote_ip_ranges: 10.9.9.9
+    permission_groups: AnonymousUsers
+    permissions:
+      - user: NT AUTHORITY\\ANONYMOUS LOGON
+        extended_rights: ms-Exch-SMTP-Accept-Any-Recipient
+    {default}
+"""
+
+
+def routed_rcpt(default: str, client: str, recipient: str) -> str:
+    e = engine_from(ROUTED.format(default=default))
+    return e.rcpt(e.open_session(None, 2526, client, helo="h"), recipient).line
+
+
+@pytest.mark.parametrize(
+    ("default", "recipient", "reply"),
+    [
+        # Postfix's percent hack and bang path would make these relaytest@example.org: the
+        # renderer switches both off, and the engine refuses routing operators from a client
+        # without relay rights (what allow_untrusted_routing=no does in Postfix's own relay check)
+        ("default_domain: Contoso", "relaytest%example.org", RELAY_DENIED),
+        ("default_domain: Contoso", "example.org!relaytest", RELAY_DENIED),
+        ("default_domain: Contoso", "<relaytest%example.org>", RELAY_DENIED),
+        ("", "relaytest%example.org", "501 5.1.3 Invalid address"),
+        ("", "example.org!relaytest", "501 5.1.3 Invalid address"),
+        ("", "relaytest%example.org@contoso.com", RELAY_DENIED),
+        ("", "example.org!relaytest@contoso.com", RELAY_DENIED),
+        ("default_domain: Contoso", "relaytest", "250 2.1.5 Recipient OK"),
+        # IDNA 2008 / UTS #46 non-transitional, as Postfix 3.7 routes: straße.de is xn--strae-oqa.de
+        ("", "relaytest@straße.de", RELAY_DENIED),
+        ("", "relaytest@STRASSE.DE", "250 2.1.5 Recipient OK"),
+        ("", "relaytest@xn--strae-oqa.de", RELAY_DENIED),
+        ("", "relaytest@STRAẞE.de", RELAY_DENIED),  # ICU 72 says strasse.de, UTS #46 15.1 straße.de
+        ("", "relaytest@bücher.example", "250 2.1.5 Recipient OK"),
+        ("", "relaytest@BÜCHER.example", "250 2.1.5 Recipient OK"),
+        ("", "relaytest@xn--bcher-kva.example", "250 2.1.5 Recipient OK"),
+        ("", "relaytest@ｃｏｎｔｏｓｏ.com", "250 2.1.5 Recipient OK"),  # UTS #46 maps fullwidth
+        ("", "relaytest@☃.contoso.com", RELAY_DENIED),  # no IDNA 2008 form: matches nothing
+        # smtpd drops a source route and hands on a quoted local part unquoted
+        ("", "@contoso.com:relaytest@example.org", RELAY_DENIED),
+        ("", "<@a.test,@b.test:relaytest@example.org>", RELAY_DENIED),
+        ("", "@example.org:relaytest@contoso.com", "250 2.1.5 Recipient OK"),
+        ("", '"relaytest@example.org"', RELAY_DENIED),
+        ("", '"relaytest@example.org"@contoso.com', "501 5.1.3 Invalid address"),
+        ("", '"relay test"@contoso.com', "501 5.1.3 Invalid address"),  # as the policy sees it
+        # one trailing dot is dropped, as Postfix does; two are not a domain
+        ("", "relaytest@contoso.com.", "250 2.1.5 Recipient OK"),
+        ("", "relaytest@contoso.com..", "501 5.1.3 Invalid address"),
+        ("", "relaytest@example.org.", RELAY_DENIED),
+        ("", "relaytest@[192.0.2.1]", RELAY_DENIED),
+        # RFC 5321 §4.5.1: Postfix takes RCPT TO:<postmaster> without asking and routes it to
+        # postmaster@<the listener's domain>, here the organisation's default accepted domain
+        ("", "postmaster", "250 2.1.5 Recipient OK"),
+        ("", "<PostMaster>", "250 2.1.5 Recipient OK"),
+    ],
+)
+def test_addresses_are_judged_as_postfix_routes_them(default: str, recipient: str, reply: str) -> None:
+    assert routed_rcpt(default, "203.0.113.9", recipient) == reply
+
+
+@pytest.mark.parametrize(
+    ("recipient", "reply"),
+    [
+        # with relay rights the routing operators are just characters: delivered to the domain
+        # after the last @ (Postfix no longer rewrites them)
+        ("relaytest%example.org", "250 2.1.5 Recipient OK"),
+        ("relaytest%example.org@contoso.com", "250 2.1.5 Recipient OK"),
+        ("relaytest@straße.de", "250 2.1.5 Recipient OK"),
+        ('"relaytest@example.org"@contoso.com', "501 5.1.3 Invalid address"),
+    ],
+)
+def test_relay_rights_relay_every_routable_form(recipient: str, reply: str) -> None:
+    assert routed_rcpt("default_domain: Contoso", "10.9.9.9", recipient) == reply
+
+
+def test_default_domain_postfix_cannot_express_completes_nothing() -> None:
+    """Two connectors on one listener with different DefaultDomains: Postfix completes with one
+    domain per listener (the organisation's default here, Contoso), so the other connector's
+    unqualified addresses are refused rather than judged as @shared.example."""
+    yaml_text = ROUTED.format(default="{default}").replace(
+        "    {default}\n  - name: Relay", "    default_domain: contoso.com\n  - name: Relay"
+    ).replace("    {default}\n", "    default_domain: shared.example\n")
+    e = engine_from(yaml_text)
+    anonymous = e.open_session(None, 2526, "203.0.113.9", helo="h")
+    relay = e.open_session(None, 2526, "10.9.9.9", helo="h")
+    assert e.rcpt(anonymous, "bob").line == "250 2.1.5 Recipient OK"
+    assert e.rcpt(relay, "bob").line == "501 5.1.3 Invalid address"
+    assert e.mail(relay, "alice").line == "501 5.1.7 Invalid address"
+    assert e.rcpt(relay, "bob@example.org").line == "250 2.1.5 Recipient OK"
+
+
+@pytest.mark.parametrize("written", ["bücher.example", "BÜCHER.example", "xn--bcher-kva.example"])
+def test_an_internationalised_accepted_domain_is_written_either_way(written: str) -> None:
+    e = engine_from(f"accepted_domains: [{written}]\n" + CUSTOM.split("\n", 2)[2].format(
+        groups="AnonymousUsers", auth="Tls", tls="$false"))
+    s = e.open_session(None, 2526, "10.0.0.1", helo="h")
+    assert [d.domain_name for d in e.org.accepted_domains] == ["xn--bcher-kva.example"]
+    assert e.rcpt(s, "info@bücher.example").line == "250 2.1.5 Recipient OK"
+    assert e.rcpt(s, "info@xn--bcher-kva.example").line == "250 2.1.5 Recipient OK"
+    assert e.rcpt(s, "info@bucher.example").line == RELAY_DENIED
+
+
+def test_default_domain_that_is_no_accepted_domain_completes_nothing() -> None:
+    e = engine_from(ROUTED.format(default="default_domain: elsewhere.example"))
+    s = e.open_session(None, 2526, "10.9.9.9", helo="h")
+    assert e.rcpt(s, "bob").line == "501 5.1.3 Invalid address"
+
+
+@pytest.mark.parametrize(
+    ("written", "ascii_form"),
+    [
+        # ICU 72 (Postfix 3.7.11 on Debian 12, UIDNA_NONTRANSITIONAL_TO_ASCII) gives these
+        ("straße.de", "xn--strae-oqa.de"),
+        ("bücher.example", "xn--bcher-kva.example"),
+        ("BÜCHER.Example", "xn--bcher-kva.example"),
+        ("labs。local", "labs.local"),
+        ("ｌａｂｓ.local", "labs.local"),
+        ("Labs.Local", "labs.local"),  # ASCII: only lower-cased, never converted
+        ("xn--strae-oqa.de", "xn--strae-oqa.de"),
+        # no agreed ASCII form: match nothing
+        ("STRAẞE.de", None),
+        ("☃.example", None),
+        ("a..bücher.de", None),
+        ("-x.bücher.de", None),
+    ],
+)
+def test_domains_convert_like_postfix(written: str, ascii_form: str | None) -> None:
+    from exmilter.domains import ascii_domain
+
+    assert ascii_domain(written) == ascii_form
+
+
+def test_explain_shows_the_routed_address_and_a_default_domain_it_cannot_apply() -> None:
+    from exmilter.explain import format_text
+
+    yaml_text = ROUTED.format(default="{default}").replace(
+        "    {default}\n  - name: Relay", "    default_domain: contoso.com\n  - name: Relay"
+    ).replace("    {default}\n", "    default_domain: shared.example\n")
+    org = org_from(yaml_text)
+    result = explain(org, client_ip="10.9.9.9", port=2526, mail_from="a@b.example",
+                     rcpt_to=["bob", "postmaster", "@x.test:y@contoso.com", "z@contoso.com"])
+    assert result["notes"] == [
+        "DefaultDomain not applied, unqualified addresses are refused: listener *:2526 is shared with connectors "
+        "whose DefaultDomain differs; Postfix completes addresses there with @contoso.com"]
+    text = format_text(result).splitlines()
+    assert "RCPT     [bob] 501 5.1.3 Invalid address" in text
+    assert "RCPT     [postmaster -> postmaster@contoso.com] 250 2.1.5 Recipient OK" in text
+    assert "RCPT     [@x.test:y@contoso.com -> y@contoso.com] 250 2.1.5 Recipient OK" in text
+    assert "RCPT     [z@contoso.com] 250 2.1.5 Recipient OK" in text

@@ -400,3 +400,142 @@ def test_hand_paste_snippets_pass_postfix_check(tmp_path: Path) -> None:
     assert check.returncode == 0 and "warning" not in check.stderr, check.stderr
     services = subprocess.run(["postconf", "-c", str(etc), "-P"], capture_output=True, text=True, check=True)
     assert "2526/inet/milter_macro_daemon_name = *:2526" in services.stdout.splitlines()
+
+
+# --- addresses and smuggling (issue 10 #1, #2, #8) -----------------------------------------------
+
+
+def test_postfix_rewrites_the_engine_does_not_model_are_off() -> None:
+    """Postfix must route every address to the domain exmilter judged (docs/render-postfix.md
+    "Addresses"); the relay harness checks each end to end."""
+    s = {x.name: x.value for x in main_settings(org_from(RELAY))}
+    assert {k: s[k] for k in ("allow_percent_hack", "swap_bangpath", "resolve_dequoted_address",
+                              "allow_untrusted_routing", "append_at_myorigin", "append_dot_mydomain",
+                              "enable_idna2003_compatibility")} == {
+        "allow_percent_hack": "no", "swap_bangpath": "no", "resolve_dequoted_address": "no",
+        "allow_untrusted_routing": "no", "append_at_myorigin": "yes", "append_dot_mydomain": "no",
+        "enable_idna2003_compatibility": "no"}
+
+
+def test_relay_domains_list_internationalised_names_in_both_forms() -> None:
+    """Postfix matches relay_domains on the name as written (case-folded), not on its xn-- form."""
+    org = org_from(RELAY + """
+accepted_domains:
+  - bücher.example
+  - strasse.de
+  - domain_name: "*.xn--strae-oqa.de"
+""")
+    s = {x.name: x.value for x in main_settings(org)}
+    assert s["relay_domains"] == ("xn--bcher-kva.example, bücher.example, strasse.de, "
+                                  "xn--strae-oqa.de, .xn--strae-oqa.de, straße.de, .straße.de")
+
+
+BARE_LF = """
+  - name: Strict
+    usage: Custom
+    bindings: [0.0.0.0:2600]
+    remote_ip_ranges: [10.0.0.0/24]
+    permission_groups: [AnonymousUsers]
+    bare_linefeed_rejection_enabled: $true
+  - name: Lax
+    usage: Custom
+    bindings: [0.0.0.0:2600]
+    remote_ip_ranges: [10.0.1.0/24]
+    permission_groups: [AnonymousUsers]
+    bare_linefeed_rejection_enabled: {lax}
+"""
+
+
+@pytest.mark.parametrize(("lax", "value"), [("$true", "reject"), ("$false", "normalize")])
+def test_every_listener_forbids_bare_newline_end_of_data(lax: str, value: str) -> None:
+    """CVE-2023-51764: DATA ends only at <CR><LF>.<CR><LF>; reject where every connector of the
+    listener has BareLinefeedRejectionEnabled (Exchange's code 554), no exclusions."""
+    text = service(BARE_LF.format(lax=lax), "*:2600")
+    assert f"  -o smtpd_forbid_bare_newline={value}\n" in text
+    assert "  -o smtpd_forbid_bare_newline_exclusions=\n" in text
+    assert ("  -o smtpd_forbid_bare_newline_reject_code=554\n" in text) == (value == "reject")
+
+
+DEFAULT_DOMAINS = """
+accepted_domains:
+  - labs.local
+  - {name: Shared, domain_name: shared.example}
+receive_connectors:
+  - name: A
+    usage: Custom
+    bindings: [0.0.0.0:2600]
+    remote_ip_ranges: [10.0.0.0/24]
+    permission_groups: [AnonymousUsers]
+    default_domain: Shared
+  - name: B
+    usage: Custom
+    bindings: [0.0.0.0:2600]
+    remote_ip_ranges: [10.0.1.0/24]
+    permission_groups: [AnonymousUsers]
+    default_domain: {b}
+  - name: C
+    usage: Custom
+    bindings: [0.0.0.0:2601]
+    remote_ip_ranges: [10.0.0.0/24]
+    permission_groups: [AnonymousUsers]
+"""
+
+
+@pytest.mark.parametrize(
+    ("b", "origin_2600", "completions_"),
+    [
+        # agreeing DefaultDomains: the listener's own trivial-rewrite appends it
+        ("shared.example", "shared.example",
+         {"A": ("shared.example", "shared.example"), "B": ("shared.example", "shared.example"),
+          "C": (None, "labs.local")}),
+        # disagreeing: Postfix has one myorigin per listener, the organisation's default domain;
+        # neither connector's DefaultDomain can be honoured... except where it is that domain
+        ("labs.local", "labs.local",
+         {"A": (None, "labs.local"), "B": ("labs.local", "labs.local"), "C": (None, "labs.local")}),
+    ],
+)
+def test_each_listener_completes_addresses_with_the_domain_the_engine_uses(
+    b: str, origin_2600: str, completions_: dict
+) -> None:
+    from exmilter.postfix.render import completions
+
+    org = org_from(DEFAULT_DOMAINS.replace("{b}", b))
+    assert {n: (c.domain, c.postmaster) for n, c in completions(org).items()} == completions_
+    if b == "labs.local":
+        assert completions(org)["A"].note == (
+            "listener *:2600 is shared with connectors whose DefaultDomain differs; "
+            "Postfix completes addresses there with @labs.local")
+    text = master_service(next(p for p in plan_listeners(org) if p.context == "*:2600"), org, "inet:x:1")
+    assert "  -o cleanup_service_name=exmilter-cleanup-1\n" in text
+    assert ("\nexmilter-cleanup-1 unix n - n - 0 cleanup\n  -o rewrite_service_name=exmilter-rewrite-1\n"
+            f"exmilter-rewrite-1 unix - - n - - trivial-rewrite\n  -o myorigin={origin_2600}") in text
+    if b == "labs.local":
+        assert ("#   not expressible: DefaultDomain differs (A shared.example, B labs.local); Postfix completes "
+                "addresses with one domain per listener (labs.local)") in text
+    other = master_service(next(p for p in plan_listeners(org) if p.context == "*:2601"), org, "inet:x:1")
+    assert "  -o cleanup_service_name=exmilter-cleanup-2\n" in other
+    assert "#   unqualified addresses: refused by exmilter (no DefaultDomain); RCPT TO:<postmaster> goes to " \
+           "postmaster@labs.local" in other
+
+
+def test_internationalised_names_and_listener_services_pass_postfix_check(tmp_path: Path) -> None:
+    org = org_from(DEFAULT_DOMAINS.replace("{b}", "Shared").replace("  - labs.local\n", "  - bücher.example\n"))
+    etc, spool, data = tmp_path / "etc", tmp_path / "spool", tmp_path / "data"
+    for d in (etc, spool, data):
+        d.mkdir()
+    shutil.chown(data, "postfix", "postfix")
+    (etc / "main.cf").write_text(
+        f"compatibility_level = 3.6\nqueue_directory = {spool}\ndata_directory = {data}\n"
+        "inet_interfaces = 127.0.0.1\nmyhostname = mx.test\nalias_maps =\nalias_database =\n"
+        + render_main(org, "inet:127.0.0.1:10040"), encoding="utf-8")
+    (etc / "master.cf").write_text(BASE_SERVICES + render_master(plan_listeners(org), org, "inet:127.0.0.1:10040"))
+    check = subprocess.run(["postfix", "-c", str(etc), "check"], capture_output=True, text=True)
+    assert check.returncode == 0 and "warning" not in check.stderr, check.stderr
+    main_cf = subprocess.run(["postconf", "-c", str(etc), "-h", "relay_domains"], capture_output=True, text=True)
+    assert main_cf.stdout.strip() == "xn--bcher-kva.example, bücher.example, shared.example"
+    services = subprocess.run(["postconf", "-c", str(etc), "-P"], capture_output=True, text=True, check=True)
+    lines = services.stdout.splitlines()
+    assert "2600/inet/cleanup_service_name = exmilter-cleanup-1" in lines
+    assert "exmilter-cleanup-1/unix/rewrite_service_name = exmilter-rewrite-1" in lines
+    assert "exmilter-rewrite-1/unix/myorigin = shared.example" in lines
+    assert "2600/inet/smtpd_forbid_bare_newline = normalize" in lines

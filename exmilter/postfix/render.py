@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
+from exmilter.domains import default_domain_name, organization_default_domain, to_unicode
 from exmilter.listener import Listener
 from exmilter.model import Organization, ReceiveConnector
 from exmilter.values import Binding, parse_ip
@@ -28,6 +29,11 @@ POSTFIX_MAILBOX_SIZE_LIMIT = 51200000
 POSTFIX_RECIPIENT_LIMIT = 1000
 POSTFIX_HOPCOUNT_LIMIT = 50
 POSTFIX_HARD_ERROR_LIMIT = 20
+#: Exchange's code for bare linefeeds (spec §3.6 #5); Postfix's reject code where it rejects them.
+BARE_LINEFEED_REJECT_CODE = 554
+#: master.cf names of a listener's own cleanup and trivial-rewrite services (see :func:`origin`).
+CLEANUP_SERVICE = "exmilter-cleanup-{}"
+REWRITE_SERVICE = "exmilter-rewrite-{}"
 
 
 @dataclass(frozen=True)
@@ -237,6 +243,118 @@ def _covers_all(spans: Iterable[tuple[int, int]], top: int) -> bool:
     return False
 
 
+@dataclass(frozen=True)
+class Origin:
+    """What Postfix appends to an address without a domain on one listener (postfix-notes §9).
+
+    Postfix completes ``user`` with ``@$myorigin`` in cleanup (trivial-rewrite,
+    ``append_at_myorigin``) and accepts ``RCPT TO:<postmaster>`` without asking any
+    restriction (RFC 5321 §4.5.1), so each listener gets its own cleanup and trivial-rewrite
+    with ``myorigin`` = ``domain``: the DefaultDomain its connectors agree on, else the
+    organisation's default accepted domain (where Exchange's postmaster lives). ``honoured``
+    are the connectors whose DefaultDomain this is; ``gaps`` say why other connectors'
+    DefaultDomain cannot be, so exmilter refuses their unqualified addresses
+    (``501 5.1.3``) instead of judging a domain Postfix would not route to.
+    """
+
+    domain: str | None  # None: the organisation has no accepted domain; main.cf's myorigin applies
+    why: str
+    honoured: tuple[str, ...] = ()
+    gaps: tuple[str, ...] = ()
+
+
+def origin(plan: ListenerPlan, org: Organization) -> Origin:
+    """The domain Postfix completes unqualified addresses with on this listener."""
+    named = {c.name: default_domain_name(c.default_domain, org.accepted_domains) for c in plan.connectors}
+    gaps = [f"{c.name}: default_domain {c.default_domain!r} names no accepted domain, so it completes nothing"
+            for c in plan.connectors if c.default_domain and c.default_domain.strip() and named[c.name] is None]
+    chosen = {d for d in named.values() if d is not None}
+    domain: str | None
+    if len(chosen) == 1:
+        domain = chosen.pop()
+        why = f"DefaultDomain of {', '.join(n for n, d in named.items() if d == domain)}"
+    else:
+        domain = organization_default_domain(org.accepted_domains)
+        why = "the organisation's default accepted domain, the first Authoritative one"
+        if len(chosen) > 1:
+            listing = ", ".join(f"{n} {d}" for n, d in named.items() if d is not None)
+            gaps.append(f"DefaultDomain differs ({listing}); Postfix completes addresses with one domain per "
+                        f"listener ({domain or 'main.cf myorigin'}), so exmilter refuses unqualified addresses "
+                        "from the others")
+    honoured = tuple(n for n, d in named.items() if d is not None and d == domain)
+    return Origin(domain, why, honoured, tuple(gaps))
+
+
+@dataclass(frozen=True)
+class Completion:
+    """How one connector's addresses without a domain end up (``Engine.qualify``)."""
+
+    domain: str | None  # unqualified MAIL/RCPT addresses are completed with it; None: refused
+    postmaster: str | None  # where Postfix routes RCPT TO:<postmaster> (it asks no one)
+    note: str = ""  # why a configured DefaultDomain is not applied
+
+
+def completions(org: Organization) -> dict[str, Completion]:
+    """Per connector name, how the rendered Postfix completes its unqualified addresses.
+
+    A DefaultDomain is honoured only where Postfix completes with it on every listener of
+    the connector; the engine judges exactly those addresses.
+    """
+    seen: dict[str, list[tuple[ListenerPlan, Origin]]] = {}
+    for plan in plan_listeners(org):
+        o = origin(plan, org)
+        for c in plan.connectors:
+            seen.setdefault(c.name, []).append((plan, o))
+    out: dict[str, Completion] = {}
+    for c in org.receive_connectors:
+        listeners = seen.get(c.name, [])
+        wanted = default_domain_name(c.default_domain, org.accepted_domains)
+        postmaster = listeners[0][1].domain if listeners else None
+        note = ""
+        if c.default_domain and c.default_domain.strip() and wanted is None:
+            note = f"DefaultDomain {c.default_domain} names no accepted domain"
+        elif wanted is not None and not listeners:
+            note = "the connector has no listener (disabled)"
+        elif wanted is not None:
+            other = next(((p, o) for p, o in listeners if o.domain != wanted), None)
+            if other is not None:
+                note = (f"listener {other[0].context} is shared with connectors whose DefaultDomain differs; "
+                        f"Postfix completes addresses there with @{other[1].domain}")
+        out[c.name] = Completion(None if note else wanted, postmaster, note)
+    return out
+
+
+def bare_newline(plan: ListenerPlan) -> str:
+    """``smtpd_forbid_bare_newline`` for a listener (CVE-2023-51764, postfix-notes §9).
+
+    Both values require ``<CR><LF>.<CR><LF>`` to end DATA, which is what stops smuggling.
+    ``reject`` refuses a message with a bare LF, as BareLinefeedRejectionEnabled does
+    (spec §3.6 #5), so it is used where every connector of the listener has it; otherwise
+    ``normalize`` takes bare LF as a line end like Exchange without the switch.
+    """
+    if plan.connectors and all(c.bare_linefeed_rejection_enabled for c in plan.connectors):
+        return "reject"
+    return "normalize"
+
+
+def _origin_comment(o: Origin) -> str:
+    if o.domain is None:
+        return ("#   unqualified addresses: refused by exmilter; no accepted domain, so RCPT TO:<postmaster> "
+                "gets main.cf's myorigin")
+    if o.honoured:
+        return f"#   unqualified addresses: completed with @{o.domain} ({o.why})"
+    return (f"#   unqualified addresses: refused by exmilter (no DefaultDomain); RCPT TO:<postmaster> goes to "
+            f"postmaster@{o.domain} ({o.why})")
+
+
+def listener_number(plan: ListenerPlan, org: Organization) -> int:
+    """1-based position of the listener in :func:`plan_listeners`: names its own services."""
+    for n, p in enumerate(plan_listeners(org), 1):
+        if p.context == plan.context:
+            return n
+    raise ValueError(f"{plan.context}: not a listener of this configuration")
+
+
 #: master.cf's maxproc column is a C int; a larger total is as good as no limit (0).
 _MAXPROC_CAP = 2**31 - 1
 
@@ -330,6 +448,9 @@ def master_service(plan: ListenerPlan, org: Organization, endpoint: str) -> str:
     ids = ", ".join(c.identity for c in plan.connectors)
     limits = connection_limits(plan, org)
     at_connect = not connect_always_passes(plan, org)
+    qualify = origin(plan, org)
+    number = listener_number(plan, org)
+    bare_lf = bare_newline(plan)
     lines = [
         f"# exmilter listener {plan.context}: Exchange bindings {', '.join(plan.bindings)}",
         f"#   connectors: {ids}",
@@ -338,6 +459,10 @@ def master_service(plan: ListenerPlan, org: Organization, endpoint: str) -> str:
         f"#   connections: {_shown(limits.per_source or None)} per client address, "
         f"{_shown(limits.total or None)} in all (maxproc; beyond it clients wait, no 421)",
         *(f"#   not expressible: {g}" for g in limits.gaps),
+        _origin_comment(qualify),
+        *(f"#   not expressible: {g}" for g in qualify.gaps),
+        f"#   bare LF: {bare_lf}" + (" (every connector has BareLinefeedRejectionEnabled)" if bare_lf == "reject" else
+                                   " (DATA ends only at <CR><LF>.<CR><LF>; other bare LFs end a line)"),
         "#   TLS/SASL hooks (auth issue): per-listener -o smtpd_tls_security_level=may,",
         "#   -o smtpd_sasl_auth_enable=yes when these connectors offer STARTTLS/AUTH.",
         f"{plan.bind} inet n - n - {limits.total} smtpd",
@@ -351,9 +476,23 @@ def master_service(plan: ListenerPlan, org: Organization, endpoint: str) -> str:
         ("smtpd_client_connection_count_limit", str(limits.per_source)),
         # Exchange exempts no client; Postfix's default exempts $mynetworks from the limit.
         ("smtpd_client_event_limit_exceptions", ""),
+        ("smtpd_forbid_bare_newline", bare_lf),
+        ("smtpd_forbid_bare_newline_exclusions", ""),  # the default, $mynetworks, would be exempt
+        *([("smtpd_forbid_bare_newline_reject_code", str(BARE_LINEFEED_REJECT_CODE))] if bare_lf == "reject" else []),
     ]
+    if qualify.domain:
+        options.append(("cleanup_service_name", CLEANUP_SERVICE.format(number)))
     lines += [f"  {_option(n, v)}" for n, v in options]
     lines += [f"  {o}" for o in plan.extra_options]
+    if qualify.domain:
+        lines += [
+            f"# exmilter listener {plan.context}: its own cleanup and trivial-rewrite, so that Postfix completes",
+            f"#   unqualified addresses (and RCPT TO:<postmaster>) with @{qualify.domain}, as exmilter judges them",
+            f"{CLEANUP_SERVICE.format(number)} unix n - n - 0 cleanup",
+            f"  -o rewrite_service_name={REWRITE_SERVICE.format(number)}",
+            f"{REWRITE_SERVICE.format(number)} unix - - n - - trivial-rewrite",
+            f"  -o myorigin={qualify.domain}",
+        ]
     return "\n".join(lines)
 
 
@@ -375,6 +514,10 @@ def render_master(plans: Sequence[ListenerPlan], org: Organization, endpoint: st
         "#   relay = ..., defer             exmilter's OK accepts the recipient; no answer is a 4xx",
         "#   recipient = permit             nothing after exmilter's verdict can undo it",
         "#   connection_count_limit         MaxInboundConnectionPerSource (0 = no limit), no exceptions",
+        "#   forbid_bare_newline            DATA ends only at <CR><LF>.<CR><LF> (no SMTP smuggling); reject",
+        "#                                  where every connector has BareLinefeedRejectionEnabled; no exclusions",
+        "#   cleanup_service_name           the listener's own cleanup + trivial-rewrite: Postfix completes",
+        "#                                  unqualified addresses with the domain exmilter judges them by",
     ]
     return "\n".join(head) + "\n\n" + "\n\n".join(master_service(p, org, endpoint) for p in plans) + "\n"
 
@@ -384,6 +527,20 @@ class Setting:
     name: str
     value: str
     why: str
+
+
+#: Postfix rewrites exmilter's engine does not model (Exchange has none of them), switched
+#: off so that Postfix routes every address to the domain exmilter judged (postfix-notes §9,
+#: docs/render-postfix.md "Addresses"). The integration relay harness proves each one.
+ROUTING_SETTINGS = (
+    Setting("allow_percent_hack", "no", "user%domain stays a local part: no user@domain rewrite"),
+    Setting("swap_bangpath", "no", "domain!user stays a local part: no user@domain rewrite"),
+    Setting("resolve_dequoted_address", "no", "never route on an @, % or ! inside a quoted local part"),
+    Setting("allow_untrusted_routing", "no", "Postfix's own check of routed local parts (exmilter does it too)"),
+    Setting("append_at_myorigin", "yes", "user becomes user@$myorigin, set per listener to the DefaultDomain"),
+    Setting("append_dot_mydomain", "no", "user@host never becomes user@host.$mydomain"),
+    Setting("enable_idna2003_compatibility", "no", "UTS #46 non-transitional: straße.de is xn--strae-oqa.de"),
+)
 
 
 def main_settings(org: Organization) -> list[Setting]:
@@ -411,19 +568,21 @@ def main_settings(org: Organization) -> list[Setting]:
         Setting("smtpd_hard_error_limit", str(hard), "above MaxProtocolErrors: exmilter says when to disconnect"),
         Setting("smtpd_timeout", f"{timeout}s", "largest ConnectionInactivityTimeout"),
         Setting("relay_domains", ", ".join(_relay_domains(org)) or "",
-                "accepted domains, for routing only: exmilter decides relay"),
+                "accepted domains (ASCII and UTF-8 forms), for routing only: exmilter decides relay"),
+        *ROUTING_SETTINGS,
     ]
 
 
 def _relay_domains(org: Organization) -> Iterable[str]:
+    """Each accepted domain in ASCII and, for ``xn--`` names, UTF-8 form: Postfix matches the
+    domain list on the name as the client wrote it (case-folded), not on its ASCII form."""
     for d in org.accepted_domains:
-        if d.is_wildcard:
-            yield d.suffix
-            yield f".{d.suffix}"
-        else:
-            yield d.domain_name
-            if d.match_sub_domains:
-                yield f".{d.domain_name}"
+        sub = d.is_wildcard or d.match_sub_domains
+        for name in (d.suffix, to_unicode(d.suffix)):
+            if name:
+                yield name
+                if sub:
+                    yield f".{name}"
 
 
 def render_main(org: Organization, endpoint: str) -> str:

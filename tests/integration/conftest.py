@@ -11,6 +11,7 @@ import pytest
 
 from exmilter.sandbox import Sandbox
 from tests.integration.helpers import free_offset, reload_and_wait
+from tests.integration.relay_harness import default_domain_config
 
 CONFIG = Path(__file__).resolve().parent.parent / "data" / "integration.yaml"
 
@@ -37,6 +38,19 @@ def config_path() -> Iterator[Path]:
 def sandbox(config_path: Path) -> Iterator[Sandbox]:
     sb = Sandbox(config_path, config_path.parent / "state", free_offset(config_path))
     with sb:
+        yield sb
+
+
+@pytest.fixture(scope="session")
+def default_domain_sandbox(config_path: Path) -> Iterator[Sandbox]:
+    """A second sandbox, started once when a test asks for it: integration.yaml with a
+    DefaultDomain on every connector (relay harness, smuggling with bare-LF rejection)."""
+    base = config_path.parent / "default-domain"
+    base.mkdir(exist_ok=True)
+    base.chmod(0o755)
+    path = base / "exmilter.yaml"
+    default_domain_config(CONFIG, path)
+    with Sandbox(path, base / "state", free_offset(path)) as sb:
         yield sb
 
 
