@@ -17,8 +17,12 @@ from typing import Any, Protocol
 from exmilter.model import AuthMechanism, Organization, PermissionGroups, ReceiveConnector, Usage
 from exmilter.values import Binding, IPRange
 
-#: Exchange starts failing somewhere around here (spec §1.2, §6 #13).
+#: Exchange starts failing somewhere around here (spec §1.2, §6 #13): a warning above it.
 MAX_RANGE_ENTRIES = 1200
+#: More entries than this on one connector are refused: Exchange fails at about 1,200–1,300
+#: (spec §1.2), so no file that works on Exchange is refused, and none that certainly fails
+#: there is accepted. It also bounds what one connector adds to every check and to lookups.
+MAX_RANGE_ENTRIES_REFUSED = 1300
 
 
 class _Sink(Protocol):
@@ -132,7 +136,8 @@ def _check_connector(
         out.warn(
             pos("remote_ip_ranges"),
             f"{c.name}: remote_ip_ranges",
-            f"{len(c.remote_ip_ranges)} entries; Exchange fails above about {MAX_RANGE_ENTRIES}: use ranges or CIDR",
+            f"{len(c.remote_ip_ranges):,} entries; Exchange fails above about {MAX_RANGE_ENTRIES:,}: "
+            "use ranges or CIDR",
         )
     if (
         known("usage", "permission_groups", "permissions")

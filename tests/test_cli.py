@@ -132,3 +132,64 @@ def test_explain_rejects_bad_ip():
     proc = run("explain", "-c", str(EXAMPLE), "--client-ip", "10.0.0.300")
     assert proc.returncode == 2
     assert "'10.0.0.300' is not an IP address" in proc.stderr
+
+
+# --- documented exit statuses on broken files (issue #10 items 3, 11; docs/commands.md) -------------
+
+LOADING_COMMANDS = {
+    "check": ["check"],
+    "explain": ["explain", "--client-ip", "10.83.4.56"],
+    "policyd": ["policyd", "--listen", "tcp:0:interface=127.0.0.1"],
+}
+
+
+def broken_copy(tmp_path, old: str, new: str):
+    path = tmp_path / "broken.yaml"
+    text = EXAMPLE.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1), encoding="utf-8", errors="surrogatepass")
+    return path
+
+
+@pytest.mark.parametrize("command", LOADING_COMMANDS.values(), ids=list(LOADING_COMMANDS))
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        (
+            "# exmilter example configuration",
+            "# exmilter\x00example configuration",
+            ":1:11: yaml: control character U+0000 (NUL): not allowed in YAML, not even in a comment; delete it",
+        ),
+        (
+            "fqdn: exch01.labs.local",
+            "fqdn: exch01\x7f.labs.local",
+            ":11:15: yaml: control character U+007F (DEL): not allowed in YAML, not even in a comment; delete it",
+        ),
+        (
+            "\npolicyd:",
+            "\npolicyd:\n\ufeff",
+            ":75:1: yaml: byte order mark U+FEFF after the start of the file (files joined with cat?): delete it",
+        ),
+        ("domain: LABS  ", "domain: " + "[" * 10_000, ":12:"),
+        ("domain: LABS  ", "domain:\n    " + "- " * 10_000, ":13:129: yaml: lists and mappings nested deeper than 64"),
+    ],
+    ids=["NUL in a comment", "DEL in a value", "BOM in the middle", "10,000 [", "10,000 -"],
+)
+def test_a_broken_file_is_refused_with_exit_2_and_located_messages(tmp_path, capsys, command, old, new, expected):
+    path = broken_copy(tmp_path, old, new)
+    args = [command[0], "-c", str(path), *command[1:]]
+    if command[0] == "policyd":  # a daemon: in a process of its own, should it ever start
+        proc = subprocess.run(
+            [sys.executable, "-m", "exmilter.cli", *args], capture_output=True, text=True, check=False, timeout=60
+        )
+        code, out, err = proc.returncode, proc.stdout, proc.stderr
+    else:
+        code = main(args)
+        out, err = capsys.readouterr()
+    assert code == 2, err
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    assert lines[0].startswith(f"{path}{expected}"), lines[0]
+    assert lines[-1] == f"{path}: 1 error(s); configuration refused"
+    assert out == ""
+

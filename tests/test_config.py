@@ -552,3 +552,184 @@ def test_ranges_of_a_family_no_binding_has_warn_per_family():
         "x.yaml:22:23: warning: P: remote_ip_ranges: IPv4 ranges 10.0.0.1, 10.0.0.2, 10.0.0.3 and 1 more but no "
         "IPv4 binding: they never match",
     ]
+
+
+# --- any input ends as a located ConfigError (issue #10 item 3) ---------------------------------
+
+#: SERVER's line 3 is '  fqdn: exch01.labs.local'; characters go in at column 10 (in the value)
+#: or in a comment line of their own (line 6).
+UNREADABLE = [
+    ("\x00", "control character U+0000 (NUL): not allowed in YAML, not even in a comment; delete it"),
+    ("\x01", "control character U+0001: not allowed in YAML, not even in a comment; delete it"),
+    ("\x1b", "control character U+001B (ESC): not allowed in YAML, not even in a comment; delete it"),
+    ("\x7f", "control character U+007F (DEL): not allowed in YAML, not even in a comment; delete it"),
+    ("\x9f", "control character U+009F: not allowed in YAML, not even in a comment; delete it"),
+    ("\x85", "control character U+0085 (NEL): YAML reads it as a line break where editors do not; "
+             "write a plain newline"),
+    ("\u2028", "LINE SEPARATOR U+2028: YAML reads it as a line break where editors do not; write a plain newline"),
+    ("\ufeff", "byte order mark U+FEFF after the start of the file (files joined with cat?): delete it"),
+    ("\ud800", "lone surrogate U+D800 (text decoded with the wrong codec?): not a character, delete it"),
+    ("\ufffe", "noncharacter U+FFFE: not allowed in YAML; delete it"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("char", "message"), UNREADABLE)
+def test_an_unreadable_character_in_a_value_is_a_located_error(char, message):
+    text = SERVER.replace("fqdn: exch01", f"fqdn: {char}exch01")
+    with pytest.raises(ConfigError) as info:
+        loads(text, "x.yaml")
+    assert [str(p) for p in info.value.problems] == [f"x.yaml:3:9: yaml: {message}"]
+
+
+@pytest.mark.parametrize(("char", "message"), UNREADABLE)
+def test_an_unreadable_character_in_a_comment_is_a_located_error(char, message):
+    with pytest.raises(ConfigError) as info:
+        loads(SERVER + f"# accepted domains: labs.local {char}and more\naccepted_domains: [labs.local]\n", "x.yaml")
+    assert [str(p) for p in info.value.problems] == [f"x.yaml:6:32: yaml: {message}"]
+
+
+def test_a_byte_order_mark_is_fine_at_the_start_only():
+    assert loads("\ufeff" + SERVER + "accepted_domains: [labs.local]\n").warnings == []
+    twice = "\ufeff" + SERVER + "accepted_domains: [labs.local]\n"
+    with pytest.raises(ConfigError) as info:
+        loads(twice + twice, "x.yaml")  # cat a.yaml b.yaml
+    assert [str(p) for p in info.value.problems] == [
+        "x.yaml:7:1: yaml: byte order mark U+FEFF after the start of the file (files joined with cat?): delete it"
+    ]
+
+
+def test_many_unreadable_characters_are_counted_after_the_first_twenty():
+    with pytest.raises(ConfigError) as info:
+        loads(SERVER + "# " + "\x00" * 500 + "\n", "x.yaml")
+    found = [str(p) for p in info.value.problems]
+    assert len(found) == 21
+    assert found[0] == (
+        "x.yaml:6:3: yaml: control character U+0000 (NUL): not allowed in YAML, not even in a comment; delete it"
+    )
+    assert found[-1] == "x.yaml:6:23: yaml: 480 more such characters from here on"
+
+
+def test_invalid_utf8_is_located(tmp_path):
+    path = tmp_path / "x.yaml"
+    path.write_bytes(SERVER.encode().replace(b"exch01.labs", b"exch\xc3\xa901.l\xffabs"))
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    assert [str(p) for p in info.value.problems] == [
+        f"{path}:3:18: file: not UTF-8 text: invalid start byte (bytes FF)"  # characters, not bytes: é is one
+    ]
+
+
+def test_crlf_and_cr_files_are_located_as_editors_count_lines():
+    text = (SERVER + "accepted_domains: [labs.local]\nbogus: 1\n").replace("\n", "\r\n")
+    assert problems(text.replace("\r\n", "\r"), server="") == ["x.yaml:7:1: bogus: unknown key; expected one of "
+                                                               "server, default_connectors, accepted_domains, "
+                                                               "receive_connectors, users, policyd"]
+    assert problems(text, server="") == problems(text.replace("\r\n", "\n"), server="")
+
+
+@pytest.mark.parametrize(
+    "nested",
+    [
+        "[" * 10_000,
+        "[" * 100 + "]" * 100,
+        "{a: " * 10_000,
+        "\n" + "- " * 10_000,
+        "\n" + "".join("  " * i + "k:\n" for i in range(1, 200)),
+    ],
+)
+def test_deep_nesting_is_a_located_error_not_a_recursion_error(nested):
+    with pytest.raises(ConfigError) as info:
+        loads(SERVER + "accepted_domains: " + nested, "x.yaml")
+    (found,) = info.value.problems
+    assert (found.file, found.key) == ("x.yaml", "yaml")
+    assert found.line >= 6
+    assert found.message in ("lists and mappings nested deeper than 64 levels", "exceeded maximum nesting depth")
+
+
+def test_nesting_up_to_the_limit_loads():
+    from exmilter.config import MAX_DEPTH
+
+    # the top mapping, `users` and the user take three levels; the rest is lists in lists
+    def users(depth: int) -> str:
+        return "users:\n  - name: u\n    member_of: " + "[" * depth + "g" + "]" * depth + "\n"
+
+    assert org_from(users(MAX_DEPTH - 3)).users[0].member_of == ("g",)
+    # the 62nd [ of line 8 is the 65th level
+    assert problems(users(MAX_DEPTH - 2)) == ["x.yaml:8:77: yaml: lists and mappings nested deeper than 64 levels"]
+
+
+def test_an_alias_bomb_is_refused_where_it_crosses_the_limit():
+    lines = ["anchors:", "  l0: &l0 [10.0.0.1, 10.0.0.1, 10.0.0.1, 10.0.0.1, 10.0.0.1, 10.0.0.1, 10.0.0.1, 10.0.0.1]"]
+    lines += [f"  l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 8)}]" for i in range(1, 9)]
+    lines += ["receive_connectors:", "  - {name: R, bindings: 0.0.0.0:25, remote_ip_ranges: *l8}"]
+    with pytest.raises(ConfigError) as info:
+        loads(SERVER + "\n".join(lines) + "\n", "x.yaml")
+    # a level-k list is 1 + 8 × (level k-1) nodes: 9, 73, 585, 4,681, 37,449; with the 42,784 nodes
+    # aliased by levels 1-4, the 6th alias of level 5 passes 250,000
+    assert [str(p) for p in info.value.problems] == [
+        "x.yaml:12:37: yaml: aliases expand to more than 250,000 values (an alias bomb?); "
+        "write the values out or alias less"
+    ]
+
+
+def test_aliases_of_empty_lists_count_too():
+    lines = ["anchors:", "  e0: &e0 [[], [], [], [], [], [], [], [], [], []]"]
+    lines += [f"  e{i}: &e{i} [{', '.join([f'*e{i - 1}'] * 10)}]" for i in range(1, 4)]
+    lines += ["users:", "  - {name: u, member_of: *e3}"]
+    with pytest.raises(ConfigError) as info:
+        loads(SERVER + "\n".join(lines) + "\n", "x.yaml")
+    assert "x.yaml:12:26: users.member_of: more than 10,000 items (nested lists and aliases counted as spelt out)" in [
+        str(p) for p in info.value.problems
+    ]
+
+
+def test_an_error_in_an_aliased_value_is_located_where_the_alias_is_used():
+    found = problems("""\
+        receive_connectors:
+          - {name: A, bindings: &b 0.0.0.0:25, remote_ip_ranges: &r [10.0.0.0/8], permission_groups: AnonymousUsers}
+          - {name: B, bindings: *b, remote_ip_ranges: *r, permission_groups: AnonymousUsers}
+    """)
+    assert found == [
+        "x.yaml:8:47: B: remote_ip_ranges: identical range 10.0.0.0/8 conflicts with 10.0.0.0/8 "
+        "of connector 'A' on binding 0.0.0.0:25"
+    ]
+
+
+def ranges_text(n: int, start: int = 0) -> str:
+    return ", ".join(f"10.{(start + i) // 250}.{(start + i) % 250}.1" for i in range(n))
+
+
+def test_more_range_entries_than_exchange_takes_are_refused():
+    from exmilter.validation import MAX_RANGE_ENTRIES, MAX_RANGE_ENTRIES_REFUSED
+
+    assert (MAX_RANGE_ENTRIES, MAX_RANGE_ENTRIES_REFUSED) == (1200, 1300)
+    base = "accepted_domains: [labs.local]\nreceive_connectors:\n  - name: R\n    bindings: 0.0.0.0:2526\n"
+    many = SERVER + base + f"    permission_groups: AnonymousUsers\n    remote_ip_ranges: [{ranges_text(1300)}]\n"
+    assert [str(w) for w in loads(many, "x.yaml").warnings] == [
+        "x.yaml:11:23: warning: R: remote_ip_ranges: 1,300 entries; Exchange fails above about 1,200: "
+        "use ranges or CIDR"
+    ]
+    assert problems(base + f"    remote_ip_ranges: [{ranges_text(1301)}]\n") == [
+        "x.yaml:10:23: R: remote_ip_ranges: 1,301 entries; Exchange fails above about 1,200 and exmilter refuses "
+        "more than 1,300: use ranges or CIDR (10.0.0.0/24, 10.0.0.1-10.0.0.99)"
+    ]
+    assert problems(base + f"    remote_ip_ranges: [{ranges_text(10_001)}]\n") == [
+        "x.yaml:10:23: R: remote_ip_ranges: more than 10,000 entries; Exchange fails above about 1,200 and exmilter "
+        "refuses more than 1,300: use ranges or CIDR (10.0.0.0/24, 10.0.0.1-10.0.0.99)"
+    ]
+
+
+def test_the_loader_raises_only_config_error(monkeypatch):
+    """A bug in a check must refuse the file, located, not crash a daemon's reload."""
+    import exmilter.config
+
+    def broken(*args, **kwargs):
+        raise KeyError("oops")
+
+    monkeypatch.setattr(exmilter.config, "validate", broken)
+    with pytest.raises(ConfigError) as info:
+        loads(SERVER, "x.yaml")
+    assert [str(p) for p in info.value.problems] == [
+        "x.yaml:1:1: internal: internal error while reading this file (KeyError: 'oops'); please report it"
+    ]
+
