@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import random
+import signal
 import textwrap
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import given, settings
@@ -719,6 +723,33 @@ def test_more_range_entries_than_exchange_takes_are_refused():
     ]
 
 
+def test_binding_range_registrations_are_bounded():
+    bindings = ", ".join(f"0.0.0.0:{port}" for port in range(2000, 2401))  # 401 × 1,250 > 500,000
+    found = problems(f"""\
+        receive_connectors:
+          - name: R
+            bindings: [{bindings}]
+            remote_ip_ranges: [{ranges_text(1250)}]
+            permission_groups: AnonymousUsers
+    """)
+    assert found == [
+        "x.yaml:8:15: R: bindings: more than 500,000 (binding, range) pairs in all: each range counts once on every "
+        "binding of its family; use fewer bindings or wider ranges (range conflicts not checked)"
+    ]
+
+
+def test_conflict_reports_stop_after_the_limit():
+    connectors = "".join(
+        f"  - {{name: C{i:02d}, bindings: 0.0.0.0:2526, remote_ip_ranges: 10.0.0.0/8, "
+        "permission_groups: AnonymousUsers}\n"
+        for i in range(50)
+    )
+    found = problems("receive_connectors:\n" + connectors)
+    assert len(found) == 1001  # 1,225 pairs conflict
+    assert sum("more than 1,000 pairs of connectors have conflicting ranges; only the first are reported" in f
+               for f in found) == 1
+
+
 def test_the_loader_raises_only_config_error(monkeypatch):
     """A bug in a check must refuse the file, located, not crash a daemon's reload."""
     import exmilter.config
@@ -732,4 +763,167 @@ def test_the_loader_raises_only_config_error(monkeypatch):
     assert [str(p) for p in info.value.problems] == [
         "x.yaml:1:1: internal: internal error while reading this file (KeyError: 'oops'); please report it"
     ]
+
+
+# --- range conflicts in O(n log n) (issue #10 item 5) --------------------------------------------
+
+
+@contextlib.contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """Abort the block with TimeoutError after ``seconds``: a quadratic check fails instead of running on."""
+
+    def expired(signum: int, frame: object) -> None:
+        raise TimeoutError(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+class Out:
+    """The loader's collector as validation sees it, keeping ``key: message`` of each error."""
+
+    def __init__(self) -> None:
+        self.found: list[str] = []
+
+    def error(self, at, key, message):
+        self.found.append(f"{key}: {message}")
+
+    def warn(self, at, key, message, kind=""):
+        pass
+
+
+def test_conflict_checks_do_not_compare_every_pair():
+    """20,000 identical and 20,000 nested ranges on two connectors: the old sweep read O(n²) range ends.
+
+    Counting reads of ``IPRange.first``/``last`` instead of timing keeps the test exact.
+    """
+    import dataclasses
+
+    from exmilter import validation
+    from exmilter.values import IPRange
+
+    reads = [0]
+
+    class Counted(IPRange):
+        __slots__ = ()
+
+        @property  # type: ignore[override]
+        def first(self) -> int:
+            reads[0] += 1
+            return IPRange.first.__get__(self)  # type: ignore[attr-defined]
+
+        @first.setter
+        def first(self, value: int) -> None:
+            IPRange.first.__set__(self, value)  # type: ignore[attr-defined]
+
+        @property  # type: ignore[override]
+        def last(self) -> int:
+            reads[0] += 1
+            return IPRange.last.__get__(self)  # type: ignore[attr-defined]
+
+        @last.setter
+        def last(self, value: int) -> None:
+            IPRange.last.__set__(self, value)  # type: ignore[attr-defined]
+
+    org = org_from(two("0.0.0.0:25", "10.0.0.1", "0.0.0.0:25", "10.0.0.2"))
+    n = 20_000
+    shapes = {
+        "identical": ([Counted(4, 10 << 24, (11 << 24) - 1)] * n, [Counted(4, 10 << 24, (11 << 24) - 1)] * n),
+        "nested": (
+            [Counted(4, i, 10**8 - i) for i in range(0, 2 * n, 2)],
+            [Counted(4, i, 10**8 - i) for i in range(1, 2 * n, 2)],
+        ),
+    }
+    for shape, (ra, rb) in shapes.items():
+        a, b = (
+            dataclasses.replace(c, remote_ip_ranges=tuple(r))
+            for c, r in zip(org.receive_connectors, (ra, rb), strict=True)
+        )
+        out = Out()
+        reads[0] = 0
+        with deadline(60):  # ~0.2 s; the old sweep would take minutes
+            validation._check_conflicts((a, b), {}, out)
+        found = out.found
+        assert reads[0] < 20 * 2 * n, shape  # each range read a few times; the old sweep: ~n² / 2
+        expected = {"identical": ["B: remote_ip_ranges: identical range 10.0.0.0/8 conflicts with 10.0.0.0/8 "
+                                  "of connector 'A' on binding 0.0.0.0:25"], "nested": []}[shape]
+        assert found == expected
+
+
+def test_an_aliased_file_of_many_identical_ranges_validates_quickly():
+    """Like the 2.8 KB file that took 71 s to reload: 20 connectors aliasing 1,300 identical ranges."""
+    text = "receive_connectors:\n  - {name: C0, bindings: &b [0.0.0.0:25], remote_ip_ranges: &r ["
+    text += ", ".join(["10.0.0.0/8"] * 1300) + "], permission_groups: AnonymousUsers}\n"
+    text += "".join(f"  - {{name: C{i}, bindings: *b, remote_ip_ranges: *r, permission_groups: AnonymousUsers}}\n"
+                    for i in range(1, 20))
+
+    with deadline(20):  # takes ~0.3 s; the old sweep needs minutes
+        found = problems(text)
+    assert len([f for f in found if "identical range 10.0.0.0/8 conflicts with" in f]) == 20 * 19 // 2
+
+
+@st.composite
+def owned_ranges(draw):
+    """Up to 30 (owner, first, last, on the wildcard side) over 0-20: many identical, nested and crossing."""
+    rnd = random.Random(draw(st.integers(0, 2**32)))  # drawing each number through hypothesis costs 20×
+    out = []
+    for _ in range(rnd.randint(1, 30)):
+        a = rnd.randint(0, 20)
+        out.append((rnd.randint(0, 4), a, rnd.randint(a, 20), rnd.random() < 0.5))
+    return out
+
+
+@settings(max_examples=400, deadline=None)
+@given(owned_ranges())
+def test_sweep_finds_every_conflicting_pair_of_owners_once(items):
+    """_sweep against the literal rule, one binding and exact-vs-wildcard, pair by pair."""
+    from exmilter.validation import _sweep
+    from exmilter.values import IPRange
+
+    def partial(x, y):
+        return x[1] <= y[2] and y[1] <= x[2] and not (x[1] <= y[1] and y[2] <= x[2]) and not (
+            y[1] <= x[1] and x[2] <= y[2]
+        )
+
+    ranges = [IPRange(4, a, b) for _, a, b, _ in items]
+    owners = [o for o, _, _, _ in items]
+    met: list[tuple[int, int, bool]] = []
+
+    def conflict(i, j, r1, r2, same):
+        assert i != j
+        kind = (r1.first, r1.last) == (r2.first, r2.last)
+        assert same == kind or not same
+        met.append((min(i, j), max(i, j), same))
+
+    _sweep(ranges, owners, conflict)
+    expected = {
+        (min(x[0], y[0]), max(x[0], y[0]))
+        for k, x in enumerate(items)
+        for y in items[k + 1 :]
+        if x[0] != y[0] and (x[1:3] == y[1:3] or partial(x, y))
+    }
+    assert {(i, j) for i, j, _ in met} == expected
+    # each range meets each other owner at most once per kind of conflict
+    assert len(met) <= 2 * len(items) * 5
+
+    # exact binding (side False) against its wildcard (side True): partial overlaps across sides only
+    exact = [x for x in items if not x[3]]
+    wild = [x for x in items if x[3]]
+    met.clear()
+    _sweep(
+        [IPRange(4, a, b) for _, a, b, _ in exact + wild],
+        [o for o, _, _, _ in exact + wild],
+        conflict,
+        wild_from=len(exact),
+    )
+    expected = {
+        (min(x[0], y[0]), max(x[0], y[0])) for x in exact for y in wild if x[0] != y[0] and partial(x, y)
+    }
+    assert {(i, j) for i, j, _ in met} == expected
+    assert not any(same for _, _, same in met)
 
