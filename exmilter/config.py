@@ -48,6 +48,7 @@ from exmilter.model import (
     parse_right,
 )
 from exmilter.validation import MAX_RANGE_ENTRIES, MAX_RANGE_ENTRIES_REFUSED, validate
+from exmilter.validation import OPEN_RELAY as OPEN_RELAY  # the kind of Problem callers single out
 from exmilter.values import (
     Binding,
     IPRange,
@@ -83,7 +84,7 @@ _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 @dataclass(frozen=True, order=True)
 class Problem:
-    """One located configuration problem."""
+    """One located configuration problem; ``kind`` singles out a family (:data:`OPEN_RELAY`: open relays)."""
 
     file: str
     line: int
@@ -91,10 +92,11 @@ class Problem:
     key: str
     message: str
     warning: bool = False
+    kind: str = ""
 
     def __str__(self) -> str:
-        kind = "warning: " if self.warning else ""
-        return f"{self.file}:{self.line}:{self.col}: {kind}{self.key}: {self.message}"
+        label = ("warning: " if self.warning else "") + (f"{self.kind}: " if self.kind else "")
+        return f"{self.file}:{self.line}:{self.col}: {label}{self.key}: {self.message}"
 
 
 class ConfigError(Exception):
@@ -137,12 +139,12 @@ class Collector:
         self.file = file
         self.problems: list[Problem] = []
 
-    def error(self, at: Raw | yaml.Mark | None, key: str, message: str, warning: bool = False) -> None:
+    def error(self, at: Raw | yaml.Mark | None, key: str, message: str, warning: bool = False, kind: str = "") -> None:
         line, col = _position(at)
-        self.problems.append(Problem(self.file, line, col, key, message, warning))
+        self.problems.append(Problem(self.file, line, col, key, message, warning, kind))
 
-    def warn(self, at: Raw | yaml.Mark | None, key: str, message: str) -> None:
-        self.error(at, key, message, warning=True)
+    def warn(self, at: Raw | yaml.Mark | None, key: str, message: str, kind: str = "") -> None:
+        self.error(at, key, message, warning=True, kind=kind)
 
     @property
     def errors(self) -> list[Problem]:
@@ -635,9 +637,10 @@ class Positions:
 class _Entry:
     """One ``receive_connectors`` entry as read: values parsed, not yet merged with defaults.
 
-    ``values`` are the parsed values of the keys in ``where.keys``, in order. A value that
-    could not be parsed is ``_FAILED``, and ``failed`` names it (also a list of which only
-    some items parsed: the rest still takes part in the checks).
+    ``values`` are the parsed values of the first keys in ``where.keys``, in order (the
+    keys after them, ``permissions[n]``, only locate entries). A value that could not be
+    parsed is ``_FAILED``, and ``failed`` names it (also a list of which only some items
+    parsed: the rest still takes part in the checks).
     """
 
     name: str
@@ -654,6 +657,11 @@ class Loaded:
 
     organization: Organization
     warnings: list[Problem] = field(default_factory=list)
+
+    @property
+    def open_relays(self) -> list[Problem]:
+        """The warnings of kind :data:`OPEN_RELAY`: Exchange accepts these, and they relay for anyone."""
+        return [w for w in self.warnings if w.kind == OPEN_RELAY]
 
 
 def load(path: str | Path) -> Loaded:
@@ -1003,6 +1011,7 @@ class _Builder:
         values: list[Any] = []
         packed = array("Q")
         failed: set[str] = set()
+        entries: list[tuple[str, int]] = []
         for k, (kraw, vraw) in m.items():
             if k == "name":
                 continue
@@ -1016,6 +1025,11 @@ class _Builder:
             keys.append(k)
             values.append(value)
             packed.append(_pack(vraw))
+            if k == "permissions" and value is not _FAILED:  # each entry located, for warnings about one
+                entries = [(f"permissions[{n}]", _pack(entry)) for n, entry in enumerate(vraw.value)]
+        for k, pos in entries:  # after the keys with values: values[i] is the value of keys[i]
+            keys.append(k)
+            packed.append(pos)
         names = self._keysets.setdefault(tuple(keys), tuple(keys))
         where = Positions(_pack(item), names, packed)
         failed_keys = frozenset(failed) if failed else _NOTHING_FAILED
@@ -1071,7 +1085,7 @@ class _Builder:
         built = []
         for name, values, where, failed, entry in specs.values():
             if entry is not None:
-                values = values | dict(zip(entry.where.keys, entry.values, strict=True))
+                values = values | dict(zip(entry.where.keys[: len(entry.values)], entry.values, strict=True))
             c, failed = self.connector(name, values, where, failed, server)
             built.append((c, where, failed))
         return built

@@ -193,3 +193,36 @@ def test_a_broken_file_is_refused_with_exit_2_and_located_messages(tmp_path, cap
     assert lines[-1] == f"{path}: 1 error(s); configuration refused"
     assert out == ""
 
+
+def test_check_shows_open_relays_last_and_strict_refuses_them(tmp_path, capsys):
+    path = broken_copy(
+        tmp_path,
+        "    remote_ip_ranges: [10.83.4.56, 10.83.4.60-10.83.4.69]",
+        "    remote_ip_ranges: [0.0.0.0/1, 128.0.0.0/1]",  # nested in Default Frontend's: no conflict
+    )
+    assert main(["check", "-c", str(path)]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        f"{path}:41:9: warning: open relay: SMTP Relay (EXCH01): permissions: ANONYMOUS LOGON holds "
+        "ms-Exch-SMTP-Accept-Any-Recipient and remote_ip_ranges cover every IPv4 address: anyone can relay mail "
+        "through this connector to any domain without logging in; limit remote_ip_ranges to the hosts that must "
+        "relay, or remove this entry (Remove-ADPermission)",
+        f"{path}: OPEN RELAY: 1 connector(s) above relay mail to any domain for clients that did not log in; "
+        "Exchange accepts this and so does exmilter (check --strict refuses it)",
+    ]
+    assert main(["check", "--strict", "-c", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.splitlines()[-1] == f"{path}: 1 warning(s) and --strict; configuration refused"
+
+
+def test_check_strict_refuses_any_warning(tmp_path, capsys):
+    idle = "\n  - {name: Idle, bindings: 0.0.0.0:2599, remote_ip_ranges: 10.1.1.1}"
+    groups = "    permission_groups: [ExchangeServers]"
+    path = broken_copy(tmp_path, groups, groups + idle)
+    assert main(["check", "--strict", "-c", str(path)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"{path}:54:5: warning: Idle: permission_groups: no permission group or entry: this connector accepts no mail",
+        f"{path}: 1 warning(s) and --strict; configuration refused",
+    ]
+    assert main(["check", "--strict", "-c", str(EXAMPLE)]) == 0

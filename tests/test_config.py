@@ -927,3 +927,214 @@ def test_sweep_finds_every_conflicting_pair_of_owners_once(items):
     assert {(i, j) for i, j, _ in met} == expected
     assert not any(same for _, _, same in met)
 
+
+# --- open relays: Exchange accepts them, exmilter says so (issue #10 item 11, spec §6 #2, #3) --------
+
+ANON_RELAY = """
+    permissions:
+      - user: NT AUTHORITY\\ANONYMOUS LOGON
+        extended_rights: [ms-Exch-SMTP-Accept-Any-Recipient]"""
+
+
+def relay(ranges: str, bindings: str = "0.0.0.0:2526", extra: str = ANON_RELAY, name: str = "Relay") -> str:
+    return f"""
+accepted_domains: [labs.local]
+receive_connectors:
+  - name: {name}
+    transport_role: FrontendTransport
+    bindings: [{bindings}]
+    remote_ip_ranges: [{ranges}]
+    permission_groups: AnonymousUsers{extra}
+"""
+
+
+EXTERNAL_AUTH = "\n    auth_mechanism: Tls, ExternalAuthoritative\n    permission_groups: ExchangeServers"
+ANYONE = "anyone can relay mail through this connector to any domain without logging in"
+LIMIT = "limit remote_ip_ranges to the hosts that must relay, or remove this entry (Remove-ADPermission)"
+EXTERNAL = (
+    "ExternalAuthoritative makes every client an Externally Secured Server, which may relay to any domain and skips "
+    "size limits and antispam, {where}: anyone can relay mail through this connector; use ExternalAuthoritative only "
+    "on a connector whose remote_ip_ranges are limited to hosts you control"
+)
+
+# (snippet, a client that gets the connector, local port, the warnings)
+OPEN_RELAYS = {
+    "Default Frontend (spec §6 #3)": (
+        """
+accepted_domains: [labs.local]
+default_connectors: true
+receive_connectors:
+  - name: Default Frontend EXCH01
+    permissions:
+      - {user: ANONYMOUS LOGON, extended_rights: ms-Exch-SMTP-Submit}
+      - {user: S-1-5-7, extended_rights: ms-Exch-SMTP-Accept-Any-Recipient}
+""",
+        "8.8.8.8",
+        25,
+        [
+            "x.yaml:13:9: warning: open relay: Default Frontend EXCH01: permissions: ANONYMOUS LOGON holds "
+            "ms-Exch-SMTP-Accept-Any-Recipient on Default Frontend, the connector of every client no other connector "
+            "matches: anyone can relay mail through this connector to any domain without logging in; remove this "
+            "entry (Remove-ADPermission) and grant the right on a relay connector of its own, limited to the hosts "
+            "that must relay"
+        ],
+    ),
+    "every IPv4 address": (
+        relay("0.0.0.0-255.255.255.255"),
+        "8.8.8.8",
+        2526,
+        [
+            "x.yaml:15:9: warning: open relay: Relay: permissions: ANONYMOUS LOGON holds "
+            f"ms-Exch-SMTP-Accept-Any-Recipient and remote_ip_ranges cover every IPv4 address: {ANYONE}; {LIMIT}"
+        ],
+    ),
+    "every IPv4 address in two halves": (
+        relay("128.0.0.0/1, 0.0.0.0/1"),
+        "1.2.3.4",
+        2526,
+        [
+            "x.yaml:15:9: warning: open relay: Relay: permissions: ANONYMOUS LOGON holds "
+            f"ms-Exch-SMTP-Accept-Any-Recipient and remote_ip_ranges cover every IPv4 address: {ANYONE}; {LIMIT}"
+        ],
+    ),
+    "every IPv6 address": (
+        relay('"::/0"', '"[::]:2526"'),
+        "2001:4860::8888",
+        2526,
+        [
+            "x.yaml:15:9: warning: open relay: Relay: permissions: ANONYMOUS LOGON holds "
+            f"ms-Exch-SMTP-Accept-Any-Recipient and remote_ip_ranges cover every IPv6 address: {ANYONE}; {LIMIT}"
+        ],
+    ),
+    "a public range": (
+        relay("10.83.4.56, 203.0.114.0/24"),
+        "203.0.114.9",
+        2526,
+        [
+            "x.yaml:15:9: warning: open relay: Relay: permissions: ANONYMOUS LOGON holds "
+            "ms-Exch-SMTP-Accept-Any-Recipient and remote_ip_ranges include public IPv4 addresses (203.0.114.0/24): "
+            f"{ANYONE}; {LIMIT}"
+        ],
+    ),
+    "a wide subnet (spec §6 #2)": (
+        relay('10.0.0.0/7, "2001:db8::/31"', '0.0.0.0:2526, "[::]:2526"'),
+        "11.1.2.3",
+        2526,
+        [
+            "x.yaml:15:9: warning: open relay: Relay: permissions: ANONYMOUS LOGON holds "
+            "ms-Exch-SMTP-Accept-Any-Recipient and remote_ip_ranges include public IPv4 addresses (11.0.0.0/8 of "
+            "10.0.0.0/7) and include public IPv6 addresses (2001:db9::/32 of 2001:db8::/31): "
+            f"{ANYONE}; {LIMIT}"
+        ],
+    ),
+    "Internet usage: every IPv4 address by default": (
+        """
+accepted_domains: [labs.local]
+receive_connectors:
+  - name: Internet
+    usage: Internet
+    bindings: 0.0.0.0:2526
+    permissions: [{user: ANONYMOUS LOGON, extended_rights: ms-Exch-SMTP-Accept-Any-Recipient}]
+""",
+        "8.8.8.8",
+        2526,
+        [
+            "x.yaml:12:19: warning: open relay: Internet: permissions: ANONYMOUS LOGON holds "
+            f"ms-Exch-SMTP-Accept-Any-Recipient and remote_ip_ranges cover every IPv4 address: {ANYONE}; {LIMIT}"
+        ],
+    ),
+    "ExternalAuthoritative on public addresses (spec §6 #5b)": (
+        relay("8.8.8.0/24", extra=EXTERNAL_AUTH).replace("    permission_groups: AnonymousUsers\n", ""),
+        "8.8.8.8",
+        2526,
+        [
+            "x.yaml:13:21: warning: open relay: Relay: auth_mechanism: "
+            + EXTERNAL.format(where="and remote_ip_ranges include public IPv4 addresses (8.8.8.0/24)")
+        ],
+    ),
+    "ExternalAuthoritative on Default Frontend": (
+        """
+accepted_domains: [labs.local]
+default_connectors: true
+receive_connectors:
+  - name: Default Frontend EXCH01
+    auth_mechanism: Tls, ExternalAuthoritative
+""",
+        "10.9.9.9",
+        25,
+        [
+            "x.yaml:11:21: warning: open relay: Default Frontend EXCH01: auth_mechanism: "
+            + EXTERNAL.format(where="on Default Frontend, the connector of every client no other connector matches")
+        ],
+    ),
+}
+
+NOT_OPEN = {
+    "private ranges only": relay('10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10, 127.0.0.0/8, "fd00::/8"'
+                                 ', "fe80::/10"', '0.0.0.0:2526, "[::]:2526"'),
+    "documentation ranges": relay('192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24, "2001:db8::/32"',
+                                  '0.0.0.0:2526, "[::]:2526"'),
+    "a Deny entry wins": relay("0.0.0.0/0", extra=ANON_RELAY + "\n      - {user: ANONYMOUS LOGON, extended_rights: "
+                               "ms-Exch-SMTP-Accept-Any-Recipient, deny: $true}"),
+    "disabled": relay("0.0.0.0/0", extra=ANON_RELAY + "\n    enabled: $false"),
+    "IPv6 ranges without an IPv6 binding never match": relay('10.0.0.1, "::/0"'),
+    "Everyone does not include anonymous sessions": relay(
+        "0.0.0.0/0", extra="\n    permissions: [{user: Everyone, extended_rights: ms-Exch-SMTP-Accept-Any-Recipient}]"
+    ),
+    "relay after login": relay("0.0.0.0/0", extra="\n    permission_groups: ExchangeUsers").replace(
+        "    permission_groups: AnonymousUsers\n", ""
+    ),
+    "the stock Default Frontend": "accepted_domains: [labs.local]\ndefault_connectors: true\n",
+    "ExternalAuthoritative on private addresses": relay("10.83.5.0/24", extra=EXTERNAL_AUTH).replace(
+        "    permission_groups: AnonymousUsers\n", ""
+    ),
+}
+
+
+@pytest.mark.parametrize(("snippet", "client", "port", "expected"), OPEN_RELAYS.values(), ids=list(OPEN_RELAYS))
+def test_open_relays_load_relay_and_warn_where_granted(snippet, client, port, expected):
+    from exmilter.explain import explain
+
+    loaded = loads(SERVER + snippet, "x.yaml")
+    assert [str(w) for w in loaded.open_relays] == expected
+    assert [str(w) for w in loaded.warnings if w.kind] == expected
+    # Exchange's behaviour is kept: the configuration relays as written
+    result = explain(
+        loaded.organization, client_ip=client, port=port, mail_from="a@labs.local", rcpt_to=["x@gmail.com"]
+    )
+    assert result["replies"][2] == {
+        "stage": "RCPT", "reply": "250 2.1.5 Recipient OK", "code": 250, "recipient": "x@gmail.com"
+    }
+
+
+@pytest.mark.parametrize("snippet", NOT_OPEN.values(), ids=list(NOT_OPEN))
+def test_what_is_not_an_open_relay_does_not_warn(snippet):
+    assert loads(SERVER + snippet, "x.yaml").open_relays == []
+
+
+def test_open_relays_as_typed_values():
+    from exmilter.validation import OpenRelay, open_relays
+
+    org = loads(SERVER + OPEN_RELAYS["a wide subnet (spec §6 #2)"][0]).organization
+    assert open_relays(org) == [
+        OpenRelay(
+            connector="Relay",
+            principal="NT AUTHORITY\\ANONYMOUS LOGON",
+            granted_by="permissions",
+            entry=0,
+            default_frontend=False,
+            reach=(
+                "include public IPv4 addresses (11.0.0.0/8 of 10.0.0.0/7)",
+                "include public IPv6 addresses (2001:db9::/32 of 2001:db8::/31)",
+            ),
+        )
+    ]
+
+
+def test_open_relay_warnings_come_with_the_errors_of_a_refused_file():
+    """import-exchange and check both see them, even when something else is wrong."""
+    from exmilter.config import OPEN_RELAY
+
+    with pytest.raises(ConfigError) as info:
+        loads(SERVER + relay("0.0.0.0/0", extra=ANON_RELAY + "\n    max_hop_count: 0"), "x.yaml")
+    assert [(p.warning, p.kind) for p in info.value.problems] == [(True, OPEN_RELAY), (False, "")]
