@@ -19,13 +19,15 @@ file cannot exhaust the stack, memory or time of a daemon that reloads it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 import re
 import sys
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import yaml
@@ -810,13 +812,39 @@ _MOST: dict[str, _Most] = {
 _NOTHING_FAILED: frozenset[str] = frozenset()
 
 
+@functools.cache
+def _usage_defaults(usage: Usage) -> Mapping[str, Any]:
+    """``New-ReceiveConnector -Usage`` defaults, parsed once per process and shared (the values are immutable)."""
+    nowhere = Raw(None, 1, 1)
+    return MappingProxyType(
+        {k: CONNECTOR_FIELDS[k](_python_raw(v, nowhere)) for k, v in defaults.USAGE_DEFAULTS[usage.value].items()}
+    )
+
+
+@functools.lru_cache(maxsize=16)
+def _default_connectors(server: str) -> tuple[tuple[str, Mapping[str, Any]], ...]:
+    """The parsed values of the connectors setup creates on ``server``, shared by every load naming it.
+
+    They are a third of loading a small file with ``default_connectors: true`` (a reload,
+    every command of import-exchange), and depend on nothing else.
+    """
+    builder = _Builder(Collector("<defaults>"))
+    nowhere = Raw(None, 1, 1)
+    out = []
+    for d in defaults.default_connectors(server):
+        values = {k: builder._value(d["name"], k, _python_raw(v, nowhere)) for k, v in d.items() if k != "name"}
+        out.append((d["name"], MappingProxyType(values)))
+    if builder.out.problems:  # the defaults are Exchange's own and always parse
+        raise AssertionError(builder.out.problems)
+    return tuple(out)
+
+
 class _Builder:
     def __init__(self, out: Collector) -> None:
         self.out = out
         self.entries: list[_Entry] = []
         self._names: set[str] = set()
         self._duplicates: list[tuple[Raw, str]] = []
-        self._usage_defaults: dict[Usage, dict[str, Any]] = {}
         self._keysets: dict[tuple[str, ...], tuple[str, ...]] = {}
 
     def parse(self, raw: Raw, key: str, parser: Callable[[Raw], Any]) -> Any:
@@ -1062,14 +1090,11 @@ class _Builder:
         for at, name in self._duplicates:
             self.out.error(at, "name", f"a connector named {name!r} is already defined on {on}")
         # name → (name, default values, positions, failed keys, the file's entry if any)
-        specs: dict[str, tuple[str, dict[str, Any], Positions, frozenset[str], _Entry | None]] = {}
+        specs: dict[str, tuple[str, Mapping[str, Any], Positions, frozenset[str], _Entry | None]] = {}
         if defaults_at is not None:
             here = Positions(_pack(defaults_at))
-            for d in defaults.default_connectors(server.name):
-                values = {
-                    k: self._value(d["name"], k, _python_raw(v, defaults_at)) for k, v in d.items() if k != "name"
-                }
-                specs[d["name"].lower()] = (d["name"], values, here, _NOTHING_FAILED, None)
+            for name, values in _default_connectors(server.name):
+                specs[name.lower()] = (name, values, here, _NOTHING_FAILED, None)
         entries, self.entries = self.entries, []
         for e in entries:
             if e.server is not None and server_known and e.server.lower() != server.name.lower():
@@ -1090,17 +1115,11 @@ class _Builder:
             built.append((c, where, failed))
         return built
 
-    def usage_defaults(self, usage: Usage) -> dict[str, Any]:
-        """``New-ReceiveConnector -Usage`` defaults, parsed once per usage and shared (the values are immutable)."""
-        if usage not in self._usage_defaults:
-            nowhere = Raw(None, 1, 1)
-            self._usage_defaults[usage] = {
-                k: CONNECTOR_FIELDS[k](_python_raw(v, nowhere)) for k, v in defaults.USAGE_DEFAULTS[usage.value].items()
-            }
-        return self._usage_defaults[usage]
+    def usage_defaults(self, usage: Usage) -> Mapping[str, Any]:
+        return _usage_defaults(usage)
 
     def connector(
-        self, name: str, spec: dict[str, Any], where: Positions, failed: frozenset[str], server: Server
+        self, name: str, spec: Mapping[str, Any], where: Positions, failed: frozenset[str], server: Server
     ) -> tuple[ReceiveConnector, frozenset[str]]:
         """The connector, with defaults standing in for failed values; ``failed`` grows by what is unknown."""
         unknown = set(failed)
