@@ -52,8 +52,11 @@ _VALUES = [
     "NT AUTHORITY\\ANONYMOUS LOGON", "ms-Exch-SMTP-Accept-Any-Recipient", "ms-Exch-SMTP-Submit",
     "220 Server EXCH01 SMTP Relay", "labs.local", "*.branch.labs.local", "InternalRelay", "Default Frontend EXCH01",
 ]  # fmt: skip
-_KEYS = sorted(set(TOP_KEYS) | CONNECTOR_KEYS | {"user", "extended_rights", "deny", "domain_name", "domain_type",
-                                                 "addresses", "fqdn", "name", "listen", "bogus"})
+_KEYS = sorted(
+    set(TOP_KEYS)
+    | CONNECTOR_KEYS
+    | {"user", "extended_rights", "deny", "domain_name", "domain_type", "addresses", "fqdn", "name", "listen", "bogus"}
+)
 _ODD = ["\x00", "\x01", "\x1b", "\x7f", "\x85", "\x9f", "\ufeff", "\u2028", "\ufffe", "\ud800", "\t", "\r", "é", "😀"]
 
 
@@ -155,13 +158,15 @@ def test_two_thousand_mutated_files_through_check(tmp_path, capsys):
             problems.append("traceback printed")
         if o.unlocated(path):
             problems.append(f"unlocated: {o.unlocated(path)[:3]}")
-        if f"{path}: internal:" in o.stderr or ": internal: " in o.stderr:
+        if ": internal: " in o.stderr:
             problems.append("the loader's last-resort catch fired")
-        if o.code == 2 and not any(line.startswith(f"{path}:") and ": warning: " not in line
-                                   for line in o.stderr.splitlines()[:-1]):
+        if o.code == 2 and not any(
+            line.startswith(f"{path}:") and ": warning: " not in line for line in o.stderr.splitlines()[:-1]
+        ):
             problems.append("refused without a located error")
         if o.code == 0:
-            assert o.stdout.rstrip().endswith(")") and ": OK (" in o.stdout
+            if f"{path}: OK (" not in o.stdout:
+                problems.append("exit 0 without the OK line")
             explained += 1  # what loads must also explain: the engine is built from it
             code = main(["explain", "-c", path, "--client-ip", "10.83.4.56", "--from", "a@b.c", "--to", "x@y.z"])
             if code != 0:
