@@ -238,18 +238,17 @@ class _Reader:
         finally:
             self._loader.dispose()
 
-    def _enter(self, mark: yaml.Mark) -> None:
+    def _enter(self, at: Raw) -> None:
+        """One level deeper, at ``at``'s position."""
         self._depth += 1
         if self._depth > MAX_DEPTH:
-            raise _Refused(
-                mark.line + 1, mark.column + 1, f"lists and mappings nested deeper than {MAX_DEPTH} levels"
-            )
+            raise _Refused(at.line, at.col, f"lists and mappings nested deeper than {MAX_DEPTH} levels")
 
     def _top(self, event: yaml.MappingStartEvent) -> Raw:
         """The top-level mapping; the first ``receive_connectors`` list is streamed."""
         pairs: list[tuple[Raw, Raw]] = []
         root = Raw(YamlMap(pairs), event.start_mark.line + 1, event.start_mark.column + 1)
-        self._enter(event.start_mark)
+        self._enter(root)
         self._nodes += 1
         get, peek = self._loader.get_event, self._loader.peek_event
         first = True
@@ -263,7 +262,7 @@ class _Reader:
             # anchored list may be aliased later: that one is kept whole
             if first and isinstance(event, yaml.SequenceStartEvent) and event.anchor is None:
                 value = Raw(_STREAMED, event.start_mark.line + 1, event.start_mark.column + 1)
-                self._enter(event.start_mark)
+                self._enter(value)
                 self._nodes += 1
                 while not isinstance(peek(), yaml.SequenceEndEvent):
                     self._on_connector(self._node(get()))
@@ -285,22 +284,24 @@ class _Reader:
 
     def _node(self, event: yaml.Event) -> Raw:
         mark = event.start_mark
+        line, col = mark.line + 1, mark.column + 1
         if isinstance(event, yaml.AliasEvent):
+            name = event.anchor or ""  # libyaml gives every alias a name
             try:
-                raw = self._anchors[event.anchor]
+                raw = self._anchors[name]
             except KeyError:
                 raise yaml.composer.ComposerError(None, None, "found undefined alias", mark) from None
-            size = self._sizes[event.anchor]
+            size = self._sizes[name]
             self._nodes += size
             self._expanded += size
             if self._expanded > MAX_ALIAS_EXPANSION:
                 raise _Refused(
-                    mark.line + 1,
-                    mark.column + 1,
+                    line,
+                    col,
                     f"aliases expand to more than {MAX_ALIAS_EXPANSION:,} values (an alias bomb?); "
                     "write the values out or alias less",
                 )
-            return Raw(raw.value, mark.line + 1, mark.column + 1)  # the anchor's value, located where it is used
+            return Raw(raw.value, line, col)  # the anchor's value, located where it is used
         anchor = event.anchor
         if anchor is not None and anchor in self._anchors:
             first = self._anchors[anchor]
@@ -310,23 +311,24 @@ class _Reader:
                 "second occurrence",
                 mark,
             )
-        line, col = mark.line + 1, mark.column + 1
         before = self._nodes
         self._nodes += 1
         if isinstance(event, yaml.ScalarEvent):
             null = event.tag == _NULL_TAG or (event.tag is None and event.implicit[0] and event.value in _NULLS)
             raw = Raw(None if null else event.value, line, col)
         elif isinstance(event, yaml.SequenceStartEvent):
-            self._enter(mark)
+            raw = Raw(None, line, col)
+            self._enter(raw)
             items: list[Raw] = []
             get, peek = self._loader.get_event, self._loader.peek_event
             while not isinstance(peek(), yaml.SequenceEndEvent):
                 items.append(self._node(get()))
             get()
             self._depth -= 1
-            raw = Raw(items, line, col)
+            raw.value = items
         else:  # MappingStartEvent
-            self._enter(mark)
+            raw = Raw(None, line, col)
+            self._enter(raw)
             pairs: list[tuple[Raw, Raw]] = []
             get, peek = self._loader.get_event, self._loader.peek_event
             while not isinstance(peek(), yaml.MappingEndEvent):
@@ -334,7 +336,7 @@ class _Reader:
                 pairs.append((key, self._node(get())))
             get()
             self._depth -= 1
-            raw = Raw(YamlMap(pairs), line, col)
+            raw.value = YamlMap(pairs)
         if anchor is not None:  # after the children: an alias of its own ancestor is undefined
             self._anchors[anchor] = raw
             self._sizes[anchor] = self._nodes - before
@@ -1110,7 +1112,7 @@ class _Builder:
         built = []
         for name, values, where, failed, entry in specs.values():
             if entry is not None:
-                values = values | dict(zip(entry.where.keys[: len(entry.values)], entry.values, strict=True))
+                values = {**values, **dict(zip(entry.where.keys[: len(entry.values)], entry.values, strict=True))}
             c, failed = self.connector(name, values, where, failed, server)
             built.append((c, where, failed))
         return built
