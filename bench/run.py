@@ -212,7 +212,7 @@ def evaluate(res: dict) -> list[tuple[str, str, str, str]]:
     r = e["ratio_to_bare"] if e else None
     out.append(("end to end msg/s vs bare Postfix", "≥ 0.9×", _fmt(r, ".2f", "×"),
                 verdict(r, TARGETS["e2e_vs_bare"], True)))
-    lk = next((x for x in res.get("lookup", {}).get("lookup", []) if x["ranges"] == 100_000 and x["connectors"] == 10),
+    lk = next((x for x in res.get("lookup", {}).get("lookup", []) if x["ranges"] == 100_000 and x["connectors"] == 100),
               None)
     v = lk["lookup_us"] if lk else None
     out.append(("connector lookup, 100,000 ranges", "< 20 µs", _fmt(v, ".1f", " µs"),

@@ -9,18 +9,25 @@ one tree. All problems are collected before anything is raised, and a bad value 
 not stop the other checks: a connector whose ``max_message_size`` is wrong still takes
 part in the conflict checks. Exchange's own refusals (spec §2.3) are enforced in
 :mod:`exmilter.validation`.
+
+Whatever the input, :func:`load` and :func:`loads` raise nothing but :class:`ConfigError`
+with located problems: characters YAML refuses are found before libyaml reads the text,
+and nesting, aliases and list lengths are bounded (the ``MAX_*`` limits below), so a
+file cannot exhaust the stack, memory or time of a daemon that reloads it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 import re
 import sys
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import yaml
@@ -43,6 +50,8 @@ from exmilter.model import (
     User,
     parse_right,
 )
+from exmilter.validation import MAX_RANGE_ENTRIES, MAX_RANGE_ENTRIES_REFUSED, validate
+from exmilter.validation import OPEN_RELAY as OPEN_RELAY  # the kind of Problem callers single out
 from exmilter.values import (
     Binding,
     IPRange,
@@ -57,13 +66,28 @@ from exmilter.values import (
 
 DEFAULT_PATH = "/etc/exmilter/exmilter.yaml"
 
+# -- limits: what a file may ask of the loader (docs/configuration.md, "Limits") -------------
+
+#: Bytes read from a file; a 10,000-connector file is under 4 MB.
+MAX_FILE_BYTES = 64 << 20
+#: Nesting of lists and mappings; a configuration needs 6 levels. Deeper input is refused
+#: before the tree is built (the reader recurses once per level).
+MAX_DEPTH = 64
+#: Nodes that aliases may add to the document when expanded (``*a`` counts every node of
+#: ``&a``, nested aliases included). Bounds "billion laughs" before any list is flattened.
+MAX_ALIAS_EXPANSION = 250_000
+#: Items of one list value once nested lists, aliases and the comma form are flattened.
+MAX_LIST_ITEMS = 10_000
+#: Characters YAML cannot read that are reported one by one; the rest are counted.
+MAX_CHARACTER_PROBLEMS = 20
+
 #: libyaml's parser when PyYAML was built with it: about 10× faster on big files.
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclass(frozen=True, order=True)
 class Problem:
-    """One located configuration problem."""
+    """One located configuration problem; ``kind`` singles out a family (:data:`OPEN_RELAY`: open relays)."""
 
     file: str
     line: int
@@ -71,10 +95,11 @@ class Problem:
     key: str
     message: str
     warning: bool = False
+    kind: str = ""
 
     def __str__(self) -> str:
-        kind = "warning: " if self.warning else ""
-        return f"{self.file}:{self.line}:{self.col}: {kind}{self.key}: {self.message}"
+        label = ("warning: " if self.warning else "") + (f"{self.kind}: " if self.kind else "")
+        return f"{self.file}:{self.line}:{self.col}: {label}{self.key}: {self.message}"
 
 
 class ConfigError(Exception):
@@ -117,12 +142,12 @@ class Collector:
         self.file = file
         self.problems: list[Problem] = []
 
-    def error(self, at: Raw | yaml.Mark | None, key: str, message: str, warning: bool = False) -> None:
+    def error(self, at: Raw | yaml.Mark | None, key: str, message: str, warning: bool = False, kind: str = "") -> None:
         line, col = _position(at)
-        self.problems.append(Problem(self.file, line, col, key, message, warning))
+        self.problems.append(Problem(self.file, line, col, key, message, warning, kind))
 
-    def warn(self, at: Raw | yaml.Mark | None, key: str, message: str) -> None:
-        self.error(at, key, message, warning=True)
+    def warn(self, at: Raw | yaml.Mark | None, key: str, message: str, kind: str = "") -> None:
+        self.error(at, key, message, warning=True, kind=kind)
 
     @property
     def errors(self) -> list[Problem]:
@@ -159,17 +184,36 @@ _NULLS = frozenset(("", "~", "null", "Null", "NULL"))
 _NULL_TAG = "tag:yaml.org,2002:null"
 
 
+class _Refused(Exception):
+    """A limit the reader enforces, at the position where the input crossed it."""
+
+    def __init__(self, line: int, col: int, message: str) -> None:
+        super().__init__(message)
+        self.line = line
+        self.col = col
+        self.message = message
+
+
 class _Reader:
     """libyaml's events → :class:`Raw` trees; one document, aliases resolved as the composer does.
 
     The composer's node tree carries two ``Mark`` objects per scalar (~82 MB for a 1.8 MB
     file); a :class:`Raw` carries the text and two integers, and connector items are
     handed to ``on_connector`` one by one and dropped.
+
+    An alias shares its anchor's value (located at the alias), so nothing is copied here;
+    what an alias would cost whoever walks the tree (its anchor's size, nested aliases
+    included) is counted against :data:`MAX_ALIAS_EXPANSION`, and nesting against
+    :data:`MAX_DEPTH`.
     """
 
     def __init__(self, text: str, on_connector: Callable[[Raw], None]) -> None:
         self._loader = _LOADER(text)
         self._anchors: dict[str, Raw] = {}
+        self._sizes: dict[str, int] = {}  # anchor → nodes of its value once expanded
+        self._nodes = 0  # nodes read so far, aliases counted expanded
+        self._expanded = 0  # of which added by aliases
+        self._depth = 0
         self._on_connector = on_connector
 
     def document(self) -> Raw | None:
@@ -195,10 +239,18 @@ class _Reader:
         finally:
             self._loader.dispose()
 
+    def _enter(self, at: Raw) -> None:
+        """One level deeper, at ``at``'s position."""
+        self._depth += 1
+        if self._depth > MAX_DEPTH:
+            raise _Refused(at.line, at.col, f"lists and mappings nested deeper than {MAX_DEPTH} levels")
+
     def _top(self, event: yaml.MappingStartEvent) -> Raw:
         """The top-level mapping; the first ``receive_connectors`` list is streamed."""
         pairs: list[tuple[Raw, Raw]] = []
         root = Raw(YamlMap(pairs), event.start_mark.line + 1, event.start_mark.column + 1)
+        self._enter(root)
+        self._nodes += 1
         get, peek = self._loader.get_event, self._loader.peek_event
         first = True
         while not isinstance(peek(), yaml.MappingEndEvent):
@@ -211,28 +263,46 @@ class _Reader:
             # anchored list may be aliased later: that one is kept whole
             if first and isinstance(event, yaml.SequenceStartEvent) and event.anchor is None:
                 value = Raw(_STREAMED, event.start_mark.line + 1, event.start_mark.column + 1)
+                self._enter(value)
+                self._nodes += 1
                 while not isinstance(peek(), yaml.SequenceEndEvent):
                     self._on_connector(self._node(get()))
                 get()
+                self._depth -= 1
             else:
                 value = self._node(event)
             first = False
             pairs.append((key, value))
         get()
+        self._depth -= 1
         return root
 
     def _key(self, event: yaml.Event) -> Raw:
         if isinstance(event, yaml.ScalarEvent):  # a key keeps its text, even "~"; one string per key name
+            self._nodes += 1
             return Raw(sys.intern(event.value), event.start_mark.line + 1, event.start_mark.column + 1)
         return self._node(event)
 
     def _node(self, event: yaml.Event) -> Raw:
         mark = event.start_mark
+        line, col = mark.line + 1, mark.column + 1
         if isinstance(event, yaml.AliasEvent):
+            name = event.anchor or ""  # libyaml gives every alias a name
             try:
-                return self._anchors[event.anchor]
+                raw = self._anchors[name]
             except KeyError:
                 raise yaml.composer.ComposerError(None, None, "found undefined alias", mark) from None
+            size = self._sizes[name]
+            self._nodes += size
+            self._expanded += size
+            if self._expanded > MAX_ALIAS_EXPANSION:
+                raise _Refused(
+                    line,
+                    col,
+                    f"aliases expand to more than {MAX_ALIAS_EXPANSION:,} values (an alias bomb?); "
+                    "write the values out or alias less",
+                )
+            return Raw(raw.value, line, col)  # the anchor's value, located where it is used
         anchor = event.anchor
         if anchor is not None and anchor in self._anchors:
             first = self._anchors[anchor]
@@ -242,27 +312,35 @@ class _Reader:
                 "second occurrence",
                 mark,
             )
-        line, col = mark.line + 1, mark.column + 1
+        before = self._nodes
+        self._nodes += 1
         if isinstance(event, yaml.ScalarEvent):
             null = event.tag == _NULL_TAG or (event.tag is None and event.implicit[0] and event.value in _NULLS)
             raw = Raw(None if null else event.value, line, col)
         elif isinstance(event, yaml.SequenceStartEvent):
+            raw = Raw(None, line, col)
+            self._enter(raw)
             items: list[Raw] = []
             get, peek = self._loader.get_event, self._loader.peek_event
             while not isinstance(peek(), yaml.SequenceEndEvent):
                 items.append(self._node(get()))
             get()
-            raw = Raw(items, line, col)
+            self._depth -= 1
+            raw.value = items
         else:  # MappingStartEvent
+            raw = Raw(None, line, col)
+            self._enter(raw)
             pairs: list[tuple[Raw, Raw]] = []
             get, peek = self._loader.get_event, self._loader.peek_event
             while not isinstance(peek(), yaml.MappingEndEvent):
                 key = self._key(get())
                 pairs.append((key, self._node(get())))
             get()
-            raw = Raw(YamlMap(pairs), line, col)
+            self._depth -= 1
+            raw.value = YamlMap(pairs)
         if anchor is not None:  # after the children: an alias of its own ancestor is undefined
             self._anchors[anchor] = raw
+            self._sizes[anchor] = self._nodes - before
         return raw
 
 
@@ -301,21 +379,50 @@ def _scalar(raw: Raw) -> str:
     return str(raw.value)
 
 
-def _items(raw: Raw) -> list[Raw]:
-    """A list or Exchange's comma-separated form (``Tls, BasicAuth``)."""
-    if isinstance(raw.value, list):
-        out: list[Raw] = []
-        for item in raw.value:
-            out.extend(_items(item))
-        return out
-    if raw.value is None:
-        return []
-    if isinstance(raw.value, YamlMap):
-        raise ValueError("expected a list")
-    text = str(raw.value).strip()
-    if text.startswith("{") and text.endswith("}"):
-        text = text[1:-1]
-    return [Raw(part.strip(), raw.line, raw.col) for part in text.split(",") if part.strip()]
+class _TooMany(ValueError):
+    """A list value longer than its limit (:data:`MAX_LIST_ITEMS`)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"more than {limit:,} items (nested lists and aliases counted as spelt out)")
+        self.limit = limit
+
+
+def _items(raw: Raw, limit: int = MAX_LIST_ITEMS) -> list[Raw]:
+    """A list or Exchange's comma-separated form (``Tls, BasicAuth``), nested lists flattened.
+
+    Every node walked counts against ``limit`` (nested lists too, so aliases of empty lists
+    cannot multiply unseen): an alias shares its anchor's tree, and a tree of aliases of
+    aliases is as long to walk as the list it spells out.
+    """
+    out: list[Raw] = []
+    walked = 0
+    stack = [raw]
+    while stack:
+        node = stack.pop()
+        walked += 1
+        if walked > limit:
+            raise _TooMany(limit)
+        value = node.value
+        if isinstance(value, list):
+            stack.extend(reversed(value))
+            continue
+        if value is None:
+            continue
+        if isinstance(value, YamlMap):
+            raise ValueError("expected a list")
+        text = str(value).strip()
+        if text.startswith("{") and text.endswith("}"):
+            text = text[1:-1]
+        if "," not in text:
+            if text:
+                out.append(node if text == value else Raw(text, node.line, node.col))
+            continue
+        parts = [part.strip() for part in text.split(",")]
+        walked += len(parts) - 1
+        if walked > limit:
+            raise _TooMany(limit)
+        out.extend(Raw(part, node.line, node.col) for part in parts if part)
+    return out
 
 
 def _int_range(lo: int, hi: int) -> Callable[[Raw], int]:
@@ -535,9 +642,10 @@ class Positions:
 class _Entry:
     """One ``receive_connectors`` entry as read: values parsed, not yet merged with defaults.
 
-    ``values`` are the parsed values of the keys in ``where.keys``, in order. A value that
-    could not be parsed is ``_FAILED``, and ``failed`` names it (also a list of which only
-    some items parsed: the rest still takes part in the checks).
+    ``values`` are the parsed values of the first keys in ``where.keys``, in order (the
+    keys after them, ``permissions[n]``, only locate entries). A value that could not be
+    parsed is ``_FAILED``, and ``failed`` names it (also a list of which only some items
+    parsed: the rest still takes part in the checks).
     """
 
     name: str
@@ -555,27 +663,126 @@ class Loaded:
     organization: Organization
     warnings: list[Problem] = field(default_factory=list)
 
+    @property
+    def open_relays(self) -> list[Problem]:
+        """The warnings of kind :data:`OPEN_RELAY`: Exchange accepts these, and they relay for anyone."""
+        return [w for w in self.warnings if w.kind == OPEN_RELAY]
+
 
 def load(path: str | Path) -> Loaded:
-    """Read and validate ``path``; raise :class:`ConfigError` listing every problem."""
+    """Read and validate ``path``; raise :class:`ConfigError` listing every problem, and nothing else."""
     path = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
     except OSError as e:
         raise ConfigError([Problem(path, 1, 1, "file", e.strerror or str(e))]) from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigError(
+            [Problem(path, 1, 1, "file", f"larger than {MAX_FILE_BYTES >> 20} MB: not a configuration file")]
+        )
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ConfigError([Problem(path, 1, 1, "file", f"not UTF-8 text: {e.reason}")]) from None
+        before = _newlines(data[: e.start].decode("utf-8"))  # all good up to the bad byte
+        line, col = _offset_position(before, len(before))
+        bad = data[e.start : e.end].hex(" ").upper()
+        raise ConfigError([Problem(path, line, col, "file", f"not UTF-8 text: {e.reason} (bytes {bad})")]) from None
     return loads(text, path)
 
 
+def _newlines(text: str) -> str:
+    """CR LF and CR as LF, as a file opened in text mode reads (and as libyaml counts lines)."""
+    return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
+
+
+def _offset_position(text: str, offset: int) -> tuple[int, int]:
+    """1-based line and column (in characters) of ``text[offset]``; a leading BOM takes no column."""
+    line = text.count("\n", 0, offset) + 1
+    col = offset - text.rfind("\n", 0, offset)
+    if line == 1 and text.startswith("\ufeff"):
+        col -= 1
+    return line, max(col, 1)
+
+
+def _within(text: str, line: int, col: int) -> tuple[int, int]:
+    """A libyaml mark, or the end of the text where libyaml points past it (at the end of
+    input it counts a line break the text may not have, sometimes two)."""
+    if line <= text.count("\n") + 1:
+        return line, col
+    return _offset_position(text, len(text))
+
+
+#: What YAML refuses to read (C0 and C1 controls but tab and newlines, surrogates, U+FFFE/U+FFFF),
+#: what it reads as a line break where editors do not (NEL, U+2028, U+2029), and a byte order
+#: mark anywhere but at the very start (two files joined with ``cat``).
+_UNREADABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufeff\ufffe\uffff\u2028\u2029]")
+_CONTROL_NAMES = {0x00: "NUL", 0x09: "TAB", 0x1B: "ESC", 0x7F: "DEL", 0x85: "NEL"}
+
+
+def _unreadable(ch: str) -> str:
+    """Why one character of :data:`_UNREADABLE` cannot stay, and what to do."""
+    cp = ord(ch)
+    code = f"U+{cp:04X}"
+    if cp == 0xFEFF:
+        return f"byte order mark {code} after the start of the file (files joined with cat?): delete it"
+    if 0xD800 <= cp <= 0xDFFF:
+        return f"lone surrogate {code} (text decoded with the wrong codec?): not a character, delete it"
+    if cp in (0x85, 0x2028, 0x2029):
+        name = {0x85: "control character U+0085 (NEL)", 0x2028: "LINE SEPARATOR U+2028"}.get(
+            cp, "PARAGRAPH SEPARATOR U+2029"
+        )
+        return f"{name}: YAML reads it as a line break where editors do not; write a plain newline"
+    if cp in (0xFFFE, 0xFFFF):
+        return f"noncharacter {code}: not allowed in YAML; delete it"
+    name = f" ({_CONTROL_NAMES[cp]})" if cp in _CONTROL_NAMES else ""
+    return f"control character {code}{name}: not allowed in YAML, not even in a comment; delete it"
+
+
+def _characters(text: str, file: str) -> list[Problem]:
+    """Every character YAML would refuse (up to :data:`MAX_CHARACTER_PROBLEMS`, then a count)."""
+    found: list[Problem] = []
+    start = 1 if text.startswith("\ufeff") else 0
+    for m in _UNREADABLE.finditer(text, start):
+        line, col = _offset_position(text, m.start())
+        if len(found) == MAX_CHARACTER_PROBLEMS:
+            more = sum(1 for _ in _UNREADABLE.finditer(text, m.start()))
+            found.append(Problem(file, line, col, "yaml", f"{more:,} more such characters from here on"))
+            break
+        found.append(Problem(file, line, col, "yaml", _unreadable(m.group())))
+    return found
+
+
 def loads(text: str, file: str = "<string>") -> Loaded:
+    """Load a configuration from text; raise :class:`ConfigError`, and nothing else, on any input."""
+    try:
+        return _loads(text, file)
+    except ConfigError:
+        raise
+    except Exception as e:  # a bug of exmilter's, not the admin's: still refuse the file, never crash a reload
+        message = f"internal error while reading this file ({type(e).__name__}: {e}); please report it"
+        raise ConfigError([Problem(file, 1, 1, "internal", message)]) from e
+
+
+def _loads(text: str, file: str) -> Loaded:
+    text = _newlines(text)
+    unreadable = _characters(text, file)
+    if unreadable:
+        raise ConfigError(unreadable)
     out = Collector(file)
     builder = _Builder(out)
     try:
         root = _Reader(text, builder.connector_entry).document()
     except yaml.MarkedYAMLError as e:
-        line, col = _position(e.problem_mark or e.context_mark)
+        line, col = _within(text, *_position(e.problem_mark or e.context_mark))
         raise ConfigError([Problem(file, line, col, "yaml", str(e.problem or e.context))]) from None
+    except yaml.reader.ReaderError as e:  # not reached: _characters() refuses first
+        line, col = _offset_position(text, e.position)
+        raise ConfigError([Problem(file, line, col, "yaml", f"unreadable character #x{e.character:04x}")]) from None
+    except yaml.YAMLError as e:  # no position given: point at the file
+        raise ConfigError([Problem(file, 1, 1, "yaml", str(e) or type(e).__name__)]) from None
+    except _Refused as e:
+        raise ConfigError([Problem(file, *_within(text, e.line, e.col), "yaml", e.message)]) from None
     if root is None:
         out.error(None, "file", "the file is empty")
         raise ConfigError(out.problems)
@@ -592,8 +799,47 @@ UNKNOWN_SERVER = "<server>"
 
 #: List-valued connector keys whose items are parsed (and reported) one by one.
 _EACH: dict[str, Callable[[str], Any]] = {"bindings": parse_binding, "remote_ip_ranges": parse_ip_range}
+#: A bound on the items of a list and how its refusal reads, given how many there are.
+_Most = tuple[int, Callable[[str], str]]
+#: Keys of :data:`_EACH` with a bound of their own.
+_MOST: dict[str, _Most] = {
+    "remote_ip_ranges": (
+        MAX_RANGE_ENTRIES_REFUSED,
+        lambda n: (
+            f"{n} entries; Exchange fails above about {MAX_RANGE_ENTRIES:,} and exmilter refuses more than "
+            f"{MAX_RANGE_ENTRIES_REFUSED:,}: use ranges or CIDR (10.0.0.0/24, 10.0.0.1-10.0.0.99)"
+        ),
+    ),
+}
 
 _NOTHING_FAILED: frozenset[str] = frozenset()
+
+
+@functools.cache
+def _usage_defaults(usage: Usage) -> Mapping[str, Any]:
+    """``New-ReceiveConnector -Usage`` defaults, parsed once per process and shared (the values are immutable)."""
+    nowhere = Raw(None, 1, 1)
+    return MappingProxyType(
+        {k: CONNECTOR_FIELDS[k](_python_raw(v, nowhere)) for k, v in defaults.USAGE_DEFAULTS[usage.value].items()}
+    )
+
+
+@functools.lru_cache(maxsize=16)
+def _default_connectors(server: str) -> tuple[tuple[str, Mapping[str, Any]], ...]:
+    """The parsed values of the connectors setup creates on ``server``, shared by every load naming it.
+
+    They are a third of loading a small file with ``default_connectors: true`` (a reload,
+    every command of import-exchange), and depend on nothing else.
+    """
+    builder = _Builder(Collector("<defaults>"))
+    nowhere = Raw(None, 1, 1)
+    out = []
+    for d in defaults.default_connectors(server):
+        values = {k: builder._value(d["name"], k, _python_raw(v, nowhere)) for k, v in d.items() if k != "name"}
+        out.append((d["name"], MappingProxyType(values)))
+    if builder.out.problems:  # the defaults are Exchange's own and always parse
+        raise AssertionError(builder.out.problems)
+    return tuple(out)
 
 
 class _Builder:
@@ -602,7 +848,6 @@ class _Builder:
         self.entries: list[_Entry] = []
         self._names: set[str] = set()
         self._duplicates: list[tuple[Raw, str]] = []
-        self._usage_defaults: dict[Usage, dict[str, Any]] = {}
         self._keysets: dict[tuple[str, ...], tuple[str, ...]] = {}
 
     def parse(self, raw: Raw, key: str, parser: Callable[[Raw], Any]) -> Any:
@@ -612,12 +857,23 @@ class _Builder:
             self.out.error(raw, key, str(e))
             return _FAILED
 
-    def parse_each(self, raw: Raw, key: str, parser: Callable[[str], Any]) -> tuple[tuple[Any, ...], bool]:
-        """Every item of a list value: the good ones, and whether all were good (each bad one is reported)."""
+    def parse_each(
+        self, raw: Raw, key: str, parser: Callable[[str], Any], most: _Most | None = None
+    ) -> tuple[tuple[Any, ...], bool]:
+        """Every item of a list value: the good ones, and whether all were good (each bad one is reported).
+
+        More items than ``most`` allows refuse the whole list before any item is parsed.
+        """
         try:
             items = _items(raw)
+        except _TooMany as e:
+            self.out.error(raw, key, str(e) if most is None else most[1](f"more than {e.limit:,}"))
+            return (), False
         except ValueError as e:
             self.out.error(raw, key, str(e))
+            return (), False
+        if most is not None and len(items) > most[0]:
+            self.out.error(raw, key, most[1](f"{len(items):,}"))
             return (), False
         good = []
         ok = True
@@ -651,8 +907,6 @@ class _Builder:
         users = self.users(top["users"][1]) if "users" in top else ()
         policyd = self.policyd(top["policyd"][1]) if "policyd" in top else PolicydSettings()
         org = Organization(server, tuple(domains), tuple(c for c, _, _ in connectors), tuple(users), policyd, file)
-        from exmilter.validation import validate  # late: validation imports this module's types
-
         validate(
             org,
             {c.name: where for c, where, _ in connectors},
@@ -788,6 +1042,7 @@ class _Builder:
         values: list[Any] = []
         packed = array("Q")
         failed: set[str] = set()
+        entries: list[tuple[str, int]] = []
         for k, (kraw, vraw) in m.items():
             if k == "name":
                 continue
@@ -801,6 +1056,11 @@ class _Builder:
             keys.append(k)
             values.append(value)
             packed.append(_pack(vraw))
+            if k == "permissions" and value is not _FAILED:  # each entry located, for warnings about one
+                entries = [(f"permissions[{n}]", _pack(entry)) for n, entry in enumerate(vraw.value)]
+        for k, pos in entries:  # after the keys with values: values[i] is the value of keys[i]
+            keys.append(k)
+            packed.append(pos)
         names = self._keysets.setdefault(tuple(keys), tuple(keys))
         where = Positions(_pack(item), names, packed)
         failed_keys = frozenset(failed) if failed else _NOTHING_FAILED
@@ -814,7 +1074,7 @@ class _Builder:
         if key == "usage":
             return self.parse(raw, "usage", CONNECTOR_FIELDS["usage"])
         if key in _EACH:
-            items, ok = self.parse_each(raw, f"{name}: {key}", _EACH[key])
+            items, ok = self.parse_each(raw, f"{name}: {key}", _EACH[key], _MOST.get(key))
             return items if ok else _Partial(items)
         return self.parse(raw, f"{name}: {key}", CONNECTOR_FIELDS[key])
 
@@ -833,14 +1093,11 @@ class _Builder:
         for at, name in self._duplicates:
             self.out.error(at, "name", f"a connector named {name!r} is already defined on {on}")
         # name → (name, default values, positions, failed keys, the file's entry if any)
-        specs: dict[str, tuple[str, dict[str, Any], Positions, frozenset[str], _Entry | None]] = {}
+        specs: dict[str, tuple[str, Mapping[str, Any], Positions, frozenset[str], _Entry | None]] = {}
         if defaults_at is not None:
             here = Positions(_pack(defaults_at))
-            for d in defaults.default_connectors(server.name):
-                values = {
-                    k: self._value(d["name"], k, _python_raw(v, defaults_at)) for k, v in d.items() if k != "name"
-                }
-                specs[d["name"].lower()] = (d["name"], values, here, _NOTHING_FAILED, None)
+            for name, values in _default_connectors(server.name):
+                specs[name.lower()] = (name, values, here, _NOTHING_FAILED, None)
         entries, self.entries = self.entries, []
         for e in entries:
             if e.server is not None and server_known and e.server.lower() != server.name.lower():
@@ -856,22 +1113,16 @@ class _Builder:
         built = []
         for name, values, where, failed, entry in specs.values():
             if entry is not None:
-                values = values | dict(zip(entry.where.keys, entry.values, strict=True))
+                values = {**values, **dict(zip(entry.where.keys[: len(entry.values)], entry.values, strict=True))}
             c, failed = self.connector(name, values, where, failed, server)
             built.append((c, where, failed))
         return built
 
-    def usage_defaults(self, usage: Usage) -> dict[str, Any]:
-        """``New-ReceiveConnector -Usage`` defaults, parsed once per usage and shared (the values are immutable)."""
-        if usage not in self._usage_defaults:
-            nowhere = Raw(None, 1, 1)
-            self._usage_defaults[usage] = {
-                k: CONNECTOR_FIELDS[k](_python_raw(v, nowhere)) for k, v in defaults.USAGE_DEFAULTS[usage.value].items()
-            }
-        return self._usage_defaults[usage]
+    def usage_defaults(self, usage: Usage) -> Mapping[str, Any]:
+        return _usage_defaults(usage)
 
     def connector(
-        self, name: str, spec: dict[str, Any], where: Positions, failed: frozenset[str], server: Server
+        self, name: str, spec: Mapping[str, Any], where: Positions, failed: frozenset[str], server: Server
     ) -> tuple[ReceiveConnector, frozenset[str]]:
         """The connector, with defaults standing in for failed values; ``failed`` grows by what is unknown."""
         unknown = set(failed)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from exmilter.commands._common import add_config_option, load_or_report
+from exmilter.commands._common import EXIT_REFUSED, add_config_option, load_or_report
 from exmilter.model import Organization
 
 
@@ -12,9 +12,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "check",
         help="validate the configuration file",
-        description="Validate the configuration; print every located error and exit 2 on failure.",
+        description="Validate the configuration; print every located error and warning (open relays last). "
+        "Exit status: 0 valid, 2 refused.",
     )
     add_config_option(p)
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse the file (exit 2) on any warning too, open relays included",
+    )
     p.set_defaults(func=run)
 
 
@@ -38,9 +44,9 @@ def summary(org: Organization) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    loaded = load_or_report(args.config)
+    loaded = load_or_report(args.config, strict=args.strict)
     if loaded is None:
-        return 2
+        return EXIT_REFUSED
     print(summary(loaded.organization))
     print(
         f"\n{args.config}: OK ({len(loaded.organization.receive_connectors)} receive connectors, "

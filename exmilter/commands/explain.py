@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from exmilter.commands._common import add_config_option, load_or_report
+from exmilter.commands._common import EXIT_REFUSED, add_config_option, load_or_report
 from exmilter.explain import explain, format_text
 from exmilter.values import parse_ip
 
@@ -22,7 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "explain",
         help="show the connector, permissions and replies for one client",
         description="Walk one SMTP transaction through the receive-connector engine and show which "
-        "connector matched and why, the session permissions and the reply at each stage.",
+        "connector matched and why, the session permissions and the reply at each stage. "
+        "Exit status: 0 explained, 2 configuration or arguments refused.",
     )
     add_config_option(p)
     p.add_argument("--client-ip", required=True, type=_ip, help="the client's address")
@@ -43,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     loaded = load_or_report(args.config)
     if loaded is None:
-        return 2
+        return EXIT_REFUSED
     result = explain(
         loaded.organization,
         client_ip=args.client_ip,
