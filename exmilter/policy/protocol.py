@@ -100,9 +100,15 @@ class RequestParser:
 
     def _feed(self, data: bytes) -> list[Request]:
         """The general path: any chunking, any number of requests, every error."""
-        buf = self._buf + data if self._buf else data
-        if b"\r" in buf:  # tolerate CRLF; Postfix itself sends LF
-            buf = buf.replace(b"\r\n", b"\n")
+        # Tolerate CRLF (Postfix itself sends LF). Only new bytes are normalised: the buffer
+        # already is, and "\r\r\n" must not become "\n" in two steps. A CRLF split between
+        # two reads leaves its CR at the end of the buffer.
+        old = self._buf
+        if old.endswith(b"\r") and data.startswith(b"\n"):
+            old = old[:-1]
+        if b"\r" in data:
+            data = data.replace(b"\r\n", b"\n")
+        buf = old + data if old else data
         out: list[Request] = []
         start = 0
         limit = self.max_requests
