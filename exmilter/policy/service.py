@@ -24,12 +24,13 @@ from typing import Any
 
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer, threads
+from twisted.internet.base import DelayedCall
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IDelayedCall, IListeningPort, IPushProducer
+from twisted.internet.interfaces import IListeningPort, IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
-from zope.interface import implementer
+from zope.interface import implementer  # type: ignore[import-untyped]  # zope.interface ships no type information
 
 from exmilter.config import ConfigError, Loaded, load
 from exmilter.engine import Clock, Engine
@@ -209,9 +210,9 @@ class PolicyProtocol(Protocol):
         self.request_timeout = float(policyd.request_timeout)
         self._socket: socket.socket | None = None  # see send()
         self._handle: socket.socket | None = None
-        self._idle: IDelayedCall | None = None
-        self._deadline: IDelayedCall | None = None  # request_timeout while a request is partly read, or closing
-        self._next: IDelayedCall | None = None  # the next batch of a pipelined read
+        self._idle: DelayedCall | None = None
+        self._deadline: DelayedCall | None = None  # request_timeout while a request is partly read, or closing
+        self._next: DelayedCall | None = None  # the next batch of a pipelined read
         self._output_paused = False  # the transport holds more unsent answers than its buffer size
         self._reading = True
         self._producing = False  # registered as the transport's producer
@@ -257,7 +258,7 @@ class PolicyProtocol(Protocol):
                 out.append(payload)
             if out:
                 self.send(b"".join(out) if len(out) > 1 else out[0])
-            self._idle.reset(self.idle_timeout)  # type: ignore[union-attr]  # set while not closing
+            self._idle.reset(self.idle_timeout)  # type: ignore[union-attr]  # set from connectionMade until closing
         if error is not None:
             self.factory.metrics.protocol_errors.inc()
             log_line(f"c{self.conn_id}: {escape(str(error))}; closing the connection", LogLevel.warn)
@@ -347,8 +348,7 @@ class PolicyProtocol(Protocol):
                      f"{self.request_timeout:.0f}s of closing; dropping the connection", LogLevel.warn)
         else:
             self.factory.metrics.timeouts.labels("request").inc()
-            log_line(f"c{self.conn_id}: request incomplete after {self.request_timeout:.0f}s "
-                     f"({self.parser.buffered} bytes of an unfinished line); closing", LogLevel.warn)
+            log_line(f"c{self.conn_id}: request incomplete after {self.request_timeout:.0f}s; closing", LogLevel.warn)
         self.abort()
 
     # -- deciding and answering -------------------------------------------------------------------
@@ -462,14 +462,14 @@ class PolicyFactory(Factory):
         self.open = 0
         self._ids = itertools.count(1)
         self._refused = 0  # refusals not yet in a log line
-        self._refusal_line: IDelayedCall | None = None
+        self._refusal_line: DelayedCall | None = None
 
     def buildProtocol(self, addr: Any) -> PolicyProtocol | None:
         """None above the cap: Twisted closes the new socket at once. Postfix sees the
         connection closed, retries, then applies its default_action (451 4.3.5)."""
         cap = self.runtime.current.cap
         if self.open >= cap.limit:
-            self._refuse(cap)
+            self._refuse()
             return None
         return PolicyProtocol(self, next(self._ids))
 
@@ -481,20 +481,20 @@ class PolicyFactory(Factory):
         self.open -= 1
         self.metrics.connections.dec()
 
-    def _refuse(self, cap: ConnectionCap) -> None:
+    def _refuse(self) -> None:
         self.metrics.refused_connections.inc()
         self._refused += 1
         if self._refusal_line is None:  # the first refusal of a burst is logged at once, the rest summed up
-            self._log_refusals(cap)
-            self._refusal_line = self.reactor.callLater(REFUSAL_LOG_INTERVAL, self._refusals_later, cap)
+            self._log_refusals()
 
-    def _refusals_later(self, cap: ConnectionCap) -> None:
+    def _refusals_later(self) -> None:
         self._refusal_line = None
         if self._refused:
-            self._log_refusals(cap)
-            self._refusal_line = self.reactor.callLater(REFUSAL_LOG_INTERVAL, self._refusals_later, cap)
+            self._log_refusals()
 
-    def _log_refusals(self, cap: ConnectionCap) -> None:
+    def _log_refusals(self) -> None:
+        cap = self.runtime.current.cap
+        self._refusal_line = self.reactor.callLater(REFUSAL_LOG_INTERVAL, self._refusals_later)
         log.warn("refused {n} policy connection(s): {open} open, the limit is {limit} ({why}); "
                  "Postfix retries, then answers its default_action (451 4.3.5)",
                  n=self._refused, open=self.open, limit=cap.limit, why=cap.reason)
