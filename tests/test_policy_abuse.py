@@ -91,15 +91,31 @@ def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 10.0) ->
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     tmp = tmp_path_factory.mktemp("abuse")
     cfg = tmp / "exmilter.yaml"
-    cfg.write_text(SERVER + CONNECTORS + f"policyd:\n  max_connections: {MAX_CONNECTIONS}\n"
-                   f"  request_timeout: {REQUEST_TIMEOUT}\n")
+    cfg.write_text(
+        SERVER + CONNECTORS + f"policyd:\n  max_connections: {MAX_CONNECTIONS}\n  request_timeout: {REQUEST_TIMEOUT}\n"
+    )
     port, metrics_port, unix = free_port(), free_port(), str(tmp / "policy.sock")
     log = tmp / "policyd.log"
     with open(log, "wb") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "exmilter.cli", "policyd", "-c", str(cfg),
-                                 "--listen", f"tcp:{port}:interface=127.0.0.1", "--listen", f"unix:{unix}:mode=600",
-                                 "--metrics", f"tcp:{metrics_port}:interface=127.0.0.1"],
-                                cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "exmilter.cli",
+                "policyd",
+                "-c",
+                str(cfg),
+                "--listen",
+                f"tcp:{port}:interface=127.0.0.1",
+                "--listen",
+                f"unix:{unix}:mode=600",
+                "--metrics",
+                f"tcp:{metrics_port}:interface=127.0.0.1",
+            ],
+            cwd=ROOT,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+        )
     d = Daemon(proc, port, unix, metrics_port, log)
     try:
         wait_for(lambda: "ready: configuration generation 1" in d.logged() or proc.poll() is not None, "the daemon")
@@ -160,7 +176,7 @@ def test_a_client_that_never_reads_cannot_grow_the_daemon(daemon):
             _, writable, _ = select.select([], [hog], [], 0.05)
             if writable:
                 try:
-                    sent += hog.send(EMPTY_REQUESTS[sent:sent + 65536])
+                    sent += hog.send(EMPTY_REQUESTS[sent : sent + 65536])
                     stuck_since = None
                 except BlockingIOError:
                     pass
@@ -183,8 +199,7 @@ def test_a_client_that_never_reads_cannot_grow_the_daemon(daemon):
     assert grown_mb < 10, f"RSS grew by {grown_mb:.1f} MB"
     assert max(waits) < 1.0, f"another client waited {max(waits) * 1000:.0f} ms"
     assert daemon.metric("exmilter_policy_read_pauses_total", reason="unsent_answers") == pauses + 1
-    assert "the client is not reading its answers (over 64 KiB unsent): reading paused until it does" in \
-        daemon.logged()
+    assert "the client is not reading its answers (over 64 KiB unsent): reading paused until it does" in daemon.logged()
 
 
 def test_a_pipelined_flood_does_not_delay_other_clients(daemon):
@@ -205,7 +220,7 @@ def test_a_pipelined_flood_does_not_delay_other_clients(daemon):
                 received += len(flood.recv(1 << 20))
             if writable:
                 with contextlib.suppress(BlockingIOError):
-                    sent += flood.send(flood_data[sent:sent + 65536])
+                    sent += flood.send(flood_data[sent : sent + 65536])
             if sent and received < expected * 0.9 and time.monotonic() - last_ask > 0.005:
                 waits.append(ask(other, f"p{len(waits)}")[1])
                 last_ask = time.monotonic()
@@ -224,7 +239,7 @@ def test_a_slow_drip_is_closed_at_the_request_deadline(daemon):
         closed = False
         for i in range(len(data)):  # one byte every 0.25 s: would take over a minute
             try:
-                s.send(data[i:i + 1])
+                s.send(data[i : i + 1])
             except (BrokenPipeError, ConnectionResetError):
                 closed = True
                 break
@@ -258,6 +273,5 @@ def test_connections_above_the_cap_are_closed_at_once(daemon):
     finally:
         for c in conns:
             c.close()
-    assert f"refused 1 policy connection(s): {MAX_CONNECTIONS} open, the limit is {MAX_CONNECTIONS}" in \
-        daemon.logged()
+    assert f"refused 1 policy connection(s): {MAX_CONNECTIONS} open, the limit is {MAX_CONNECTIONS}" in daemon.logged()
     assert os.path.exists(daemon.unix)

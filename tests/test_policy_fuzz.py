@@ -37,20 +37,42 @@ LIMITS = {"max_line_length": 48, "max_attributes": 6}
 #: Pieces that make streams near the interesting edges: requests, empty lines, CR/LF in every
 #: arrangement, lines at and over the limit, bad names, bad UTF-8 (also split mid-character).
 pieces = st.one_of(
-    st.sampled_from([
-        b"a=1\n", b"protocol_state=RCPT\n", b"\n", b"\r\n", b"\r", b"\n\n", b"b==\n", b"=v\n", b"c d=1\n",
-        b"noeq\n", b"\xff=1\n", "é=ü\n".encode(), "ü".encode()[:1], b"x\x00=\x1b\n", b"n=" + b"x" * 45 + b"\n",
-        b"n=" + b"x" * 46 + b"\n", b"n=" + b"x" * 46 + b"\r\n", b"n=" + b"y" * 60, b"request=smtpd_access_policy\n",
-    ]),
+    st.sampled_from(
+        [
+            b"a=1\n",
+            b"protocol_state=RCPT\n",
+            b"\n",
+            b"\r\n",
+            b"\r",
+            b"\n\n",
+            b"b==\n",
+            b"=v\n",
+            b"c d=1\n",
+            b"noeq\n",
+            b"\xff=1\n",
+            "é=ü\n".encode(),
+            "ü".encode()[:1],
+            b"x\x00=\x1b\n",
+            b"n=" + b"x" * 45 + b"\n",
+            b"n=" + b"x" * 46 + b"\n",
+            b"n=" + b"x" * 46 + b"\r\n",
+            b"n=" + b"y" * 60,
+            b"request=smtpd_access_policy\n",
+        ]
+    ),
     st.binary(max_size=12),
-    st.dictionaries(st.sampled_from(sorted(POSTFIX_ATTRIBUTES)), st.text(max_size=8).map(
-        lambda v: v.replace("\n", "").replace("\r", "")), max_size=4).map(wire),
+    st.dictionaries(
+        st.sampled_from(sorted(POSTFIX_ATTRIBUTES)),
+        st.text(max_size=8).map(lambda v: v.replace("\n", "").replace("\r", "")),
+        max_size=4,
+    ).map(wire),
 )
 streams = st.lists(pieces, max_size=30).map(b"".join)
 
 
-def parse(data: bytes, sizes: list[int], max_requests: int | None,
-          limits: dict[str, int] = LIMITS) -> tuple[list[dict[str, str]], bool]:
+def parse(
+    data: bytes, sizes: list[int], max_requests: int | None, limits: dict[str, int] = LIMITS
+) -> tuple[list[dict[str, str]], bool]:
     """Every request of ``data`` fed in chunks of ``sizes`` (cycled), and whether it ended in
     a ProtocolError; checks the per-feed bounds on the way."""
     p = RequestParser(**limits, max_requests=max_requests)
@@ -58,7 +80,7 @@ def parse(data: bytes, sizes: list[int], max_requests: int | None,
     i = k = 0
     while i < len(data) or k == 0:
         n = sizes[k % len(sizes)]
-        chunk, i, k = data[i:i + n], i + n, k + 1
+        chunk, i, k = data[i : i + n], i + n, k + 1
         try:
             got = p.feed(chunk)
             while True:
@@ -88,12 +110,23 @@ def test_any_stream_parses_the_same_whatever_the_chunking(data, sizes, max_reque
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.dictionaries(st.text(st.characters(min_codepoint=33, max_codepoint=0x2FF, exclude_characters="=",
-                                                      exclude_categories=("Cc", "Cf", "Zs")),
-                                        min_size=1, max_size=8),
-                                st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\n\r"),
-                                        max_size=12), max_size=5), max_size=5),
-       st.lists(st.integers(1, 30), min_size=1, max_size=5))
+@given(
+    st.lists(
+        st.dictionaries(
+            st.text(
+                st.characters(
+                    min_codepoint=33, max_codepoint=0x2FF, exclude_characters="=", exclude_categories=("Cc", "Cf", "Zs")
+                ),
+                min_size=1,
+                max_size=8,
+            ),
+            st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\n\r"), max_size=12),
+            max_size=5,
+        ),
+        max_size=5,
+    ),
+    st.lists(st.integers(1, 30), min_size=1, max_size=5),
+)
 def test_well_formed_requests_come_back_exactly(requests, sizes):
     data = b"".join(wire(r) for r in requests)
     assert parse(data, sizes, 2, {"max_line_length": 128, "max_attributes": 6}) == (requests, False)
@@ -105,36 +138,91 @@ STATES = ["CONNECT", "EHLO", "HELO", "MAIL", "RCPT", "DATA", "END-OF-MESSAGE", "
 DECIDED = {"CONNECT", "MAIL", "RCPT", "END-OF-MESSAGE"}
 
 junk = st.text(max_size=30)  # any code point: controls, surrogates, RTL overrides, NUL
-numbers = st.one_of(junk, st.integers(-10**30, 10**30).map(str),
-                    st.sampled_from(["1e9", "0x10", "١٢٣", " 12 ", "1_000", "-0", "NaN", "9" * 400]))
+numbers = st.one_of(
+    junk,
+    st.integers(-(10**30), 10**30).map(str),
+    st.sampled_from(["1e9", "0x10", "١٢٣", " 12 ", "1_000", "-0", "NaN", "9" * 400]),
+)
 addresses = st.one_of(
-    junk, st.ip_addresses().map(str),
-    st.sampled_from(["203.0.113.9", "10.83.4.56", "192.168.50.7", "::1", "::ffff:10.83.4.56", "fe80::1%eth0",
-                     "1.2.3.4%x", "999.1.1.1", "0", " 10.83.4.56", "10.83.4.56\x00", "١٢٣.1.1.1", "unknown",
-                     "10.83.4.56/32", "[10.83.4.56]"]))
-contexts = st.one_of(junk, st.sampled_from(["*:25", "*:2600", "*:0", "*:65536", "10.0.0.5:2727", "[::1]:25",
-                                            "[2001:db8::25]:2600", "Internet", "", " *:25", "*:25\x1b"]))
-mailboxes = st.one_of(junk, st.sampled_from(["", "<>", "user@labs.local", "x@gmail.com", "relaytest%example.org",
-                                             "example.org!relaytest", "@a:b@labs.local", '"q q"@labs.local',
-                                             "a@[10.0.0.1]", "jörg@straße.de", "a@labs.local\r\nRCPT TO:<b@c>"]))
-requests = st.fixed_dictionaries({}, optional={
-    "request": st.sampled_from(["smtpd_access_policy", "junk", ""]),
-    "protocol_state": st.one_of(st.sampled_from(STATES), junk),
-    "client_address": addresses,
-    "client_port": numbers,
-    "policy_context": contexts,
-    "server_address": addresses,
-    "server_port": numbers,
-    "helo_name": junk,
-    "sender": mailboxes,
-    "recipient": mailboxes,
-    "size": numbers,
-    "instance": st.sampled_from(["", "i1", "i2"]) | junk,
-    "sasl_username": st.sampled_from(["", "LABS\\user", "user@labs.local"]) | junk,
-    "encryption_protocol": st.sampled_from(["", "TLSv1.3"]) | junk,
-    "recipient_count": numbers,
-    "x-unknown": junk,
-})
+    junk,
+    st.ip_addresses().map(str),
+    st.sampled_from(
+        [
+            "203.0.113.9",
+            "10.83.4.56",
+            "192.168.50.7",
+            "::1",
+            "::ffff:10.83.4.56",
+            "fe80::1%eth0",
+            "1.2.3.4%x",
+            "999.1.1.1",
+            "0",
+            " 10.83.4.56",
+            "10.83.4.56\x00",
+            "١٢٣.1.1.1",
+            "unknown",
+            "10.83.4.56/32",
+            "[10.83.4.56]",
+        ]
+    ),
+)
+contexts = st.one_of(
+    junk,
+    st.sampled_from(
+        [
+            "*:25",
+            "*:2600",
+            "*:0",
+            "*:65536",
+            "10.0.0.5:2727",
+            "[::1]:25",
+            "[2001:db8::25]:2600",
+            "Internet",
+            "",
+            " *:25",
+            "*:25\x1b",
+        ]
+    ),
+)
+mailboxes = st.one_of(
+    junk,
+    st.sampled_from(
+        [
+            "",
+            "<>",
+            "user@labs.local",
+            "x@gmail.com",
+            "relaytest%example.org",
+            "example.org!relaytest",
+            "@a:b@labs.local",
+            '"q q"@labs.local',
+            "a@[10.0.0.1]",
+            "jörg@straße.de",
+            "a@labs.local\r\nRCPT TO:<b@c>",
+        ]
+    ),
+)
+requests = st.fixed_dictionaries(
+    {},
+    optional={
+        "request": st.sampled_from(["smtpd_access_policy", "junk", ""]),
+        "protocol_state": st.one_of(st.sampled_from(STATES), junk),
+        "client_address": addresses,
+        "client_port": numbers,
+        "policy_context": contexts,
+        "server_address": addresses,
+        "server_port": numbers,
+        "helo_name": junk,
+        "sender": mailboxes,
+        "recipient": mailboxes,
+        "size": numbers,
+        "instance": st.sampled_from(["", "i1", "i2"]) | junk,
+        "sasl_username": st.sampled_from(["", "LABS\\user", "user@labs.local"]) | junk,
+        "encryption_protocol": st.sampled_from(["", "TLSv1.3"]) | junk,
+        "recipient_count": numbers,
+        "x-unknown": junk,
+    },
+)
 
 ENGINE = Engine(org_from(CONNECTORS), clock=FakeClock())
 ACTION = re.compile(r"(OK|DUNNO|[45][0-9][0-9] [45]\.[0-9]{1,3}\.[0-9]{1,3} [^\r\n]+)")

@@ -64,8 +64,13 @@ class Harness:
     def __init__(self, path: Path, fd_limit: int | None = 1 << 20) -> None:
         self.path = path
         self.registry = CollectorRegistry()
-        self.runtime = Runtime(str(path), load(path), PolicyMetrics(self.registry),
-                               run_blocking=lambda f, *a: defer.maybeDeferred(f, *a), fd_limit=lambda: fd_limit)
+        self.runtime = Runtime(
+            str(path),
+            load(path),
+            PolicyMetrics(self.registry),
+            run_blocking=lambda f, *a: defer.maybeDeferred(f, *a),
+            fd_limit=lambda: fd_limit,
+        )
         self.reactor = MemoryReactorClock()
         self.factory = PolicyFactory(self.runtime, self.reactor)
 
@@ -158,8 +163,10 @@ def test_unsent_answers_pause_reading_until_they_are_written(h, logged):
     proto.pauseProducing()
     proto.resumeProducing()
     assert h.value("exmilter_policy_read_pauses_total", reason="unsent_answers") == 2
-    assert lines(logged) == ["[exmilter.policyd#info] c1: the client is not reading its answers "
-                             "(over 64 KiB unsent): reading paused until it does"]  # once per connection
+    assert lines(logged) == [
+        "[exmilter.policyd#info] c1: the client is not reading its answers "
+        "(over 64 KiB unsent): reading paused until it does"
+    ]  # once per connection
 
 
 def pipelined(n: int) -> bytes:
@@ -181,7 +188,8 @@ def test_a_pipelined_read_is_answered_one_batch_per_reactor_turn(h, logged):
     assert h.value("exmilter_policy_read_pauses_total", reason="pipelined_requests") == 2
     assert lines(logged)[:1] == [
         f"[exmilter.policyd#info] c1: more than {MAX_REQUESTS_PER_TURN} requests in one read: answered "
-        f"{MAX_REQUESTS_PER_TURN} per reactor turn, reading paused meanwhile"]
+        f"{MAX_REQUESTS_PER_TURN} per reactor turn, reading paused meanwhile"
+    ]
 
 
 def test_the_next_batch_waits_for_unsent_answers(h):
@@ -242,7 +250,7 @@ def test_a_slow_drip_is_closed_at_the_request_deadline(h, logged):
     proto, t = h.connect()
     data = rcpt_wire()
     for i in range(5):  # one byte a second: bytes do not extend the deadline
-        proto.dataReceived(data[i:i + 1])
+        proto.dataReceived(data[i : i + 1])
         h.reactor.advance(0.99)
     assert not t.disconnecting
     h.reactor.advance(0.06)
@@ -318,7 +326,8 @@ def test_connections_above_the_cap_are_refused_at_once(h, logged):
     assert h.value("exmilter_policy_refused_connections_total") == 1
     assert lines(logged)[-1] == (
         "[exmilter.policyd#warn] refused 1 policy connection(s): 3 open, the limit is 3 "
-        "(policyd.max_connections); Postfix retries, then answers its default_action (451 4.3.5)")
+        "(policyd.max_connections); Postfix retries, then answers its default_action (451 4.3.5)"
+    )
     conns[0][0].connectionLost(None)
     proto, t = h.connect()  # room again
     proto.dataReceived(rcpt_wire())
@@ -406,21 +415,32 @@ def test_a_listener_without_a_process_limit_leaves_the_open_files_limit():
     assert postfix_connections(org) is None
     cap = connection_cap(org, 1024)
     assert cap.limit == 1024 - FD_RESERVE and not cap.clamped
-    assert cap.reason == (f"auto: some listener has no process limit (maxproc 0); the open-files limit 1024 "
-                          f"less {FD_RESERVE} kept free")
+    assert cap.reason == (
+        f"auto: some listener has no process limit (maxproc 0); the open-files limit 1024 less {FD_RESERVE} kept free"
+    )
 
 
 @pytest.mark.parametrize(
     ("policyd", "fd_limit", "limit", "clamped", "reason"),
     [
         ("", 1 << 20, 27500, False, "auto: up to 25000 smtpd processes in the rendered master.cf (maxproc), plus 10 %"),
-        ("", 1024, 960, True, "auto: up to 25000 smtpd processes in the rendered master.cf (maxproc), plus 10 % "
-                              "would be 27500, but the open-files limit is 1024 (64 kept free): raise LimitNOFILE"),
+        (
+            "",
+            1024,
+            960,
+            True,
+            "auto: up to 25000 smtpd processes in the rendered master.cf (maxproc), plus 10 % "
+            "would be 27500, but the open-files limit is 1024 (64 kept free): raise LimitNOFILE",
+        ),
         ("", None, 27500, False, "auto: up to 25000 smtpd processes in the rendered master.cf (maxproc), plus 10 %"),
         ("policyd:\n  max_connections: 40\n", 1024, 40, False, "policyd.max_connections"),
-        ("policyd:\n  max_connections: 4000\n", 1024, 960, True, "policyd.max_connections would be 4000, but the "
-                                                                 "open-files limit is 1024 (64 kept free): raise "
-                                                                 "LimitNOFILE"),
+        (
+            "policyd:\n  max_connections: 4000\n",
+            1024,
+            960,
+            True,
+            "policyd.max_connections would be 4000, but the open-files limit is 1024 (64 kept free): raise LimitNOFILE",
+        ),
     ],
 )
 def test_connection_cap(policyd, fd_limit, limit, clamped, reason):
@@ -429,8 +449,9 @@ def test_connection_cap(policyd, fd_limit, limit, clamped, reason):
 
 
 def test_small_totals_get_at_least_ten_spare_connections():
-    org = org_from(EXACT_AND_WILD.replace("Wild", "W").replace(
-        "bindings: [0.0.0.0:2525, \"[::]:2525\"]", "bindings: [0.0.0.0:2626]"))
+    org = org_from(
+        EXACT_AND_WILD.replace("Wild", "W").replace('bindings: [0.0.0.0:2525, "[::]:2525"]', "bindings: [0.0.0.0:2626]")
+    )
     assert postfix_connections(org) == 18
     assert connection_cap(org, None).limit == 28
 
@@ -490,8 +511,10 @@ HOSTILE = {
 def test_control_characters_from_a_request_never_reach_the_log(h, logged):
     proto, t = h.connect()
     base = {"request": "smtpd_access_policy", "protocol_state": "RCPT", "instance": "i1"}
-    for attrs in ({**base, **HOSTILE}, {**base, **HOSTILE, "client_address": "203.0.113.9",
-                                        "policy_context": "*:25", "instance": "i2"}):
+    for attrs in (
+        {**base, **HOSTILE},
+        {**base, **HOSTILE, "client_address": "203.0.113.9", "policy_context": "*:25", "instance": "i2"},
+    ):
         proto.dataReceived("".join(f"{k}={v}\n" for k, v in attrs.items()).encode() + b"\n")
     assert t.value() == answer("451 4.3.5 Server configuration problem") + answer("501 5.1.3 Invalid address")
     written = lines(logged)
@@ -509,8 +532,9 @@ def test_control_characters_from_a_request_never_reach_the_log(h, logged):
         assert e[TEXT_KEY].isprintable()  # what any other observer of the events gets, too
     logged.clear()
     proto.dataReceived(b"\x1b[2J\x00=\x07\n\n")  # a bad name: the connection closes, the error is logged
-    assert lines(logged) == ["[exmilter.policyd#warn] c1: not a name=value attribute: bad name "
-                             "'\\\\x1b[2J\\\\x00'; closing the connection"]
+    assert lines(logged) == [
+        "[exmilter.policyd#warn] c1: not a name=value attribute: bad name '\\\\x1b[2J\\\\x00'; closing the connection"
+    ]
 
 
 def test_the_log_observer_escapes_whatever_an_event_carries():
@@ -521,10 +545,28 @@ def test_the_log_observer_escapes_whatever_an_event_carries():
     from twisted.logger import LogLevel
 
     observer({"log_level": LogLevel.info, "log_namespace": "n", "log_time": 0.0, TEXT_KEY: "a\x1b[2Jb\nc\rd"})
-    observer({"log_level": LogLevel.warn, "log_namespace": "n", "log_time": 0.0, "log_format": "bad {x}",
-              "x": "\x00\x1b]0;t\x07"})
-    observer({"log_level": LogLevel.error, "log_namespace": "n", "log_time": 0.0, "log_format": "multi {x}",
-              "x": "line\nnext\x1b[0m"})
+    observer(
+        {
+            "log_level": LogLevel.warn,
+            "log_namespace": "n",
+            "log_time": 0.0,
+            "log_format": "bad {x}",
+            "x": "\x00\x1b]0;t\x07",
+        }
+    )
+    observer(
+        {
+            "log_level": LogLevel.error,
+            "log_namespace": "n",
+            "log_time": 0.0,
+            "log_format": "multi {x}",
+            "x": "line\nnext\x1b[0m",
+        }
+    )
     assert [line.split(" ", 1)[-1] for line in out.getvalue().splitlines()] == [
-        "[n#info] a\\x1b[2Jb", "\tc\\rd", "[n#warn] bad \\x00\\x1b]0;t\\x07", "[n#error] multi line",
-        "\tnext\\x1b[0m"]
+        "[n#info] a\\x1b[2Jb",
+        "\tc\\rd",
+        "[n#warn] bad \\x00\\x1b]0;t\\x07",
+        "[n#error] multi line",
+        "\tnext\\x1b[0m",
+    ]

@@ -125,13 +125,21 @@ def connection_cap(org: Organization, fd_limit: int | None) -> ConnectionCap:
         postfix = postfix_connections(org)
         if postfix is None:
             if fds is None:
-                return ConnectionCap(_MAXPROC_MAX, "auto: some listener has no process limit and the open-files "
-                                                   "limit is unlimited")
-            return ConnectionCap(fds, f"auto: some listener has no process limit (maxproc 0); the open-files "
-                                      f"limit {fd_limit} less {FD_RESERVE} kept free")
+                return ConnectionCap(
+                    _MAXPROC_MAX, "auto: some listener has no process limit and the open-files limit is unlimited"
+                )
+            return ConnectionCap(
+                fds,
+                f"auto: some listener has no process limit (maxproc 0); the open-files "
+                f"limit {fd_limit} less {FD_RESERVE} kept free",
+            )
         wanted = postfix + max(HEADROOM_MIN, -(-postfix // 10))
         reason = f"auto: up to {postfix} smtpd processes in the rendered master.cf (maxproc), plus 10 %"
     if fds is not None and wanted > fds:
-        return ConnectionCap(fds, f"{reason} would be {wanted}, but the open-files limit is {fd_limit} "
-                                  f"({FD_RESERVE} kept free): raise LimitNOFILE", clamped=True)
+        return ConnectionCap(
+            fds,
+            f"{reason} would be {wanted}, but the open-files limit is {fd_limit} "
+            f"({FD_RESERVE} kept free): raise LimitNOFILE",
+            clamped=True,
+        )
     return ConnectionCap(wanted, reason)
