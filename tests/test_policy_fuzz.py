@@ -273,3 +273,21 @@ def test_sequences_on_one_decider_never_raise(reqs):
         assert ACTION.fullmatch(d.action), d.action
         if d.action == "OK" and not d.duplicate:
             assert usable(req)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(["MAIL", "END-OF-MESSAGE"]), numbers, st.sampled_from(["203.0.113.9", "10.83.4.56"]))
+def test_a_size_is_a_number_or_the_request_is_not_decided(state, size, client):
+    """A placeable request with any ``size``: ASCII digits are judged, anything else is the
+    temporary failure (never read as 0, which passes every size check)."""
+    req = {
+        "protocol_state": state,
+        "client_address": client,
+        "policy_context": "*:25",
+        "sender": "a@example.net",
+        "helo_name": "h",
+        "instance": "i",
+        "size": size,
+    }
+    d = Decider(FakeClock()).decide(ENGINE, req, 1)
+    assert (d.action == CONFIG_PROBLEM) == (not decimal(size)), (size, d.action)
