@@ -61,7 +61,7 @@ COMPONENTS = (
     ("request parsing (RequestParser)", ("RequestParser.",)),
     ("deciding (Decider.decide → Engine)", ("Decider.",)),
     ("metrics (exmilter/metrics.py, prometheus_client)", ("prometheus_client/", "exmilter/metrics.py")),
-    ("idle timer (TimeoutMixin.resetTimeout)", ("resetTimeout",)),
+    ("idle timer (DelayedCall.reset in PolicyProtocol.dataReceived)", ("DelayedCall.reset",)),
     ("answer write path (PolicyProtocol.send → socket.send; transport.write, doWrite)",
      ("PolicyProtocol.send", "FileDescriptor.write", "FileDescriptor.doWrite", "writeSomeData")),
     ("reactor: epoll, recv, dispatch (callWithLogger, …)", ("",)),

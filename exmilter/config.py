@@ -438,6 +438,20 @@ def _int_range(lo: int, hi: int) -> Callable[[Raw], int]:
     return parse
 
 
+def _auto_or(parse: Callable[[Raw], int]) -> Callable[[Raw], int | None]:
+    """``auto`` (None: computed by the program) or what ``parse`` accepts."""
+
+    def parse_auto(raw: Raw) -> int | None:
+        if _scalar(raw).strip().lower() == "auto":
+            return None
+        try:
+            return parse(raw)
+        except ValueError as e:
+            raise ValueError(f"{e} (or auto)") from None
+
+    return parse_auto
+
+
 def _unlimited_range(lo: int, hi: int) -> Callable[[Raw], int | None]:
     def parse(raw: Raw) -> int | None:
         n = parse_unlimited_int(_scalar(raw))
@@ -1245,6 +1259,9 @@ class _Builder:
             "metrics": _optional_text,
             "max_line_length": _int_range(64, 1 << 20),
             "max_attributes": _int_range(8, 4096),
+            "max_connections": _auto_or(_int_range(1, 10_000_000)),
+            "request_timeout": _int_range(1, 3600),
+            "idle_timeout": _int_range(10, 86400),
         }
         for key, (kraw, vraw) in m.items():
             if key not in parsers:

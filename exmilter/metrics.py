@@ -28,6 +28,11 @@ LATENCY_BUCKETS = (2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2
 
 _STATES = ("CONNECT", "EHLO", "HELO", "MAIL", "RCPT", "DATA", "END-OF-MESSAGE", "VRFY", "ETRN", "OTHER")
 
+#: ``exmilter_policy_timeouts_total{kind}``: which deadline closed a connection.
+TIMEOUT_KINDS = ("request", "idle", "close")
+#: ``exmilter_policy_read_pauses_total{reason}``: why reading from a connection paused.
+PAUSE_REASONS = ("unsent_answers", "pipelined_requests")
+
 
 class LatencyHistogram:
     """A histogram of plain numbers, observed on the request path, exported at scrape time.
@@ -110,6 +115,27 @@ class PolicyMetrics:
         self.internal_errors = Counter("exmilter_policy_internal_errors_total",
                                        "Requests left unanswered because deciding raised (Postfix fails closed).",
                                        registry=registry)
+        self.max_connections = Gauge("exmilter_policy_max_connections",
+                                     "Open policy connections admitted (policyd.max_connections, or auto).",
+                                     registry=registry)
+        self.refused_connections = Counter(
+            "exmilter_policy_refused_connections_total",
+            "Connections closed at once because max_connections were open (Postfix retries, then fails closed).",
+            registry=registry)
+        self.timeouts = Counter(
+            "exmilter_policy_timeouts_total",
+            "Connections closed by a deadline: request (a request not complete within request_timeout), idle "
+            "(no request for idle_timeout), close (the last answers not read within request_timeout of closing).",
+            ["kind"], registry=registry)
+        self.read_pauses = Counter(
+            "exmilter_policy_read_pauses_total",
+            "Times reading from a connection paused: unsent_answers (over 64 KiB of answers not read by the "
+            "client), pipelined_requests (more requests at once than are answered per turn).",
+            ["reason"], registry=registry)
+        for kind in TIMEOUT_KINDS:
+            self.timeouts.labels(kind)
+        for reason in PAUSE_REASONS:
+            self.read_pauses.labels(reason)
         self.reloads = Counter("exmilter_config_reloads_total", "Configuration reload attempts (SIGHUP).",
                                registry=registry)
         self.reload_failures = Counter("exmilter_config_reload_failures_total",
@@ -186,6 +212,7 @@ class NullMetrics:
     enabled = False
     registry: CollectorRegistry | None = None
     latency = connections = protocol_errors = internal_errors = reloads = reload_failures = _NOTHING
+    max_connections = refused_connections = timeouts = read_pauses = _NOTHING
     last_reload_ok = generation = info = _NOTHING
 
     def request(self, state: str) -> None:

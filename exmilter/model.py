@@ -250,12 +250,16 @@ class Server:
 
 @dataclass(frozen=True, slots=True)
 class PolicydSettings:
-    """Where the policy daemon listens (Twisted endpoint strings) and serves metrics."""
+    """Where the policy daemon listens (Twisted endpoint strings), serves metrics, and its
+    per-connection bounds (docs/policyd.md, "Limits"; the fixed ones: exmilter.policy.limits)."""
 
     listen: tuple[str, ...] = ("unix:/run/exmilter/policy.sock:mode=660",)
     metrics: str | None = "tcp:9142:interface=127.0.0.1"
     max_line_length: int = 4096
     max_attributes: int = 64
+    max_connections: int | None = None  # None: auto, from the rendered maxproc (exmilter.policy.limits)
+    request_timeout: int = 10  # seconds from a request's first byte to its last; Postfix sends it in one write
+    idle_timeout: int = 1200  # seconds without a request; above Postfix's max_ttl (1000 s), so Postfix closes first
 
 
 @dataclass(frozen=True, slots=True)

@@ -101,6 +101,24 @@ def test_connections_gauge(registry, m):
     assert value(registry, "exmilter_policy_connections") == 1
 
 
+def test_limit_metrics_exist_from_the_start(registry, m):
+    """Every label value of the bounds' counters is exported at 0, so rate() works before the first event."""
+    body = MetricsPage(registry).render_GET(DummyRequest([b"metrics"])).decode()
+    for kind in ("request", "idle", "close"):
+        assert f'exmilter_policy_timeouts_total{{kind="{kind}"}} 0.0' in body
+    for reason in ("unsent_answers", "pipelined_requests"):
+        assert f'exmilter_policy_read_pauses_total{{reason="{reason}"}} 0.0' in body
+    assert "exmilter_policy_refused_connections_total 0.0" in body
+    m.max_connections.set(44000)
+    m.refused_connections.inc()
+    m.timeouts.labels("request").inc()
+    m.read_pauses.labels("unsent_answers").inc()
+    assert value(registry, "exmilter_policy_max_connections") == 44000
+    assert value(registry, "exmilter_policy_refused_connections_total") == 1
+    assert value(registry, "exmilter_policy_timeouts_total", kind="request") == 1
+    assert value(registry, "exmilter_policy_read_pauses_total", reason="unsent_answers") == 1
+
+
 def test_registries_are_independent():
     a, b = CollectorRegistry(), CollectorRegistry()
     PolicyMetrics(a).request("RCPT")
@@ -153,3 +171,7 @@ def test_null_metrics_accepts_every_call():
     null.internal_errors.inc()
     null.info.labels("1", "x").set(1)
     null.info.clear()
+    null.max_connections.set(10)
+    null.refused_connections.inc()
+    null.timeouts.labels("idle").inc()
+    null.read_pauses.labels("unsent_answers").inc()

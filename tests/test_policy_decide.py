@@ -111,6 +111,30 @@ def test_cannot_place_the_request_is_a_temporary_failure(engine, decider, attrs,
     assert d.connector == ""
 
 
+@pytest.mark.parametrize("size", ["1_000", " 12", "+5", "-1", "١٢", "0x10", "1e3", "9" * 20, "9" * 4000])
+@pytest.mark.parametrize("state", ["MAIL", "END-OF-MESSAGE"])
+def test_a_size_postfix_would_not_send_is_a_temporary_failure(engine, decider, size, state):
+    """Postfix writes sizes as ASCII digits. Anything else was once read leniently (Python's
+    int() takes "1_000", " 12", other scripts' digits) or as 0, which passes every size check."""
+    d = decider.decide(engine, req(state, instance="i", sender="a@example.net", size=size))
+    assert d.action == CONFIG_PROBLEM
+    assert d.note == f"size {size[:40]!r} is not a number"
+
+
+@pytest.mark.parametrize(("size", "action"), [("", "DUNNO"), ("0", "DUNNO"), ("1000", "DUNNO"),
+                                             (str(36 << 20), "DUNNO"), (str((36 << 20) + 1), None)])
+def test_sizes_postfix_sends(engine, decider, size, action):
+    d = decider.decide(engine, req("MAIL", sender="a@example.net", size=size))
+    assert d.action == action or (action is None and d.action.startswith("552 5.3.4"))
+
+
+@pytest.mark.parametrize("port", ["0_1", " 25", "+25", "２５", "25.0", "0", "65536", "9" * 30])
+def test_a_server_port_postfix_would_not_send_cannot_place_the_request(engine, decider, port):
+    d = decider.decide(engine, req("CONNECT", "0.0.0.0", context=None, server_address="", server_port=port))
+    assert d.action == CONFIG_PROBLEM
+    assert d.note == "no policy_context and no server_address/server_port: cannot identify the listener"
+
+
 @pytest.mark.parametrize(
     ("context", "reason"),
     [

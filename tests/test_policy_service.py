@@ -198,12 +198,15 @@ def test_verbose_logs_accepted_decisions_too(h, logged):
 
 def test_idle_connection_is_closed(h):
     proto, t = h.connect()
-    h.reactor.advance(h.factory.idle_timeout - 1)
-    proto.dataReceived(rcpt_wire())
-    h.reactor.advance(h.factory.idle_timeout - 1)
+    idle = proto.idle_timeout
+    assert idle == 1200  # the default: above Postfix's max_ttl (docs/policyd.md, Limits)
+    h.reactor.advance(idle - 1)
+    proto.dataReceived(rcpt_wire())  # an answered request restarts it
+    h.reactor.advance(idle - 1)
     assert not t.disconnecting
     h.reactor.advance(2)
     assert t.disconnecting
+    assert h.value("exmilter_policy_timeouts_total", kind="idle") == 1
 
 
 # -- answers written straight to the socket ------------------------------------------------------

@@ -9,6 +9,7 @@ from collections.abc import Collection
 from typing import TYPE_CHECKING, Any, TextIO
 
 from exmilter.commands._common import add_config_option, load_or_report
+from exmilter.logsafe import printable_lines
 
 if TYPE_CHECKING:
     from exmilter.metrics import Metrics
@@ -55,6 +56,11 @@ class StderrObserver:
     Other events (reloads, warnings, failures with their tracebacks) are rendered by
     Twisted's own formatter, continuation lines indented with a tab. One ``write`` per
     event; stderr is line-buffered, so each line reaches the journal as it is written.
+
+    Whatever an event carries, no control character is written: values from requests are
+    escaped where they are formatted (exmilter.logsafe.escape), and this observer escapes
+    any that is left (a CR, an ANSI escape in an exception message) as a second guard; a
+    newline only ever starts a tab-indented continuation line.
     """
 
     def __init__(self, stream: TextIO, levels: Collection[object]) -> None:
@@ -87,10 +93,13 @@ class StderrObserver:
         if text is None:
             line: str | None = self._classic(event, formatTime=self._time)
             if line:
+                body = line[:-1]  # Twisted ends it with a newline and indents the others: "\n\t"
+                if not body.isprintable():
+                    line = "\n\t".join(printable_lines(part) for part in body.split("\n\t")) + "\n"
                 self._write(line)
             return
-        if "\n" in text:
-            text = text.replace("\n", "\n\t")
+        if not text.isprintable():
+            text = printable_lines(text).replace("\n", "\n\t")
         self._write(f"{self._time(event.get('log_time'))} [{event.get('log_namespace', '-')}#{level.name}] {text}\n")
 
 
@@ -147,6 +156,9 @@ def run(args: argparse.Namespace) -> int:
 
     _start_logging(args.verbose)
     log = Logger(namespace="exmilter.policyd")
+    from exmilter.policy.limits import raise_open_files_limit
+
+    raise_open_files_limit()  # one descriptor per Postfix smtpd process (docs/policyd.md, Limits)
     runtime = Runtime(args.config, loaded, _metrics(metrics_endpoint is not None), notify=sd_notify,
                       verbose=args.verbose)
     daemon = build(reactor, runtime, listen, metrics_endpoint)

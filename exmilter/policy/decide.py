@@ -178,18 +178,20 @@ class Decider:
     def _decide(self, engine: Engine, req: Mapping[str, str], stage: str,
                 txn: _Transaction | None, now: float) -> Decision:
         session, note = self._session(engine, req)
-        if session is None:
+        size = _number(req.get("size")) if stage in ("MAIL", "END-OF-MESSAGE") else 0
+        if session is None or size is None:
+            note = note or f"size {req.get('size', '')[:40]!r} is not a number"
             return replace(self.decision(CONFIG_PROBLEM, "", stage), note=note)
         if stage == "CONNECT":
             reply = engine.connect(session)
         elif stage == "MAIL":
-            reply = engine.mail(session, req.get("sender", ""), size=_int(req.get("size")), now=now)
+            reply = engine.mail(session, req.get("sender", ""), size=size, now=now)
         elif stage == "RCPT":
             reply = engine.rcpt(session, req.get("recipient", ""), accepted=txn.accepted if txn else 0)
             if reply.accepted and txn is not None:
                 txn.accepted += 1
         else:
-            reply = engine.end_of_data(session, size=_int(req.get("size")), mail_from=req.get("sender", ""))
+            reply = engine.end_of_data(session, size=size, mail_from=req.get("sender", ""))
         c = session.connector
         return self.decision(reply, c.identity if c is not None else "", stage)
 
@@ -255,8 +257,8 @@ class Decider:
             if isinstance(lst, str):
                 return lst
             return lst.address, lst.port
-        port = _int(req.get("server_port"))
-        if not 0 < port < 65536:
+        port = _number(req.get("server_port"))
+        if port is None or not 0 < port < 65536:
             return "no policy_context and no server_address/server_port: cannot identify the listener"
         return req.get("server_address") or None, port
 
@@ -285,10 +287,13 @@ class Decider:
         return None
 
 
-def _int(text: str | None) -> int:
+def _number(text: str | None) -> int | None:
+    """A decimal attribute as Postfix writes it: ASCII digits; absent or empty is 0 (Postfix
+    sends nothing or 0 when it has no value). Anything else (a sign, spaces, ``1_000``,
+    other scripts' digits, more digits than a 64-bit count) is None: not a value Postfix
+    sends, so the request cannot be decided (a temporary failure, never a guess)."""
     if not text:
         return 0
-    try:
-        return max(int(text), 0)
-    except ValueError:
-        return 0
+    if len(text) > 19 or not (text.isascii() and text.isdigit()):
+        return None
+    return int(text)

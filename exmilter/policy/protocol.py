@@ -5,6 +5,9 @@ line plus an empty line. The parser keeps no socket and no clock so it can be fe
 chunking (byte by byte, several pipelined requests at once) and tested exhaustively.
 Limits are enforced while bytes arrive, so a peer can never make us buffer more than
 ``max_line_length`` bytes of an unfinished line or ``max_attributes`` lines of a request.
+``max_requests`` bounds the requests one ``feed`` returns: the rest of the bytes stay
+buffered, unparsed, and ``more`` says so; the caller answers, reads nothing new, and calls
+``feed(b"")`` for the next batch (the daemon's per-turn work bound, docs/policyd.md).
 """
 
 from __future__ import annotations
@@ -25,27 +28,43 @@ class ProtocolError(Exception):
 
 
 class RequestParser:
-    """Incremental parser: ``feed(bytes)`` returns every request completed by those bytes."""
+    """Incremental parser: ``feed(bytes)`` returns the requests completed by those bytes,
+    at most ``max_requests`` of them (None: no bound)."""
 
-    __slots__ = ("_attrs", "_buf", "_count", "_failed", "max_attributes", "max_line_length")
+    __slots__ = ("_attrs", "_buf", "_count", "_failed", "_more", "max_attributes", "max_line_length",
+                 "max_requests", "pending")
 
-    def __init__(self, max_line_length: int = 4096, max_attributes: int = 64) -> None:
+    def __init__(self, max_line_length: int = 4096, max_attributes: int = 64, max_requests: int | None = None) -> None:
         self.max_line_length = max_line_length
         self.max_attributes = max_attributes
+        self.max_requests = max_requests if max_requests is not None else 1 << 62
+        if self.max_requests < 1:
+            raise ValueError("max_requests must be at least 1")
         self._buf = b""
         self._attrs: Request = {}
         self._count = 0
         self._failed = False
+        self._more = False
+        #: True while a request is partly received (bytes or attributes are buffered). A plain
+        #: attribute, not a property: the daemon reads it after every read.
+        self.pending = False
 
     @property
-    def pending(self) -> bool:
-        """True while a request is partly received (bytes or attributes are buffered)."""
-        return bool(self._buf) or self._count > 0
+    def more(self) -> bool:
+        """True when the last ``feed`` stopped at ``max_requests`` with input left over:
+        ``feed(b"")`` parses the next batch. Otherwise at most ``max_line_length`` bytes
+        (an unfinished line) are buffered."""
+        return self._more
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet parsed."""
+        return len(self._buf)
 
     def feed(self, data: bytes) -> list[Request]:
         if self._failed:
             raise ProtocolError("input after a protocol error")
-        if not self._buf and not self._count:
+        if not self.pending:
             one = self._whole(data)
             if one is not None:
                 return [one]
@@ -81,13 +100,24 @@ class RequestParser:
 
     def _feed(self, data: bytes) -> list[Request]:
         """The general path: any chunking, any number of requests, every error."""
-        buf = self._buf + data if self._buf else data
-        if b"\r" in buf:  # tolerate CRLF; Postfix itself sends LF
-            buf = buf.replace(b"\r\n", b"\n")
+        # Tolerate CRLF (Postfix itself sends LF). Only new bytes are normalised: the buffer
+        # already is, and "\r\r\n" must not become "\n" in two steps. A CRLF split between
+        # two reads leaves its CR at the end of the buffer.
+        old = self._buf
+        if old.endswith(b"\r") and data.startswith(b"\n"):
+            old = old[:-1]
+        if b"\r" in data:
+            data = data.replace(b"\r\n", b"\n")
+        buf = old + data if old else data
         out: list[Request] = []
         start = 0
+        limit = self.max_requests
+        self._more = False
         try:
             while True:
+                if len(out) >= limit:  # the batch is full: the rest waits, unparsed, for feed(b"")
+                    self._more = start < len(buf)
+                    break
                 if buf.startswith(b"\n", start):  # the empty line ends the request
                     out.append(self._finish())
                     start += 1
@@ -98,19 +128,25 @@ class RequestParser:
                 self._lines(buf[start:end])  # a whole request block: decoded and split at once
                 out.append(self._finish())
                 start = end + 2
-            nl = buf.rfind(b"\n", start)
-            if nl >= 0:  # complete lines of an unfinished request: parse now, buffer only the tail
-                self._lines(buf[start:nl])
-                start = nl + 1
-            if len(buf) - start > self.max_line_length:
-                raise ProtocolError(f"line longer than {self.max_line_length} bytes")
+            if not self._more:
+                nl = buf.rfind(b"\n", start)
+                if nl >= 0:  # complete lines of an unfinished request: parse now, buffer only the tail
+                    self._lines(buf[start:nl])
+                    start = nl + 1
+                # A CR at the very end may be the first half of a CRLF: it is not part of the line.
+                tail = len(buf) - start - buf.endswith(b"\r")
+                if tail > self.max_line_length:
+                    raise ProtocolError(f"line longer than {self.max_line_length} bytes")
         except ProtocolError as e:
             self._failed = True
+            self._more = False
+            self.pending = False
             self._buf = b""
             self._attrs = {}
             e.complete = out
             raise
-        self._buf = buf[start:]
+        self._buf = buf = buf[start:]
+        self.pending = bool(buf) or self._count > 0
         return out
 
     def _lines(self, block: bytes) -> None:
