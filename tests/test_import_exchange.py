@@ -672,9 +672,14 @@ def test_commands_past_the_limit_stop_the_import(
     ("module", "limit", "value", "message"),
     [
         ("exmilter.importer.limits", "MAX_TOKENS", 12, "t.ps1:3: warning: more than 12 PowerShell tokens in all"),
-        ("exmilter.importer", "MAX_INPUT_CHARS", 100, "t.ps1:2: warning: more than 100 characters of input in all"),
+        ("exmilter.importer.limits", "MAX_INPUT_CHARS", 100, "t.ps1:2: warning: more than 100 characters of input "
+         "in all"),
+        ("exmilter.importer.limits", "MAX_LINES", 2, "t.ps1:3: warning: more than 2 lines of input in all"),
+        ("exmilter.importer.limits", "MAX_COMMANDS", 2, "t.ps1:3: warning: more than 2 statements and Format-List "
+         "objects: the input is too large"),
         ("exmilter.importer.apply", "MAX_CHECKED_CHARS", 300, "t.ps1:2: warning: checking the commands up to here "
          "took more than 300 characters of configuration"),
+        ("exmilter.importer.apply", "MAX_CHECKS", 2, "t.ps1:3: warning: more than 2 commands that change the model"),
     ],
 )
 def test_whole_input_limits_stop_at_their_line(

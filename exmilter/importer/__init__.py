@@ -3,7 +3,9 @@
 The pipeline is sans-I/O: :func:`import_exchange` takes ``(name, text)`` pairs and returns
 the YAML text plus located notes. Stages: :mod:`.transcript` (prompts, pasted output,
 object dumps) → :mod:`.pwsh` (tokens, statements) → :mod:`.apply` (a fresh Exchange 2019
-server, one command at a time) → :mod:`.writer`.
+server, one command at a time) → :mod:`.writer`, and the written file is loaded once more
+for the loader's warnings (:class:`Finding`: open relays…). Every stage is bounded by
+:mod:`.limits`; :mod:`.chars` sorts the characters no stage may pass on.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from dataclasses import dataclass, field
 
 from exmilter import config
 from exmilter.config import ConfigError, Problem
+from exmilter.importer import limits
 from exmilter.importer.apply import Applier
 from exmilter.importer.chars import printable
-from exmilter.importer.limits import MAX_INPUT_CHARS, Budget, Stopped
+from exmilter.importer.limits import Budget, Stopped
 from exmilter.importer.notes import Level, Note, Notes
 from exmilter.importer.pwsh import BlockX, Call, Lit, Statement, parse
 from exmilter.importer.state import ASSUMED_DOMAIN, Domain, State
@@ -123,17 +126,26 @@ def import_exchange(
 
 
 def _read(sources: Sequence[tuple[str, str]], notes: Notes) -> list[Statement | Dump]:
-    """Statements and object dumps of every source, in order (:data:`MAX_INPUT_CHARS` in all)."""
+    """Statements and object dumps of every source, in order, within the whole-input limits.
+
+    Sizes are checked before the text is split, so no limit is passed in memory first.
+    """
     items: list[Statement | Dump] = []
-    total = 0
+    chars = lines = 0
     budget = Budget()
     for file, text in sources:
-        total += len(text)
-        if total > MAX_INPUT_CHARS:
-            line = text.count("\n", 0, len(text) - (total - MAX_INPUT_CHARS)) + 1
-            raise Stopped(file, line, f"more than {MAX_INPUT_CHARS:,} characters of input in all: the input is "
+        chars += len(text)
+        if chars > limits.MAX_INPUT_CHARS:
+            line = text.count("\n", 0, len(text) - (chars - limits.MAX_INPUT_CHARS)) + 1
+            raise Stopped(file, line, f"more than {limits.MAX_INPUT_CHARS:,} characters of input in all: the input "
+                          "is too large to import in one run")
+        in_file = text.count("\n") + text.count("\r") - text.count("\r\n")
+        lines += in_file
+        if lines > limits.MAX_LINES:
+            line = limits.MAX_LINES - (lines - in_file) + 1
+            raise Stopped(file, line, f"more than {limits.MAX_LINES:,} lines of input in all: the input is "
                           "too large to import in one run")
-        for document in split(file, text, notes):
+        for document in split(file, text, notes, budget):
             pending: list[Line] = []
             for part in document:
                 if isinstance(part, Line):
@@ -232,6 +244,7 @@ def _written(state: State, notes: list[Note], sources: Sequence[tuple[str, str]]
     if findings:
         first = len(header) - 1 - len(findings)
         for i, f in enumerate(findings):
-            header[first + i] = f"  line {f.problem.line}: {str(f).split(': ', 1)[1]}"
+            p = f.problem
+            header[first + i] = f"  line {p.line}: " + str(f).removeprefix(printable(f"{p.file}:{p.line}:{p.col}: "))
     yaml = "\n".join([f"# {printable(h)}" if h else "#" for h in header] + body) + "\n"
     return Result(yaml, notes, state.server, findings)

@@ -19,6 +19,7 @@ from exmilter.config import CONNECTOR_FIELDS, ConfigError
 from exmilter.importer import writer
 from exmilter.importer.limits import (
     MAX_CHECKED_CHARS,
+    MAX_CHECKS,
     MAX_COMMANDS,
     MAX_PROPERTY_ITEMS,
     MAX_VALUE_CHARS,
@@ -167,6 +168,7 @@ class Applier:
         self.loc: tuple[str, int] = ("", 0)  # the command being applied
         self.where = ""  # the command being applied, as origins name it ("Set-ReceiveConnector at f:3")
         self.commands = 0  # statements and objects run so far (MAX_COMMANDS)
+        self.checks = 0  # commands checked so far (MAX_CHECKS)
         self.checked = 0  # characters of configuration checked so far (MAX_CHECKED_CHARS)
         self._last: tuple[str, set[str]] = ("", set())  # the last model checked and its problems
         self.baseline = self.problems(counted=False)
@@ -175,6 +177,11 @@ class Applier:
 
     def problems(self, counted: bool = True) -> set[str]:
         """What the loader refuses in the model now (``counted``: against :data:`MAX_CHECKED_CHARS`)."""
+        if counted:
+            self.checks += 1
+            if self.checks > MAX_CHECKS:
+                raise Stopped(*self.loc, f"more than {MAX_CHECKS:,} commands that change the model (each is "
+                              "checked on the whole model): the input is too large to import in one run")
         text = writer.render(self.state, comments=False)
         self.checked += len(text) if counted else 0
         if self.checked > MAX_CHECKED_CHARS:

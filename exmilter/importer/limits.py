@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 #: Characters of all input files together (a ``Get-ADPermission | Format-List`` of 100
 #: connectors is about 3 MB). Whole input: the import stops.
 MAX_INPUT_CHARS = 16_000_000
+#: Lines of all input files together (that dump has about 60,000). Whole input: the
+#: import stops.
+MAX_LINES = 1_000_000
 #: PowerShell tokens (words, strings, operators…) of all input files together; a runbook
 #: of 10,000 commands has about 200,000. Reading costs about 15 µs and 150 bytes a token.
 #: Whole input: the import stops.
@@ -39,11 +42,13 @@ MAX_NOTE_CHARS = 1_000
 #: Statements and ``Format-List`` objects run, a script block's counted once per object
 #: piped into it (``Get-ReceiveConnector | % { … }`` nested). Whole input: the import stops.
 MAX_COMMANDS = 10_000
-#: Characters of the configurations checked, summed over the commands that change the
-#: model (each is checked by loading the whole model, as ``exmilter check`` would: about
-#: 1 s per 1,000,000 characters). Bounds the time of many commands on a large model.
-#: Whole input: the import stops.
-MAX_CHECKED_CHARS = 30_000_000
+#: Commands that change the model: each is checked by loading the whole model, as
+#: ``exmilter check`` would (about 3 ms each on a small model, most of it the loader).
+#: A permission dump of 20 connectors is about 600. Whole input: the import stops.
+MAX_CHECKS = 5_000
+#: Characters of the configurations checked, summed over those checks (about 3 µs a
+#: character): bounds many commands on a large model. Whole input: the import stops.
+MAX_CHECKED_CHARS = 10_000_000
 
 
 class Stopped(Exception):
@@ -58,11 +63,23 @@ class Stopped(Exception):
 
 @dataclass
 class Budget:
-    """What is left of the whole-input limits while one import reads its files."""
+    """What is left of the whole-input limits while one import reads its files.
+
+    Statements and objects are counted as they are read: each runs at least once, so
+    more than :data:`MAX_COMMANDS` stops the import before they are all held in memory.
+    """
 
     max_tokens: int = field(default_factory=lambda: MAX_TOKENS)
     tokens: int = -1  # left; starts at max_tokens
+    max_items: int = field(default_factory=lambda: MAX_COMMANDS)
+    items: int = 0  # statements and Format-List objects read
 
     def __post_init__(self) -> None:
         if self.tokens < 0:
             self.tokens = self.max_tokens
+
+    def item(self, file: str, line: int) -> None:
+        self.items += 1
+        if self.items > self.max_items:
+            raise Stopped(file, line, f"more than {self.max_items:,} statements and Format-List objects: the input "
+                          "is too large to import in one run")

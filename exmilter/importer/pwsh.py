@@ -579,5 +579,8 @@ def parse(lines: list[Line], notes: Notes, budget: Budget | None = None) -> list
     """Statements of consecutive source lines of one file (``budget``: what the whole input may still use)."""
     if not lines:
         return []
-    toks = _Lexer(lines, notes, budget or Budget()).run()
-    return _Parser(toks, lines[0].file, notes).statements(None)
+    budget = budget or Budget()
+    statements = _Parser(_Lexer(lines, notes, budget).run(), lines[0].file, notes).statements(None)
+    for st in statements:
+        budget.item(st.file, st.line)
+    return statements

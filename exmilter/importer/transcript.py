@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass, field
 
 from exmilter.importer.chars import char_name, is_format_char, refused_char
-from exmilter.importer.limits import MAX_LINE_CHARS
+from exmilter.importer.limits import MAX_LINE_CHARS, Budget
 from exmilter.importer.notes import Notes
 
 _NEWLINE = re.compile(r"\r\n|\r|\n")
@@ -203,12 +203,13 @@ def _clean(file: str, number: int, line: str, notes: Notes) -> str | None:
     return line
 
 
-def split(file: str, text: str, notes: Notes) -> list[list[Line | Dump]]:
+def split(file: str, text: str, notes: Notes, budget: Budget | None = None) -> list[list[Line | Dump]]:
     """Per file :func:`documents` finds, its PowerShell source segments and object dumps, in order."""
-    return [_split(file, first, lines, notes) for first, lines in documents(file, text, notes)]
+    budget = budget or Budget()
+    return [_split(file, first, lines, notes, budget) for first, lines in documents(file, text, notes)]
 
 
-def _split(file: str, first: int, raw_lines: list[str], notes: Notes) -> list[Line | Dump]:
+def _split(file: str, first: int, raw_lines: list[str], notes: Notes, budget: Budget) -> list[Line | Dump]:
     cleaned = [_clean(file, first + i, line, notes) for i, line in enumerate(raw_lines)]
     lines = [line if line is not None else "" for line in cleaned]
     out: list[Line | Dump] = []
@@ -234,6 +235,7 @@ def _split(file: str, first: int, raw_lines: list[str], notes: Notes) -> list[Li
                 i = j
                 continue
         if _PROPERTY.match(raw) and not _PROMPT.match(raw):
+            budget.item(file, number)
             dump, i = _dump(file, first, lines, cleaned, i, notes)
             out.append(dump)
             continue
