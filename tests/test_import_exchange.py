@@ -652,6 +652,19 @@ def test_more_range_entries_than_exchange_takes_are_refused() -> None:
                                 "about 1,200 (the importer takes at most 1,300): use ranges or CIDR; not imported"]
 
 
+@pytest.mark.parametrize(("count", "message"), [(1301, "1,301 entries"), (400_000, "more than 5,200 entries")])
+def test_a_dump_with_more_range_entries_than_exchange_takes_is_refused(count: int, message: str) -> None:
+    """Wrapped over continuation lines a dump's list has no line limit: counted before it is split."""
+    ranges = ",".join(["10.0.0.1"] * count)
+    wrapped = "\n    ".join(ranges[i:i + 60000] for i in range(0, len(ranges), 60000))
+    dump = DUMP_A.replace("{10.0.0.1}", "{" + wrapped + "}")
+    with within(10):
+        result = import_exchange([("fl.txt", dump)], "EXCH01.labs.local")
+    assert warnings(result) == [f"fl.txt:1: receive connector EXCH01\\Relay A: line 4: -RemoteIPRanges: {message}; "
+                                "Exchange fails above about 1,200 (the importer takes at most 1,300): use ranges or "
+                                "CIDR; not imported"]
+
+
 def test_commands_past_the_limit_stop_the_import(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
@@ -758,6 +771,11 @@ def test_exit_statuses(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     rc, stdout, err = _cli([str(good), *server, "-o", str(tmp_path / "no" / "such" / "dir.yaml")], capsys)
     assert (rc, err[-2:]) == (2, [f"{tmp_path / 'no' / 'such' / 'dir.yaml'}: cannot write it: No such file or "
                                   "directory", "import-exchange: nothing written"])
+    big = tmp_path / "big.ps1"
+    with big.open("wb") as f:
+        f.truncate(cmd._MAX_BYTES)  # a sparse file: no memory or disk spent
+    rc, stdout, err = _cli([str(big), *server], capsys)
+    assert (rc, err[0]) == (2, f"{big}:1: error: more than 16,000,000 characters: too large to import in one run")
     assert _cli(["--no-such-option"], capsys)[0] == 2
     help_text = _cli(["--help"], capsys)[1]
     assert "exit status:\n  0  the configuration was written" in help_text and "\n  2  nothing written" in help_text

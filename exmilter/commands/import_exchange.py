@@ -21,7 +21,7 @@ EXIT_WRITTEN = 0
 EXIT_NOT_WRITTEN = 2
 
 _NEWLINE = re.compile(rb"\r\n|\r|\n")
-#: Bytes read per file: enough for MAX_INPUT_CHARS characters of UTF-8 or UTF-16.
+#: Bytes read per file: any file with more holds more than MAX_INPUT_CHARS characters.
 _MAX_BYTES = 4 * MAX_INPUT_CHARS + 4
 
 EPILOG = f"""\
@@ -102,6 +102,9 @@ def read_input(name: str) -> tuple[str, str]:
         raise Unreadable(f"{label}:1: error: cannot read it: {e.strerror or e}") from None
     except UnicodeDecodeError as e:  # a text stdin that is not UTF-8
         raise Unreadable(f"{label}:1: error: not UTF-8 text: {e.reason}") from None
+    if len(data) >= _MAX_BYTES:
+        raise Unreadable(f"{label}:1: error: more than {MAX_INPUT_CHARS:,} characters: too large to import in one "
+                         "run") from None
     return label, decode(label, data)
 
 

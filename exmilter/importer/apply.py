@@ -605,7 +605,11 @@ class Applier:
         if isinstance(value, Obj):
             value = str(value)
         if key in LIST_KEYS:
-            items = [s.strip() for v in _flat(value) for s in str(v).split(",") if s.strip()]
+            flat = [str(v) for v in _flat(value)]
+            if sum(v.count(",") for v in flat) > 4 * MAX_PROPERTY_ITEMS:  # before a dump's list is split
+                raise Refused(f"-{written}: more than {4 * MAX_PROPERTY_ITEMS:,} entries; Exchange fails above about "
+                              f"1,200 (the importer takes at most {MAX_PROPERTY_ITEMS:,}): use ranges or CIDR")
+            items = [s.strip() for v in flat for s in v.split(",") if s.strip()]
             if len(items) > MAX_PROPERTY_ITEMS:
                 raise Refused(f"-{written}: {len(items):,} entries; Exchange fails above about 1,200 (the importer "
                               f"takes at most {MAX_PROPERTY_ITEMS:,}): use ranges or CIDR")
