@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from exmilter.cli import main
 from exmilter.commands import import_exchange as cmd
-from exmilter.config import loads
+from exmilter.config import ConfigError, Problem, loads
 from exmilter.explain import explain
 from exmilter.importer import Level, Result, import_exchange
 from exmilter.importer.apply import RC_KEYS
@@ -438,3 +442,411 @@ def test_remove_adpermission_finds_the_group_principal_in_any_spelling(user: str
     assert [r["reply"] for r in e["replies"]][-1] == (
         "550 5.7.1 Anonymous client does not have permissions to send as this sender"
     )
+
+
+# --- issue #10: hangs, crashes, control characters, limits, exit codes ---------------------
+
+
+@contextlib.contextmanager
+def within(seconds: float) -> Iterator[None]:
+    """Fail (instead of hanging the suite) when the block runs longer: the parent commit looped forever."""
+
+    def expired(signum: int, frame: object) -> None:
+        raise TimeoutError(f"still running after {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+BOM = "\ufeff"
+DUMP_A = ("Identity         : EXCH01\\Relay A\nTransportRole    : FrontendTransport\n"
+          "Bindings         : {0.0.0.0:2600}\nRemoteIPRanges   : {10.0.0.1}\nPermissionGroups : AnonymousUsers")
+DUMP_B = DUMP_A.replace("Relay A", "Relay B").replace("10.0.0.1", "10.0.0.2")
+
+
+def notes_of(result: Result) -> list[str]:
+    return [f"{n.line}: {n.level.value}: {n.text}" for n in result.notes if "assumed" not in n.text]
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n", ""])  # "": a.txt without a final newline
+def test_two_bom_prefixed_dumps_joined_with_cat_are_two_files(newline: str) -> None:
+    """`cat a.txt b.txt`: the second BOM starts a line; the parent commit looped forever (5.4 GB after 120 s)."""
+    with within(5):
+        result = import_exchange([("ab.txt", BOM + DUMP_A + newline + BOM + DUMP_B + "\n")], "EXCH01.labs.local")
+    assert [c.name for c in org_of(result).receive_connectors][-2:] == ["Relay A", "Relay B"]
+    at = "6: info: byte order mark (U+FEFF) at column 1" if newline else \
+        "5: info: byte order mark (U+FEFF) at column 34"
+    assert f"{at}: another file starts here (files joined with cat), so nothing open before it continues into it" \
+        in notes_of(result)
+    assert warnings(result) == []
+
+
+def test_nothing_open_at_the_end_of_one_file_continues_into_the_next() -> None:
+    """An unterminated comment or command of a.ps1 does not swallow b.ps1 (they were two files)."""
+    a = BOM + 'Set-ReceiveConnector "Default Frontend EXCH01" -Banner "220 unterminated\n<# a comment never closed\n'
+    b = BOM + "New-ReceiveConnector B -TransportRole FrontendTransport -Custom -Bindings 0.0.0.0:2600 " \
+              "-RemoteIPRanges 10.0.0.9 -PermissionGroups AnonymousUsers\n"
+    result = import_exchange([("ab.ps1", a + b)], "EXCH01.labs.local")
+    assert org_of(result).connector("B") is not None
+    assert warnings(result) == [
+        "ab.ps1:1: unterminated \"-quoted string: the command is not imported",
+        "ab.ps1:2: <# comment not closed by #> before the end of the file: everything after it is a comment, not "
+        "imported",
+    ]
+
+
+SET_DF = 'Set-ReceiveConnector "Default Frontend EXCH01" '
+#: (line, what the import says, whether the command is imported): docs/import-exchange.md, "Control characters".
+CONTROLS = [
+    (SET_DF + '-Banner "220 a\x7fb"', "1: warning: U+007F (DEL) at column 62: a control character in a string, "
+     "which is not imported (delete the character)", False),
+    (SET_DF + '-Banner "220 a`\x00b"', "1: warning: U+0000 (NUL) at column 63: a control character in a string, "
+     "which is not imported (delete the character)", False),
+    (SET_DF + "-Banner '220 \u2028x'", "1: warning: U+2028 (LINE SEPARATOR) at column 61: a control character in a "
+     "string, which is not imported (delete the character)", False),
+    (SET_DF + '-Banner "220 \x0cx"', "1: warning: U+000C (FF) at column 61: a control character in a string, which "
+     "is not imported (delete the character)", False),
+    (SET_DF + "-MaxMessageSize 10MB\x1b[31m", "1: warning: U+001B (ESC) at column 68: a control character in a "
+     "command, which is not imported (delete the character)", False),
+    ("[PS] C:\\>" + SET_DF + "-MaxMessageSize\x8510MB", "1: warning: U+0085 (NEL) at column 72: a control character "
+     "in a command, which is not imported (delete the character)", False),
+    (SET_DF.replace(" ", "\x0b", 1) + "-MaxMessageSize\x0c10MB", None, True),  # VT, FF: whitespace, as in PowerShell
+    (SET_DF + '-MaxMessageSize 10MB -Banner "220 a\u200bb\u202e"', "1: info: invisible formatting character removed: "
+     "U+200B (ZERO WIDTH SPACE) at column 83, U+202E (RIGHT-TO-LEFT OVERRIDE) at column 85", True),
+    (SET_DF + "-MaxMessageSize 10MB\ufeff", "1: info: byte order mark (U+FEFF) at column 68: another file starts "
+     "here (files joined with cat), so nothing open before it continues into it", True),
+    (SET_DF + "-MaxMessageSize 10MB # a comment may hold \x07 anything", None, True),
+]
+
+
+@pytest.mark.parametrize(("line", "note", "imported"), CONTROLS)
+def test_control_characters_never_reach_the_yaml(line: str, note: str | None, imported: bool) -> None:
+    """The parent commit copied them into the YAML, which then did not load."""
+    result = import_exchange([("t.ps1", line + "\nSet-ReceiveConnector 'Client Frontend EXCH01' -MaxMessageSize 20MB")],
+                             "EXCH01.labs.local")
+    assert notes_of(result) == ([note] if note else [])
+    org = org_of(result)
+    df, cf = org.connector("Default Frontend EXCH01"), org.connector("Client Frontend EXCH01")
+    assert df is not None and cf is not None
+    assert (df.max_message_size == 10 << 20) == imported
+    assert df.banner == ("220 ab" if imported and "Banner" in line else None)
+    assert cf.max_message_size == 20 << 20  # the next line is not affected
+
+
+def test_a_control_character_refuses_the_whole_format_list_object() -> None:
+    """Without its RemoteIPRanges line, a dumped connector would take every address: nothing of it is imported."""
+    source = DUMP_A.replace("{10.0.0.1}", "{10.0.0.1\x00}") + "\n\n" + DUMP_B
+    result = import_exchange([("fl.txt", source)], "EXCH01.labs.local")
+    assert warnings(result) == ["fl.txt:4: U+0000 (NUL) at column 29: a control character in a Format-List object, "
+                                "which is not imported"]
+    assert [c.name for c in org_of(result).receive_connectors][-1] == "Relay B"
+
+
+def test_line_numbers_count_only_cr_and_lf() -> None:
+    """Form feeds, NEL and U+2028 do not end lines for editors: FILE:LINE must not drift after them."""
+    source = SET_DF.replace(" ", "\x0c", 1) + "-MaxMessageSize 10MB\r\n# \x85 \u2028 \x1c\rSet-SendConnector x\nFoo-Bar"
+    assert [n.split(" is ")[0] for n in notes_of(import_exchange([("t.ps1", source)], "EXCH01.labs.local"))] == [
+        "3: warning: Set-SendConnector", "4: warning: Foo-Bar"]
+
+
+def test_messages_quoting_the_input_stay_one_line() -> None:
+    """A string with a `n escape is quoted in a note and in the header comment: one line, YAML intact."""
+    result = import_exchange([("t.ps1", '"abc`ndef`rghi"')], "EXCH01.labs.local")
+    assert warnings(result) == ["t.ps1:1: 'abc\\x0adef\\x0dghi' is not a command: not imported"]
+    assert "#   t.ps1:1: warning: 'abc\\x0adef\\x0dghi' is not a command: not imported\n" in result.yaml
+    org_of(result)
+
+
+TOO_DEEP = "t.ps1:2: more than 32 brackets open at once: the command is not imported"
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        # the issue's pasted 387-byte line (with its newline): a RecursionError in the parent commit
+        ("{" * 386, [TOO_DEEP + " (never closed: the rest of the file with it)"]),
+        ("@(" * 193, [TOO_DEEP + " (never closed: the rest of the file with it)"]),
+        ("Set-ReceiveConnector x -Banner " + "(" * 40 + "1" + ")" * 40, [TOO_DEEP]),
+        ("Get-ReceiveConnector | % { " * 40 + "Set-ReceiveConnector $_ -MaxMessageSize 1MB" + " }" * 40, [TOO_DEEP]),
+        # glued tokens: a recursion per token in the parent commit
+        ("$a" * 20000, ["t.ps1:2: " + ("'" + "$a" * 20000)[:1000] + " …"]),  # a note quotes 1,000 characters
+    ],
+)
+def test_deep_or_long_pasted_lines_are_located_not_crashes(line: str, expected: list[str]) -> None:
+    """Brackets nest at most 32 deep; a line left open swallows the rest of its file, as in PowerShell."""
+    with within(10):
+        result = import_exchange([("t.ps1", "Get-Date\n" + line + "\nFoo-Bar")], "EXCH01.labs.local")
+    closed = "never closed" not in expected[0]
+    foo = ["t.ps1:3: Foo-Bar is not imported: exmilter models receive connectors, their permissions and accepted "
+           "domains only"]
+    assert warnings(result) == expected + (foo if closed else [])
+    org_of(result)
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["C:\\" * 20000, "-- " * 20000, "[PS] C:\\>" * 6000, "'$a" * 20000, '"$a' * 20000, "`;" * 30000,
+     "x " + "Ab " * 20000 + "-" * 3 * 20000, "Name : " + "x," * 30000],
+)
+def test_pathological_long_lines_finish(line: str) -> None:
+    """Scans of the rest of a line per token or prompt made these quadratic; each is read in one pass."""
+    with within(10):
+        result = import_exchange([("t.ps1", line + "\nFoo-Bar")], "EXCH01.labs.local")
+    assert warnings(result)[-1].startswith("t.ps1:2: Foo-Bar is not imported")
+
+
+def test_a_line_over_the_limit_is_not_read() -> None:
+    long = SET_DF + "-RemoteIPRanges " + ",".join(["10.0.0.1"] * 8000)
+    result = import_exchange([("t.ps1", long + "\nFoo-Bar")], "EXCH01.labs.local")
+    assert warnings(result) == [
+        f"t.ps1:1: line of {len(long):,} characters, longer than the 65,536 read: its command or Format-List object "
+        "is not imported",
+        "t.ps1:2: Foo-Bar is not imported: exmilter models receive connectors, their permissions and accepted "
+        "domains only",
+    ]
+
+
+def test_expansion_bombs_are_bounded_and_refuse_what_uses_them() -> None:
+    """`$a = $a,$a` and `"$s$s"` double per line: the parent commit ran out of memory."""
+    source = ('$a = "10.0.0.1","10.0.0.2"\n' + "$a = $a,$a\n" * 64 + '$s = "x"\n' + '$s = "$s$s"\n' * 64
+              + SET_DF + "-RemoteIPRanges $a\n" + SET_DF + '-Banner "220 $s"')
+    with within(5):
+        result = import_exchange([("t.ps1", source)], "EXCH01.labs.local")
+    assert warnings(result) == [
+        "t.ps1:13: $a: more than 5,000 items once variables are expanded (the importer's limit): it holds no value "
+        "from here on",
+        "t.ps1:83: $s: text of more than 100,000 characters once variables are expanded (the importer's limit): it "
+        "holds no value from here on",
+        "t.ps1:131: Set-ReceiveConnector: -RemoteIPRanges: $a holds more than 5,000 items once variables are "
+        "expanded (the importer's limit), and without it the connector would keep every address; not imported",
+        "t.ps1:132: -Banner: $s holds text of more than 100,000 characters once variables are expanded (the "
+        "importer's limit); this parameter is not imported",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("parameter", "kept"),
+    [("RemoteIPRanges", "every address"), ("Bindings", "its default"), ("PermissionGroups", "its default"),
+     ("AuthMechanism", "its default")],
+)
+def test_an_unknown_value_of_a_deciding_property_refuses_the_command(parameter: str, kept: str) -> None:
+    """Leaving it out would open the connector (RemoteIPRanges default: every address); the parent imported it."""
+    source = ("New-ReceiveConnector R -TransportRole FrontendTransport -Custom -Bindings 0.0.0.0:2600 -RemoteIPRanges "
+              f"10.0.0.9 -PermissionGroups AnonymousUsers -{parameter} $computed")
+    result = import_exchange([("t.ps1", source)], "EXCH01.labs.local")
+    assert warnings(result) == [f"t.ps1:1: New-ReceiveConnector: -{parameter}: $computed is not set by the input, "
+                                f"and without it the connector would keep {kept}; not imported"]
+    assert org_of(result).connector("R") is None
+
+
+def test_more_range_entries_than_exchange_takes_are_refused() -> None:
+    """Spec §6 #13: Exchange fails at about 1,200; the importer keeps at most 1,300 per property."""
+    ranges = [f"10.{i // 250}.{i % 250}.1" for i in range(1301)]
+    result = import_exchange([("t.ps1", SET_DF + "-RemoteIPRanges " + ",".join(ranges))], "EXCH01.labs.local")
+    assert warnings(result) == ["t.ps1:1: Set-ReceiveConnector: -RemoteIPRanges: 1,301 entries; Exchange fails above "
+                                "about 1,200 (the importer takes at most 1,300): use ranges or CIDR; not imported"]
+
+
+@pytest.mark.parametrize(("count", "message"), [(1301, "1,301 entries"), (400_000, "more than 5,200 entries")])
+def test_a_dump_with_more_range_entries_than_exchange_takes_is_refused(count: int, message: str) -> None:
+    """Wrapped over continuation lines a dump's list has no line limit: counted before it is split."""
+    ranges = ",".join(["10.0.0.1"] * count)
+    wrapped = "\n    ".join(ranges[i:i + 60000] for i in range(0, len(ranges), 60000))
+    dump = DUMP_A.replace("{10.0.0.1}", "{" + wrapped + "}")
+    with within(10):
+        result = import_exchange([("fl.txt", dump)], "EXCH01.labs.local")
+    assert warnings(result) == [f"fl.txt:1: receive connector EXCH01\\Relay A: line 4: -RemoteIPRanges: {message}; "
+                                "Exchange fails above about 1,200 (the importer takes at most 1,300): use ranges or "
+                                "CIDR; not imported"]
+
+
+def test_commands_past_the_limit_stop_the_import(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Nested ForEach multiplies commands (5 connectors, 3 levels: 155 runs): the import stops, nothing written."""
+    monkeypatch.setattr("exmilter.importer.apply.MAX_COMMANDS", 100)
+    source = "Get-Date\n" + "Get-ReceiveConnector | % { " * 3 + SET_DF + "-MaxMessageSize 1MB" + " }" * 3 + "\n"
+    (tmp_path / "t.ps1").write_text(source)
+    out = tmp_path / "out.yaml"
+    assert cmd.run(_args([str(tmp_path / "t.ps1")], str(out), "EXCH01.labs.local", strict=False)) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert f"{tmp_path / 't.ps1'}:2: warning: more than 100 commands run (a script block counts once per object " \
+        "piped into it): the input is too large to import in one run" in err
+    assert err[-1] == f"import-exchange: stopped at {tmp_path / 't.ps1'}:2 by a limit: nothing written"
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("module", "limit", "value", "message"),
+    [
+        ("exmilter.importer.limits", "MAX_TOKENS", 12, "t.ps1:3: warning: more than 12 PowerShell tokens in all"),
+        ("exmilter.importer.limits", "MAX_INPUT_CHARS", 100, "t.ps1:2: warning: more than 100 characters of input "
+         "in all"),
+        ("exmilter.importer.limits", "MAX_LINES", 2, "t.ps1:3: warning: more than 2 lines of input in all"),
+        ("exmilter.importer.limits", "MAX_COMMANDS", 2, "t.ps1:3: warning: more than 2 statements and Format-List "
+         "objects: the input is too large"),
+        ("exmilter.importer.apply", "MAX_CHECKED_CHARS", 300, "t.ps1:2: warning: checking the commands up to here "
+         "took more than 300 characters of configuration"),
+        ("exmilter.importer.apply", "MAX_CHECKS", 2, "t.ps1:3: warning: more than 2 commands that change the model"),
+    ],
+)
+def test_whole_input_limits_stop_at_their_line(
+    monkeypatch: pytest.MonkeyPatch, module: str, limit: str, value: int, message: str
+) -> None:
+    """Each whole-input limit, lowered so it is reached on a small runbook: located, nothing to write."""
+    monkeypatch.setattr(f"{module}.{limit}", value)
+    source = (SET_DF + "-MaxMessageSize 10MB\n") * 3
+    result = import_exchange([("t.ps1", source)], "EXCH01.labs.local")
+    assert result.stopped is not None and str(result.stopped).startswith(message)
+    assert result.yaml == ""
+
+
+def test_an_internal_error_is_one_located_warning_and_hides_nothing(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """The last-resort guard: a bug in one handler refuses that command only, as a warning (so --strict fails).
+
+    The fuzz suite (tests/test_import_fuzz.py) fails on any "internal error" message, so the
+    guard cannot hide a bug the mutations reach.
+    """
+    from exmilter.importer.apply import Applier
+
+    def broken(self: Applier, *args: Any) -> None:
+        self.state.connectors.clear()  # damage first: the model must be restored
+        raise KeyError("boom")
+
+    monkeypatch.setattr(Applier, "remove_receiveconnector", broken)
+    source = ("Remove-ReceiveConnector 'Client Frontend EXCH01'\n" + SET_DF + "-MaxMessageSize 10MB\n")
+    result = import_exchange([("t.ps1", source)], "EXCH01.labs.local")
+    assert warnings(result) == ["t.ps1:1: Remove-ReceiveConnector: internal error (KeyError: 'boom'); not imported, "
+                                "please report it"]
+    org = org_of(result)
+    assert org.connector("Client Frontend EXCH01") is not None
+    df = org.connector("Default Frontend EXCH01")
+    assert df is not None and df.max_message_size == 10 << 20
+    (tmp_path / "t.ps1").write_text(source)
+    assert cmd.run(_args([str(tmp_path / "t.ps1")], None, "EXCH01.labs.local", strict=True)) == 2
+
+
+# --- exit statuses (docs/import-exchange.md) ---------------------------------------------
+
+
+def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, list[str]]:
+    try:
+        rc = main(["import-exchange", *argv])
+    except SystemExit as e:  # argparse
+        rc = int(e.code or 0)
+    captured = capsys.readouterr()
+    return rc, captured.out, captured.err.splitlines()
+
+
+def test_exit_statuses(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = tmp_path / "good.ps1"
+    good.write_text(SET_DF + "-MaxMessageSize 10MB\n")
+    warned = tmp_path / "warned.ps1"
+    warned.write_text("Set-SendConnector x\n")
+    latin1 = tmp_path / "latin1.ps1"
+    latin1.write_bytes(b"Get-Date\n" + SET_DF.encode() + b'-Banner "220 caf\xe9"\n')
+    utf16 = tmp_path / "utf16.ps1"
+    utf16.write_bytes((SET_DF + "-MaxMessageSize 10MB\r\n").encode("utf-16"))  # Windows PowerShell's `>`
+    out = tmp_path / "out.yaml"
+    server = ["--server", "EXCH01.labs.local"]
+    assert _cli([str(good), *server], capsys)[0] == 0
+    assert _cli([str(utf16), *server], capsys)[0] == 0
+    assert _cli([str(warned), *server, "-o", str(out)], capsys)[0] == 0 and out.exists()
+    out.unlink()
+    rc, stdout, err = _cli([str(warned), *server, "--strict", "-o", str(out)], capsys)
+    assert (rc, stdout, err[-1], out.exists()) == (2, "", "import-exchange: 1 problem(s) and --strict: nothing written",
+                                                    False)
+    rc, stdout, err = _cli([str(tmp_path / "missing.ps1"), *server], capsys)
+    assert (rc, stdout, err) == (2, "", [f"{tmp_path / 'missing.ps1'}:1: error: cannot read it: No such file or "
+                                         "directory", "import-exchange: an input could not be read: nothing written"])
+    rc, stdout, err = _cli([str(latin1), *server], capsys)
+    assert (rc, err[0]) == (2, f"{latin1}:2: error: not UTF-8 text (bytes E9): save it as UTF-8 or UTF-16")
+    rc, stdout, err = _cli([str(good), *server, "-o", str(tmp_path / "no" / "such" / "dir.yaml")], capsys)
+    assert (rc, err[-2:]) == (2, [f"{tmp_path / 'no' / 'such' / 'dir.yaml'}: cannot write it: No such file or "
+                                  "directory", "import-exchange: nothing written"])
+    big = tmp_path / "big.ps1"
+    with big.open("wb") as f:
+        f.truncate(cmd._MAX_BYTES)  # a sparse file: no memory or disk spent
+    rc, stdout, err = _cli([str(big), *server], capsys)
+    assert (rc, err[0]) == (2, f"{big}:1: error: more than 16,000,000 characters: too large to import in one run")
+    assert _cli(["--no-such-option"], capsys)[0] == 2
+    help_text = _cli(["--help"], capsys)[1]
+    assert "exit status:\n  0  the configuration was written" in help_text and "\n  2  nothing written" in help_text
+
+
+def test_a_configuration_that_would_not_load_is_never_written(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bug of the importer's (every command was checked): exit 2, the loader's located problems, no file."""
+    import exmilter.importer as importer
+
+    real = importer.config.loads
+
+    def failing(text: str, file: str = "<string>") -> Any:
+        if file == str(tmp_path / "out.yaml"):
+            raise ConfigError([Problem(file, 3, 1, "server", "broken on purpose")])
+        return real(text, file)
+
+    monkeypatch.setattr(importer.config, "loads", failing)
+    (tmp_path / "t.ps1").write_text(SET_DF + "-MaxMessageSize 10MB\n")
+    rc, _, err = _cli([str(tmp_path / "t.ps1"), "--server", "EXCH01.labs.local", "-o", str(tmp_path / "out.yaml")],
+                      capsys)
+    assert (rc, err[-2:]) == (2, [f"{tmp_path / 'out.yaml'}:3:1: server: broken on purpose",
+                                  "import-exchange: internal error, the configuration would not load (please report "
+                                  "it): nothing written"])
+    assert not (tmp_path / "out.yaml").exists()
+
+
+# --- what the loader warns about in the result (issue #10, item 11) ----------------------
+
+
+def test_loader_warnings_are_shown_located_in_the_output_and_traced_to_the_runbook(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = "Get-Date\nNew-ReceiveConnector R -Custom -Bindings 0.0.0.0:2525 -RemoteIPRanges 10.0.0.1\n"
+    (tmp_path / "t.ps1").write_text(source)
+    out = tmp_path / "out.yaml"
+    rc, _, err = _cli([str(tmp_path / "t.ps1"), "--server", "EXCH01.labs.local", "-o", str(out)], capsys)
+    assert rc == 0
+    text = out.read_text()
+    line = text.splitlines().index("  - name: R") + 1
+    expected = (f"{out}:{line}:5: warning: R: permission_groups: no permission group or entry: this connector accepts "
+                f"no mail (from New-ReceiveConnector at {tmp_path / 't.ps1'}:2)")
+    assert expected in err
+    assert f"#   line {line}: warning: R: permission_groups: no permission group or entry" in text
+    assert [str(w) for w in loads(text, str(out)).warnings] == [expected.split(" (from ")[0]]
+    rc, _, err = _cli([str(tmp_path / "t.ps1"), "--server", "EXCH01.labs.local", "--strict"], capsys)
+    assert (rc, err[-1]) == (2, "import-exchange: 1 problem(s) and --strict: nothing written")
+
+
+OPEN_RELAYS = {
+    # spec §6 #3: Any-Recipient for anonymous on Default Frontend
+    "default frontend": 'Get-ReceiveConnector "Default Frontend EXCH01" | Add-ADPermission -User "NT AUTHORITY\\'
+                        'ANONYMOUS LOGON" -ExtendedRights ms-Exch-SMTP-Accept-Any-Recipient',
+    # spec §6 #2: a relay connector whose ranges cover every address
+    "every address": "New-ReceiveConnector Relay -TransportRole FrontendTransport -Custom -Bindings 0.0.0.0:2600 "
+                     "-RemoteIPRanges 0.0.0.0-255.255.255.255 -PermissionGroups AnonymousUsers\n"
+                     'Add-ADPermission Relay -User "NT AUTHORITY\\ANONYMOUS LOGON" -ExtendedRights '
+                     "ms-Exch-SMTP-Accept-Any-Recipient",
+    "no permission group": "New-ReceiveConnector R -Custom -Bindings 0.0.0.0:2525 -RemoteIPRanges 10.0.0.1",
+}
+
+
+@pytest.mark.parametrize("runbook", sorted(OPEN_RELAYS))
+def test_every_loader_warning_about_the_result_is_reported(runbook: str) -> None:
+    """Whatever `exmilter check` warns about in the written file (open relays once the loader reports them),
+    import-exchange reports too, at the same place, with the runbook lines behind the entry."""
+    result = import_exchange([("t.ps1", OPEN_RELAYS[runbook])], "EXCH01.labs.local", output="out.yaml")
+    assert [f.problem for f in result.findings] == loads(result.yaml, "out.yaml").warnings
+    lines = result.yaml.splitlines()
+    for f in result.findings:
+        assert f"#   line {f.problem.line}: " in result.yaml
+        if lines[f.problem.line - 1].startswith("  - name: "):  # a connector entry: the commands that made it
+            assert f.origins and all(" at t.ps1:" in o for o in f.origins)

@@ -3,34 +3,64 @@
 The pipeline is sans-I/O: :func:`import_exchange` takes ``(name, text)`` pairs and returns
 the YAML text plus located notes. Stages: :mod:`.transcript` (prompts, pasted output,
 object dumps) → :mod:`.pwsh` (tokens, statements) → :mod:`.apply` (a fresh Exchange 2019
-server, one command at a time) → :mod:`.writer`.
+server, one command at a time) → :mod:`.writer`, and the written file is loaded once more
+for the loader's warnings (:class:`Finding`: open relays…). Every stage is bounded by
+:mod:`.limits`; :mod:`.chars` sorts the characters no stage may pass on.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from exmilter import config
+from exmilter.config import ConfigError, Problem
+from exmilter.importer import limits
 from exmilter.importer.apply import Applier
+from exmilter.importer.chars import printable
+from exmilter.importer.limits import Budget, Stopped
 from exmilter.importer.notes import Level, Note, Notes
 from exmilter.importer.pwsh import BlockX, Call, Lit, Statement, parse
 from exmilter.importer.state import ASSUMED_DOMAIN, Domain, State
 from exmilter.importer.transcript import Dump, Line, split
-from exmilter.importer.writer import render
+from exmilter.importer.writer import render_lines
 
-__all__ = ["Level", "Note", "Result", "import_exchange"]
+__all__ = ["Finding", "Level", "Note", "Result", "import_exchange"]
 
 _SERVER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,62}")
 _RC_CMDLETS = frozenset({"new-receiveconnector", "set-receiveconnector", "remove-receiveconnector",
                          "get-receiveconnector"})
+#: Origins that name no command of the input.
+_NOT_A_COMMAND = frozenset({"created by Exchange setup", ASSUMED_DOMAIN})
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A warning the loader gives about the written file (an open relay…), with the commands behind its line."""
+
+    problem: Problem
+    origins: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        return printable(str(self.problem) + (f" (from {'; '.join(self.origins)})" if self.origins else ""))
 
 
 @dataclass(frozen=True)
 class Result:
+    """What an import gives: the YAML (empty when nothing may be written) and everything to report.
+
+    ``stopped``: a limit on the whole input ended the import (the note says where).
+    ``failure``: the written configuration does not load, a bug of the importer's.
+    """
+
     yaml: str
     notes: list[Note]
     server: str
+    findings: list[Finding] = field(default_factory=list)
+    stopped: Note | None = None
+    failure: list[Problem] = field(default_factory=list)
 
     @property
     def warnings(self) -> list[Note]:
@@ -75,20 +105,69 @@ def _server_in_input(items: Sequence[Statement | Dump]) -> tuple[str | None, str
     return name, fqdn
 
 
-def import_exchange(sources: Sequence[tuple[str, str]], server: str | None = None) -> Result:
-    """Apply every source, in order, to a fresh Exchange 2019 server; return YAML and notes."""
+def import_exchange(
+    sources: Sequence[tuple[str, str]], server: str | None = None, output: str = "<output>"
+) -> Result:
+    """Apply every source, in order, to a fresh Exchange 2019 server; return YAML and notes.
+
+    ``output`` names the written file in the loader's warnings (:attr:`Result.findings`).
+    """
     notes = Notes()
+    sources = [(printable(file), text) for file, text in sources]
+    try:
+        items = _read(sources, notes)
+        applier = _apply(items, sources, server, notes)
+    except Stopped as e:
+        notes.warn(e.file, e.line, e.message)
+        stop = notes[-1]
+        return Result("", _ordered(notes, sources), server or "", stopped=stop)
+    ordered = _ordered(notes, sources)
+    return _written(applier.state, ordered, sources, output)
+
+
+def _read(sources: Sequence[tuple[str, str]], notes: Notes) -> list[Statement | Dump]:
+    """Statements and object dumps of every source, in order, within the whole-input limits.
+
+    Sizes are checked before the text is split, so no limit is passed in memory first.
+    """
     items: list[Statement | Dump] = []
+    chars = lines = 0
+    budget = Budget()
     for file, text in sources:
-        pending: list[Line] = []
-        for part in split(file, text, notes):
-            if isinstance(part, Line):
-                pending.append(part)
-                continue
-            items += parse(pending, notes)
-            pending = []
-            items.append(part)
-        items += parse(pending, notes)
+        chars += len(text)
+        if chars > limits.MAX_INPUT_CHARS:
+            line = text.count("\n", 0, len(text) - (chars - limits.MAX_INPUT_CHARS)) + 1
+            raise Stopped(file, line, f"more than {limits.MAX_INPUT_CHARS:,} characters of input in all: the input "
+                          "is too large to import in one run")
+        in_file = text.count("\n") + text.count("\r") - text.count("\r\n")
+        lines += in_file
+        if lines > limits.MAX_LINES:
+            line = limits.MAX_LINES - (lines - in_file) + 1
+            raise Stopped(file, line, f"more than {limits.MAX_LINES:,} lines of input in all: the input is "
+                          "too large to import in one run")
+        for document in split(file, text, notes, budget):
+            pending: list[Line] = []
+            for part in document:
+                if isinstance(part, Line):
+                    pending.append(part)
+                    continue
+                items += parse(pending, notes, budget)
+                pending = []
+                items.append(part)
+            items += parse(pending, notes, budget)
+    return items
+
+
+def _valid_fqdn(text: str) -> bool:
+    try:
+        config._fqdn(config.Raw(text, 1, 1))
+    except ValueError:
+        return False
+    return True
+
+
+def _apply(items: list[Statement | Dump], sources: Sequence[tuple[str, str]], server: str | None,
+           notes: Notes) -> Applier:
     found, found_fqdn = _server_in_input(items)
     first = sources[0][0] if sources else "<stdin>"
     name, fqdn = (server or found or "").partition(".")[0], None
@@ -105,6 +184,9 @@ def import_exchange(sources: Sequence[tuple[str, str]], server: str | None = Non
     if not _SERVER_NAME.fullmatch(name):
         notes.warn(first, 1, f"{name!r} is not a server name: using EXCH01")
         name = "EXCH01"
+    if fqdn is not None and not _valid_fqdn(fqdn):
+        notes.warn(first, 1, f"{fqdn!r} is not an FQDN: not used for server.fqdn")
+        fqdn = None
     if fqdn is None:
         notes.warn(first, 1, f"the server's FQDN is not in the input: server.fqdn is a placeholder "
                    f"({name.lower()}.invalid); pass --server {name}.your.domain")
@@ -121,14 +203,48 @@ def import_exchange(sources: Sequence[tuple[str, str]], server: str | None = Non
             applier.dump(item)
         else:
             applier.statement(item)
+    return applier
+
+
+def _ordered(notes: Notes, sources: Sequence[tuple[str, str]]) -> list[Note]:
     order = {file: i for i, (file, _) in enumerate(sources)}
-    ordered = sorted(notes, key=lambda n: (order.get(n.file, -1), n.line))
+    return sorted(notes, key=lambda n: (order.get(n.file, -1), n.line))
+
+
+def _written(state: State, notes: list[Note], sources: Sequence[tuple[str, str]], output: str) -> Result:
+    """The file: a header (what was not imported, what the loader warns about), then the model.
+
+    The loader reads the model first, so its warnings can be listed in the header; they
+    are then shifted by the header's length, which each takes one line of.
+    """
+    body, origins = render_lines(state)
+    text = "\n".join(body) + "\n"
+    try:
+        loaded = config.loads(text, output)
+    except ConfigError as e:  # never the admin's input: every command was checked
+        return Result("", notes, state.server, failure=e.problems)
     header = [
         f"exmilter configuration imported from Exchange ({', '.join(f for f, _ in sources) or '<stdin>'})",
         "by exmilter import-exchange. Check it with: exmilter check -c THIS_FILE",
     ]
-    warnings = [n for n in ordered if n.level is Level.WARNING]
+    warnings = [n for n in notes if n.level is Level.WARNING]
     if warnings:
         header += ["", "Not imported (see each line):"] + [f"  {n}" for n in warnings]
+    if loaded.warnings:
+        header += ["", "Warnings about this configuration (exmilter check gives them too):"]
+        header += [""] * len(loaded.warnings)  # filled in below, once the header's length is known
     header.append("")
-    return Result(render(applier.state, header), ordered, name)
+    shift = len(header)
+    findings = []
+    for w in loaded.warnings:
+        at = w.line - 1
+        behind = origins[at] if 0 <= at < len(origins) else ()
+        moved = dataclasses.replace(w, line=w.line + shift)
+        findings.append(Finding(moved, tuple(o for o in dict.fromkeys(behind) if o not in _NOT_A_COMMAND)))
+    if findings:
+        first = len(header) - 1 - len(findings)
+        for i, f in enumerate(findings):
+            p = f.problem
+            header[first + i] = f"  line {p.line}: " + str(f).removeprefix(printable(f"{p.file}:{p.line}:{p.col}: "))
+    yaml = "\n".join([f"# {printable(h)}" if h else "#" for h in header] + body) + "\n"
+    return Result(yaml, notes, state.server, findings)

@@ -17,6 +17,15 @@ from typing import Any
 from exmilter import config
 from exmilter.config import CONNECTOR_FIELDS, ConfigError
 from exmilter.importer import writer
+from exmilter.importer.limits import (
+    MAX_CHECKED_CHARS,
+    MAX_CHECKS,
+    MAX_COMMANDS,
+    MAX_PROPERTY_ITEMS,
+    MAX_VALUE_CHARS,
+    MAX_VALUE_ITEMS,
+    Stopped,
+)
 from exmilter.importer.notes import Notes
 from exmilter.importer.pwsh import Arg, BlockX, Call, Expr, ListX, Lit, Raw, Statement, TableX, Tmpl, Var, text_of
 from exmilter.importer.state import ASSUMED_DOMAIN, Ace, Connector, Domain, State, UserGrant
@@ -92,9 +101,24 @@ class Refused(Exception):
 
 @dataclass(frozen=True)
 class Unknown:
-    """A value PowerShell computes at run time (``$cert.Subject``): not knowable offline."""
+    """A value PowerShell computes at run time (``$cert.Subject``): not knowable offline.
+
+    Also a value past :data:`MAX_VALUE_ITEMS` or :data:`MAX_VALUE_CHARS` (``limit``).
+    """
 
     why: str
+    limit: bool = False
+    root: str = ""  # the first reason, when a variable passes it on ($b = $a): kept short
+
+    def held_by(self, name: str) -> Unknown:
+        root = self.root or self.why
+        return Unknown(f"${name} holds {root}", self.limit, root)
+
+
+#: Properties that decide who lands on a connector and what they may do: a value of one of
+#: them that is not known offline refuses the whole command, since leaving it out would
+#: give the connector its default (every address, for ``RemoteIPRanges``).
+DECISIVE_KEYS = frozenset({"bindings", "remote_ip_ranges", "permission_groups", "auth_mechanism", "transport_role"})
 
 
 @dataclass(frozen=True)
@@ -142,25 +166,55 @@ class Applier:
         self.env: dict[str, Any] = {"env:computername": state.server}
         self.context: str | None = None  # identity of the last Get-ReceiveConnector, for Format-List output
         self.loc: tuple[str, int] = ("", 0)  # the command being applied
-        self.baseline = self.problems()
+        self.where = ""  # the command being applied, as origins name it ("Set-ReceiveConnector at f:3")
+        self.commands = 0  # statements and objects run so far (MAX_COMMANDS)
+        self.checks = 0  # commands checked so far (MAX_CHECKS)
+        self.checked = 0  # characters of configuration checked so far (MAX_CHECKED_CHARS)
+        self._last: tuple[str, set[str]] = ("", set())  # the last model checked and its problems
+        self.baseline = self.problems(counted=False)
 
     # -- checking ---------------------------------------------------------------------
 
-    def problems(self) -> set[str]:
+    def problems(self, counted: bool = True) -> set[str]:
+        """What the loader refuses in the model now (``counted``: against :data:`MAX_CHECKED_CHARS`)."""
+        if counted:
+            self.checks += 1
+            if self.checks > MAX_CHECKS:
+                raise Stopped(*self.loc, f"more than {MAX_CHECKS:,} commands that change the model (each is "
+                              "checked on the whole model): the input is too large to import in one run")
+        text = writer.render(self.state, comments=False)
+        self.checked += len(text) if counted else 0
+        if self.checked > MAX_CHECKED_CHARS:
+            raise Stopped(*self.loc, f"checking the commands up to here took more than {MAX_CHECKED_CHARS:,} "
+                          "characters of configuration (each command that changes something is checked on the whole "
+                          "model): the input is too large to import in one run")
+        if text == self._last[0]:  # nothing changed since the last check (a command repeated)
+            return self._last[1]
         try:
-            config.loads(writer.render(self.state), "<import>")
+            config.loads(text, "<import>")
         except ConfigError as e:
-            return {_exchange_words(f"{p.key}: {p.message}") for p in e.problems if not p.warning}
-        return set()
+            found = {_exchange_words(f"{p.key}: {p.message}") for p in e.problems if not p.warning}
+        else:
+            found = set()
+        self._last = (text, found)
+        return found
 
     def attempt(self, file: str, line: int, what: str, action: Callable[[], Any]) -> Any:
         """Run ``action`` on the model; undo it and report when Exchange would refuse it."""
         before = self.state.copy()
+        self.loc = (file, line)
         try:
             result = action()
         except Refused as e:
             self.state = before
             self.notes.warn(file, line, f"{what}: {e}; not imported")
+            return None
+        except Stopped:
+            raise
+        except Exception as e:  # last resort: a bug of the importer's must not lose the other commands
+            self.state = before
+            self.notes.warn(file, line, f"{what}: internal error ({type(e).__name__}: {e}); not imported, "
+                            "please report it")
             return None
         new = self.problems() - self.baseline
         if new:
@@ -175,13 +229,24 @@ class Applier:
 
     # -- statements -------------------------------------------------------------------
 
+    def count(self, file: str, line: int) -> None:
+        """One more statement or object run; the import stops past :data:`MAX_COMMANDS`."""
+        self.commands += 1
+        if self.commands > MAX_COMMANDS:
+            raise Stopped(file, line, f"more than {MAX_COMMANDS:,} commands run (a script block counts once per "
+                          "object piped into it): the input is too large to import in one run")
+
     def statement(self, st: Statement, bound: Obj | None = None) -> None:
+        self.count(st.file, st.line)
         if st.broken:
             return
         calls = [s for s in st.stages if isinstance(s, Call)]
         if not self._has_effect(st):
             if st.assign:
-                self.env[st.assign] = self.capture(st, bound)
+                value = self.capture(st, bound)
+                self.env[st.assign] = value
+                if isinstance(value, Unknown) and value.limit and not value.root:  # where it was crossed
+                    self.notes.warn(st.file, st.line, f"${st.assign}: {value.why}: it holds no value from here on")
             elif calls:
                 names = " | ".join(c.name for c in calls)
                 self.notes.info(st.file, st.line, f"{names}: read-only, nothing to import")
@@ -289,6 +354,16 @@ class Applier:
     # -- values -----------------------------------------------------------------------
 
     def eval(self, e: Expr | None, bound: Obj | None) -> Any:
+        """The value of ``e``: text, a flat list, a table, an object, None, or :class:`Unknown`.
+
+        Values are bounded (:data:`MAX_VALUE_ITEMS`, :data:`MAX_VALUE_CHARS` for all their
+        text): ``$a = $a,$a`` and ``"$s$s"`` double at each line, and a value past a limit
+        is unknown, so it refuses whatever uses it.
+        """
+        value = self._eval(e, bound)
+        return _bounded(value) if isinstance(value, list | dict | str) else value
+
+    def _eval(self, e: Expr | None, bound: Obj | None) -> Any:
         if e is None:
             return MISSING
         if isinstance(e, Lit):
@@ -304,21 +379,35 @@ class Applier:
                 return Unknown(f"$_.{'.'.join(e.members)} is a property read at run time")
             if e.name in self.env and not e.members:
                 held = self.env[e.name]
-                return Unknown(f"${e.name} holds {held.why}") if isinstance(held, Unknown) else held
+                return held.held_by(e.name) if isinstance(held, Unknown) else held
             return Unknown(f"${e.name}{''.join('.' + m for m in e.members)} is not set by the input")
         if isinstance(e, Tmpl):
             parts = [p if isinstance(p, str) else self.eval(p, bound) for p in e.parts]
             bad = next((p for p in parts if isinstance(p, Unknown)), None)
             if bad is not None:
                 return bad
-            return "".join(" ".join(map(str, p)) if isinstance(p, list) else str(p) for p in parts)
+            if any(isinstance(p, dict) for p in parts):
+                return Unknown("a hashtable inside a string is not a value exmilter reads")
+            out: list[str] = []
+            size = 0
+            for p in parts:  # joined piece by piece: a template may name a large variable many times
+                for piece in ([" ".join(map(str, p))] if isinstance(p, list) else [str(p)]):
+                    size += len(piece)
+                    if size > MAX_VALUE_CHARS:
+                        return _too_large(f"text of more than {MAX_VALUE_CHARS:,} characters")
+                    out.append(piece)
+            return "".join(out)
         if isinstance(e, ListX):
             items: list[Any] = []
             for x in e.items:
                 v = self.eval(x, bound)
                 if isinstance(v, Unknown):
                     return v
+                if isinstance(v, dict) or (isinstance(v, list) and any(isinstance(i, dict) for i in v)):
+                    return Unknown("a list of hashtables is not a value exmilter reads")
                 items += v if isinstance(v, list) else [v]
+                if len(items) > MAX_VALUE_ITEMS:
+                    return _too_large(f"more than {MAX_VALUE_ITEMS:,} items")
             return items
         if isinstance(e, TableX):
             return {k.lower(): self.eval(v, bound) for k, v in e.items}
@@ -388,7 +477,7 @@ class Applier:
         for key in [k for k in args if k in COMMON]:
             del args[key]
         handler = getattr(self, call.name.lower().replace("-", "_"))
-        where = f"{call.name} at {st.file}:{call.line}"
+        where = self.where = f"{call.name} at {st.file}:{call.line}"
         return self.attempt(st.file, call.line, call.name, lambda: handler(args, st.file, where))
 
     # -- receive connectors -----------------------------------------------------------
@@ -484,6 +573,9 @@ class Applier:
                 continue
             del args[pname]
             if isinstance(value, Unknown):
+                if key in DECISIVE_KEYS:
+                    raise Refused(f"-{written}: {value.why}, and without it the connector would keep "
+                                  f"{'its default' if key != 'remote_ip_ranges' else 'every address'}")
                 self.notes.warn(file, line, f"-{written}: {value.why}; this parameter is not imported")
                 continue
             if value is MISSING:
@@ -492,6 +584,7 @@ class Applier:
         self._leftovers(args, file)
 
     def store(self, c: Connector, key: str, value: Any, written: str) -> None:
+        c.key_origins.setdefault(key, []).append(self.where)
         if isinstance(value, dict):
             if key not in LIST_KEYS or not set(value) <= {"add", "remove"}:
                 raise Refused(f"-{written}: only multi-valued properties take @{{Add=…; Remove=…}}")
@@ -512,7 +605,14 @@ class Applier:
         if isinstance(value, Obj):
             value = str(value)
         if key in LIST_KEYS:
-            items = [s.strip() for v in _flat(value) for s in str(v).split(",") if s.strip()]
+            flat = [str(v) for v in _flat(value)]
+            if sum(v.count(",") for v in flat) > 4 * MAX_PROPERTY_ITEMS:  # before a dump's list is split
+                raise Refused(f"-{written}: more than {4 * MAX_PROPERTY_ITEMS:,} entries; Exchange fails above about "
+                              f"1,200 (the importer takes at most {MAX_PROPERTY_ITEMS:,}): use ranges or CIDR")
+            items = [s.strip() for v in flat for s in v.split(",") if s.strip()]
+            if len(items) > MAX_PROPERTY_ITEMS:
+                raise Refused(f"-{written}: {len(items):,} entries; Exchange fails above about 1,200 (the importer "
+                              f"takes at most {MAX_PROPERTY_ITEMS:,}): use ranges or CIDR")
             raw = config.Raw([config.Raw(i, 1, 1) for i in items], 1, 1)
         elif isinstance(value, list):
             raise Refused(f"-{written} takes one value, not a list")
@@ -599,9 +699,10 @@ class Applier:
         for a in c.aces:
             if a.user.lower() == user.lower() and a.deny == deny and a.group is None:
                 a.rights |= rights
+                a.origins.append(where)
                 break
         else:
-            c.aces.append(Ace(user, rights, deny))
+            c.aces.append(Ace(user, rights, deny, origins=[where]))
         c.origins.append(where)
         return [self.obj(c)]
 
@@ -638,7 +739,8 @@ class Applier:
         """Removing a group's right: write the group out as entries, minus that right."""
         removed = Right.NONE
         groups = [g for g in c.current("permission_groups") or [] if g != "None"]
-        domain = config.loads(writer.render(self.state)).organization.server.domain
+        fqdn = self.state.fqdn  # the NetBIOS domain as the loader derives it (state has no server.domain)
+        domain = fqdn.split(".")[1].upper() if fqdn.count(".") else "EXCHANGE"
         for g in list(groups):
             entries = group_entries(PermissionGroups[g], domain)
             key = canonical(user, domain)
@@ -652,7 +754,7 @@ class Applier:
                 left = e.rights & ~rights if e in hit else e.rights
                 removed |= e.rights & rights if e in hit else Right.NONE
                 if left:
-                    c.aces.append(Ace(e.user, left, e.deny, group=g))
+                    c.aces.append(Ace(e.user, left, e.deny, group=g, origins=[f"permission group {g}", self.where]))
         if removed:
             c.spec["permission_groups"] = groups or ["None"]
         return removed
@@ -724,6 +826,10 @@ class Applier:
     # -- Format-List dumps ------------------------------------------------------------
 
     def dump(self, d: Dump) -> None:
+        self.count(d.file, d.line)
+        if d.refused:  # a line of it could not be read, noted there
+            return
+        self.where = f"Format-List output at {d.file}:{d.line}"
         keys = {k.lower() for k in d.props}
         oc = (d.get("ObjectClass") or "").lower()
         if "msexchsmtpreceiveconnector" in oc or keys & {"bindings", "remoteipranges", "authmechanism",
@@ -832,6 +938,33 @@ class Applier:
             args["deny"] = ("true", d.line, "Deny")
         self.attempt(d.file, d.line, f"permission entry on {ident}",
                      lambda: self.add_adpermission(args, d.file, f"Get-ADPermission output at {d.file}:{d.line}"))
+
+
+def _too_large(what: str) -> Unknown:
+    return Unknown(f"{what} once variables are expanded (the importer's limit)", limit=True)
+
+
+def _bounded(value: list[Any] | dict[str, Any] | str) -> Any:
+    """``value``, or :class:`Unknown` when its items or all its text together pass the limits."""
+    items = chars = 0
+    stack: list[Any] = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            chars += len(v)
+        elif isinstance(v, list):
+            items += len(v)
+            stack += v
+        elif isinstance(v, dict):
+            items += len(v)
+            stack += v.values()
+        else:
+            chars += 1
+        if items > MAX_VALUE_ITEMS:
+            return _too_large(f"more than {MAX_VALUE_ITEMS:,} items")
+        if chars > MAX_VALUE_CHARS:
+            return _too_large(f"more than {MAX_VALUE_CHARS:,} characters in all")
+    return value
 
 
 def _flat(value: Any) -> list[Any]:

@@ -5,6 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from exmilter.importer.chars import printable
+from exmilter.importer.limits import MAX_NOTE_CHARS
+
+
+def _shown(text: str) -> str:
+    text = printable(text)
+    return text if len(text) <= MAX_NOTE_CHARS else text[:MAX_NOTE_CHARS] + " …"
+
 
 class Level(Enum):
     """``info``: understood, nothing to import (read-only, pasted output); ``warning``: not imported."""
@@ -25,13 +33,17 @@ class Note:
 
 
 class Notes(list[Note]):
-    """A message list with the two helpers every stage uses."""
+    """A message list with the two helpers every stage uses.
+
+    Messages quote the input; they are kept on one line of printable characters (control
+    and invisible characters escaped), since they are printed and copied into the YAML.
+    """
 
     def info(self, file: str, line: int, text: str) -> None:
-        self.append(Note(file, line, Level.INFO, text))
+        self.append(Note(printable(file), line, Level.INFO, _shown(text)))
 
     def warn(self, file: str, line: int, text: str) -> None:
-        self.append(Note(file, line, Level.WARNING, text))
+        self.append(Note(printable(file), line, Level.WARNING, _shown(text)))
 
     @property
     def warnings(self) -> list[Note]:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from exmilter.importer.chars import REFUSED_CHARS, char_name, refused_char
+from exmilter.importer.limits import MAX_NESTING, Budget, Stopped
 from exmilter.importer.notes import Notes
 from exmilter.importer.transcript import Line
 
@@ -99,7 +101,7 @@ class Statement:
 # --- tokenizer --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Tok:
     kind: str  # WORD STR VAR PARAM OP NL ERR
     value: object
@@ -108,35 +110,60 @@ class Tok:
     colon: bool = False  # -Param:value
 
 
+_PARAM = re.compile(r"-([A-Za-z_][A-Za-z0-9_]*)(:?)")
+_VARIABLE = re.compile(r"\$([A-Za-z_?][\w:?]*)((?:\.[A-Za-z_]\w*)*)")
+_IN_STRING_VARIABLE = re.compile(r"\$([A-Za-z_][\w:]*)")
+#: Vertical tab and form feed are whitespace between tokens, as in PowerShell; in a token
+#: or a string they are refused like the other controls.
+_BLANK_CONTROLS = "\x0b\x0c"
+_REFUSED_SET = REFUSED_CHARS.pattern[1:-1]
+#: A run of characters a bare word takes as they are (a word is scanned run by run).
+_WORD_RUN = re.compile(f"[^\\s\"'`|;,(){{}}={_REFUSED_SET}]+")
+#: A run of characters a quoted string takes as they are, per quote.
+_STRING_RUN = {'"': re.compile(f"[^\"`${_REFUSED_SET}]+"), "'": re.compile(f"[^'{_REFUSED_SET}]+")}
+
+
 class _Lexer:
-    def __init__(self, lines: list[Line], notes: Notes) -> None:
+    """Tokens of consecutive lines; one pass over each line (no slice of the rest per token)."""
+
+    def __init__(self, lines: list[Line], notes: Notes, budget: Budget) -> None:
         self.lines = lines
         self.notes = notes
+        self.budget = budget
         self.toks: list[Tok] = []
 
     def run(self) -> list[Tok]:
-        in_block_comment = False
+        comment_at: Line | None = None  # where an open <# … #> comment started
         for ln in self.lines:
+            if ln.unreadable:  # too long to read (noted): its statement is refused
+                self.toks.append(Tok("ERR", None, ln.number, True))
+                self.toks.append(Tok("NL", None, ln.number, True))
+                continue
             text = ln.text.translate(_SMART)
             i, space = 0, True
-            if in_block_comment:
+            if comment_at is not None:
                 end = text.find("#>")
                 if end < 0:
                     continue
-                in_block_comment, i = False, end + 2
+                comment_at, i = None, end + 2
+            last = len(text.rstrip())  # a backtick at or after last - 1 continues the line
             continued = False
             while i < len(text):
                 ch = text[i]
+                if REFUSED_CHARS.match(ch) and ch not in _BLANK_CONTROLS:
+                    self.refused(ln, i)
+                    i, space = i + 1, False
+                    continue
                 if ch.isspace():
                     i, space = i + 1, True
                     continue
-                if ch == "`" and not text[i + 1:].strip():
+                if ch == "`" and i + 1 >= last:
                     continued = True
                     break
                 if text.startswith("<#", i):
                     end = text.find("#>", i + 2)
                     if end < 0:
-                        in_block_comment = True
+                        comment_at = ln
                         break
                     i, space = end + 2, True
                     continue
@@ -146,10 +173,23 @@ class _Lexer:
                 space = False
             if not continued:
                 self.toks.append(Tok("NL", None, ln.number, True))
+            if len(self.toks) > self.budget.tokens:
+                raise Stopped(ln.file, ln.number, f"more than {self.budget.max_tokens:,} PowerShell tokens in all: "
+                              "the input is too large to import in one run")
+        self.budget.tokens -= len(self.toks)
+        if comment_at is not None:
+            self.notes.warn(comment_at.file, comment_at.number, "<# comment not closed by #> before the end of the "
+                            "file: everything after it is a comment, not imported")
         return self.toks
 
     def add(self, kind: str, value: object, ln: Line, space: bool, colon: bool = False) -> None:
         self.toks.append(Tok(kind, value, ln.number, space, colon))
+
+    def refused(self, ln: Line, i: int) -> None:
+        """A control character where PowerShell would read it: the statement is not imported."""
+        self.notes.warn(ln.file, ln.number, f"{char_name(ln.text[i])} at column {ln.col + i}: a control character "
+                        "in a command, which is not imported (delete the character)")
+        self.add("ERR", None, ln, False)
 
     def token(self, ln: Line, text: str, i: int, space: bool) -> int:
         ch = text[i]
@@ -159,11 +199,9 @@ class _Lexer:
         if ch in _OPS:
             self.add("OP", ch, ln, space)
             return i + 1
-        if ch == "-" and re.match(r"-[A-Za-z_]", text[i:i + 2]):
-            m = re.match(r"-([A-Za-z_][A-Za-z0-9_]*)(:?)", text[i:])
-            assert m is not None
+        if ch == "-" and (m := _PARAM.match(text, i)):
             self.add("PARAM", m.group(1), ln, space, colon=bool(m.group(2)))
-            return i + m.end()
+            return m.end()
         if ch == "$":
             return self.variable(ln, text, i, space)
         return self.word(ln, text, i, space)
@@ -171,21 +209,31 @@ class _Lexer:
     def variable(self, ln: Line, text: str, i: int, space: bool) -> int:
         if text.startswith("$(", i):
             end = _balanced(text, i + 1)
+            bad = refused_char(text, i, end)
+            if bad >= 0:
+                self.refused(ln, bad)
+                return end
             self.add("VAR", Raw(text[i:end]), ln, space)
             return end
-        m = re.match(r"\$([A-Za-z_?][\w:?]*)((?:\.[A-Za-z_]\w*)*)", text[i:])
+        m = _VARIABLE.match(text, i)
         if not m:
             return self.word(ln, text, i, space)
         members = tuple(p for p in m.group(2).split(".") if p)
         self.add("VAR", Var(m.group(1).lower(), members), ln, space)
-        return i + m.end()
+        return m.end()
 
     def word(self, ln: Line, text: str, i: int, space: bool) -> int:
         """A bare word, quoted string, or both glued (PowerShell concatenates them)."""
         parts: list[str | Var | Raw] = []
         quoted = False
         while i < len(text) and not text[i].isspace() and text[i] not in _OPS:
+            if m := _WORD_RUN.match(text, i):
+                parts.append(m.group())
+                i = m.end()
+                continue
             ch = text[i]
+            if REFUSED_CHARS.match(ch):
+                break  # run() reports it (VT and FF end the word, as whitespace)
             if ch in "\"'":
                 quoted = True
                 i = self.string(ln, text, i, parts)
@@ -193,6 +241,9 @@ class _Lexer:
                     self.add("ERR", None, ln, space)
                     return len(text)
             elif ch == "`" and i + 1 < len(text):
+                if REFUSED_CHARS.match(text[i + 1]):
+                    self.refused(ln, i + 1)
+                    return i + 2
                 parts.append(text[i + 1])
                 i += 2
             else:
@@ -203,26 +254,43 @@ class _Lexer:
         return i
 
     def string(self, ln: Line, text: str, i: int, parts: list[str | Var | Raw]) -> int:
+        """The string at ``text[i]``; -1 (noted) when it is unterminated or holds a control character."""
         quote = text[i]
         i += 1
+        bad = -1
+        run = _STRING_RUN[quote]
         while i < len(text):
+            if m := run.match(text, i):
+                parts.append(m.group())
+                i = m.end()
+                continue
             ch = text[i]
             if ch == quote:
                 if text[i + 1:i + 2] == quote:  # '' or "" inside the string
                     parts.append(quote)
                     i += 2
                     continue
+                if bad >= 0:
+                    self.notes.warn(ln.file, ln.number, f"{char_name(text[bad])} at column {ln.col + bad}: a control "
+                                    "character in a string, which is not imported (delete the character)")
+                    return -1
                 return i + 1
+            if REFUSED_CHARS.match(ch) and bad < 0:
+                bad = i
             if quote == '"' and ch == "`" and i + 1 < len(text):
+                if REFUSED_CHARS.match(text[i + 1]) and bad < 0:
+                    bad = i + 1
                 parts.append(_ESCAPES.get(text[i + 1], text[i + 1]))
                 i += 2
             elif quote == '"' and ch == "$" and text.startswith("$(", i):
                 end = _balanced(text, i + 1)
+                if bad < 0 and (at := refused_char(text, i, end)) >= 0:
+                    bad = at
                 parts.append(Raw(text[i:end]))
                 i = end
-            elif quote == '"' and ch == "$" and (m := re.match(r"\$([A-Za-z_][\w:]*)", text[i:])):
+            elif quote == '"' and ch == "$" and (m := _IN_STRING_VARIABLE.match(text, i)):
                 parts.append(Var(m.group(1).lower()))
-                i += m.end()
+                i = m.end()
             else:
                 parts.append(ch)
                 i += 1
@@ -244,12 +312,19 @@ def _balanced(text: str, i: int) -> int:
 
 
 def _join(parts: list[str | Var | Raw]) -> Lit | Tmpl:
+    """Characters and variables of a word as one literal or template (runs joined once: linear)."""
     merged: list[str | Var | Raw] = []
+    run: list[str] = []
     for p in parts:
-        if isinstance(p, str) and merged and isinstance(merged[-1], str):
-            merged[-1] += p
-        else:
-            merged.append(p)
+        if isinstance(p, str):
+            run.append(p)
+            continue
+        if run:
+            merged.append("".join(run))
+            run = []
+        merged.append(p)
+    if run:
+        merged.append("".join(run))
     if all(isinstance(p, str) for p in merged):
         return Lit("".join(p for p in merged if isinstance(p, str)))
     return Tmpl(tuple(merged))
@@ -259,12 +334,16 @@ def _join(parts: list[str | Var | Raw]) -> Lit | Tmpl:
 
 
 class _Parser:
+    """Recursive descent, one level per bracket: :data:`MAX_NESTING` bounds the depth."""
+
     def __init__(self, toks: list[Tok], file: str, notes: Notes) -> None:
         self.toks = toks
         self.i = 0
         self.file = file
         self.notes = notes
         self.broken = False
+        self.depth = 0  # brackets open
+        self.unclosed_noted = False  # the end of the input was reached with brackets open, and said so
 
     def peek(self, k: int = 0) -> Tok | None:
         j = self.i + k
@@ -291,6 +370,7 @@ class _Parser:
     def statement(self, closer: str | None) -> Statement:
         first = self.peek()
         assert first is not None
+        outer = self.broken and self.depth > 0  # a statement in a script block breaks the one around it
         self.broken = False
         assign = None
         nxt = self.peek(1)
@@ -303,7 +383,9 @@ class _Parser:
             while (t := self.peek()) is not None and t.kind == "NL":
                 self.i += 1
             stages.append(self.stage(closer))
-        return Statement(self.file, first.line, tuple(stages), assign, self.broken)
+        st = Statement(self.file, first.line, tuple(stages), assign, self.broken)
+        self.broken = self.broken or outer
+        return st
 
     def ends_stage(self, closer: str | None) -> bool:
         t = self.peek()
@@ -365,7 +447,7 @@ class _Parser:
             items.append(self.primary(closer))
         return items[0] if len(items) == 1 else ListX(tuple(items))
 
-    def primary(self, closer: str | None) -> Expr:
+    def primary(self, closer: str | None, glue: bool = True) -> Expr:
         t = self.peek()
         if t is None or t.kind == "NL":
             return Raw("")
@@ -380,24 +462,51 @@ class _Parser:
                 value = Lit(value.name)
             elif isinstance(value, Var) and value.name == "null":
                 value = Var("null")
-            return self.glued(value)
+            return self.glued(value) if glue else value
         if t.kind == "PARAM":  # -Param:-value or an operator such as -eq inside a script block
             return Lit("-" + str(t.value))
-        if t.value in ("(", "@("):
-            inner = self.statements(")")
-            self.expect(")", t.line)
-            simple = len(inner) == 1 and len(inner[0].stages) == 1 and not inner[0].assign
-            stage = inner[0].stages[0] if simple else None
-            if isinstance(stage, Lit | ListX | Var | Tmpl):
-                return self.glued(stage)
-            return self.glued(Raw("(" + "; ".join(_text(s) for s in inner) + ")"))
+        if t.value not in ("(", "@(", "{", "@{"):
+            return Lit(str(t.value))
+        if self.depth >= MAX_NESTING:
+            self.too_deep(t)
+            return Raw("")
+        self.depth += 1
+        try:
+            nested = self.nested(t)
+        finally:
+            self.depth -= 1
+        return self.glued(nested) if glue and t.value in ("(", "@(") else nested
+
+    def nested(self, t: Tok) -> Expr:
+        """What follows an opening bracket, up to its closer."""
         if t.value == "@{":
             return self.table(t.line)
         if t.value == "{":
             body = self.statements("}")
             self.expect("}", t.line)
             return BlockX(tuple(body))
-        return Lit(str(t.value))
+        inner = self.statements(")")
+        self.expect(")", t.line)
+        simple = len(inner) == 1 and len(inner[0].stages) == 1 and not inner[0].assign
+        stage = inner[0].stages[0] if simple else None
+        if isinstance(stage, Lit | ListX | Var | Tmpl):
+            return stage
+        return Raw("(" + "; ".join(_text(s) for s in inner) + ")")
+
+    def too_deep(self, opener: Tok) -> None:
+        """Skip, without recursing, to the bracket that closes ``opener``; the statement is refused."""
+        self.broken = True
+        depth = 1
+        while depth and (t := self.peek()) is not None:
+            self.i += 1
+            if t.kind == "OP" and t.value in ("(", "@(", "{", "@{"):
+                depth += 1
+            elif t.kind == "OP" and t.value in (")", "}"):
+                depth -= 1
+        rest = "" if depth == 0 else " (never closed: the rest of the file with it)"
+        self.unclosed_noted = self.unclosed_noted or depth > 0
+        self.notes.warn(self.file, opener.line, f"more than {MAX_NESTING} brackets open at once: the command is not "
+                        f"imported{rest}")
 
     def table(self, line: int) -> TableX:
         items: list[tuple[str, Expr]] = []
@@ -416,19 +525,27 @@ class _Parser:
         return TableX(tuple(items))
 
     def glued(self, value: Expr) -> Expr:
-        """``(Get-Date).AddMinutes(-10)``: member access glued to a value makes it an expression."""
-        t = self.peek()
-        if t is None or t.space or t.kind in ("NL", "PARAM") or (t.kind == "OP" and t.value != "("):
-            return value
-        more = self.primary(None)
-        return Raw(_text(value) + _text(more))
+        """``(Get-Date).AddMinutes(-10)``: member access glued to a value makes it an expression.
+
+        A loop, not recursion: ``$a$a$a…`` glues thousands of tokens.
+        """
+        more: list[str] = []
+        while (t := self.peek()) is not None and not (
+            t.space or t.kind in ("NL", "PARAM") or (t.kind == "OP" and t.value != "(")
+        ):
+            more.append(_text(self.primary(None, glue=False)))
+        return Raw(_text(value) + "".join(more)) if more else value
 
     def expect(self, op: str, line: int) -> None:
         if self.at_op(op):
             self.i += 1
-        else:
-            self.notes.warn(self.file, line, f"missing {op!r}: the command is not imported")
-            self.broken = True
+            return
+        self.broken = True
+        if self.peek() is None:  # brackets left open at the end: said once, not once per bracket
+            if self.unclosed_noted:
+                return
+            self.unclosed_noted = True
+        self.notes.warn(self.file, line, f"missing {op!r}: the command is not imported")
 
 
 def _text(e: object) -> str:
@@ -458,9 +575,12 @@ def _text(e: object) -> str:
 text_of = _text
 
 
-def parse(lines: list[Line], notes: Notes) -> list[Statement]:
-    """Statements of consecutive source lines of one file."""
+def parse(lines: list[Line], notes: Notes, budget: Budget | None = None) -> list[Statement]:
+    """Statements of consecutive source lines of one file (``budget``: what the whole input may still use)."""
     if not lines:
         return []
-    toks = _Lexer(lines, notes).run()
-    return _Parser(toks, lines[0].file, notes).statements(None)
+    budget = budget or Budget()
+    statements = _Parser(_Lexer(lines, notes, budget).run(), lines[0].file, notes).statements(None)
+    for st in statements:
+        budget.item(st.file, st.line)
+    return statements

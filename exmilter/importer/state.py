@@ -7,7 +7,6 @@ default properties, so only what a runbook changed is written.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +25,7 @@ class Ace:
     rights: Right
     deny: bool = False
     group: str | None = None
+    origins: list[str] = field(default_factory=list)  # the commands that granted (or took) its rights
 
 
 @dataclass
@@ -34,10 +34,20 @@ class Connector:
     origins: list[str]
     default: dict[str, Any] | None = None  # setup's properties, for connectors setup creates
     aces: list[Ace] = field(default_factory=list)
+    key_origins: dict[str, list[str]] = field(default_factory=dict)  # key → the commands that set it
 
     @property
     def name(self) -> str:
         return str(self.spec["name"])
+
+    def copy(self) -> Connector:
+        return Connector(
+            {k: list(v) if isinstance(v, list) else v for k, v in self.spec.items()},
+            list(self.origins),
+            self.default,
+            [Ace(a.user, a.rights, a.deny, a.group, list(a.origins)) for a in self.aces],
+            {k: list(v) for k, v in self.key_origins.items()},
+        )
 
     def current(self, key: str) -> Any:
         """The value in effect: set, setup's, or the usage default."""
@@ -80,7 +90,20 @@ class State:
         return state
 
     def copy(self) -> State:
-        return copy.deepcopy(self)
+        """A copy to restore when a command is refused; every command takes one, so no deepcopy.
+
+        Values are text and bools, lists of text, or setup's defaults (never changed): the
+        containers are copied, their items shared.
+        """
+        return State(
+            self.server,
+            self.fqdn,
+            self.fqdn_known,
+            dict(self.addresses),
+            [c.copy() for c in self.connectors],
+            [Domain(dict(d.spec), list(d.origins)) for d in self.domains],
+            {k: UserGrant(u.name, list(u.origins), list(u.send_as)) for k, u in self.users.items()},
+        )
 
     def connector(self, name: str) -> Connector | None:
         key = name.lower()

@@ -8,6 +8,7 @@ commands it came from. Setup's connectors are written only where the input chang
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import re
 import textwrap
@@ -16,6 +17,7 @@ from typing import Any
 
 from exmilter import defaults
 from exmilter.config import CONNECTOR_FIELDS, Raw
+from exmilter.importer.chars import printable, yaml_escaped
 from exmilter.importer.state import Ace, Connector, State
 from exmilter.model import RIGHT_DISPLAY, ReceiveConnector, Right
 
@@ -35,7 +37,7 @@ def scalar(value: Any, in_flow: bool = False) -> str:
         and s.lower() not in ("null", "~", "true", "false", "yes", "no", "on", "off")
         and not (in_flow and any(ch in s for ch in "[]{},"))
     )
-    return s if plain else json.dumps(s, ensure_ascii=False)
+    return s if plain else yaml_escaped(json.dumps(s, ensure_ascii=False))
 
 
 def flow(items: list[Any]) -> str:
@@ -46,11 +48,21 @@ def typed(key: str, value: Any) -> Any:
     """The value as the loader parses it, to compare an override with a default."""
     if value is None:
         return None
-    raw = Raw([Raw(str(v), 1, 1) for v in value], 1, 1) if isinstance(value, list) else Raw(str(value), 1, 1)
+    parsed = _parsed(key, tuple(value) if isinstance(value, list) else value)
+    return object() if parsed is _UNPARSED else parsed  # never equal: written out, so the loader reports it
+
+
+_UNPARSED = object()
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed(key: str, value: Any) -> Any:
+    """:func:`typed`, remembered: every check renders every connector, and most values never change."""
+    raw = Raw([Raw(str(v), 1, 1) for v in value], 1, 1) if isinstance(value, tuple) else Raw(str(value), 1, 1)
     try:
         parsed = CONNECTOR_FIELDS[key](raw)
     except ValueError:
-        return object()  # never equal: written out, so the loader reports it
+        return _UNPARSED
     if key in ("bindings", "remote_ip_ranges"):
         return sorted((r.version, r.first, r.last) if hasattr(r, "first") else (r.version, r.address, r.port)
                       for r in parsed)
@@ -91,9 +103,18 @@ def changed_keys(c: Connector, fqdn: str) -> list[str]:
     return keys
 
 
+#: Commands named in the comment above an entry; the rest are counted.
+MAX_ORIGINS_SHOWN = 20
+
+
 def _comment(lines: list[str], text: str, indent: str) -> None:
-    for chunk in textwrap.wrap(text, 100 - len(indent) - 2, break_on_hyphens=False):
+    for chunk in textwrap.wrap(printable(text), 100 - len(indent) - 2, break_on_hyphens=False):
         lines.append(f"{indent}# {chunk}")
+
+
+def _origins(origins: list[str]) -> str:
+    shown = "; ".join(origins[:MAX_ORIGINS_SHOWN])
+    return shown + (f"; and {len(origins) - MAX_ORIGINS_SHOWN} more" if len(origins) > MAX_ORIGINS_SHOWN else "")
 
 
 def _ace(a: Ace) -> list[str]:
@@ -104,54 +125,83 @@ def _ace(a: Ace) -> list[str]:
     return out
 
 
-def render(state: State, header: Sequence[str] = ()) -> str:
-    lines = [f"# {h}" if h else "#" for h in header]
-    lines.append("server:")
-    lines.append(f"  name: {scalar(state.server)}")
+class _Out:
+    """Lines of the file and, for each, the commands behind it (to trace the loader's warnings)."""
+
+    def __init__(self, comments: bool) -> None:
+        self.comments = comments
+        self.lines: list[str] = []
+        self.origins: list[tuple[str, ...]] = []
+
+    def add(self, line: str, origins: Sequence[str] = ()) -> None:
+        self.lines.append(line)
+        self.origins.append(tuple(origins))
+
+    def comment(self, text: str, indent: str) -> None:
+        if self.comments:
+            before = len(self.lines)
+            _comment(self.lines, text, indent)
+            self.origins += [()] * (len(self.lines) - before)
+
+
+def render(state: State, header: Sequence[str] = (), comments: bool = True) -> str:
+    """The YAML text; ``comments=False`` leaves out the origin comments (the per-command check)."""
+    return "\n".join([f"# {printable(h)}" if h else "#" for h in header] + render_lines(state, comments)[0]) + "\n"
+
+
+def render_lines(state: State, comments: bool = True) -> tuple[list[str], list[tuple[str, ...]]]:
+    """The YAML lines after the header, and for each line the commands that made it."""
+    out = _Out(comments)
+    out.add("server:")
+    out.add(f"  name: {scalar(state.server)}")
     fqdn = f"  fqdn: {scalar(state.fqdn)}"
-    lines.append(fqdn if state.fqdn_known else fqdn + "  # not in the input: replace with the server's FQDN")
+    out.add(fqdn if state.fqdn_known else fqdn + "  # not in the input: replace with the server's FQDN")
     if state.addresses:
-        _comment(lines, "bound by the input (a specific IP is one of this server's addresses): "
-                 + "; ".join(f"{ip} at {where}" for ip, where in state.addresses.items()), "  ")
-        lines.append(f"  addresses: {flow(list(state.addresses))}")
+        out.comment("bound by the input (a specific IP is one of this server's addresses): "
+                    + "; ".join(f"{ip} at {where}" for ip, where in state.addresses.items()), "  ")
+        out.add(f"  addresses: {flow(list(state.addresses))}", list(state.addresses.values()))
     keep_defaults = state.defaults_intact()
-    lines.append("")
+    out.add("")
     if keep_defaults:
-        lines.append("# The five receive connectors Exchange 2019 setup creates on this server.")
-    lines.append(f"default_connectors: {scalar(keep_defaults)}")
+        out.comment("The five receive connectors Exchange 2019 setup creates on this server.", "")
+    out.add(f"default_connectors: {scalar(keep_defaults)}")
     if state.domains:
-        lines += ["", "accepted_domains:"]
+        out.add("")
+        out.add("accepted_domains:")
         for d in state.domains:
-            _comment(lines, "; ".join(d.origins), "  ")
+            out.comment(_origins(d.origins), "  ")
             first = True
             for key, value in d.spec.items():
-                lines.append(f"  {'- ' if first else '  '}{key}: {scalar(value)}")
+                out.add(f"  {'- ' if first else '  '}{key}: {scalar(value)}", d.origins)
                 first = False
     written = [
         c for c in state.connectors
         if not keep_defaults or c.default is None or c.aces or changed_keys(c, state.fqdn) != ["name"]
     ]
     if written:
-        lines += ["", "receive_connectors:"]
+        out.add("")
+        out.add("receive_connectors:")
     for c in written:
-        _comment(lines, "; ".join(c.origins), "  ")
+        out.comment(_origins(c.origins), "  ")
         keys = changed_keys(c, state.fqdn) if keep_defaults or c.default is None else list(c.spec)
         keys.sort(key=lambda k: (_KEY_ORDER.index(k) if k in _KEY_ORDER else len(_KEY_ORDER), list(c.spec).index(k)))
         first = True
         for key in keys:
             value = c.spec[key]
             text = flow(value) if isinstance(value, list) else scalar(value)
-            lines.append(f"  {'- ' if first else '  '}{key}: {text}")
+            out.add(f"  {'- ' if first else '  '}{key}: {text}", c.key_origins.get(key) or c.origins)
             first = False
         if c.aces:
-            lines.append("    permissions:")
+            out.add("    permissions:", c.origins)
             for a in c.aces:
-                lines += _ace(a)
+                for line in _ace(a):
+                    out.add(line, a.origins)
     if state.users:
-        lines += ["", "users:"]
+        out.add("")
+        out.add("users:")
         for u in state.users.values():
-            _comment(lines, "; ".join(u.origins), "  ")
-            lines.append(f"  - name: {scalar(u.name)}")
+            out.comment(_origins(u.origins), "  ")
+            out.add(f"  - name: {scalar(u.name)}", u.origins)
             if u.send_as:
-                lines.append(f"    send_as: {flow(u.send_as)}")
-    return "\n".join(lines) + "\n"
+                out.add(f"    send_as: {flow(u.send_as)}", u.origins)
+    return out.lines, out.origins
