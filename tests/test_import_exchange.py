@@ -837,6 +837,16 @@ OPEN_RELAYS = {
                      "ms-Exch-SMTP-Accept-Any-Recipient",
     "no permission group": "New-ReceiveConnector R -Custom -Bindings 0.0.0.0:2525 -RemoteIPRanges 10.0.0.1",
 }
+#: What each runbook must be warned about: (kind, the start of the message after the location, its origin).
+EXPECTED_FINDINGS = {
+    "default frontend": ("open relay", "warning: open relay: Default Frontend EXCH01: permissions: ANONYMOUS LOGON "
+                         "holds ms-Exch-SMTP-Accept-Any-Recipient on Default Frontend", ("Add-ADPermission at t.ps1:1",)),
+    "every address": ("open relay", "warning: open relay: Relay: permissions: ANONYMOUS LOGON holds "
+                      "ms-Exch-SMTP-Accept-Any-Recipient and remote_ip_ranges cover every IPv4",
+                      ("Add-ADPermission at t.ps1:2",)),
+    "no permission group": ("", "warning: R: permission_groups: no permission group or entry",
+                            ("New-ReceiveConnector at t.ps1:1",)),
+}
 
 
 @pytest.mark.parametrize("runbook", sorted(OPEN_RELAYS))
@@ -850,3 +860,6 @@ def test_every_loader_warning_about_the_result_is_reported(runbook: str) -> None
         assert f"#   line {f.problem.line}: " in result.yaml
         if lines[f.problem.line - 1].startswith("  - name: "):  # a connector entry: the commands that made it
             assert f.origins and all(" at t.ps1:" in o for o in f.origins)
+    kind, message, origins = EXPECTED_FINDINGS[runbook]
+    assert [(f.problem.kind, f.origins) for f in result.findings] == [(kind, origins)]
+    assert str(result.findings[0].problem).split(": ", 1)[1].startswith(message)
