@@ -23,7 +23,8 @@ from exmilter.model import AuthMechanism, Organization, ReceiveConnector, Right,
 from exmilter.permissions import Principal, access_list, effective_rights
 from exmilter.postfix.render import completions
 from exmilter.replies import Reply
-from exmilter.selection import ConnectorTable, IPAddress, Match, normalise
+from exmilter.selection import ConnectorTable, Match, normalise
+from exmilter.values import IPAddress
 
 Clock = Callable[[], float]
 

@@ -23,10 +23,12 @@ from twisted.web.http import Request
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
+from exmilter.policy.protocol import OTHER_STATE, PROTOCOL_STATES
+
 #: Decisions take tens of microseconds; the buckets resolve that and still show stalls.
 LATENCY_BUCKETS = (2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 0.1, 1.0)
 
-_STATES = ("CONNECT", "EHLO", "HELO", "MAIL", "RCPT", "DATA", "END-OF-MESSAGE", "VRFY", "ETRN", "OTHER")
+_STATES = (*PROTOCOL_STATES, OTHER_STATE)
 
 #: ``exmilter_policy_timeouts_total{kind}``: which deadline closed a connection.
 TIMEOUT_KINDS = ("request", "idle", "close")
@@ -151,12 +153,12 @@ class PolicyMetrics:
 
     def request(self, state: str) -> None:
         if state not in self._requests:
-            state = "OTHER"
+            state = OTHER_STATE
         self._requests[state] += 1
 
     def duplicate(self, state: str) -> None:
         if state not in self._duplicates:
-            state = "OTHER"
+            state = OTHER_STATE
         self._duplicates[state] += 1
 
     def decision(self, connector: str, stage: str, code: str) -> None:

@@ -128,10 +128,6 @@ class Principal:
         return cls(EXTERNALLY_SECURED_SERVERS, frozenset({EXTERNALLY_SECURED_SERVERS.lower()}), True)
 
     @classmethod
-    def partner(cls) -> Principal:
-        return cls(PARTNER_SERVERS, frozenset({PARTNER_SERVERS.lower()}), True)
-
-    @classmethod
     def user(cls, login: str, server: Server, directory: Iterable[User] = ()) -> Principal:
         """An AUTH login: the user, ``Authenticated Users`` and the user's groups (spec §1.8)."""
         names = {canonical(login, server.domain), AUTHENTICATED_USERS.lower()}

@@ -27,16 +27,17 @@ class Reply:
     def accepted(self) -> bool:
         return 200 <= self.code < 400
 
-    @property
-    def temporary(self) -> bool:
-        return 400 <= self.code < 500
-
     def __str__(self) -> str:
         return self.line
 
 
 # --- connection (§3.1) -------------------------------------------------------------
 NO_CONNECTOR = Reply(421, "4.3.2", "Service not available", close=True)
+
+# --- not Exchange's: Postfix's own default_action text (postfix-notes §1.5) -----------
+#: The temporary failure for anything exmilter cannot decide: a request it cannot place, a
+#: daemon that is down or slow (render-postfix makes it Postfix's default_action). Fail closed.
+CONFIGURATION_PROBLEM = Reply(451, "4.3.5", "Server configuration problem")
 
 # --- MAIL FROM (§3.4) -----------------------------------------------------------------
 INVALID_SENDER = Reply(501, "5.1.7", "Invalid address", protocol_error=True)

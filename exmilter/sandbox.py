@@ -426,10 +426,6 @@ class Sandbox:
             os.kill(pid, signal.SIGKILL)
             self._policyd.wait_exit()
 
-    def restart_policyd(self) -> None:
-        self.stop_policyd()
-        self.start_policyd()
-
     def wait_policyd(self, timeout: float = READY_TIMEOUT + 10) -> int:
         """Wait until the daemon runs (after a crash: until the supervisor restarted it); its PID."""
         deadline = time.monotonic() + timeout

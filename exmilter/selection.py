@@ -9,7 +9,6 @@ consulted (the exact binding and its wildcard), whatever the number of ranges.
 from __future__ import annotations
 
 import heapq
-import ipaddress
 import itertools
 from array import array
 from bisect import bisect_right
@@ -17,9 +16,7 @@ from collections.abc import Iterator, MutableSequence, Sequence
 from dataclasses import dataclass
 
 from exmilter.model import ReceiveConnector
-from exmilter.values import Binding, IPRange, parse_ip
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+from exmilter.values import Binding, IPAddress, IPRange, parse_ip, unmapped
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,11 +89,7 @@ class IntervalIndex:
 
 def normalise(ip: str | IPAddress) -> IPAddress:
     """Parse and fold ``::ffff:a.b.c.d`` to IPv4 (spec §2.1 step 5)."""
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    if isinstance(ip, ipaddress.IPv4Address | ipaddress.IPv6Address):
-        return ip
-    return parse_ip(ip)
+    return parse_ip(ip) if isinstance(ip, str) else unmapped(ip)
 
 
 class ConnectorTable:

@@ -104,6 +104,13 @@ def parse_bool(text: str | bool) -> bool:
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
+def unmapped(addr: IPAddress) -> IPAddress:
+    """``::ffff:a.b.c.d`` as the IPv4 address it carries (spec §2.1 step 5); others unchanged."""
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped
+    return addr
+
+
 def parse_ip(text: str) -> IPAddress:
     """One address; an IPv6 zone index (``%11``) is accepted and ignored (spec §7 #21).
 
@@ -119,9 +126,7 @@ def parse_ip(text: str) -> IPAddress:
         addr = ipaddress.ip_address(s)
     except ValueError:
         raise ValueError(f"{text!r} is not an IP address") from None
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        return addr.ipv4_mapped
-    return addr
+    return unmapped(addr)
 
 
 @dataclass(frozen=True, order=True, slots=True)

@@ -840,7 +840,8 @@ OPEN_RELAYS = {
 #: What each runbook must be warned about: (kind, the start of the message after the location, its origin).
 EXPECTED_FINDINGS = {
     "default frontend": ("open relay", "warning: open relay: Default Frontend EXCH01: permissions: ANONYMOUS LOGON "
-                         "holds ms-Exch-SMTP-Accept-Any-Recipient on Default Frontend", ("Add-ADPermission at t.ps1:1",)),
+                         "holds ms-Exch-SMTP-Accept-Any-Recipient on Default Frontend",
+                         ("Add-ADPermission at t.ps1:1",)),
     "every address": ("open relay", "warning: open relay: Relay: permissions: ANONYMOUS LOGON holds "
                       "ms-Exch-SMTP-Accept-Any-Recipient and remote_ip_ranges cover every IPv4",
                       ("Add-ADPermission at t.ps1:2",)),

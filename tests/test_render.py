@@ -349,7 +349,7 @@ def test_rendered_config_passes_postfix_check(tmp_path: Path) -> None:
     (etc / "main.cf").write_text(
         f"compatibility_level = 3.6\nqueue_directory = {spool}\ndata_directory = {data}\n"
         "inet_interfaces = 127.0.0.1\nmyhostname = mx.test\nalias_maps =\nalias_database =\n"
-        + render_main(org, endpoint)
+        + render_main(org)
     )
     (etc / "master.cf").write_text(BASE_SERVICES + render_master(plan_listeners(org), org, endpoint))
     check = subprocess.run(["postfix", "-c", str(etc), "check"], capture_output=True, text=True)
@@ -527,7 +527,7 @@ def test_internationalised_names_and_listener_services_pass_postfix_check(tmp_pa
     (etc / "main.cf").write_text(
         f"compatibility_level = 3.6\nqueue_directory = {spool}\ndata_directory = {data}\n"
         "inet_interfaces = 127.0.0.1\nmyhostname = mx.test\nalias_maps =\nalias_database =\n"
-        + render_main(org, "inet:127.0.0.1:10040"), encoding="utf-8")
+        + render_main(org), encoding="utf-8")
     (etc / "master.cf").write_text(BASE_SERVICES + render_master(plan_listeners(org), org, "inet:127.0.0.1:10040"))
     check = subprocess.run(["postfix", "-c", str(etc), "check"], capture_output=True, text=True)
     assert check.returncode == 0 and "warning" not in check.stderr, check.stderr

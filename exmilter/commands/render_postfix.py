@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"exmilter render-postfix: policy service: {e}", file=sys.stderr)
         return 2
     plans = plan_listeners(org)
-    main, master = render_main(org, endpoint), render_master(plans, org, endpoint)
+    main, master = render_main(org), render_master(plans, org, endpoint)
     if not args.output:
         print(f"# ===== main.cf =====\n{main}\n# ===== master.cf =====\n{master}", end="")
         return 0

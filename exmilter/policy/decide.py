@@ -16,16 +16,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
-from exmilter.engine import Engine, Session
+from exmilter.engine import Clock, Engine, Session
 from exmilter.listener import Listener
+from exmilter.policy.protocol import OTHER_STATE, PROTOCOL_STATES, encode_action
+from exmilter.replies import CONFIGURATION_PROBLEM as CONFIG_PROBLEM
 from exmilter.replies import Reply
 
-Clock = Callable[[], float]
-
-#: Postfix's default_action text: a temporary failure for a request we cannot place.
-CONFIG_PROBLEM = Reply(451, "4.3.5", "Server configuration problem")
-
-STATES = frozenset({"CONNECT", "EHLO", "HELO", "MAIL", "RCPT", "DATA", "END-OF-MESSAGE", "VRFY", "ETRN"})
+STATES = frozenset(PROTOCOL_STATES)
 _DECIDED = frozenset({"CONNECT", "MAIL", "RCPT", "END-OF-MESSAGE"})
 
 
@@ -37,7 +34,7 @@ class Decision:
     payload: bytes  # the complete wire answer, rendered once
     reply: Reply | None
     connector: str  # connector identity, "" when none was selected or needed
-    stage: str  # protocol_state, "OTHER" for anything unknown
+    stage: str  # protocol_state, OTHER_STATE for anything unknown
     duplicate: bool = False
     note: str = ""
 
@@ -47,12 +44,8 @@ class Decision:
         return str(self.reply.code) if self.reply is not None else "none"
 
 
-def _payload(action: str) -> bytes:
-    return f"action={action}\n\n".encode()
-
-
-_DUNNO = _payload("DUNNO")
-_PASS = {s: Decision("DUNNO", _DUNNO, None, "", s) for s in (*STATES, "OTHER")}
+_DUNNO = encode_action("DUNNO")
+_PASS = {s: Decision("DUNNO", _DUNNO, None, "", s) for s in (*STATES, OTHER_STATE)}
 
 
 def passthrough(stage: str, note: str = "") -> Decision:
@@ -143,7 +136,7 @@ class Decider:
     def decide(self, engine: Engine, req: Mapping[str, str], conn: int = 0) -> Decision:
         """``conn`` identifies the policy connection; it tells a re-sent MAIL from a new one."""
         state = req.get("protocol_state", "")
-        stage = state if state in STATES else "OTHER"
+        stage = state if state in STATES else OTHER_STATE
         if stage not in _DECIDED:
             return passthrough(stage)
         request = req.get("request")
@@ -202,7 +195,7 @@ class Decider:
         if d is None:
             # OK at RCPT is what permits relay in the rendered Postfix restrictions.
             action = ("OK" if stage == "RCPT" else "DUNNO") if reply.accepted else reply.line
-            d = Decision(action, _payload(action), reply, connector, stage)
+            d = Decision(action, encode_action(action), reply, connector, stage)
             if len(self._decisions) > 10_000:
                 self._decisions.clear()
             self._decisions[k] = d

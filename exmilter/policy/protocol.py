@@ -14,6 +14,10 @@ from __future__ import annotations
 
 Request = dict[str, str]
 
+#: Postfix's ``protocol_state`` values (postfix-notes §1.3); anything else is reported as ``OTHER``.
+PROTOCOL_STATES = ("CONNECT", "EHLO", "HELO", "MAIL", "RCPT", "DATA", "END-OF-MESSAGE", "VRFY", "ETRN")
+OTHER_STATE = "OTHER"
+
 
 class ProtocolError(Exception):
     """The peer sent something that is not a policy request; the connection must close.

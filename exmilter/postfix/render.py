@@ -16,10 +16,11 @@ from dataclasses import dataclass, field, replace
 from exmilter.domains import default_domain_name, organization_default_domain, to_unicode
 from exmilter.listener import Listener
 from exmilter.model import Organization, ReceiveConnector
+from exmilter.replies import CONFIGURATION_PROBLEM
 from exmilter.values import Binding, parse_ip
 
 #: What Postfix answers when the policy daemon cannot be asked (postfix-notes §1.5).
-DEFAULT_ACTION = "451 4.3.5 Server configuration problem"
+DEFAULT_ACTION = CONFIGURATION_PROBLEM.line
 #: Per-request timeout and attempts: a dead daemon costs about retry_delay (1 s).
 POLICY_TIMEOUT = "5s"
 POLICY_TRY_LIMIT = 2
@@ -585,7 +586,7 @@ def _relay_domains(org: Organization) -> Iterable[str]:
                     yield f".{name}"
 
 
-def render_main(org: Organization, endpoint: str) -> str:
+def render_main(org: Organization) -> str:
     out = [
         f"# exmilter: main.cf settings generated from {org.source or 'the configuration'} by exmilter render-postfix.",
         "# Append to main.cf (a later line wins). The restriction lists are set per listener in master.cf.",
