@@ -24,7 +24,7 @@ import ipaddress
 import re
 import sys
 from array import array
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -1309,3 +1309,31 @@ def _domain_name(raw: Raw) -> str:
     except ValueError:
         return s
     raise ValueError(f"{s!r} is an IP address, not a domain name")
+
+
+# --------------------------------------------------------------------------------------
+# the public field API: one value as Exchange writes it, parsed as the loader parses it
+# (the importer reads values off runbooks and dumps and must judge them the same way)
+# --------------------------------------------------------------------------------------
+
+
+def parse_connector_property(key: str, value: str | Sequence[str]) -> Any:
+    """A receive-connector property (snake_case key) from its text, or a list of texts.
+
+    Raises :class:`KeyError` for a key that is not a connector property and
+    :class:`ValueError` (the loader's message) for a value the loader would refuse.
+    """
+    parser = CONNECTOR_FIELDS[key]
+    if isinstance(value, str):
+        return parser(Raw(value, 1, 1))
+    return parser(Raw([Raw(str(v), 1, 1) for v in value], 1, 1))
+
+
+def parse_fqdn(text: str) -> str:
+    """A server or connector FQDN as ``server.fqdn``/``fqdn`` accept it; ValueError otherwise."""
+    return _fqdn(Raw(text, 1, 1))
+
+
+def parse_domain_name(text: str) -> str:
+    """An accepted domain's DomainName (exact or ``*.`` wildcard) as the loader stores it."""
+    return _domain_name(Raw(text, 1, 1))

@@ -160,7 +160,7 @@ def _read(sources: Sequence[tuple[str, str]], notes: Notes) -> list[Statement | 
 
 def _valid_fqdn(text: str) -> bool:
     try:
-        config._fqdn(config.Raw(text, 1, 1))
+        config.parse_fqdn(text)
     except ValueError:
         return False
     return True

@@ -613,13 +613,13 @@ class Applier:
             if len(items) > MAX_PROPERTY_ITEMS:
                 raise Refused(f"-{written}: {len(items):,} entries; Exchange fails above about 1,200 (the importer "
                               f"takes at most {MAX_PROPERTY_ITEMS:,}): use ranges or CIDR")
-            raw = config.Raw([config.Raw(i, 1, 1) for i in items], 1, 1)
+            text: str | list[str] = items
         elif isinstance(value, list):
             raise Refused(f"-{written} takes one value, not a list")
         else:
-            raw = config.Raw(str(value), 1, 1)
+            text = str(value)
         try:
-            parsed = CONNECTOR_FIELDS[key](raw)
+            parsed = config.parse_connector_property(key, text)
         except ValueError as e:
             shown = ", ".join(items) if key in LIST_KEYS else str(value)
             raise Refused(f"-{written} {shown}: {e}") from None
@@ -798,7 +798,7 @@ class Applier:
     @staticmethod
     def _domain_name(text: str) -> str:
         try:
-            return config._domain_name(config.Raw(text, 1, 1))
+            return config.parse_domain_name(text)
         except ValueError as e:
             raise Refused(f"-DomainName: {e}") from None
 

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from exmilter import defaults
-from exmilter.config import CONNECTOR_FIELDS, Raw
+from exmilter.config import parse_connector_property
 from exmilter.importer.chars import printable, yaml_escaped
 from exmilter.importer.state import Ace, Connector, State
 from exmilter.model import RIGHT_DISPLAY, ReceiveConnector, Right
@@ -58,9 +58,8 @@ _UNPARSED = object()
 @functools.lru_cache(maxsize=4096)
 def _parsed(key: str, value: Any) -> Any:
     """:func:`typed`, remembered: every check renders every connector, and most values never change."""
-    raw = Raw([Raw(str(v), 1, 1) for v in value], 1, 1) if isinstance(value, tuple) else Raw(str(value), 1, 1)
     try:
-        parsed = CONNECTOR_FIELDS[key](raw)
+        parsed = parse_connector_property(key, [str(v) for v in value] if isinstance(value, tuple) else str(value))
     except ValueError:
         return _UNPARSED
     if key in ("bindings", "remote_ip_ranges"):
