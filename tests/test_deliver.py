@@ -116,8 +116,8 @@ def both_selections(connectors: list[ReceiveConnector], clients: list[str]) -> l
     for plan in plan_listeners(org):
         lst = Listener.parse(plan.context)  # what the daemon reads from policy_context
         for client in clients:
-            decided = engine.open_session(lst.address, lst.port, client.strip("[]")).connector
-            out.append((plan.context, client, decided.identity if decided else "",
+            decided = engine.select(lst.address, lst.port, client.strip("[]"))  # as open_session does
+            out.append((plan.context, client, decided.connector.identity if decided else "",
                         connector_for(table, plan.context, client)))
     return out
 
@@ -241,7 +241,7 @@ def test_the_installed_copy_runs_under_the_system_python(tmp_path: Path) -> None
             input=b"Subject: x\n\nbody\n", capture_output=True)
         assert proc.returncode == 0, proc.stderr
         lst = Listener.parse(context)
-        decided = engine.open_session(lst.address, lst.port, client).connector
-        assert read_deliveries(tmp_path / "delivered")[-1].connector == (decided.identity if decided else "")
+        decided = engine.select(lst.address, lst.port, client)
+        assert read_deliveries(tmp_path / "delivered")[-1].connector == (decided.connector.identity if decided else "")
     assert [d.connector for d in read_deliveries(tmp_path / "delivered")] == [
         "EXCH01\\First", "EXCH01\\Exact", ""]

@@ -18,6 +18,7 @@ whether it is enabled, in configuration order (which breaks ties as the daemon d
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -71,6 +72,7 @@ def read_deliveries(directory: Path | str) -> list[Delivery]:
     return [read_delivery(p) for p in sorted(d.glob("*.msg"))]
 
 
+@functools.cache
 def _import_path() -> None:
     """Run as the sandbox's copy, import the exmilter modules copied beside this file.
 
