@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/e2e.py [-m 4000] [-s 20] [-l 1024] [--repeat 1]
 
-One private Postfix 3.7 (postfix-notes §7, via exmilter.postfix.instance.PostfixInstance
+One private Postfix 3.7 (postfix-notes §7, via exmilter.sandbox.instance.PostfixInstance
 when present: own config, spool, data and log directories under a temporary directory,
 on /dev/shm when it exists;
 ``/etc/postfix`` untouched; chroot off; loopback only) with one smtpd listener per
@@ -10,7 +10,7 @@ scenario, all delivering to ``discard:``:
 
 (a) bare        ``smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination``
 (b) exmilter    the listener exactly as ``exmilter render-postfix`` writes it
-                (exmilter.postfix.render.master_service: ``smtpd_delay_reject=no`` and the
+                (exmilter.postfix.master.master_service: ``smtpd_delay_reject=no`` and the
                 policy asked at MAIL, RCPT and END-OF-MESSAGE, i.e. 3 requests per message;
                 not at EHLO or DATA, where it always answers DUNNO, nor at CONNECT, since the
                 default Frontend connector holds every address of *:25), moved to
@@ -50,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from policyload import cpu_seconds
 
 try:  # helper B's private-instance API; the fallback below does the same by hand
-    from exmilter.postfix.instance import BASE_SERVICES, PostfixInstance
+    from exmilter.sandbox.instance import BASE_SERVICES, PostfixInstance
 except ImportError:  # pragma: no cover
     PostfixInstance = None  # type: ignore[assignment,misc]
 from common import (
@@ -119,7 +119,7 @@ class PrivatePostfix:
                 "smtpd_client_connection_count_limit = 0\n"
                 "smtpd_client_connection_rate_limit = 0\n"
                 "smtpd_client_message_rate_limit = 0\n")
-        if PostfixInstance is not None:  # helper B's API (exmilter.postfix.instance)
+        if PostfixInstance is not None:  # helper B's API (exmilter.sandbox.instance)
             self.instance = PostfixInstance(self.dir)
             main.update({k: v for k, v in self.instance.base_main("mx.bench.test").items()
                          if k in ("queue_directory", "data_directory", "maillog_file", "maillog_file_prefixes")})
@@ -191,7 +191,9 @@ def rendered_listener(config_text: str, endpoint: str) -> tuple[object, str] | N
     Postfix reaches the daemon, in Postfix's syntax (``unix:/path``, ``inet:host:port``)."""
     try:
         from exmilter.config import loads
-        from exmilter.postfix.render import main_settings, master_service, plan_listeners
+        from exmilter.postfix.listeners import plan_listeners
+        from exmilter.postfix.main import main_settings
+        from exmilter.postfix.master import master_service
     except ImportError:
         return None
     org = loads(config_text, "bench.yaml").organization

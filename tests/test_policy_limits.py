@@ -34,7 +34,7 @@ from exmilter.policy.limits import (
     raise_open_files_limit,
 )
 from exmilter.policy.service import TEXT_KEY, PolicyFactory, PolicyProtocol, Runtime
-from exmilter.postfix.render import connection_limits, plan_listeners
+from exmilter.postfix.listeners import connection_limits, plan_listeners
 from tests.conftest import EXAMPLE, SERVER, org_from
 from tests.policy_fixtures import CONNECTORS, RELAY_554, answer, rcpt_wire
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,20 +11,24 @@ import pytest
 from exmilter.cli import main
 from exmilter.commands.render_postfix import SNIPPET_COMMAND
 from exmilter.config import load
-from exmilter.policy.decide import _DECIDED
-from exmilter.postfix.instance import BASE_SERVICES
-from exmilter.postfix.render import (
-    DEFAULT_ACTION,
-    connect_always_passes,
-    connection_limits,
-    main_settings,
-    master_service,
-    plan_listeners,
-    policy_endpoint,
-    render_main,
-    render_master,
-    restrictions,
+from exmilter.model import (
+    AuthMechanism,
+    Organization,
+    PermissionGroups,
+    ReceiveConnector,
+    Server,
+    TransportRole,
+    Usage,
 )
+from exmilter.policy.decide import _DECIDED
+from exmilter.postfix.completion import completions
+from exmilter.postfix.listeners import connect_always_passes, connection_limits, plan_listeners
+from exmilter.postfix.main import main_settings
+from exmilter.postfix.master import master_service
+from exmilter.postfix.render import render_main, render_master
+from exmilter.postfix.restrictions import DEFAULT_ACTION, policy_endpoint, restrictions
+from exmilter.sandbox.instance import check_rendered
+from exmilter.values import Binding, IPRange
 from tests.conftest import EXAMPLE, ROOT, org_from
 
 RELAY = """
@@ -336,36 +340,51 @@ def test_cli_writes_both_fragments(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "inet:127.0.0.1:10040" in capsys.readouterr().out
 
 
-def test_rendered_config_passes_postfix_check(tmp_path: Path) -> None:
-    """A minimal full instance plus the rendered fragments: `postfix check`, and every -o parses."""
-    from exmilter.config import load
+@pytest.mark.parametrize(
+    ("yaml_text", "argv", "message"),
+    [
+        # the file has no policyd.listen and the command line none either
+        (RELAY + "policyd: {listen: []}\n", [],
+         "exmilter render-postfix: policy service: the file's policyd.listen is empty; give --policy-service\n"),
+        (RELAY, ["--policy-service", "ssl:10040"],
+         "exmilter render-postfix: policy service: 'ssl:10040': Postfix reaches a policy server over unix: or tcp: "
+         "only\n"),
+        (RELAY, ["-o", "{out}", "--suffix", "a/b"],
+         "exmilter render-postfix: --suffix 'a/b': give a file name suffix\n"),
+        # -o names a file, not a directory
+        (RELAY, ["-o", "{file}"], "exmilter render-postfix: [Errno 17] File exists: '{file}'\n"),
+    ],
+)
+def test_cli_refuses_what_it_cannot_render_or_write(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], yaml_text: str, argv: list[str], message: str
+) -> None:
+    """Exit 2 and one line saying why, never a traceback; nothing is written."""
+    config = tmp_path / "exmilter.yaml"
+    config.write_text("server: {name: EXCH01, fqdn: exch01.labs.local, domain: LABS}\naccepted_domains: [labs.local]\n"
+                      + yaml_text)
+    (tmp_path / "a-file").write_text("")
+    paths = {"out": str(tmp_path / "out"), "file": str(tmp_path / "a-file")}
+    assert main(["render-postfix", "-c", str(config), *(a.format(**paths) for a in argv)]) == 2
+    assert capsys.readouterr().err == message.format(**paths)
+    assert not (tmp_path / "out").exists()
 
+
+def test_rendered_config_passes_postfix_check(tmp_path: Path) -> None:
+    """A private instance with the rendered fragments: `postfix check`, and every -o parses."""
     org = load(EXAMPLE).organization
     endpoint = policy_endpoint(org.policyd.listen[0])
-    etc, spool, data = tmp_path / "etc", tmp_path / "spool", tmp_path / "data"
-    for d in (etc, spool, data):
-        d.mkdir()
-    shutil.chown(data, "postfix", "postfix")
-    (etc / "main.cf").write_text(
-        f"compatibility_level = 3.6\nqueue_directory = {spool}\ndata_directory = {data}\n"
-        "inet_interfaces = 127.0.0.1\nmyhostname = mx.test\nalias_maps =\nalias_database =\n"
-        + render_main(org)
-    )
-    (etc / "master.cf").write_text(BASE_SERVICES + render_master(plan_listeners(org), org, endpoint))
-    check = subprocess.run(["postfix", "-c", str(etc), "check"], capture_output=True, text=True)
-    assert check.returncode == 0, check.stderr
-    assert "warning" not in check.stderr
-    services = subprocess.run(["postconf", "-c", str(etc), "-P"], capture_output=True, text=True, check=True)
-    assert "25/inet/policy" not in services.stdout
-    assert "25/inet/exmilter_policy = check_policy_service { unix:/run/exmilter/policy.sock," in services.stdout
-    assert "25/inet/smtpd_relay_restrictions = $exmilter_policy, defer" in services.stdout
-    lines = services.stdout.splitlines()
+    instance, warnings = check_rendered(tmp_path, render_main(org), render_master(plan_listeners(org), org, endpoint))
+    assert warnings == []
+    services = instance.postconf("-P")
+    assert "25/inet/policy" not in services
+    assert "25/inet/exmilter_policy = check_policy_service { unix:/run/exmilter/policy.sock," in services
+    assert "25/inet/smtpd_relay_restrictions = $exmilter_policy, defer" in services
+    lines = services.splitlines()
     for empty in ("smtpd_helo_restrictions", "smtpd_data_restrictions", "smtpd_client_event_limit_exceptions"):
         assert f"25/inet/{empty} =" in lines
     assert "25/inet/smtpd_client_connection_count_limit = 20" in lines
     assert "2525/inet/smtpd_client_connection_count_limit = 0" in lines  # Default EXCH01: unlimited
-    fields = subprocess.run(["postconf", "-c", str(etc), "-F"], capture_output=True, text=True, check=True)
-    assert "25/inet/process_limit = 15000" in fields.stdout.splitlines()  # three connectors × 5000
+    assert "25/inet/process_limit = 15000" in instance.postconf("-F").splitlines()  # three connectors × 5000
 
 
 SNIPPETS = ROOT / "postfix"
@@ -387,19 +406,11 @@ def test_shipped_snippets_are_exactly_the_rendered_example(
 
 
 def test_hand_paste_snippets_pass_postfix_check(tmp_path: Path) -> None:
-    etc, spool, data = tmp_path / "etc", tmp_path / "spool", tmp_path / "data"
-    for d in (etc, spool, data):
-        d.mkdir()
-    shutil.chown(data, "postfix", "postfix")
-    (etc / "main.cf").write_text(
-        f"compatibility_level = 3.6\nqueue_directory = {spool}\ndata_directory = {data}\nmyhostname = mx.test\n"
-        "alias_maps =\nalias_database =\n" + (SNIPPETS / "main.cf.snippet").read_text()
+    instance, warnings = check_rendered(
+        tmp_path, (SNIPPETS / "main.cf.snippet").read_text(), (SNIPPETS / "master.cf.snippet").read_text()
     )
-    (etc / "master.cf").write_text(BASE_SERVICES + (SNIPPETS / "master.cf.snippet").read_text())
-    check = subprocess.run(["postfix", "-c", str(etc), "check"], capture_output=True, text=True)
-    assert check.returncode == 0 and "warning" not in check.stderr, check.stderr
-    services = subprocess.run(["postconf", "-c", str(etc), "-P"], capture_output=True, text=True, check=True)
-    assert "2526/inet/milter_macro_daemon_name = *:2526" in services.stdout.splitlines()
+    assert warnings == []
+    assert "2526/inet/milter_macro_daemon_name = *:2526" in instance.postconf("-P").splitlines()
 
 
 # --- addresses and smuggling (issue 10 #1, #2, #8) -----------------------------------------------
@@ -497,8 +508,6 @@ receive_connectors:
 def test_each_listener_completes_addresses_with_the_domain_the_engine_uses(
     b: str, origin_2600: str, completions_: dict
 ) -> None:
-    from exmilter.postfix.render import completions
-
     org = org_from(DEFAULT_DOMAINS.replace("{b}", b))
     assert {n: (c.domain, c.postmaster) for n, c in completions(org).items()} == completions_
     if b == "labs.local":
@@ -520,22 +529,74 @@ def test_each_listener_completes_addresses_with_the_domain_the_engine_uses(
 
 def test_internationalised_names_and_listener_services_pass_postfix_check(tmp_path: Path) -> None:
     org = org_from(DEFAULT_DOMAINS.replace("{b}", "Shared").replace("  - labs.local\n", "  - bücher.example\n"))
-    etc, spool, data = tmp_path / "etc", tmp_path / "spool", tmp_path / "data"
-    for d in (etc, spool, data):
-        d.mkdir()
-    shutil.chown(data, "postfix", "postfix")
-    (etc / "main.cf").write_text(
-        f"compatibility_level = 3.6\nqueue_directory = {spool}\ndata_directory = {data}\n"
-        "inet_interfaces = 127.0.0.1\nmyhostname = mx.test\nalias_maps =\nalias_database =\n"
-        + render_main(org), encoding="utf-8")
-    (etc / "master.cf").write_text(BASE_SERVICES + render_master(plan_listeners(org), org, "inet:127.0.0.1:10040"))
-    check = subprocess.run(["postfix", "-c", str(etc), "check"], capture_output=True, text=True)
-    assert check.returncode == 0 and "warning" not in check.stderr, check.stderr
-    main_cf = subprocess.run(["postconf", "-c", str(etc), "-h", "relay_domains"], capture_output=True, text=True)
-    assert main_cf.stdout.strip() == "xn--bcher-kva.example, bücher.example, shared.example"
-    services = subprocess.run(["postconf", "-c", str(etc), "-P"], capture_output=True, text=True, check=True)
-    lines = services.stdout.splitlines()
+    instance, warnings = check_rendered(
+        tmp_path, render_main(org), render_master(plan_listeners(org), org, "inet:127.0.0.1:10040")
+    )
+    assert warnings == []
+    assert instance.postconf("-h", "relay_domains").strip() == "xn--bcher-kva.example, bücher.example, shared.example"
+    lines = instance.postconf("-P").splitlines()
     assert "2600/inet/cleanup_service_name = exmilter-cleanup-1" in lines
     assert "exmilter-cleanup-1/unix/rewrite_service_name = exmilter-rewrite-1" in lines
     assert "exmilter-rewrite-1/unix/myorigin = shared.example" in lines
     assert "2600/inet/smtpd_forbid_bare_newline = normalize" in lines
+
+
+def test_postfix_check_of_rendered_text_reports_what_postfix_refuses(tmp_path: Path) -> None:
+    """The helper the checks above rely on says what is wrong, once per problem (postconf
+    repeats a warning for every service)."""
+    broken = render_master(plan_listeners(org_from(RELAY)), org_from(RELAY), "inet:127.0.0.1:10040")
+    broken = broken.replace("  -o smtpd_delay_reject=no\n", "  -o { smtpd_banner = unclosed\n", 1)
+    _, warnings = check_rendered(tmp_path, "exmilter_no_such_parameter = 1\n", broken)
+    # The unclosed brace swallows the rest of the service, so its $exmilter_policy is undefined.
+    said = [w.split("warning: ", 1)[1].split(": ", 1)[-1] for w in warnings]
+    assert len(said) == 3 and said[0].startswith("missing '}' in \"{ smtpd_banner = unclosed  -o "), warnings
+    assert said[1:] == ["undefined parameter: exmilter_policy", "unused parameter: exmilter_no_such_parameter=1"]
+
+
+# --- scale --------------------------------------------------------------------------------------
+
+
+def python_calls(work: Callable[[], object]) -> int:
+    """How many Python function calls ``work`` makes: a measure of work that load on the machine
+    cannot skew (docs/performance.md measures time; this only tells linear from quadratic)."""
+    calls = 0
+
+    def count(frame: object, event: str, arg: object) -> None:
+        nonlocal calls
+        calls += event == "call"
+
+    sys.setprofile(count)
+    try:
+        work()
+    finally:
+        sys.setprofile(None)
+    return calls
+
+
+def many_connectors(n: int, *, own_port: bool) -> Organization:
+    """``n`` connectors of one /30 each, all on 0.0.0.0:25 (one listener) or each on a port of its own."""
+    connectors = tuple(
+        ReceiveConnector(
+            name=f"Relay {i}", server="EXCH01", transport_role=TransportRole.FrontendTransport, usage=Usage.Custom,
+            bindings=(Binding(4, 0, 2000 + i if own_port else 25),),
+            remote_ip_ranges=(IPRange(4, (10 << 24) + 4 * i, (10 << 24) + 4 * i + 3),),
+            auth_mechanism=AuthMechanism.NONE, permission_groups=PermissionGroups.AnonymousUsers,
+        )
+        for i in range(n)
+    )
+    return Organization(Server("EXCH01", "exch01.labs.local", "LABS", ("10.1.1.1",)), (), connectors)
+
+
+@pytest.mark.parametrize("own_port", [False, True], ids=["one listener", "a listener each"])
+def test_rendering_work_grows_linearly_with_the_connectors(own_port: bool) -> None:
+    """10,000 connectors on one binding took 100 s to render (planning compared every connector
+    with every other, and each listener planned every listener again): four times the
+    connectors must cost about four times the work, in rendering and in the engine's
+    completions (which every configuration load computes)."""
+
+    def work(n: int) -> int:
+        org = many_connectors(n, own_port=own_port)
+        return python_calls(lambda: (render_master(plan_listeners(org), org, "unix:/p"), completions(org)))
+
+    small, large = work(200), work(800)
+    assert large < 5 * small, (small, large)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-import exmilter.sandbox as sandbox_module
+import exmilter.sandbox.stack as sandbox_module
 from exmilter.sandbox import Sandbox, SandboxError, describe_load_failure
 
 GOOD = Path(__file__).resolve().parent / "data" / "integration.yaml"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from exmilter.supervisor import (
+from exmilter.sandbox.supervisor import (
     ChildError,
     ChildSpec,
     Event,

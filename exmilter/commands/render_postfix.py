@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from exmilter.commands._common import add_config_option, load_or_report
-from exmilter.postfix.render import plan_listeners, policy_endpoint, render_main, render_master
+from exmilter.commands._common import EXIT_REFUSED, add_config_option, load_or_report
+from exmilter.postfix.render import DEFAULT_SUFFIX, render
 
-SUFFIX = "exmilter"
-MAIN_NAME = f"main.cf.{SUFFIX}"
-MASTER_NAME = f"master.cf.{SUFFIX}"
+MAIN_NAME = f"main.cf.{DEFAULT_SUFFIX}"
+MASTER_NAME = f"master.cf.{DEFAULT_SUFFIX}"
 #: How the shipped postfix/*.snippet files are regenerated (tests/test_render.py checks them).
 SNIPPET_COMMAND = "exmilter render-postfix -c conf/exmilter.yaml -o postfix --suffix snippet"
 
@@ -28,8 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", metavar="DIR", help="write the two fragments into DIR instead of printing")
     p.add_argument(
         "--suffix",
-        default=SUFFIX,
-        help=f"with -o: write DIR/main.cf.SUFFIX and DIR/master.cf.SUFFIX (default: {SUFFIX}); "
+        default=DEFAULT_SUFFIX,
+        help=f"with -o: write DIR/main.cf.SUFFIX and DIR/master.cf.SUFFIX (default: {DEFAULT_SUFFIX}); "
         f"the repository's snippets are: {SNIPPET_COMMAND}",
     )
     p.add_argument(
@@ -44,26 +42,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     loaded = load_or_report(args.config)
     if loaded is None:
-        return 2
-    org = loaded.organization
+        return EXIT_REFUSED
     try:
-        endpoint = policy_endpoint(args.policy_service or org.policyd.listen[0])
-    except (ValueError, IndexError) as e:
+        rendered = render(loaded.organization, args.policy_service)
+    except ValueError as e:
         print(f"exmilter render-postfix: policy service: {e}", file=sys.stderr)
-        return 2
-    plans = plan_listeners(org)
-    main, master = render_main(org), render_master(plans, org, endpoint)
+        return EXIT_REFUSED
     if not args.output:
-        print(f"# ===== main.cf =====\n{main}\n# ===== master.cf =====\n{master}", end="")
+        print(rendered.text(), end="")
         return 0
-    suffix = args.suffix
-    if not suffix or "/" in suffix:
-        print(f"exmilter render-postfix: --suffix {suffix!r}: give a file name suffix", file=sys.stderr)
-        return 2
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    main_path, master_path = out / f"main.cf.{suffix}", out / f"master.cf.{suffix}"
-    main_path.write_text(main)
-    master_path.write_text(master)
-    print(f"wrote {main_path} and {master_path} ({len(plans)} listener(s))")
+    try:
+        main_path, master_path = rendered.write(args.output, args.suffix)
+    except (ValueError, OSError) as e:
+        print(f"exmilter render-postfix: {e}", file=sys.stderr)
+        return EXIT_REFUSED
+    print(f"wrote {main_path} and {master_path} ({rendered.listeners} listener(s))")
     return 0

@@ -1,1 +1,3 @@
-"""The Postfix side of exmilter: rendering main.cf/master.cf and running a private instance."""
+"""Organization -> Postfix configuration: main.cf settings and one master.cf smtpd service per
+listener (docs/render-postfix.md, "Where the code is"). Pure: no I/O; the private Postfix
+that runs or checks the output is :mod:`exmilter.sandbox.instance`."""

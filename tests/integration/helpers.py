@@ -14,9 +14,9 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from exmilter.config import load
-from exmilter.deliver import Delivery, read_deliveries
-from exmilter.postfix.render import plan_listeners
+from exmilter.postfix.listeners import plan_listeners
 from exmilter.sandbox import Sandbox, port_free
+from exmilter.sandbox.deliver import Delivery, read_deliveries
 
 HOST = "127.0.0.1"
 

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import yaml
 
-from exmilter.deliver import Delivery
 from exmilter.engine import Engine
 from exmilter.model import Right
 from exmilter.sandbox import Sandbox, SandboxListener
+from exmilter.sandbox.deliver import Delivery
 
 HOST = "127.0.0.1"
 #: The domain nmap relays to (its default, nmap.scanme.org) and a second external one.

@@ -12,9 +12,9 @@ from __future__ import annotations
 import pytest
 
 from exmilter.config import load
-from exmilter.deliver import Delivery
 from exmilter.engine import Engine
 from exmilter.sandbox import Sandbox
+from exmilter.sandbox.deliver import Delivery
 from tests.integration import relay_harness as H
 
 RELAY_DENIED = "550 5.7.54 <{}>: Recipient address rejected: SMTP; Unable to relay recipient in non-accepted domain"

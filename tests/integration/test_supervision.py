@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 
 from exmilter.sandbox import Sandbox
-from exmilter.supervisor import RestartPolicy, State
+from exmilter.sandbox.supervisor import RestartPolicy, State
 from tests.integration.helpers import send, wait_delivered
 
 RELAY_DENIED = "550 5.7.54 <{}>: Recipient address rejected: SMTP; Unable to relay recipient in non-accepted domain"

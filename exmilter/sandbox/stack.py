@@ -2,11 +2,12 @@
 
 A private Postfix rendered from the file (every listener moved to 127.0.0.1 and
 port + offset, with its original ``policy_context`` so exmilter decides exactly as it
-would on the real bindings), the policy daemon as a supervised child process
-(restarted when it dies, :mod:`exmilter.supervisor`), and a pipe(8) transport that
-files every accepted message into ``STATE/delivered/``. Nothing here touches
-``/etc/postfix``, a system Postfix or the network (no DNS query:
-:data:`exmilter.postfix.instance.NO_NETWORK`); starting needs root (Postfix does).
+would on the real bindings; :mod:`exmilter.sandbox.instance`), the policy daemon as a
+supervised child process (restarted when it dies, :mod:`exmilter.sandbox.supervisor`),
+and a pipe(8) transport that files every accepted message into ``STATE/delivered/``
+(:mod:`exmilter.sandbox.delivery`). Nothing here touches ``/etc/postfix``, a system
+Postfix or the network (no DNS query: :data:`exmilter.sandbox.instance.NO_NETWORK`);
+starting needs root (Postfix does).
 """
 
 from __future__ import annotations
@@ -14,33 +15,40 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import pwd
-import shutil
 import signal
-import socket
 import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
-from exmilter import deliver as deliver_module
+import exmilter
 from exmilter.config import ConfigError, load
-from exmilter.deliver import Delivery, read_deliveries
 from exmilter.model import Organization
-from exmilter.postfix.instance import NO_NETWORK, PostfixInstance
-from exmilter.postfix.render import DEFAULT_ACTION, ListenerPlan, main_settings, master_service, plan_listeners
-from exmilter.supervisor import READY_TIMEOUT, ChildError, ChildSpec, Event, Kind, RestartPolicy, State, Supervisor
-from exmilter.supervisor import terminate_pid as _terminate_pid
-from exmilter.values import parse_ip
+from exmilter.postfix.listeners import ListenerLayout, ListenerPlan
+from exmilter.postfix.main import main_settings
+from exmilter.postfix.master import master_service
+from exmilter.postfix.restrictions import DEFAULT_ACTION
+from exmilter.sandbox import delivery
+from exmilter.sandbox.deliver import Delivery, read_deliveries
+from exmilter.sandbox.instance import NO_NETWORK, PostfixInstance
+from exmilter.sandbox.ports import HOST, free_port, move_listeners, port_free, wait_port
+from exmilter.sandbox.supervisor import (
+    READY_TIMEOUT,
+    ChildError,
+    ChildSpec,
+    Event,
+    Kind,
+    RestartPolicy,
+    State,
+    Supervisor,
+    terminate_pid,
+)
 
-HOST = "127.0.0.1"
 DEFAULT_OFFSET = 10000
 DEFAULT_STATE = Path("/tmp/exmilter-sandbox")
-#: pipe(8) refuses root and the mail owner; this user writes STATE/delivered/.
-DELIVERY_USER = "nobody"
-TRANSPORT = "exdeliver"
 #: What clients get while the policy daemon is down, for the supervisor's messages.
 POLICYD_DOWN = f"Postfix keeps running and answers {DEFAULT_ACTION[:9]} to every client it asks the daemon about"
 
@@ -59,82 +67,6 @@ class SandboxListener:
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
-
-
-def free_port(host: str = HOST) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def port_free(port: int, host: str = HOST) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-        return True
-
-
-def wait_port(port: int, timeout: float, host: str = HOST, alive: object = None) -> bool:
-    """True once ``host:port`` accepts; False on timeout or when ``alive()`` turns False."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if callable(alive) and not alive():
-            return False
-        with socket.socket() as s:
-            s.settimeout(0.5)
-            if s.connect_ex((host, port)) == 0:
-                return True
-        time.sleep(0.05)
-    return False
-
-
-def move_listeners(plans: list[ListenerPlan], offset: int, host: str = HOST) -> list[ListenerPlan]:
-    """Each listener to ``host:port+offset``; a later listener that collides gets a free port."""
-    used: set[int] = set()
-    out = []
-    for p in plans:
-        port = p.listener.port + offset
-        if port in used or not 0 < port < 65536:
-            port = free_port(host)
-            while port in used:
-                port = free_port(host)
-        used.add(port)
-        out.append(p.moved(host, port))
-    return out
-
-
-def selection_table(org: Organization, plans: list[ListenerPlan]) -> dict:
-    """Per listener context, candidate ranges in Exchange's order (see exmilter.deliver).
-
-    Smallest range first, the exact binding before the wildcard on a tie, and otherwise in
-    configuration order (connector, then binding, then range): the order in which
-    :class:`exmilter.selection.ConnectorTable` breaks the ties Exchange's validation would
-    refuse, so deliver.py names the connector the policy daemon decided for
-    (tests/test_deliver.py holds the two together).
-    """
-    contexts: dict[str, list] = {}
-    for p in plans:
-        lst = p.listener
-        rows = []
-        for c in org.receive_connectors:
-            if not c.enabled:
-                continue
-            for b in c.bindings:
-                if b.port != lst.port:
-                    continue
-                if not b.is_wildcard and (lst.address is None or b.ip != parse_ip(lst.address)):
-                    continue
-                rows += [
-                    (r.size, 0 if not b.is_wildcard else 1, [r.version, r.first, r.last, c.identity])
-                    for r in c.remote_ip_ranges
-                    if r.version == b.version
-                ]
-        rows.sort(key=lambda row: (row[0], row[1]))  # stable: configuration order breaks ties
-        contexts[p.context] = [row[2] for row in rows]
-    return {"contexts": contexts}
 
 
 def _traversable(path: Path) -> bool:
@@ -190,7 +122,8 @@ class Sandbox:
         self.policyd_args = policyd_args
         self.postfix = PostfixInstance(self.state_dir / "postfix")
         self.delivered_dir = self.state_dir / "delivered"
-        self.selection_path = self.state_dir / "selection.json"
+        self.selection_path = self.state_dir / "selection.json"  # the delivery agent's connector list
+        self._agent = self.state_dir / "bin" / delivery.AGENT_NAME
         self.policyd_log = self.state_dir / "policyd.log"
         self.pid_file = self.state_dir / "policyd.pid"
         self.maillog = self.postfix.maillog
@@ -203,6 +136,7 @@ class Sandbox:
         self.supervisor = Supervisor(self._on_event, restart)
         self._policyd = self.supervisor.add(self._policyd_spec())
         self._plans: list[ListenerPlan] = []
+        self._layout: ListenerLayout | None = None
         self.org: Organization | None = None
 
     # -- attributes --------------------------------------------------------------------
@@ -261,7 +195,8 @@ class Sandbox:
                 "delivery user must reach it (use --state-dir under /tmp or /var/tmp)"
             )
         self._stop_stale()
-        self._plans = move_listeners(plan_listeners(self.org), self.port_offset, self.host)
+        self._layout = ListenerLayout(self.org)
+        self._plans = move_listeners(list(self._layout.plans), self.port_offset, self.host)
         if not self._plans:
             raise SandboxError(f"{self.config}: no enabled receive connector, nothing to listen on")
         busy = [p.port for p in self._plans if not port_free(p.port, self.host)]
@@ -304,7 +239,7 @@ class Sandbox:
             pid = int(self.pid_file.read_text().strip())
         except (OSError, ValueError):
             return
-        _terminate_pid(pid, _pid_is_policyd)
+        terminate_pid(pid, _pid_is_policyd)
         self.pid_file.unlink(missing_ok=True)
 
     # -- messages ------------------------------------------------------------------------
@@ -329,58 +264,34 @@ class Sandbox:
     # -- delivery ------------------------------------------------------------------------
 
     def _prepare_delivery(self) -> None:
-        pw = pwd.getpwnam(DELIVERY_USER)
-        self.delivered_dir.mkdir(exist_ok=True)
-        (self.delivered_dir / ".tmp").mkdir(exist_ok=True)
-        for d in (self.delivered_dir, self.delivered_dir / ".tmp"):
-            os.chown(d, pw.pw_uid, pw.pw_gid)
-            d.chmod(0o755)
-        bin_dir = self.state_dir / "bin"
-        bin_dir.mkdir(exist_ok=True)
-        bin_dir.chmod(0o755)
-        # A copy: the delivery user may not be able to read the source tree or the venv.
-        shutil.copyfile(deliver_module.__file__, bin_dir / "exmilter-deliver.py")
-        (bin_dir / "exmilter-deliver.py").chmod(0o644)
+        delivery.prepare_delivered(self.delivered_dir)
+        self._agent = delivery.install_agent(self.state_dir / "bin")
         self._write_selection()
 
     def _write_selection(self) -> None:
         assert self.org is not None
-        tmp = self.selection_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(selection_table(self.org, self._plans)))
-        tmp.chmod(0o644)
-        os.replace(tmp, self.selection_path)
-
-    def _delivery_python(self) -> str:
-        """An interpreter the delivery user can run: the system one unless ours is readable."""
-        return "/usr/bin/python3" if Path("/usr/bin/python3").exists() else self.python
+        delivery.write_connectors(self.org, self.selection_path)
 
     def _write_postfix(self) -> None:
-        assert self.org is not None
+        assert self.org is not None and self._layout is not None
         main = self.postfix.base_main(self.org.server.fqdn)
         main.update({s.name: s.value for s in main_settings(self.org)})
-        main.update({
-            "inet_interfaces": self.host,
-            "default_transport": TRANSPORT,
-            "relay_transport": TRANSPORT,
-            "local_transport": TRANSPORT,
-            "virtual_transport": TRANSPORT,
-            f"{TRANSPORT}_destination_recipient_limit": "1000",
-            **NO_NETWORK,  # last: nothing rendered for production may turn a lookup back on
-        })
-        endpoint = f"inet:{self.host}:{self.policy_port}"
-        services = []
-        for p in self._plans:
-            # content_filter's next hop carries the listener to the delivery agent (${nexthop}).
-            routed = replace(p, extra_options=(f"-o content_filter={TRANSPORT}:{p.context}",))
-            services.append(master_service(routed, self.org, endpoint))
-        script = self.state_dir / "bin" / "exmilter-deliver.py"
-        services.append(
-            f"{TRANSPORT} unix - n n - - pipe\n"
-            f"  user={DELIVERY_USER} null_sender=\n"
-            f"  argv={self._delivery_python()} -I {script} --dir={self.delivered_dir}"
-            f" --selection={self.selection_path} --sender=${{sender}} --client=${{client_address}}"
-            f" --helo=${{client_helo}} --nexthop=${{nexthop}} --queue-id=${{queue_id}} -- ${{recipient}}"
+        main.update(
+            {
+                "inet_interfaces": self.host,
+                **delivery.transport_settings(),
+                **NO_NETWORK,  # last: nothing rendered for production may turn a lookup back on
+            }
         )
+        endpoint = f"inet:{self.host}:{self.policy_port}"
+        services = [
+            master_service(
+                replace(p, extra_options=delivery.routed_options(p.context)), self.org, endpoint, self._layout
+            )
+            for p in self._plans
+        ]
+        python = delivery.agent_python(self.python)
+        services.append(delivery.pipe_service(python, self._agent, self.delivered_dir, self.selection_path))
         self.postfix.write(main, "", "\n\n".join(services) + "\n")
 
     # -- policy daemon ---------------------------------------------------------------------
@@ -388,13 +299,20 @@ class Sandbox:
     def _policyd_spec(self) -> ChildSpec:
         """``exmilter policyd`` on the sandbox's ports; ready once both ports accept."""
         cmd = (
-            self.python, "-m", "exmilter.cli", "policyd", "-c", str(self.config),
-            "--listen", f"tcp:{self.policy_port}:interface={self.host}",
-            "--metrics", f"tcp:{self.metrics_port}:interface={self.host}",
+            self.python,
+            "-m",
+            "exmilter.cli",
+            "policyd",
+            "-c",
+            str(self.config),
+            "--listen",
+            f"tcp:{self.policy_port}:interface={self.host}",
+            "--metrics",
+            f"tcp:{self.metrics_port}:interface={self.host}",
             *self.policyd_args,
         )
         env = dict(os.environ)
-        src = str(Path(deliver_module.__file__).resolve().parent.parent)
+        src = str(Path(exmilter.__file__).resolve().parent.parent)
         env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
 
         def ready(alive: Callable[[], bool]) -> bool:
@@ -449,8 +367,10 @@ class Sandbox:
         try:
             org = load(self.config).organization
         except Exception as e:  # never stop the sandbox over a file: report it, keep the old rules
-            self.report(f"{describe_load_failure(self.config, e)}\n"
-                        f"{self.config}: not reloaded; the sandbox and the policy daemon keep the rules they have")
+            self.report(
+                f"{describe_load_failure(self.config, e)}\n"
+                f"{self.config}: not reloaded; the sandbox and the policy daemon keep the rules they have"
+            )
             org = None
         if org is not None:
             self.org = org
@@ -475,7 +395,7 @@ class Sandbox:
 
     # -- reporting -------------------------------------------------------------------------
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         return {
             "state_dir": str(self.state_dir),
             "config": str(self.config),
@@ -483,8 +403,12 @@ class Sandbox:
                 {"context": lst.context, "listen": lst.address, "connectors": list(lst.connectors)}
                 for lst in self.listeners
             ],
-            "policyd": {"listen": f"{self.host}:{self.policy_port}", "pid": self.policyd_pid,
-                        "metrics": self.metrics_url, "log": str(self.policyd_log)},
+            "policyd": {
+                "listen": f"{self.host}:{self.policy_port}",
+                "pid": self.policyd_pid,
+                "metrics": self.metrics_url,
+                "log": str(self.policyd_log),
+            },
             "delivered": str(self.delivered_dir),
             "maillog": str(self.maillog),
         }

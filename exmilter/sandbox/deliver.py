@@ -4,26 +4,31 @@ Postfix runs it as an unprivileged user (pipe refuses root) with the message on 
 It writes ``DIR/<time>-<queue id>-<pid>.msg``: one JSON line with the envelope, then the
 message exactly as Postfix passed it. The file appears atomically (temporary file, fsync,
 rename), and every failure exits with EX_TEMPFAIL so Postfix keeps the message queued:
-nothing is lost. Only the standard library is used, so the system ``python3`` can run
-this file directly even when exmilter's virtualenv is unreadable to that user.
+nothing is lost.
 
-The connector is found from ``--selection`` (written by the sandbox): per listener
-context, candidate ranges ordered as Exchange ranks them (smallest range first, the exact
-binding before the wildcard on a tie, then configuration order as exmilter.selection breaks
-the ties Exchange refuses), so the first range holding the client wins. This is a copy of the
-selection rules (spec §2.1): tests/test_deliver.py compares it with ConnectorTable.
+The system ``python3`` runs this file as the delivery user, who may not be able to read
+exmilter's virtualenv, so the sandbox copies it into ``STATE/bin/`` with the pure engine
+modules connector selection needs beside it (``STATE/bin/exmilter/``, standard library
+only: :data:`exmilter.sandbox.delivery.AGENT_MODULES`). The connector is found by
+:class:`exmilter.selection.ConnectorTable`, the policy daemon's own selection, over the
+connector list the sandbox writes (``--selection``): name, server, bindings, ranges and
+whether it is enabled, in configuration order (which breaks ties as the daemon does).
 """
 
 from __future__ import annotations
 
 import argparse
-import ipaddress
+import functools
 import json
 import os
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from exmilter.selection import ConnectorTable
 
 EX_TEMPFAIL = 75
 
@@ -33,24 +38,24 @@ class Delivery:
     """One delivered message as read back from its file."""
 
     path: Path
-    envelope: dict
+    envelope: dict[str, Any]
     content: bytes
 
     @property
     def sender(self) -> str:
-        return self.envelope["sender"]
+        return str(self.envelope["sender"])
 
     @property
     def recipients(self) -> list[str]:
-        return self.envelope["recipients"]
+        return list(self.envelope["recipients"])
 
     @property
     def connector(self) -> str:
-        return self.envelope.get("connector", "")
+        return str(self.envelope.get("connector", ""))
 
     @property
     def client(self) -> str:
-        return self.envelope.get("client_address", "")
+        return str(self.envelope.get("client_address", ""))
 
 
 def read_delivery(path: Path | str) -> Delivery:
@@ -67,25 +72,60 @@ def read_deliveries(directory: Path | str) -> list[Delivery]:
     return [read_delivery(p) for p in sorted(d.glob("*.msg"))]
 
 
-def connector_for(selection: dict, context: str, client: str) -> str:
+@functools.cache
+def _import_path() -> None:
+    """Run as the sandbox's copy, import the exmilter modules copied beside this file.
+
+    ``python3 -I`` leaves the script's directory off ``sys.path``; from the source tree
+    (no ``exmilter/`` beside the file) the installed exmilter is used as it is.
+    """
+    here = Path(__file__).resolve().parent
+    if (here / "exmilter" / "selection.py").is_file() and str(here) not in sys.path:
+        sys.path.insert(0, str(here))
+
+
+def connector_table(records: list[dict[str, Any]]) -> ConnectorTable:
+    """The policy daemon's selection over the connectors the sandbox wrote (the rest defaulted)."""
+    _import_path()
+    from exmilter.model import AuthMechanism, PermissionGroups, ReceiveConnector, TransportRole, Usage
+    from exmilter.selection import ConnectorTable
+    from exmilter.values import parse_binding, parse_ip_range
+
+    return ConnectorTable(
+        [
+            ReceiveConnector(
+                name=r["name"],
+                server=r["server"],
+                transport_role=TransportRole.FrontendTransport,
+                usage=Usage.Custom,
+                bindings=tuple(parse_binding(b) for b in r["bindings"]),
+                remote_ip_ranges=tuple(parse_ip_range(x) for x in r["ranges"]),
+                auth_mechanism=AuthMechanism.NONE,
+                permission_groups=PermissionGroups.NONE,
+                enabled=bool(r["enabled"]),
+            )
+            for r in records
+        ]
+    )
+
+
+def connector_for(table: ConnectorTable, context: str, client: str) -> str:
     """Identity of the connector that took ``client`` on listener ``context``, or ''."""
+    _import_path()
+    from exmilter.listener import Listener
+
     try:
-        addr = ipaddress.ip_address(client.strip("[]").split("%", 1)[0])
-    except ValueError:
+        listener = Listener.parse(context)
+        match = table.select(listener.address, listener.port, client)
+    except ValueError:  # no listener context, or no client address (a local submission)
         return ""
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
-    point = int(addr)
-    for version, first, last, identity in selection.get("contexts", {}).get(context, ()):
-        if version == addr.version and first <= point <= last:
-            return identity
-    return ""
+    return match.connector.identity if match is not None else ""
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="exmilter-deliver", description="pipe(8) delivery into a directory")
     p.add_argument("--dir", required=True, help="the delivered/ directory")
-    p.add_argument("--selection", help="JSON connector selection written by the sandbox")
+    p.add_argument("--selection", help="JSON connector list written by the sandbox")
     p.add_argument("--sender", default="")
     p.add_argument("--client", default="", help="${client_address}")
     p.add_argument("--helo", default="", help="${client_helo}")
@@ -110,7 +150,8 @@ def deliver(args: argparse.Namespace, content: bytes) -> Path:
     }
     if args.selection:
         with open(args.selection, encoding="utf-8") as f:
-            envelope["connector"] = connector_for(json.load(f), args.nexthop, args.client)
+            table = connector_table(json.load(f)["connectors"])
+        envelope["connector"] = connector_for(table, args.nexthop, args.client)
     name = f"{time.time_ns()}-{args.queue_id or 'noid'}-{os.getpid()}.msg"
     tmp_dir = directory / ".tmp"
     tmp_dir.mkdir(exist_ok=True)

@@ -2,7 +2,9 @@
 
 Everything it owns (config, queue, data, logs) lives under ``root``; it is controlled
 with ``postfix -c ROOT/etc`` and so never touches ``/etc/postfix`` or a running system
-Postfix. Starting Postfix needs root.
+Postfix. postfix(1) is the superuser's command: starting, like ``postfix check``, needs root.
+The sandbox runs one; :func:`check_rendered` writes rendered text into one only to have
+``postfix check`` judge it.
 
 The instance is for trying configurations and for tests, so it never touches the network:
 :data:`NO_NETWORK` turns off every name lookup Postfix would make on its own, and
@@ -19,7 +21,11 @@ import subprocess
 import time
 from pathlib import Path
 
-POSTFIX = shutil.which("postfix", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin") or "/usr/sbin/postfix"
+_SEARCH = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
+POSTFIX = shutil.which("postfix", path=_SEARCH) or "/usr/sbin/postfix"
+POSTCONF = shutil.which("postconf", path=_SEARCH) or "/usr/sbin/postconf"
+#: ``myhostname`` of an instance that only checks rendered text.
+CHECK_HOSTNAME = "mx.test"
 
 #: The Postfix services an instance needs besides its smtpd listeners, all chroot n.
 BASE_SERVICES = """\
@@ -128,17 +134,27 @@ class PostfixInstance:
             return False
         return self._postfix("status", check=False).returncode == 0
 
-    def check(self) -> None:
-        self._postfix("check")
+    def check(self) -> list[str]:
+        """``postfix check``: what it printed, each line once (nothing when all is well, else its
+        warnings, which postconf repeats per service); raises :class:`PostfixError` when it fails."""
+        proc = self._postfix("check")
+        return list(dict.fromkeys(line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()))
+
+    def postconf(self, *args: str) -> str:
+        """``postconf -c ETC ARGS``'s output (``-P``: the services' -o settings, ``-F``: their
+        fields, ``-h NAME``: one value); raises :class:`PostfixError` when it fails."""
+        proc = subprocess.run(
+            [POSTCONF, "-c", str(self.etc), *args], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60
+        )
+        if proc.returncode != 0:
+            raise PostfixError(f"postconf -c {self.etc} {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
+        return proc.stdout
 
     def start(self) -> None:
         """Start, first stopping a stale instance left on this directory."""
         if self.running():
             self.stop()
         self._postfix("start")
-
-    def reload(self) -> None:
-        self._postfix("reload")
 
     def stop(self, timeout: float = 20.0) -> None:
         """``postfix stop`` and wait until the master has gone (its pid file is released)."""
@@ -164,7 +180,20 @@ class PostfixInstance:
             return ""
 
 
+def check_rendered(root: Path | str, main_cf: str, master_cf: str) -> tuple[PostfixInstance, list[str]]:
+    """Have ``postfix check`` judge rendered text: a private instance under ``root`` whose
+    main.cf is the offline base settings followed by ``main_cf`` (a later line wins, as when
+    appended to a real main.cf) and whose master.cf is :data:`BASE_SERVICES` followed by
+    ``master_cf``. Returns the instance (for :meth:`PostfixInstance.postconf`) and what
+    ``postfix check`` printed (an empty list when it has nothing to say); raises
+    :class:`PostfixError` when it fails. Needs root; starts nothing.
+    """
+    instance = PostfixInstance(root)
+    instance.write(instance.base_main(CHECK_HOSTNAME), main_cf, master_cf)
+    return instance, instance.check()
+
+
 def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
