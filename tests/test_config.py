@@ -651,7 +651,7 @@ def test_deep_nesting_is_a_located_error_not_a_recursion_error(nested):
 
 
 def test_nesting_up_to_the_limit_loads():
-    from exmilter.config import MAX_DEPTH
+    from exmilter.limits import MAX_DEPTH
 
     # the top mapping, `users` and the user take three levels; the rest is lists in lists
     def users(depth: int) -> str:
@@ -704,7 +704,8 @@ def ranges_text(n: int, start: int = 0) -> str:
 
 
 def test_more_range_entries_than_exchange_takes_are_refused():
-    from exmilter.validation import MAX_RANGE_ENTRIES, MAX_RANGE_ENTRIES_REFUSED
+    from exmilter.config.validation import MAX_RANGE_ENTRIES
+    from exmilter.limits import MAX_RANGE_ENTRIES_REFUSED
 
     assert (MAX_RANGE_ENTRIES, MAX_RANGE_ENTRIES_REFUSED) == (1200, 1300)
     base = "accepted_domains: [labs.local]\nreceive_connectors:\n  - name: R\n    bindings: 0.0.0.0:2526\n"
@@ -752,12 +753,12 @@ def test_conflict_reports_stop_after_the_limit():
 
 def test_the_loader_raises_only_config_error(monkeypatch):
     """A bug in a check must refuse the file, located, not crash a daemon's reload."""
-    import exmilter.config
+    import exmilter.config.loader
 
     def broken(*args, **kwargs):
         raise KeyError("oops")
 
-    monkeypatch.setattr(exmilter.config, "validate", broken)
+    monkeypatch.setattr(exmilter.config.loader, "validate", broken)
     with pytest.raises(ConfigError) as info:
         loads(SERVER, "x.yaml")
     assert [str(p) for p in info.value.problems] == [
@@ -804,7 +805,7 @@ def test_conflict_checks_do_not_compare_every_pair():
     """
     import dataclasses
 
-    from exmilter import validation
+    from exmilter.config.conflicts import check_conflicts
     from exmilter.values import IPRange
 
     reads = [0]
@@ -847,7 +848,7 @@ def test_conflict_checks_do_not_compare_every_pair():
         out = Out()
         reads[0] = 0
         with deadline(60):  # ~0.2 s; the old sweep would take minutes
-            validation._check_conflicts((a, b), {}, out)
+            check_conflicts((a, b), {}, out)
         found = out.found
         assert reads[0] < 20 * 2 * n, shape  # each range read a few times; the old sweep: ~n² / 2
         expected = {"identical": ["B: remote_ip_ranges: identical range 10.0.0.0/8 conflicts with 10.0.0.0/8 "
@@ -881,8 +882,8 @@ def owned_ranges(draw):
 @settings(max_examples=400, deadline=None)
 @given(owned_ranges())
 def test_sweep_finds_every_conflicting_pair_of_owners_once(items):
-    """_sweep against the literal rule, one binding and exact-vs-wildcard, pair by pair."""
-    from exmilter.validation import _sweep
+    """sweep against the literal rule, one binding and exact-vs-wildcard, pair by pair."""
+    from exmilter.config.conflicts import sweep
     from exmilter.values import IPRange
 
     def partial(x, y):
@@ -900,7 +901,7 @@ def test_sweep_finds_every_conflicting_pair_of_owners_once(items):
         assert same == kind or not same
         met.append((min(i, j), max(i, j), same))
 
-    _sweep(ranges, owners, conflict)
+    sweep(ranges, owners, conflict)
     expected = {
         (min(x[0], y[0]), max(x[0], y[0]))
         for k, x in enumerate(items)
@@ -915,7 +916,7 @@ def test_sweep_finds_every_conflicting_pair_of_owners_once(items):
     exact = [x for x in items if not x[3]]
     wild = [x for x in items if x[3]]
     met.clear()
-    _sweep(
+    sweep(
         [IPRange(4, a, b) for _, a, b, _ in exact + wild],
         [o for o, _, _, _ in exact + wild],
         conflict,
@@ -1113,7 +1114,7 @@ def test_what_is_not_an_open_relay_does_not_warn(snippet):
 
 
 def test_open_relays_as_typed_values():
-    from exmilter.validation import OpenRelay, open_relays
+    from exmilter.config import OpenRelay, open_relays
 
     org = loads(SERVER + OPEN_RELAYS["a wide subnet (spec §6 #2)"][0]).organization
     assert open_relays(org) == [
