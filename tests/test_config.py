@@ -724,7 +724,7 @@ def test_deep_nesting_is_a_located_error_not_a_recursion_error(nested):
 
 
 def test_nesting_up_to_the_limit_loads():
-    from exmilter.limits import MAX_DEPTH
+    from exmilter.limits import CONFIG_MAX_DEPTH as MAX_DEPTH
 
     # the top mapping, `users` and the user take three levels; the rest is lists in lists
     def users(depth: int) -> str:
@@ -778,7 +778,7 @@ def ranges_text(n: int, start: int = 0) -> str:
 
 def test_more_range_entries_than_exchange_takes_are_refused():
     from exmilter.config.validation import MAX_RANGE_ENTRIES
-    from exmilter.limits import MAX_RANGE_ENTRIES_REFUSED
+    from exmilter.limits import CONFIG_MAX_RANGE_ENTRIES_REFUSED as MAX_RANGE_ENTRIES_REFUSED
 
     assert (MAX_RANGE_ENTRIES, MAX_RANGE_ENTRIES_REFUSED) == (1200, 1300)
     base = "accepted_domains: [labs.local]\nreceive_connectors:\n  - name: R\n    bindings: 0.0.0.0:2526\n"

@@ -3,8 +3,8 @@
 Checks run on every connector, enabled or not, as Exchange's do. Range conflicts are
 found with a sort-and-sweep per binding in O(n log n) whatever the ranges' shape
 (identical, nested, crossing), instead of comparing every pair; the work and the reports
-are bounded (:data:`~exmilter.limits.MAX_REGISTRATIONS`,
-:data:`~exmilter.limits.MAX_CONFLICT_REPORTS`).
+are bounded (:data:`~exmilter.limits.CONFIG_MAX_REGISTRATIONS`,
+:data:`~exmilter.limits.CONFIG_MAX_CONFLICT_REPORTS`).
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ from collections.abc import Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 
 from exmilter.config.problems import Sink, Where, nowhere
-from exmilter.limits import MAX_CONFLICT_REPORTS, MAX_REGISTRATIONS
+from exmilter.limits import CONFIG_MAX_CONFLICT_REPORTS, CONFIG_MAX_REGISTRATIONS
 from exmilter.model import ReceiveConnector
 from exmilter.values import Binding, IPRange
 
 
 class _Enough(Exception):
-    """Raised by the reporter once :data:`MAX_CONFLICT_REPORTS` pairs were reported."""
+    """Raised by the reporter once :data:`CONFIG_MAX_CONFLICT_REPORTS` pairs were reported."""
 
 
 def check_conflicts(
@@ -45,17 +45,17 @@ def check_conflicts(
         for b in c.bindings:
             if role_known:
                 roles[(b.version, b.port)][b.address].setdefault(c.transport_role.value, c.name)
-        if registrations > MAX_REGISTRATIONS:
+        if registrations > CONFIG_MAX_REGISTRATIONS:
             continue
         per_family = {4: [r for r in c.remote_ip_ranges if r.version == 4], 6: []}
         if len(per_family[4]) < len(c.remote_ip_ranges):
             per_family[6] = [r for r in c.remote_ip_ranges if r.version == 6]
         registrations += sum(len(per_family[b.version]) for b in c.bindings)
-        if registrations > MAX_REGISTRATIONS:
+        if registrations > CONFIG_MAX_REGISTRATIONS:
             out.error(
                 where.get(c.name, nowhere)("bindings"),
                 f"{c.name}: bindings",
-                f"more than {MAX_REGISTRATIONS:,} (binding, range) pairs in all: each range counts once on "
+                f"more than {CONFIG_MAX_REGISTRATIONS:,} (binding, range) pairs in all: each range counts once on "
                 "every binding of its family; use fewer bindings or wider ranges (range conflicts not checked)",
             )
             continue
@@ -64,7 +64,7 @@ def check_conflicts(
             mine = per_family[b.version]
             ranges += mine
             owners += [idx] * len(mine)
-    if registrations > MAX_REGISTRATIONS:
+    if registrations > CONFIG_MAX_REGISTRATIONS:
         by_binding.clear()
     reported: set[tuple[int, int]] = set()
 
@@ -75,11 +75,11 @@ def check_conflicts(
         later = connectors[max(i, j)]
         other = connectors[min(i, j)]
         at = where.get(later.name, nowhere)("remote_ip_ranges")
-        if len(reported) == MAX_CONFLICT_REPORTS:
+        if len(reported) == CONFIG_MAX_CONFLICT_REPORTS:
             out.error(
                 at,
                 f"{later.name}: remote_ip_ranges",
-                f"more than {MAX_CONFLICT_REPORTS:,} pairs of connectors have conflicting ranges; "
+                f"more than {CONFIG_MAX_CONFLICT_REPORTS:,} pairs of connectors have conflicting ranges; "
                 "only the first are reported",
             )
             raise _Enough

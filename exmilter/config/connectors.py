@@ -26,7 +26,7 @@ from exmilter.config.fields import CONNECTOR_FIELDS, CONNECTOR_KEYS, FAILED, Mos
 from exmilter.config.problems import Collector
 from exmilter.config.reader import STREAMED, Raw, YamlMap
 from exmilter.config.validation import MAX_RANGE_ENTRIES
-from exmilter.limits import MAX_RANGE_ENTRIES_REFUSED
+from exmilter.limits import CONFIG_MAX_RANGE_ENTRIES_REFUSED
 from exmilter.model import (
     AuthMechanism,
     PermissionEntry,
@@ -44,10 +44,10 @@ _EACH: dict[str, Callable[[str], Any]] = {"bindings": parse_binding, "remote_ip_
 #: Keys of :data:`_EACH` with a bound of their own.
 _MOST: dict[str, Most] = {
     "remote_ip_ranges": (
-        MAX_RANGE_ENTRIES_REFUSED,
+        CONFIG_MAX_RANGE_ENTRIES_REFUSED,
         lambda n: (
             f"{n} entries; Exchange fails above about {MAX_RANGE_ENTRIES:,} and exmilter refuses more than "
-            f"{MAX_RANGE_ENTRIES_REFUSED:,}: use ranges or CIDR (10.0.0.0/24, 10.0.0.1-10.0.0.99)"
+            f"{CONFIG_MAX_RANGE_ENTRIES_REFUSED:,}: use ranges or CIDR (10.0.0.0/24, 10.0.0.1-10.0.0.99)"
         ),
     ),
 }

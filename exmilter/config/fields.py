@@ -17,7 +17,7 @@ from typing import Any, Final
 from exmilter.config.problems import Collector
 from exmilter.config.reader import Raw, YamlMap
 from exmilter.domains import to_ascii
-from exmilter.limits import MAX_LIST_ITEMS
+from exmilter.limits import CONFIG_MAX_LIST_ITEMS
 from exmilter.model import AuthMechanism, PermissionGroups, Right, TransportRole, Usage, parse_right
 from exmilter.values import (
     Binding,
@@ -101,14 +101,14 @@ def scalar(raw: Raw) -> str:
 
 
 class _TooManyItems(ValueError):
-    """A list value longer than its limit (:data:`MAX_LIST_ITEMS`)."""
+    """A list value longer than its limit (:data:`CONFIG_MAX_LIST_ITEMS`)."""
 
     def __init__(self, limit: int) -> None:
         super().__init__(f"more than {limit:,} items (nested lists and aliases counted as spelt out)")
         self.limit = limit
 
 
-def list_items(raw: Raw, limit: int = MAX_LIST_ITEMS) -> list[Raw]:
+def list_items(raw: Raw, limit: int = CONFIG_MAX_LIST_ITEMS) -> list[Raw]:
     """A list or Exchange's comma-separated form (``Tls, BasicAuth``), nested lists flattened.
 
     Every node walked counts against ``limit`` (nested lists too, so aliases of empty lists

@@ -22,7 +22,12 @@ from typing import Any
 import yaml
 
 from exmilter.config.problems import ConfigError, Problem
-from exmilter.limits import MAX_ALIAS_EXPANSION, MAX_CHARACTER_PROBLEMS, MAX_DEPTH, MAX_FILE_BYTES
+from exmilter.limits import (
+    CONFIG_MAX_ALIAS_EXPANSION,
+    CONFIG_MAX_CHARACTER_PROBLEMS,
+    CONFIG_MAX_DEPTH,
+    CONFIG_MAX_FILE_BYTES,
+)
 
 #: libyaml's parser when PyYAML was built with it: about 10× faster on big files.
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -62,12 +67,12 @@ def read_file(path: str) -> str:
     """The text of ``path``, or :class:`ConfigError`: unreadable, too large, or not UTF-8 (located at the bad byte)."""
     try:
         with open(path, "rb") as f:
-            data = f.read(MAX_FILE_BYTES + 1)
+            data = f.read(CONFIG_MAX_FILE_BYTES + 1)
     except OSError as e:
         raise ConfigError([Problem(path, 1, 1, "file", e.strerror or str(e))]) from None
-    if len(data) > MAX_FILE_BYTES:
+    if len(data) > CONFIG_MAX_FILE_BYTES:
         raise ConfigError(
-            [Problem(path, 1, 1, "file", f"larger than {MAX_FILE_BYTES >> 20} MB: not a configuration file")]
+            [Problem(path, 1, 1, "file", f"larger than {CONFIG_MAX_FILE_BYTES >> 20} MB: not a configuration file")]
         )
     try:
         return data.decode("utf-8")
@@ -151,12 +156,12 @@ def _unreadable(ch: str) -> str:
 
 
 def _characters(text: str, file: str) -> list[Problem]:
-    """Every character YAML would refuse (up to :data:`MAX_CHARACTER_PROBLEMS`, then a count)."""
+    """Every character YAML would refuse (up to :data:`CONFIG_MAX_CHARACTER_PROBLEMS`, then a count)."""
     found: list[Problem] = []
     start = 1 if text.startswith("\ufeff") else 0
     for m in _UNREADABLE.finditer(text, start):
         line, col = _offset_position(text, m.start())
-        if len(found) == MAX_CHARACTER_PROBLEMS:
+        if len(found) == CONFIG_MAX_CHARACTER_PROBLEMS:
             more = sum(1 for _ in _UNREADABLE.finditer(text, m.start()))
             found.append(Problem(file, line, col, "yaml", f"{more:,} more such characters from here on"))
             break
@@ -195,8 +200,8 @@ class _Reader:
 
     An alias shares its anchor's value (located at the alias), so nothing is copied here;
     what an alias would cost whoever walks the tree (its anchor's size, nested aliases
-    included) is counted against :data:`MAX_ALIAS_EXPANSION`, and nesting against
-    :data:`MAX_DEPTH`.
+    included) is counted against :data:`CONFIG_MAX_ALIAS_EXPANSION`, and nesting against
+    :data:`CONFIG_MAX_DEPTH`.
     """
 
     def __init__(self, text: str, on_connector: Callable[[Raw], None]) -> None:
@@ -238,8 +243,8 @@ class _Reader:
     def _enter(self, at: Raw) -> None:
         """One level deeper, at ``at``'s position."""
         self._depth += 1
-        if self._depth > MAX_DEPTH:
-            raise _Refused(at.line, at.col, f"lists and mappings nested deeper than {MAX_DEPTH} levels")
+        if self._depth > CONFIG_MAX_DEPTH:
+            raise _Refused(at.line, at.col, f"lists and mappings nested deeper than {CONFIG_MAX_DEPTH} levels")
 
     def _top(self, event: yaml.MappingStartEvent) -> Raw:
         """The top-level mapping; the first ``receive_connectors`` list is streamed."""
@@ -303,11 +308,11 @@ class _Reader:
             size = self._sizes[name]
             self._nodes += size
             self._expanded += size
-            if self._expanded > MAX_ALIAS_EXPANSION:
+            if self._expanded > CONFIG_MAX_ALIAS_EXPANSION:
                 raise _Refused(
                     line,
                     col,
-                    f"aliases expand to more than {MAX_ALIAS_EXPANSION:,} values (an alias bomb?); "
+                    f"aliases expand to more than {CONFIG_MAX_ALIAS_EXPANSION:,} values (an alias bomb?); "
                     "write the values out or alias less",
                 )
             return Raw(raw.value, line, col)  # the anchor's value, located where it is used

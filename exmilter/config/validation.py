@@ -19,7 +19,7 @@ from exmilter.values import Binding
 
 #: Exchange's own limit, not exmilter's: a connector with more ``remote_ip_ranges`` entries
 #: than about this fails there (spec §1.2, §6 #13), so above it the file is warned about;
-#: exmilter refuses above ``exmilter.limits.MAX_RANGE_ENTRIES_REFUSED``.
+#: exmilter refuses above ``exmilter.limits.CONFIG_MAX_RANGE_ENTRIES_REFUSED``.
 MAX_RANGE_ENTRIES = 1200
 
 
