@@ -18,6 +18,8 @@ The stages, one module each:
   warnings in :mod:`~exmilter.config.relays`;
 * :mod:`~exmilter.config.loader`: the whole, :func:`load` and :func:`loads`.
 
+A new section is one more builder (its value as read and the collector in, typed values
+out, every problem reported), called from the loader with its key added to ``TOP_KEYS``.
 The loader's bounds are in :mod:`exmilter.limits`.
 """
 
