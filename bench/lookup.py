@@ -37,7 +37,7 @@ from exmilter import config
 from exmilter.engine import Engine
 
 # (label, connectors, ranges per connector); at most 1,300 ranges per connector, as the loader
-# refuses more (exmilter.validation.MAX_RANGE_ENTRIES_REFUSED; Exchange fails above ~1,200)
+# refuses more (exmilter.limits.CONFIG_MAX_RANGE_ENTRIES_REFUSED; Exchange fails above ~1,200)
 RANGE_CASES = [("10 ranges", 10, 1), ("1,000 ranges", 10, 100), ("100,000 ranges", 100, 1_000)]
 CONNECTOR_CASES = [("10 connectors", 10, 10), ("1,000 connectors", 1_000, 10), ("10,000 connectors", 10_000, 10)]
 RSS_CASES = [("10 connectors", 10, 10), ("10,000 connectors", 10_000, 10)]

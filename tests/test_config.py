@@ -322,27 +322,85 @@ receive_connectors:
 """
 
 
+#: Exchange's refusal of a role conflict (spec §2.3), quoted after the binding and the other connector.
+ROLES = (
+    "in another transport role. Receive connectors assigned to different Transport roles on a single server must "
+    "listen on unique local IP address & port bindings"
+)
+
+
+# With the server block, A's properties are on lines 8-12 and B's on 13-17; a range conflict is
+# reported at the later connector's remote_ip_ranges (16:23), a role conflict at its transport_role
+# (14:21). A file that is accepted must say nothing about the two connectors but what is listed.
 @pytest.mark.parametrize(
-    ("snippet", "refused"),
+    ("snippet", "errors", "warnings"),
     [
-        (two("0.0.0.0:25", "10.0.0.0/8", "0.0.0.0:25", "10.0.0.0/8"), True),  # §6 #15
-        (two("0.0.0.0:25", "10.0.0.0/8", "10.0.0.5:25", "10.0.0.0/8"), False),  # §6 #15 second half
-        (two("0.0.0.0:25", "10.0.0.0-10.0.0.200", "0.0.0.0:25", "10.0.0.100-10.0.0.255"), True),  # §6 #16
-        (two("0.0.0.0:25", "10.0.0.0-10.0.0.200", "10.0.0.5:25", "10.0.0.100-10.0.0.255"), True),
-        (two("0.0.0.0:25", "10.0.0.0/8", "0.0.0.0:25", "10.1.0.0/16"), False),  # nesting is fine
-        (two("0.0.0.0:25", "10.0.0.0/8", "0.0.0.0:26", "10.0.0.0/8"), False),  # other port
-        (two("0.0.0.0:25", "10.0.0.0/8", "[::]:25", "10.0.0.0/8"), False),  # other family
-        (two("[::]:25", "2001:db8::/32", "[::]:25", "2001:db8::/32"), True),
-        (two("0.0.0.0:25", "10.0.0.1", "0.0.0.0:25", "10.0.0.2", role2="HubTransport"), True),  # §6 #8
-        (two("0.0.0.0:25", "10.0.0.1", "10.0.0.5:25", "10.0.0.2", role2="HubTransport"), True),
-        (two("0.0.0.0:25", "10.0.0.1", "0.0.0.0:2525", "10.0.0.2", role2="HubTransport"), False),
+        (  # §6 #15
+            two("0.0.0.0:25", "10.0.0.0/8", "0.0.0.0:25", "10.0.0.0/8"),
+            [
+                "x.yaml:16:23: B: remote_ip_ranges: identical range 10.0.0.0/8 conflicts with 10.0.0.0/8 "
+                "of connector 'A' on binding 0.0.0.0:25"
+            ],
+            [],
+        ),
+        (two("0.0.0.0:25", "10.0.0.0/8", "10.0.0.5:25", "10.0.0.0/8"), [], []),  # §6 #15 second half
+        (  # §6 #16
+            two("0.0.0.0:25", "10.0.0.0-10.0.0.200", "0.0.0.0:25", "10.0.0.100-10.0.0.255"),
+            [
+                "x.yaml:16:23: B: remote_ip_ranges: partially overlapping range 10.0.0.100-10.0.0.255 conflicts "
+                "with 10.0.0.0-10.0.0.200 of connector 'A' on binding 0.0.0.0:25"
+            ],
+            [],
+        ),
+        (  # through the wildcard: a partial overlap is still refused
+            two("0.0.0.0:25", "10.0.0.0-10.0.0.200", "10.0.0.5:25", "10.0.0.100-10.0.0.255"),
+            [
+                "x.yaml:16:23: B: remote_ip_ranges: partially overlapping range 10.0.0.100-10.0.0.255 conflicts "
+                "with 10.0.0.0-10.0.0.200 of connector 'A' on binding 10.0.0.5:25"
+            ],
+            [],
+        ),
+        (two("0.0.0.0:25", "10.0.0.0/8", "0.0.0.0:25", "10.1.0.0/16"), [], []),  # nesting is fine
+        (two("0.0.0.0:25", "10.0.0.0/8", "0.0.0.0:26", "10.0.0.0/8"), [], []),  # other port
+        (  # other family: no conflict, but B's IPv4 range on its IPv6 binding never matches
+            two("0.0.0.0:25", "10.0.0.0/8", "[::]:25", "10.0.0.0/8"),
+            [],
+            [
+                "x.yaml:16:23: warning: B: remote_ip_ranges: IPv4 range 10.0.0.0/8 but no IPv4 binding: "
+                "the connector never matches"
+            ],
+        ),
+        (
+            two("[::]:25", "2001:db8::/32", "[::]:25", "2001:db8::/32"),
+            [
+                "x.yaml:16:23: B: remote_ip_ranges: identical range 2001:db8::/32 conflicts with 2001:db8::/32 "
+                "of connector 'A' on binding [::]:25"
+            ],
+            [],
+        ),
+        (  # §6 #8
+            two("0.0.0.0:25", "10.0.0.1", "0.0.0.0:25", "10.0.0.2", role2="HubTransport"),
+            [f"x.yaml:14:21: B: transport_role: binding 0.0.0.0:25 is also used by 'A' {ROLES}"],
+            [],
+        ),
+        (  # an exact binding inside the other role's wildcard
+            two("0.0.0.0:25", "10.0.0.1", "10.0.0.5:25", "10.0.0.2", role2="HubTransport"),
+            [f"x.yaml:14:21: B: transport_role: binding 10.0.0.5:25 is also used by 'A' {ROLES}"],
+            [],
+        ),
+        (two("0.0.0.0:25", "10.0.0.1", "0.0.0.0:2525", "10.0.0.2", role2="HubTransport"), [], []),
     ],
 )
-def test_conflict_rules(snippet, refused):
-    if refused:
-        assert problems(snippet)
-    else:
-        org_from(snippet)
+def test_conflict_rules(snippet, errors, warnings):
+    if errors:
+        assert problems(snippet) == errors
+        return
+    loaded = loads(SERVER + snippet, "x.yaml")
+    assert [c.name for c in loaded.organization.receive_connectors] == ["A", "B"]
+    assert [str(w) for w in loaded.warnings] == [
+        "x.yaml:1:1: warning: accepted_domains: no accepted domain: every recipient needs relay rights",
+        *warnings,
+    ]
 
 
 def test_role_conflict_message_quotes_exchange():
@@ -353,9 +411,24 @@ def test_role_conflict_message_quotes_exchange():
     )
 
 
-def test_disabled_connectors_still_conflict():
-    snippet = two("0.0.0.0:25", "10.0.0.0/8", "0.0.0.0:25", "10.0.0.0/8") + "    enabled: $false\n"
-    assert problems(snippet)
+@pytest.mark.parametrize("disabled", [("A",), ("B",), ("A", "B")])
+def test_disabled_connectors_still_conflict(disabled):
+    """Exchange checks every connector, enabled or not (spec §2.3): the same refusals, at the same places."""
+    snippet = two("0.0.0.0:25", "10.0.0.0/8", "0.0.0.0:25", "10.0.0.0/8")
+    for name in disabled:  # `enabled: $false` as the first property of the connector
+        snippet = snippet.replace(f"  - name: {name}\n", f"  - name: {name}\n    enabled: $false\n")
+    # each disabled connector written before B moves B's lines down by one
+    line = 16 + len(disabled)
+    assert problems(snippet) == [
+        f"x.yaml:{line}:23: B: remote_ip_ranges: identical range 10.0.0.0/8 conflicts with 10.0.0.0/8 "
+        "of connector 'A' on binding 0.0.0.0:25"
+    ]
+    roles = two("0.0.0.0:25", "10.0.0.1", "0.0.0.0:25", "10.0.0.2", role2="HubTransport")
+    for name in disabled:
+        roles = roles.replace(f"  - name: {name}\n", f"  - name: {name}\n    enabled: $false\n")
+    assert problems(roles) == [
+        f"x.yaml:{line - 2}:21: B: transport_role: binding 0.0.0.0:25 is also used by 'A' {ROLES}"
+    ]
 
 
 def test_custom_connector_without_permissions_warns():
@@ -651,7 +724,7 @@ def test_deep_nesting_is_a_located_error_not_a_recursion_error(nested):
 
 
 def test_nesting_up_to_the_limit_loads():
-    from exmilter.config import MAX_DEPTH
+    from exmilter.limits import CONFIG_MAX_DEPTH as MAX_DEPTH
 
     # the top mapping, `users` and the user take three levels; the rest is lists in lists
     def users(depth: int) -> str:
@@ -704,7 +777,8 @@ def ranges_text(n: int, start: int = 0) -> str:
 
 
 def test_more_range_entries_than_exchange_takes_are_refused():
-    from exmilter.validation import MAX_RANGE_ENTRIES, MAX_RANGE_ENTRIES_REFUSED
+    from exmilter.config.validation import MAX_RANGE_ENTRIES
+    from exmilter.limits import CONFIG_MAX_RANGE_ENTRIES_REFUSED as MAX_RANGE_ENTRIES_REFUSED
 
     assert (MAX_RANGE_ENTRIES, MAX_RANGE_ENTRIES_REFUSED) == (1200, 1300)
     base = "accepted_domains: [labs.local]\nreceive_connectors:\n  - name: R\n    bindings: 0.0.0.0:2526\n"
@@ -752,12 +826,12 @@ def test_conflict_reports_stop_after_the_limit():
 
 def test_the_loader_raises_only_config_error(monkeypatch):
     """A bug in a check must refuse the file, located, not crash a daemon's reload."""
-    import exmilter.config
+    import exmilter.config.loader
 
     def broken(*args, **kwargs):
         raise KeyError("oops")
 
-    monkeypatch.setattr(exmilter.config, "validate", broken)
+    monkeypatch.setattr(exmilter.config.loader, "validate", broken)
     with pytest.raises(ConfigError) as info:
         loads(SERVER, "x.yaml")
     assert [str(p) for p in info.value.problems] == [
@@ -804,7 +878,7 @@ def test_conflict_checks_do_not_compare_every_pair():
     """
     import dataclasses
 
-    from exmilter import validation
+    from exmilter.config.conflicts import check_conflicts
     from exmilter.values import IPRange
 
     reads = [0]
@@ -847,7 +921,7 @@ def test_conflict_checks_do_not_compare_every_pair():
         out = Out()
         reads[0] = 0
         with deadline(60):  # ~0.2 s; the old sweep would take minutes
-            validation._check_conflicts((a, b), {}, out)
+            check_conflicts((a, b), {}, out)
         found = out.found
         assert reads[0] < 20 * 2 * n, shape  # each range read a few times; the old sweep: ~n² / 2
         expected = {"identical": ["B: remote_ip_ranges: identical range 10.0.0.0/8 conflicts with 10.0.0.0/8 "
@@ -881,8 +955,8 @@ def owned_ranges(draw):
 @settings(max_examples=400, deadline=None)
 @given(owned_ranges())
 def test_sweep_finds_every_conflicting_pair_of_owners_once(items):
-    """_sweep against the literal rule, one binding and exact-vs-wildcard, pair by pair."""
-    from exmilter.validation import _sweep
+    """sweep against the literal rule, one binding and exact-vs-wildcard, pair by pair."""
+    from exmilter.config.conflicts import sweep
     from exmilter.values import IPRange
 
     def partial(x, y):
@@ -900,7 +974,7 @@ def test_sweep_finds_every_conflicting_pair_of_owners_once(items):
         assert same == kind or not same
         met.append((min(i, j), max(i, j), same))
 
-    _sweep(ranges, owners, conflict)
+    sweep(ranges, owners, conflict)
     expected = {
         (min(x[0], y[0]), max(x[0], y[0]))
         for k, x in enumerate(items)
@@ -915,7 +989,7 @@ def test_sweep_finds_every_conflicting_pair_of_owners_once(items):
     exact = [x for x in items if not x[3]]
     wild = [x for x in items if x[3]]
     met.clear()
-    _sweep(
+    sweep(
         [IPRange(4, a, b) for _, a, b, _ in exact + wild],
         [o for o, _, _, _ in exact + wild],
         conflict,
@@ -1113,7 +1187,7 @@ def test_what_is_not_an_open_relay_does_not_warn(snippet):
 
 
 def test_open_relays_as_typed_values():
-    from exmilter.validation import OpenRelay, open_relays
+    from exmilter.config import OpenRelay, open_relays
 
     org = loads(SERVER + OPEN_RELAYS["a wide subnet (spec §6 #2)"][0]).organization
     assert open_relays(org) == [
