@@ -10,12 +10,13 @@ from typing import Any
 
 import pytest
 
+from exmilter import limits
 from exmilter.cli import main
 from exmilter.commands import import_exchange as cmd
 from exmilter.config import ConfigError, Problem, loads
 from exmilter.explain import explain
 from exmilter.importer import Level, Result, import_exchange
-from exmilter.importer.apply import RC_KEYS
+from exmilter.importer.parameters import RC_KEYS
 from exmilter.model import Organization
 
 DATA = Path(__file__).parent / "data" / "import"
@@ -366,6 +367,10 @@ BAD = [
     ("Get-ReceiveConnector | where {$_.Name -like 'Default*'} | Set-ReceiveConnector -MaxMessageSize 10MB",
      "t.ps1:1: a Where-Object filter cannot be evaluated offline: the rest of this pipeline is not imported; name "
      "the objects instead"),
+    # PowerShell knows no set_receiveconnector: the command fails on Exchange, so it is not imported
+    ('set_receiveconnector "Default Frontend EXCH01" -MaxMessageSize 1MB',
+     "t.ps1:1: set_receiveconnector is not imported: exmilter models receive connectors, their permissions and "
+     "accepted domains only"),
 ]
 
 
@@ -669,7 +674,7 @@ def test_commands_past_the_limit_stop_the_import(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     """Nested ForEach multiplies commands (5 connectors, 3 levels: 155 runs): the import stops, nothing written."""
-    monkeypatch.setattr("exmilter.importer.apply.MAX_COMMANDS", 100)
+    monkeypatch.setattr("exmilter.limits.IMPORT_MAX_COMMANDS", 100)
     source = "Get-Date\n" + "Get-ReceiveConnector | % { " * 3 + SET_DF + "-MaxMessageSize 1MB" + " }" * 3 + "\n"
     (tmp_path / "t.ps1").write_text(source)
     out = tmp_path / "out.yaml"
@@ -684,15 +689,15 @@ def test_commands_past_the_limit_stop_the_import(
 @pytest.mark.parametrize(
     ("module", "limit", "value", "message"),
     [
-        ("exmilter.importer.limits", "MAX_TOKENS", 12, "t.ps1:3: warning: more than 12 PowerShell tokens in all"),
-        ("exmilter.importer.limits", "MAX_INPUT_CHARS", 100, "t.ps1:2: warning: more than 100 characters of input "
+        ("exmilter.limits", "IMPORT_MAX_TOKENS", 12, "t.ps1:3: warning: more than 12 PowerShell tokens in all"),
+        ("exmilter.limits", "IMPORT_MAX_INPUT_CHARS", 100, "t.ps1:2: warning: more than 100 characters of input "
          "in all"),
-        ("exmilter.importer.limits", "MAX_LINES", 2, "t.ps1:3: warning: more than 2 lines of input in all"),
-        ("exmilter.importer.limits", "MAX_COMMANDS", 2, "t.ps1:3: warning: more than 2 statements and Format-List "
+        ("exmilter.limits", "IMPORT_MAX_LINES", 2, "t.ps1:3: warning: more than 2 lines of input in all"),
+        ("exmilter.limits", "IMPORT_MAX_COMMANDS", 2, "t.ps1:3: warning: more than 2 statements and Format-List "
          "objects: the input is too large"),
-        ("exmilter.importer.apply", "MAX_CHECKED_CHARS", 300, "t.ps1:2: warning: checking the commands up to here "
+        ("exmilter.limits", "IMPORT_MAX_CHECKED_CHARS", 300, "t.ps1:2: warning: checking the commands up to here "
          "took more than 300 characters of configuration"),
-        ("exmilter.importer.apply", "MAX_CHECKS", 2, "t.ps1:3: warning: more than 2 commands that change the model"),
+        ("exmilter.limits", "IMPORT_MAX_CHECKS", 2, "t.ps1:3: warning: more than 2 commands that change the model"),
     ],
 )
 def test_whole_input_limits_stop_at_their_line(
@@ -714,13 +719,14 @@ def test_an_internal_error_is_one_located_warning_and_hides_nothing(
     The fuzz suite (tests/test_import_fuzz.py) fails on any "internal error" message, so the
     guard cannot hide a bug the mutations reach.
     """
-    from exmilter.importer.apply import Applier
+    from exmilter.importer.cmdlets import HANDLERS
+    from exmilter.importer.cmdlets.command import Command
 
-    def broken(self: Applier, *args: Any) -> None:
-        self.state.connectors.clear()  # damage first: the model must be restored
+    def broken(command: Command, *args: Any) -> None:
+        command.state.connectors.clear()  # damage first: the model must be restored
         raise KeyError("boom")
 
-    monkeypatch.setattr(Applier, "remove_receiveconnector", broken)
+    monkeypatch.setitem(HANDLERS, "remove-receiveconnector", broken)
     source = ("Remove-ReceiveConnector 'Client Frontend EXCH01'\n" + SET_DF + "-MaxMessageSize 10MB\n")
     result = import_exchange([("t.ps1", source)], "EXCH01.labs.local")
     assert warnings(result) == ["t.ps1:1: Remove-ReceiveConnector: internal error (KeyError: 'boom'); not imported, "
@@ -773,7 +779,7 @@ def test_exit_statuses(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
                                   "directory", "import-exchange: nothing written"])
     big = tmp_path / "big.ps1"
     with big.open("wb") as f:
-        f.truncate(cmd._MAX_BYTES)  # a sparse file: no memory or disk spent
+        f.truncate(limits.IMPORT_MAX_INPUT_BYTES)  # a sparse file: no memory or disk spent
     rc, stdout, err = _cli([str(big), *server], capsys)
     assert (rc, err[0]) == (2, f"{big}:1: error: more than 16,000,000 characters: too large to import in one run")
     assert _cli(["--no-such-option"], capsys)[0] == 2
