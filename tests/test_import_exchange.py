@@ -402,6 +402,48 @@ def test_remove_adpermission_takes_a_right_from_a_group() -> None:
     assert e["replies"][-1]["reply"] == "550 5.7.1 Anonymous client does not have permissions to send as this sender"
 
 
+# --- what a Get- cmdlet selects must be one name known offline ---------------------------
+
+SET_ALL_CONNECTORS = " | Set-ReceiveConnector -MaxMessageSize 1MB"
+SET_ALL_DOMAINS = " | Set-AcceptedDomain -DomainType InternalRelay"
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        # an extra positional argument: Exchange fails the cmdlet (it was a traceback)
+        ("Get-ReceiveConnector a b" + SET_ALL_CONNECTORS,
+         "Get-ReceiveConnector: unexpected positional argument 'b': nothing selected"),
+        ("$c = Get-ReceiveConnector a b", "Get-ReceiveConnector: unexpected positional argument 'b': nothing selected"),
+        ("Get-ReceiveConnector -Identity" + SET_ALL_CONNECTORS,
+         "Get-ReceiveConnector -Identity: no value given: nothing selected"),
+        ("Get-ReceiveConnector -Server" + SET_ALL_CONNECTORS,
+         "Get-ReceiveConnector -Server: no value given: nothing selected"),
+        ("Get-ReceiveConnector $nope" + SET_ALL_CONNECTORS,
+         "Get-ReceiveConnector -Identity: $nope is not set by the input: nothing selected"),
+        ("Get-ReceiveConnector -Server $nope" + SET_ALL_CONNECTORS,
+         "Get-ReceiveConnector -Server: $nope is not set by the input: nothing selected"),
+        ("Get-ReceiveConnector $null" + SET_ALL_CONNECTORS, "Get-ReceiveConnector -Identity: $null is not a name: "
+         "nothing selected"),
+        # these changed every accepted domain
+        ("Get-AcceptedDomain -Identity" + SET_ALL_DOMAINS, "Get-AcceptedDomain -Identity: no value given: nothing "
+         "selected"),
+        ("Get-AcceptedDomain $nope" + SET_ALL_DOMAINS, "Get-AcceptedDomain -Identity: $nope is not set by the input: "
+         "nothing selected"),
+        ("Get-AcceptedDomain $null" + SET_ALL_DOMAINS, "Get-AcceptedDomain -Identity: $null is not a name: nothing "
+         "selected"),
+        ("Get-AcceptedDomain a b" + SET_ALL_DOMAINS, "Get-AcceptedDomain: unexpected positional argument 'b': "
+         "nothing selected"),
+    ],
+)
+def test_a_selection_not_known_offline_selects_nothing(source: str, message: str) -> None:
+    result = import_exchange([("t.ps1", source)], server="EXCH01.labs.local")
+    assert warnings(result) == [f"t.ps1:1: {message}"]
+    org = org_of(result)
+    assert {d.domain_type.value for d in org.accepted_domains} == {"Authoritative"}
+    assert {c.max_message_size for c in org.receive_connectors} == {36 << 20}
+
+
 # --- well-known principals: one spelling in the output (permissions.well_known) -----------
 
 ADD_ANY_RECIPIENT = (

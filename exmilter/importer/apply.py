@@ -20,7 +20,7 @@ from exmilter.importer.budget import Budget, Stopped
 from exmilter.importer.cmdlets import HANDLERS, cmdlet_kind
 from exmilter.importer.cmdlets.command import Command, Elsewhere, find_connector, piped
 from exmilter.importer.dumps import import_dump
-from exmilter.importer.evaluator import Evaluator, Obj, Refused, Unknown
+from exmilter.importer.evaluator import MISSING, Args, Evaluator, Obj, Refused, Unknown
 from exmilter.importer.notes import Notes
 from exmilter.importer.parameters import COMMON, FOREACH, WHERE, exchange_words, parameter_names
 from exmilter.importer.state import State
@@ -201,12 +201,7 @@ class Applier:
             if low == "get-receiveconnector" and len(st.stages) > 1:
                 return self._query(first, st, bound)
             if low == "get-accepteddomain" and len(st.stages) > 1:
-                ident = self.evaluator.arg_value(first, "identity", 0, bound)
-                d = self.state.domain(ident) if isinstance(ident, str) else None
-                if isinstance(ident, str) and d is None:
-                    self.notes.warn(st.file, st.line, f"no accepted domain '{ident}': the pipeline is not imported")
-                    return None
-                return [Obj("domain", str(x.spec["name"])) for x in ([d] if d else self.state.domains)]
+                return self._domains(first, st, bound)
             return self._call(first, st, None, bound) or []
         value = self.evaluator.evaluate(first, bound)
         if isinstance(value, list) and all(isinstance(v, Obj) for v in value):
@@ -219,9 +214,43 @@ class Applier:
         )
         return None
 
+    def _selection(self, call: Call, st: Statement, bound: Obj | None, *keys: str) -> Args | None:
+        """The arguments of a ``Get-`` cmdlet; None (reported) unless each of ``keys`` given is one name known offline.
+
+        Exchange fails the cmdlet otherwise, so it selects nothing (never everything).
+        """
+        try:
+            args = self.evaluator.bind(call, ("identity",), _QUERY_NAMES, None, bound)
+        except Refused as e:
+            self.notes.warn(st.file, call.line, f"{call.name}: {e}: nothing selected")
+            return None
+        for key in keys:
+            given = args.get(key)
+            why = "" if given is None else _not_a_name(given.value)
+            if why:
+                self.notes.warn(st.file, call.line, f"{call.name} -{key.capitalize()}: {why}: nothing selected")
+                return None
+        return args
+
+    def _domains(self, call: Call, st: Statement, bound: Obj | None) -> list[Obj] | None:
+        """The accepted domains ``Get-AcceptedDomain`` selects; None (reported) when it names none."""
+        args = self._selection(call, st, bound, "identity")
+        if args is None:
+            return None
+        if "identity" not in args:
+            return [Obj("domain", str(d.spec["name"])) for d in self.state.domains]
+        ident = str(args["identity"].value)
+        d = self.state.domain(ident)
+        if d is None:
+            self.notes.warn(st.file, st.line, f"no accepted domain '{ident}': the pipeline is not imported")
+            return None
+        return [Obj("domain", str(d.spec["name"]))]
+
     def _query(self, call: Call, st: Statement, bound: Obj | None) -> list[Obj] | None:
         """The connectors ``Get-ReceiveConnector`` selects; None (reported) when it names none."""
-        args = self.evaluator.bind(call, ("identity",), _QUERY_NAMES, None, bound)
+        args = self._selection(call, st, bound, "identity", "server")
+        if args is None:
+            return None
         server = args.pop("server", None)
         if server is not None and str(server.value).lower() != self.state.server.lower():
             self.notes.warn(
@@ -270,3 +299,16 @@ class Applier:
         handler = HANDLERS[call.name.lower()]
         where = f"{call.name} at {st.file}:{call.line}"
         return self.attempt(st.file, call.line, call.name, where, lambda cmd: handler(cmd, args))
+
+
+def _not_a_name(value: Any) -> str:
+    """Why ``value`` does not name one object, or ``""`` when it does."""
+    if value is MISSING:
+        return "no value given"
+    if isinstance(value, Unknown):
+        return value.why
+    if value is None:
+        return "$null is not a name"
+    if isinstance(value, list | dict):
+        return "a list or table, not one name"
+    return ""
