@@ -444,6 +444,56 @@ def test_a_selection_not_known_offline_selects_nothing(source: str, message: str
     assert {c.max_message_size for c in org.receive_connectors} == {36 << 20}
 
 
+# --- a switch or a right that is not known offline refuses the command ----------------------
+
+ADD_TO_DF = ('Get-ReceiveConnector "Default Frontend EXCH01" | Add-ADPermission -User "NT AUTHORITY\\ANONYMOUS LOGON" '
+             "-ExtendedRights")
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        # was an allow entry: anonymous relay on Default Frontend
+        (ADD_TO_DF + " ms-Exch-SMTP-Accept-Any-Recipient -Deny:$nope",
+         "Add-ADPermission: -Deny: $nope is not set by the input; not imported"),
+        (ADD_TO_DF + " ms-Exch-SMTP-Accept-Any-Recipient -Deny:maybe",
+         "Add-ADPermission: -Deny maybe: not $true or $false; not imported"),
+        (ADD_TO_DF, "Add-ADPermission: -ExtendedRights needs a value; not imported"),
+        (ADD_TO_DF + " ms-Exch-SMTP-Submit -AccessRights",
+         "Add-ADPermission: -AccessRights needs a value; not imported"),
+        ("New-ReceiveConnector R -Internet:$nope -Bindings 0.0.0.0:2525",
+         "New-ReceiveConnector: -Internet: $nope is not set by the input; not imported"),
+        ("New-AcceptedDomain -Name a -DomainName a.example -MatchSubDomains:$nope",
+         "New-AcceptedDomain: -MatchSubDomains: $nope is not set by the input; not imported"),
+    ],
+)
+def test_an_argument_not_known_offline_refuses_the_command(source: str, message: str) -> None:
+    result = import_exchange([("t.ps1", source)], server="EXCH01.labs.local")
+    assert warnings(result) == [f"t.ps1:1: {message}"]
+    org = org_of(result)
+    df = org.connector("Default Frontend EXCH01")
+    assert df is not None and df.permissions == ()
+    assert org.connector("R") is None and [d.domain_name for d in org.accepted_domains] == ["labs.local"]
+
+
+@pytest.mark.parametrize(("switch", "deny"), [("-Deny", True), ("-Deny:$true", True), ("-Deny:True", True),
+                                              ("-Deny:1", True), ("-Deny:$false", False), ("", False)])
+def test_deny_in_every_spelling_powershell_takes(switch: str, deny: bool) -> None:
+    result = import_exchange([("t.ps1", f"{ADD_TO_DF} ms-Exch-SMTP-Submit {switch}")], server="EXCH01.labs.local")
+    assert warnings(result) == []
+    df = org_of(result).connector("Default Frontend EXCH01")
+    assert df is not None and [e.deny for e in df.permissions] == [deny]
+
+
+def test_an_access_right_not_known_offline_is_reported_and_the_extended_rights_kept() -> None:
+    result = import_exchange([("t.ps1", f"{ADD_TO_DF} ms-Exch-SMTP-Submit -AccessRights $nope")],
+                             server="EXCH01.labs.local")
+    assert warnings(result) == ["t.ps1:1: -AccessRights: $nope is not set by the input; only extended rights matter "
+                                "to receive connectors; not imported"]
+    df = org_of(result).connector("Default Frontend EXCH01")
+    assert df is not None and [e.rights.tokens() for e in df.permissions] == ["SMTPSubmit"]
+
+
 # --- well-known principals: one spelling in the output (permissions.well_known) -----------
 
 ADD_ANY_RECIPIENT = (

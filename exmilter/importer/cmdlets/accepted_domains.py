@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from exmilter import config
-from exmilter.importer.cmdlets.command import Command, leftovers, text_arg
-from exmilter.importer.evaluator import MISSING, Args, Obj, Refused
+from exmilter.importer.cmdlets.command import Command, leftovers, switch_arg, text_arg
+from exmilter.importer.evaluator import Args, Obj, Refused
 from exmilter.importer.state import ASSUMED_DOMAIN, Domain
 from exmilter.model import AcceptedDomainType
-from exmilter.values import parse_bool
 
 
 def new_accepted_domain(cmd: Command, args: Args) -> list[Obj]:
@@ -71,11 +70,7 @@ def domain_properties(cmd: Command, d: Domain, args: Args) -> None:
         d.spec["domain_type"] = canon
     for pname, key in (("matchsubdomains", "match_sub_domains"), ("addressbookenabled", "address_book_enabled")):
         if pname in args:
-            value = args.pop(pname).value
-            try:
-                d.spec[key] = True if value is MISSING else parse_bool(str(value))
-            except ValueError as e:
-                raise Refused(f"-{pname}: {e}") from None
+            d.spec[key] = switch_arg(args, pname)
     if "makedefault" in args:
         line = args.pop("makedefault").line
         cmd.notes.info(cmd.file, line, "-MakeDefault chooses the domain of new mailboxes: no effect on SMTP receive")

@@ -7,7 +7,7 @@ Removing a right a permission group grants writes the group out as entries, minu
 
 from __future__ import annotations
 
-from exmilter.importer.cmdlets.command import Command, find_connector, leftovers, piped, text_arg
+from exmilter.importer.cmdlets.command import Command, find_connector, leftovers, piped, switch_arg, text_arg
 from exmilter.importer.evaluator import MISSING, Args, Obj, Refused, Unknown, flat
 from exmilter.importer.parameters import NO_FLAGS
 from exmilter.importer.state import Ace, Connector, UserGrant
@@ -21,6 +21,8 @@ def _rights_arg(args: Args) -> Right:
             f"-ExtendedRights is required (receive connector rights such as {RIGHT_DISPLAY[Right.SMTPSubmit]})"
         )
     value = args.pop("extendedrights").value
+    if value is MISSING:
+        raise Refused("-ExtendedRights needs a value")
     if isinstance(value, Unknown):
         raise Refused(f"-ExtendedRights: {value.why}")
     rights = Right.NONE
@@ -40,12 +42,18 @@ def _ace_args(cmd: Command, args: Args) -> tuple[str, Right, bool]:
     user = text_arg(args, "user", required=True)
     user = well_known(user) or user
     rights = _rights_arg(args)
-    deny = False
-    if "deny" in args:
-        deny = args.pop("deny").value in (MISSING, "true")
+    deny = switch_arg(args, "deny")
     if "accessrights" in args:
         value, line, _ = args.pop("accessrights")
-        if str(value).lower() != "extendedright":
+        if value is MISSING:
+            raise Refused("-AccessRights needs a value")
+        if isinstance(value, Unknown):
+            cmd.notes.warn(
+                cmd.file,
+                line,
+                f"-AccessRights: {value.why}; only extended rights matter to receive connectors; not imported",
+            )
+        elif str(value).lower() != "extendedright":
             cmd.notes.warn(
                 cmd.file,
                 line,

@@ -43,6 +43,28 @@ def text_arg(args: Args, key: str, required: bool = False) -> str:
     return str(value).strip()
 
 
+_TRUE, _FALSE = frozenset({"true", "1"}), frozenset({"false", "0"})
+
+
+def switch_arg(args: Args, key: str) -> bool:
+    """``-Key``, ``-Key:$true`` or ``-Key:$false`` (popped), False when absent.
+
+    A value that is not ``$true``/``$false``/``1``/``0`` refuses the command, as Exchange
+    does; one not known offline too: a ``-Deny`` taken for an allow would grant what it denies.
+    """
+    if key not in args:
+        return False
+    value, _, written = args.pop(key)
+    if value is MISSING:
+        return True
+    if isinstance(value, Unknown):
+        raise Refused(f"-{written}: {value.why}")
+    text = str(value).strip().lower()
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise Refused(f"-{written} {value}: not $true or $false")
+
+
 def leftovers(cmd: Command, args: Args) -> None:
     """Report the arguments no handler read: inert ones as info, unknown ones as warnings."""
     for pname, (_, line, written) in args.items():

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from exmilter import config, limits
-from exmilter.importer.cmdlets.command import Command, find_connector, leftovers, piped, text_arg
+from exmilter.importer.cmdlets.command import Command, find_connector, leftovers, piped, switch_arg, text_arg
 from exmilter.importer.evaluator import MISSING, Args, Obj, Refused, Unknown, flat
 from exmilter.importer.parameters import DECISIVE_KEYS, LIST_KEYS, OPTIONAL_KEYS, RC_KEYS, TEXT_KEYS, USAGES, flag_names
 from exmilter.importer.state import NO_USAGE, Connector
@@ -31,7 +31,7 @@ def new_receive_connector(cmd: Command, args: Args) -> list[Obj]:
         raise Refused(f"-Name '{name}': a connector name cannot contain '\\'")
     if cmd.state.connector(name) is not None:
         raise Refused(f"a receive connector named '{name}' already exists on {cmd.state.server}")
-    usages = [u for u in USAGES if u.lower() in args and args.pop(u.lower()).value in (MISSING, "true")]
+    usages = [u for u in USAGES if switch_arg(args, u.lower())]
     if "usage" in args:
         usages.append(text_arg(args, "usage"))
     if len(usages) > 1:
