@@ -10,12 +10,13 @@ from typing import Any
 
 import pytest
 
+from exmilter import limits
 from exmilter.cli import main
 from exmilter.commands import import_exchange as cmd
 from exmilter.config import ConfigError, Problem, loads
 from exmilter.explain import explain
 from exmilter.importer import Level, Result, import_exchange
-from exmilter.importer.apply import RC_KEYS
+from exmilter.importer.parameters import RC_KEYS
 from exmilter.model import Organization
 
 DATA = Path(__file__).parent / "data" / "import"
@@ -366,6 +367,10 @@ BAD = [
     ("Get-ReceiveConnector | where {$_.Name -like 'Default*'} | Set-ReceiveConnector -MaxMessageSize 10MB",
      "t.ps1:1: a Where-Object filter cannot be evaluated offline: the rest of this pipeline is not imported; name "
      "the objects instead"),
+    # PowerShell knows no set_receiveconnector: the command fails on Exchange, so it is not imported
+    ('set_receiveconnector "Default Frontend EXCH01" -MaxMessageSize 1MB',
+     "t.ps1:1: set_receiveconnector is not imported: exmilter models receive connectors, their permissions and "
+     "accepted domains only"),
 ]
 
 
@@ -395,6 +400,98 @@ def test_remove_adpermission_takes_a_right_from_a_group() -> None:
     e = explain(org, client_ip="203.0.113.5", mail_from="ceo@labs.local", rcpt_to=["cfo@labs.local"])
     assert e["permissions"] == "SMTPSubmit SMTPAcceptAnySender AcceptRoutingHeaders"
     assert e["replies"][-1]["reply"] == "550 5.7.1 Anonymous client does not have permissions to send as this sender"
+
+
+# --- what a Get- cmdlet selects must be one name known offline ---------------------------
+
+SET_ALL_CONNECTORS = " | Set-ReceiveConnector -MaxMessageSize 1MB"
+SET_ALL_DOMAINS = " | Set-AcceptedDomain -DomainType InternalRelay"
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        # an extra positional argument: Exchange fails the cmdlet (it was a traceback)
+        ("Get-ReceiveConnector a b" + SET_ALL_CONNECTORS,
+         "Get-ReceiveConnector: unexpected positional argument 'b': nothing selected"),
+        ("$c = Get-ReceiveConnector a b", "Get-ReceiveConnector: unexpected positional argument 'b': nothing selected"),
+        ("Get-ReceiveConnector -Identity" + SET_ALL_CONNECTORS,
+         "Get-ReceiveConnector -Identity: no value given: nothing selected"),
+        ("Get-ReceiveConnector -Server" + SET_ALL_CONNECTORS,
+         "Get-ReceiveConnector -Server: no value given: nothing selected"),
+        ("Get-ReceiveConnector $nope" + SET_ALL_CONNECTORS,
+         "Get-ReceiveConnector -Identity: $nope is not set by the input: nothing selected"),
+        ("Get-ReceiveConnector -Server $nope" + SET_ALL_CONNECTORS,
+         "Get-ReceiveConnector -Server: $nope is not set by the input: nothing selected"),
+        ("Get-ReceiveConnector $null" + SET_ALL_CONNECTORS, "Get-ReceiveConnector -Identity: $null is not a name: "
+         "nothing selected"),
+        # these changed every accepted domain
+        ("Get-AcceptedDomain -Identity" + SET_ALL_DOMAINS, "Get-AcceptedDomain -Identity: no value given: nothing "
+         "selected"),
+        ("Get-AcceptedDomain $nope" + SET_ALL_DOMAINS, "Get-AcceptedDomain -Identity: $nope is not set by the input: "
+         "nothing selected"),
+        ("Get-AcceptedDomain $null" + SET_ALL_DOMAINS, "Get-AcceptedDomain -Identity: $null is not a name: nothing "
+         "selected"),
+        ("Get-AcceptedDomain a b" + SET_ALL_DOMAINS, "Get-AcceptedDomain: unexpected positional argument 'b': "
+         "nothing selected"),
+    ],
+)
+def test_a_selection_not_known_offline_selects_nothing(source: str, message: str) -> None:
+    result = import_exchange([("t.ps1", source)], server="EXCH01.labs.local")
+    assert warnings(result) == [f"t.ps1:1: {message}"]
+    org = org_of(result)
+    assert {d.domain_type.value for d in org.accepted_domains} == {"Authoritative"}
+    assert {c.max_message_size for c in org.receive_connectors} == {36 << 20}
+
+
+# --- a switch or a right that is not known offline refuses the command ----------------------
+
+ADD_TO_DF = ('Get-ReceiveConnector "Default Frontend EXCH01" | Add-ADPermission -User "NT AUTHORITY\\ANONYMOUS LOGON" '
+             "-ExtendedRights")
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        # was an allow entry: anonymous relay on Default Frontend
+        (ADD_TO_DF + " ms-Exch-SMTP-Accept-Any-Recipient -Deny:$nope",
+         "Add-ADPermission: -Deny: $nope is not set by the input; not imported"),
+        (ADD_TO_DF + " ms-Exch-SMTP-Accept-Any-Recipient -Deny:maybe",
+         "Add-ADPermission: -Deny maybe: not $true or $false; not imported"),
+        (ADD_TO_DF, "Add-ADPermission: -ExtendedRights needs a value; not imported"),
+        (ADD_TO_DF + " ms-Exch-SMTP-Submit -AccessRights",
+         "Add-ADPermission: -AccessRights needs a value; not imported"),
+        ("New-ReceiveConnector R -Internet:$nope -Bindings 0.0.0.0:2525",
+         "New-ReceiveConnector: -Internet: $nope is not set by the input; not imported"),
+        ("New-AcceptedDomain -Name a -DomainName a.example -MatchSubDomains:$nope",
+         "New-AcceptedDomain: -MatchSubDomains: $nope is not set by the input; not imported"),
+    ],
+)
+def test_an_argument_not_known_offline_refuses_the_command(source: str, message: str) -> None:
+    result = import_exchange([("t.ps1", source)], server="EXCH01.labs.local")
+    assert warnings(result) == [f"t.ps1:1: {message}"]
+    org = org_of(result)
+    df = org.connector("Default Frontend EXCH01")
+    assert df is not None and df.permissions == ()
+    assert org.connector("R") is None and [d.domain_name for d in org.accepted_domains] == ["labs.local"]
+
+
+@pytest.mark.parametrize(("switch", "deny"), [("-Deny", True), ("-Deny:$true", True), ("-Deny:True", True),
+                                              ("-Deny:1", True), ("-Deny:$false", False), ("", False)])
+def test_deny_in_every_spelling_powershell_takes(switch: str, deny: bool) -> None:
+    result = import_exchange([("t.ps1", f"{ADD_TO_DF} ms-Exch-SMTP-Submit {switch}")], server="EXCH01.labs.local")
+    assert warnings(result) == []
+    df = org_of(result).connector("Default Frontend EXCH01")
+    assert df is not None and [e.deny for e in df.permissions] == [deny]
+
+
+def test_an_access_right_not_known_offline_is_reported_and_the_extended_rights_kept() -> None:
+    result = import_exchange([("t.ps1", f"{ADD_TO_DF} ms-Exch-SMTP-Submit -AccessRights $nope")],
+                             server="EXCH01.labs.local")
+    assert warnings(result) == ["t.ps1:1: -AccessRights: $nope is not set by the input; only extended rights matter "
+                                "to receive connectors; not imported"]
+    df = org_of(result).connector("Default Frontend EXCH01")
+    assert df is not None and [e.rights.tokens() for e in df.permissions] == ["SMTPSubmit"]
 
 
 # --- well-known principals: one spelling in the output (permissions.well_known) -----------
@@ -669,7 +766,7 @@ def test_commands_past_the_limit_stop_the_import(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     """Nested ForEach multiplies commands (5 connectors, 3 levels: 155 runs): the import stops, nothing written."""
-    monkeypatch.setattr("exmilter.importer.apply.MAX_COMMANDS", 100)
+    monkeypatch.setattr("exmilter.limits.IMPORT_MAX_COMMANDS", 100)
     source = "Get-Date\n" + "Get-ReceiveConnector | % { " * 3 + SET_DF + "-MaxMessageSize 1MB" + " }" * 3 + "\n"
     (tmp_path / "t.ps1").write_text(source)
     out = tmp_path / "out.yaml"
@@ -684,15 +781,15 @@ def test_commands_past_the_limit_stop_the_import(
 @pytest.mark.parametrize(
     ("module", "limit", "value", "message"),
     [
-        ("exmilter.importer.limits", "MAX_TOKENS", 12, "t.ps1:3: warning: more than 12 PowerShell tokens in all"),
-        ("exmilter.importer.limits", "MAX_INPUT_CHARS", 100, "t.ps1:2: warning: more than 100 characters of input "
+        ("exmilter.limits", "IMPORT_MAX_TOKENS", 12, "t.ps1:3: warning: more than 12 PowerShell tokens in all"),
+        ("exmilter.limits", "IMPORT_MAX_INPUT_CHARS", 100, "t.ps1:2: warning: more than 100 characters of input "
          "in all"),
-        ("exmilter.importer.limits", "MAX_LINES", 2, "t.ps1:3: warning: more than 2 lines of input in all"),
-        ("exmilter.importer.limits", "MAX_COMMANDS", 2, "t.ps1:3: warning: more than 2 statements and Format-List "
+        ("exmilter.limits", "IMPORT_MAX_LINES", 2, "t.ps1:3: warning: more than 2 lines of input in all"),
+        ("exmilter.limits", "IMPORT_MAX_COMMANDS", 2, "t.ps1:3: warning: more than 2 statements and Format-List "
          "objects: the input is too large"),
-        ("exmilter.importer.apply", "MAX_CHECKED_CHARS", 300, "t.ps1:2: warning: checking the commands up to here "
+        ("exmilter.limits", "IMPORT_MAX_CHECKED_CHARS", 300, "t.ps1:2: warning: checking the commands up to here "
          "took more than 300 characters of configuration"),
-        ("exmilter.importer.apply", "MAX_CHECKS", 2, "t.ps1:3: warning: more than 2 commands that change the model"),
+        ("exmilter.limits", "IMPORT_MAX_CHECKS", 2, "t.ps1:3: warning: more than 2 commands that change the model"),
     ],
 )
 def test_whole_input_limits_stop_at_their_line(
@@ -714,13 +811,14 @@ def test_an_internal_error_is_one_located_warning_and_hides_nothing(
     The fuzz suite (tests/test_import_fuzz.py) fails on any "internal error" message, so the
     guard cannot hide a bug the mutations reach.
     """
-    from exmilter.importer.apply import Applier
+    from exmilter.importer.cmdlets import HANDLERS
+    from exmilter.importer.cmdlets.command import Command
 
-    def broken(self: Applier, *args: Any) -> None:
-        self.state.connectors.clear()  # damage first: the model must be restored
+    def broken(command: Command, *args: Any) -> None:
+        command.state.connectors.clear()  # damage first: the model must be restored
         raise KeyError("boom")
 
-    monkeypatch.setattr(Applier, "remove_receiveconnector", broken)
+    monkeypatch.setitem(HANDLERS, "remove-receiveconnector", broken)
     source = ("Remove-ReceiveConnector 'Client Frontend EXCH01'\n" + SET_DF + "-MaxMessageSize 10MB\n")
     result = import_exchange([("t.ps1", source)], "EXCH01.labs.local")
     assert warnings(result) == ["t.ps1:1: Remove-ReceiveConnector: internal error (KeyError: 'boom'); not imported, "
@@ -773,7 +871,7 @@ def test_exit_statuses(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
                                   "directory", "import-exchange: nothing written"])
     big = tmp_path / "big.ps1"
     with big.open("wb") as f:
-        f.truncate(cmd._MAX_BYTES)  # a sparse file: no memory or disk spent
+        f.truncate(limits.IMPORT_MAX_INPUT_BYTES)  # a sparse file: no memory or disk spent
     rc, stdout, err = _cli([str(big), *server], capsys)
     assert (rc, err[0]) == (2, f"{big}:1: error: more than 16,000,000 characters: too large to import in one run")
     assert _cli(["--no-such-option"], capsys)[0] == 2

@@ -16,14 +16,16 @@ from hypothesis import strategies as st
 
 from exmilter.config import loads
 from exmilter.importer import import_exchange
-from exmilter.importer.apply import Applier, Unknown
+from exmilter.importer.apply import Applier
 from exmilter.importer.chars import REFUSED_CHARS, printable
-from exmilter.importer.limits import MAX_VALUE_CHARS, MAX_VALUE_ITEMS
+from exmilter.importer.evaluator import Unknown
 from exmilter.importer.notes import Notes
-from exmilter.importer.pwsh import Statement, parse, text_of
+from exmilter.importer.parser import parse
 from exmilter.importer.state import State
+from exmilter.importer.syntax import Statement, text_of
 from exmilter.importer.transcript import Dump, Line, documents, physical_lines, split
 from exmilter.importer.writer import scalar
+from exmilter.limits import IMPORT_MAX_VALUE_CHARS, IMPORT_MAX_VALUE_ITEMS
 
 CMDLETS = [
     "Set-ReceiveConnector",
@@ -298,10 +300,10 @@ def test_expansion_stays_within_the_limits(lines: list[str]) -> None:
         applier.statement(statement)
     for value in applier.env.values():
         if isinstance(value, list):
-            assert len(value) <= MAX_VALUE_ITEMS
-            assert sum(len(v) for v in value if isinstance(v, str)) <= MAX_VALUE_CHARS
+            assert len(value) <= IMPORT_MAX_VALUE_ITEMS
+            assert sum(len(v) for v in value if isinstance(v, str)) <= IMPORT_MAX_VALUE_CHARS
         elif isinstance(value, str):
-            assert len(value) <= MAX_VALUE_CHARS
+            assert len(value) <= IMPORT_MAX_VALUE_CHARS
         else:
             assert isinstance(value, dict | Unknown) or value is None
 

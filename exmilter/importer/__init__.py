@@ -2,10 +2,13 @@
 
 The pipeline is sans-I/O: :func:`import_exchange` takes ``(name, text)`` pairs and returns
 the YAML text plus located notes. Stages: :mod:`.transcript` (prompts, pasted output,
-object dumps) → :mod:`.pwsh` (tokens, statements) → :mod:`.apply` (a fresh Exchange 2019
-server, one command at a time) → :mod:`.writer`, and the written file is loaded once more
-for the loader's warnings (:class:`Finding`: open relays…). Every stage is bounded by
-:mod:`.limits`; :mod:`.chars` sorts the characters no stage may pass on.
+object dumps) → :mod:`.lexer` and :mod:`.parser` (tokens, statements of :mod:`.syntax`) →
+:mod:`.apply` (a fresh Exchange 2019 server, one command at a time: values by
+:mod:`.evaluator`, changes by :mod:`.cmdlets` and :mod:`.dumps`) → :mod:`.writer`, and the
+written file is loaded once more for the loader's warnings (:class:`Finding`: open
+relays…). Every stage is bounded (:mod:`exmilter.limits`, the whole input by
+:mod:`.budget`); :mod:`.chars` sorts the characters no stage may pass on. :mod:`.files` is
+the command around it: files in, messages and a file out.
 """
 
 from __future__ import annotations
@@ -17,15 +20,16 @@ from dataclasses import dataclass, field
 
 from exmilter import config
 from exmilter.config import ConfigError, Problem
-from exmilter.importer import limits
 from exmilter.importer.apply import Applier
+from exmilter.importer.budget import Budget, Stopped
 from exmilter.importer.chars import printable
-from exmilter.importer.limits import Budget, Stopped
 from exmilter.importer.notes import Level, Note, Notes
-from exmilter.importer.pwsh import BlockX, Call, Lit, Statement, parse
+from exmilter.importer.parser import parse
 from exmilter.importer.state import ASSUMED_DOMAIN, Domain, State
+from exmilter.importer.syntax import BlockX, Call, Lit, Statement
 from exmilter.importer.transcript import Dump, Line, split
 from exmilter.importer.writer import render_lines
+from exmilter.model import AcceptedDomainType
 
 __all__ = ["Finding", "Level", "Note", "Result", "import_exchange"]
 
@@ -114,9 +118,10 @@ def import_exchange(
     """
     notes = Notes()
     sources = [(printable(file), text) for file, text in sources]
+    budget = Budget()
     try:
-        items = _read(sources, notes)
-        applier = _apply(items, sources, server, notes)
+        items = _read(sources, notes, budget)
+        applier = _apply(items, sources, server, notes, budget)
     except Stopped as e:
         notes.warn(e.file, e.line, e.message)
         stop = notes[-1]
@@ -125,26 +130,11 @@ def import_exchange(
     return _written(applier.state, ordered, sources, output)
 
 
-def _read(sources: Sequence[tuple[str, str]], notes: Notes) -> list[Statement | Dump]:
-    """Statements and object dumps of every source, in order, within the whole-input limits.
-
-    Sizes are checked before the text is split, so no limit is passed in memory first.
-    """
+def _read(sources: Sequence[tuple[str, str]], notes: Notes, budget: Budget) -> list[Statement | Dump]:
+    """Statements and object dumps of every source, in order, within the whole-input limits."""
     items: list[Statement | Dump] = []
-    chars = lines = 0
-    budget = Budget()
     for file, text in sources:
-        chars += len(text)
-        if chars > limits.MAX_INPUT_CHARS:
-            line = text.count("\n", 0, len(text) - (chars - limits.MAX_INPUT_CHARS)) + 1
-            raise Stopped(file, line, f"more than {limits.MAX_INPUT_CHARS:,} characters of input in all: the input "
-                          "is too large to import in one run")
-        in_file = text.count("\n") + text.count("\r") - text.count("\r\n")
-        lines += in_file
-        if lines > limits.MAX_LINES:
-            line = limits.MAX_LINES - (lines - in_file) + 1
-            raise Stopped(file, line, f"more than {limits.MAX_LINES:,} lines of input in all: the input is "
-                          "too large to import in one run")
+        budget.file(file, text)
         for document in split(file, text, notes, budget):
             pending: list[Line] = []
             for part in document:
@@ -167,7 +157,7 @@ def _valid_fqdn(text: str) -> bool:
 
 
 def _apply(items: list[Statement | Dump], sources: Sequence[tuple[str, str]], server: str | None,
-           notes: Notes) -> Applier:
+           notes: Notes, budget: Budget) -> Applier:
     found, found_fqdn = _server_in_input(items)
     first = sources[0][0] if sources else "<stdin>"
     name, fqdn = (server or found or "").partition(".")[0], None
@@ -193,11 +183,12 @@ def _apply(items: list[Statement | Dump], sources: Sequence[tuple[str, str]], se
     state = State.fresh(name, (fqdn or f"{name}.invalid").lower(), fqdn is not None)
     if fqdn and fqdn.count(".") >= 2:
         forest = fqdn.lower().split(".", 1)[1]
-        state.domains.append(Domain({"name": forest, "domain_name": forest, "domain_type": "Authoritative"},
+        authoritative = AcceptedDomainType.Authoritative.value
+        state.domains.append(Domain({"name": forest, "domain_name": forest, "domain_type": authoritative},
                                     [ASSUMED_DOMAIN]))
         notes.info(first, 1, f"accepted domain {forest} assumed: Exchange setup creates one for the forest's "
                    "domain (a Get-AcceptedDomain | Format-List dump or Remove-AcceptedDomain overrides it)")
-    applier = Applier(state, notes)
+    applier = Applier(state, notes, budget)
     for item in items:
         if isinstance(item, Dump):
             applier.dump(item)

@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from exmilter import limits
 from exmilter.importer.chars import printable
-from exmilter.importer.limits import MAX_NOTE_CHARS
 
 
 def _shown(text: str) -> str:
     text = printable(text)
-    return text if len(text) <= MAX_NOTE_CHARS else text[:MAX_NOTE_CHARS] + " …"
+    most = limits.IMPORT_MAX_NOTE_CHARS
+    return text if len(text) <= most else text[:most] + " …"
 
 
 class Level(Enum):

@@ -11,8 +11,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from exmilter import defaults
-from exmilter.model import Right
+from exmilter.model import Right, Usage
 
+#: The usage of a connector that names none (New-ReceiveConnector without -Usage, or a
+#: Format-List object of a connector the input did not create). A plain string, read often.
+NO_USAGE = Usage.Custom.value
 #: Origin of the accepted domain setup is assumed to have created for the forest's DNS domain.
 ASSUMED_DOMAIN = "assumed: Exchange setup's accepted domain for the forest"
 
@@ -55,7 +58,7 @@ class Connector:
             return self.spec[key]
         if self.default and key in self.default:
             return self.default[key]
-        return defaults.USAGE_DEFAULTS[str(self.spec.get("usage", "Custom"))].get(key)
+        return defaults.USAGE_DEFAULTS[str(self.spec.get("usage", NO_USAGE))].get(key)
 
 
 @dataclass

@@ -13,7 +13,7 @@ hyphens, a byte order mark inside a line) are removed with a note; characters YA
 cannot carry (:data:`.chars.REFUSED_CHARS`) are left for the tokenizer, which refuses the
 statement they are in, and refuse the ``Format-List`` object they are in here. Every
 pass is linear in the length of a line, and lines are at most
-:data:`.limits.MAX_LINE_CHARS` long.
+:data:`exmilter.limits.IMPORT_MAX_LINE_CHARS` long.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from exmilter import limits
+from exmilter.importer.budget import Budget
 from exmilter.importer.chars import char_name, is_format_char, refused_char
-from exmilter.importer.limits import MAX_LINE_CHARS, Budget
 from exmilter.importer.notes import Notes
 
 _NEWLINE = re.compile(r"\r\n|\r|\n")
@@ -36,7 +37,7 @@ class Line:
     number: int
     text: str
     col: int = 1  # column of text[0] in the line (after a prompt)
-    unreadable: bool = False  # longer than MAX_LINE_CHARS: its statement is refused
+    unreadable: bool = False  # longer than IMPORT_MAX_LINE_CHARS: its statement is refused
 
 
 @dataclass
@@ -181,8 +182,9 @@ def documents(file: str, text: str, notes: Notes) -> list[tuple[int, list[str]]]
 
 def _clean(file: str, number: int, line: str, notes: Notes) -> str | None:
     """The line without invisible format characters (noted); None when it is too long to read."""
-    if len(line) > MAX_LINE_CHARS:
-        notes.warn(file, number, f"line of {len(line):,} characters, longer than the {MAX_LINE_CHARS:,} read: "
+    most = limits.IMPORT_MAX_LINE_CHARS
+    if len(line) > most:
+        notes.warn(file, number, f"line of {len(line):,} characters, longer than the {most:,} read: "
                    "its command or Format-List object is not imported")
         return None
     if line.isascii():

@@ -15,10 +15,10 @@ import textwrap
 from collections.abc import Sequence
 from typing import Any
 
-from exmilter import defaults
+from exmilter import defaults, limits
 from exmilter.config import parse_connector_property
 from exmilter.importer.chars import printable, yaml_escaped
-from exmilter.importer.state import Ace, Connector, State
+from exmilter.importer.state import NO_USAGE, Ace, Connector, State
 from exmilter.model import RIGHT_DISPLAY, ReceiveConnector, Right
 
 _PLAIN = re.compile(r"[A-Za-z0-9_./\\(][A-Za-z0-9_./@*\\:()\[\] -]*")
@@ -77,7 +77,7 @@ def _baseline(c: Connector, key: str, fqdn: str) -> Any:
     """What the loader would use for ``key`` if the file did not say it."""
     if c.default is not None and key in c.default:
         return typed(key, c.default[key])
-    usage = defaults.USAGE_DEFAULTS[str(c.spec.get("usage", "Custom"))]
+    usage = defaults.USAGE_DEFAULTS[str(c.spec.get("usage", NO_USAGE))]
     if key in usage:
         return typed(key, usage[key])
     if key == "fqdn":
@@ -87,7 +87,7 @@ def _baseline(c: Connector, key: str, fqdn: str) -> Any:
 
 def changed_keys(c: Connector, fqdn: str) -> list[str]:
     """Keys to write: those that differ from what the loader would assume anyway."""
-    usage = str(c.spec.get("usage", "Custom"))
+    usage = str(c.spec.get("usage", NO_USAGE))
     always = {"name"} if c.default else {"name", "usage", "transport_role", *defaults.USAGE_REQUIRED[usage]}
     keys = []
     for key, value in c.spec.items():
@@ -102,18 +102,15 @@ def changed_keys(c: Connector, fqdn: str) -> list[str]:
     return keys
 
 
-#: Commands named in the comment above an entry; the rest are counted.
-MAX_ORIGINS_SHOWN = 20
-
-
 def _comment(lines: list[str], text: str, indent: str) -> None:
     for chunk in textwrap.wrap(printable(text), 100 - len(indent) - 2, break_on_hyphens=False):
         lines.append(f"{indent}# {chunk}")
 
 
 def _origins(origins: list[str]) -> str:
-    shown = "; ".join(origins[:MAX_ORIGINS_SHOWN])
-    return shown + (f"; and {len(origins) - MAX_ORIGINS_SHOWN} more" if len(origins) > MAX_ORIGINS_SHOWN else "")
+    most = limits.IMPORT_MAX_ORIGINS_SHOWN
+    shown = "; ".join(origins[:most])
+    return shown + (f"; and {len(origins) - most} more" if len(origins) > most else "")
 
 
 def _ace(a: Ace) -> list[str]:
