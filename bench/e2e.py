@@ -191,7 +191,7 @@ def rendered_listener(config_text: str, endpoint: str) -> tuple[object, str] | N
     Postfix reaches the daemon, in Postfix's syntax (``unix:/path``, ``inet:host:port``)."""
     try:
         from exmilter.config import loads
-        from exmilter.postfix.listeners import plan_listeners
+        from exmilter.deployment import plan_listeners
         from exmilter.postfix.main import main_settings
         from exmilter.postfix.master import master_service
     except ImportError:

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from email.utils import getaddresses, parseaddr
 
 from exmilter import replies as R
+from exmilter.deployment import completions
 from exmilter.domains import AcceptedDomains, address_domain, ascii_domain
 from exmilter.model import AuthMechanism, Organization, ReceiveConnector, Right, User
 from exmilter.permissions import Principal, access_list, effective_rights
-from exmilter.postfix.completion import completions
 from exmilter.replies import Reply
 from exmilter.selection import ConnectorTable, Match, normalise
 from exmilter.values import IPAddress
@@ -171,7 +171,7 @@ class Engine:
         self._acl = {c.name: access_list(c, org.server.domain) for c in org.receive_connectors}
         self._users = {u.name.lower(): u for u in org.users}
         # How the rendered Postfix completes addresses without a domain, per connector: the
-        # engine must judge the domain Postfix will route to (exmilter/postfix/completion.py, origin()).
+        # engine must judge the domain Postfix will route to (exmilter.listener.origin).
         self._completion = completions(org)
         self._received_by = {c.fqdn: _received_by(c.fqdn) for c in org.receive_connectors}
 
@@ -400,7 +400,7 @@ class Engine:
         domain completed as the rendered Postfix completes it on the connector's listener.
 
         That is the connector's DefaultDomain (spec §1.2) where Postfix can complete with it
-        (``exmilter.postfix.completion.origin``); elsewhere the address stays unqualified and is
+        (``exmilter.listener.origin``); elsewhere the address stays unqualified and is
         refused as invalid. ``RCPT TO:<postmaster>`` is routed to the listener's domain.
         """
         a = envelope_address(address)

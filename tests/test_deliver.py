@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from exmilter.deployment import plan_listeners
 from exmilter.engine import Engine
 from exmilter.listener import Listener
 from exmilter.model import (
@@ -26,7 +27,6 @@ from exmilter.model import (
     TransportRole,
     Usage,
 )
-from exmilter.postfix.listeners import plan_listeners
 from exmilter.sandbox import deliver, delivery
 from exmilter.sandbox.deliver import EX_TEMPFAIL, connector_for, connector_table, read_deliveries
 from exmilter.values import parse_binding, parse_ip_range

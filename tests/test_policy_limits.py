@@ -21,6 +21,7 @@ from twisted.logger import globalLogPublisher
 
 from exmilter.commands.policyd import StderrObserver, log_levels
 from exmilter.config import ConfigError, load, loads
+from exmilter.deployment import plan_listeners
 from exmilter.logsafe import MAX_VALUE, escape, printable_lines
 from exmilter.metrics import PolicyMetrics
 from exmilter.policy import limits
@@ -34,7 +35,7 @@ from exmilter.policy.limits import (
     raise_open_files_limit,
 )
 from exmilter.policy.service import TEXT_KEY, PolicyFactory, PolicyProtocol, Runtime
-from exmilter.postfix.listeners import connection_limits, plan_listeners
+from exmilter.postfix.listeners import connection_limits
 from tests.conftest import EXAMPLE, SERVER, org_from
 from tests.policy_fixtures import CONNECTORS, RELAY_554, answer, rcpt_wire
 

@@ -11,6 +11,7 @@ import pytest
 from exmilter.cli import main
 from exmilter.commands.render_postfix import SNIPPET_COMMAND
 from exmilter.config import load
+from exmilter.deployment import completions, plan_listeners
 from exmilter.model import (
     AuthMechanism,
     Organization,
@@ -21,8 +22,7 @@ from exmilter.model import (
     Usage,
 )
 from exmilter.policy.decide import _DECIDED
-from exmilter.postfix.completion import completions
-from exmilter.postfix.listeners import connect_always_passes, connection_limits, plan_listeners
+from exmilter.postfix.listeners import connect_always_passes, connection_limits
 from exmilter.postfix.main import main_settings
 from exmilter.postfix.master import master_service
 from exmilter.postfix.render import render_main, render_master

@@ -13,92 +13,14 @@ on one binding renders in well under a second (docs/render-postfix.md, "Scale").
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 
-from exmilter.listener import Listener
+from exmilter.deployment import ListenerPlan, plan_listeners
 from exmilter.model import Organization, ReceiveConnector
 from exmilter.values import Binding, parse_ip
 
 #: master.cf's maxproc column is a C int; a larger total is as good as no limit (0).
 MAXPROC_CAP = 2**31 - 1
-
-
-@dataclass(frozen=True)
-class ListenerPlan:
-    """One smtpd service: where it binds, which context it reports, whom it serves."""
-
-    listener: Listener
-    bind: str  # master.cf service name: "25", "10.1.1.1:25", "[2001:db8::1]:25"
-    connectors: tuple[ReceiveConnector, ...]
-    bindings: tuple[str, ...]  # the Exchange bindings this listener stands for
-    extra_options: tuple[str, ...] = field(default=())  # more master.cf "-o" words (sandbox)
-
-    @property
-    def context(self) -> str:
-        return self.listener.context
-
-    def moved(self, host: str, port: int) -> ListenerPlan:
-        """The same listener bound elsewhere; the context (what exmilter decides on) stays."""
-        return replace(self, bind=f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
-
-    @property
-    def port(self) -> int:
-        return int(self.bind.rpartition(":")[2]) if ":" in self.bind else int(self.bind)
-
-
-def plan_listeners(org: Organization) -> list[ListenerPlan]:
-    """One listener per distinct binding of the enabled connectors.
-
-    ``0.0.0.0:P`` and ``[::]:P`` share one wildcard listener (context ``*:P``). Linux
-    cannot bind ``0.0.0.0:P`` next to ``10.1.1.1:P``, so a port with both wildcard and
-    exact bindings gets one exact listener per server address instead; the wildcard
-    connectors are still found behind them (the engine falls back to the wildcard).
-    Connectors keep the configuration's order; one listed under several bindings of a
-    listener is served once.
-    """
-    # Per port: the wildcard connectors (by object: a connector is one entry however many of
-    # its bindings lead here) with the families they are bound for, and the wildcard
-    # bindings as written; per port and address, the exact connectors.
-    wild: dict[int, dict[int, tuple[ReceiveConnector, set[int]]]] = {}
-    wild_bindings: dict[int, dict[str, None]] = {}
-    exact: dict[int, dict[str, dict[int, ReceiveConnector]]] = {}
-    for c in org.receive_connectors:
-        if not c.enabled:
-            continue
-        for b in c.bindings:
-            if b.is_wildcard:
-                wild.setdefault(b.port, {}).setdefault(id(c), (c, set()))[1].add(b.version)
-                wild_bindings.setdefault(b.port, {})[str(b)] = None
-            else:
-                exact.setdefault(b.port, {}).setdefault(str(b.ip), {}).setdefault(id(c), c)
-    plans: list[ListenerPlan] = []
-    for port in sorted(set(wild) | set(exact)):
-        exacts = exact.get(port, {})
-        wildcard = wild.get(port, {})
-        if wildcard and not exacts:
-            conns = tuple(c for c, _ in wildcard.values())
-            plans.append(ListenerPlan(Listener(None, port), str(port), conns, tuple(wild_bindings[port])))
-            continue
-        addresses = list(exacts)
-        if wildcard:
-            addresses = [a for a in org.server.addresses if a not in addresses] + addresses
-        for addr in sorted(addresses, key=_address_order):
-            lst = Listener(addr, port)
-            family = 6 if ":" in addr else 4
-            serving = dict(exacts.get(addr, {}))
-            for key, (c, families) in wildcard.items():
-                if family in families:
-                    serving.setdefault(key, c)
-            if serving:
-                names = ((lst.context,) if addr in exacts else ()) + tuple(
-                    b for b in wild_bindings.get(port, {}) if (6 if b.startswith("[") else 4) == family
-                )
-                plans.append(ListenerPlan(lst, lst.context, tuple(serving.values()), names))
-    return plans
-
-
-def _address_order(addr: str) -> tuple[int, str]:
-    return (6 if ":" in addr else 4, addr)
 
 
 class ListenerLayout:

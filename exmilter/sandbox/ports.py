@@ -6,7 +6,7 @@ import socket
 import time
 from collections.abc import Callable
 
-from exmilter.postfix.listeners import ListenerPlan
+from exmilter.deployment import ListenerPlan
 
 #: Everything the sandbox runs listens here.
 HOST = "127.0.0.1"

@@ -14,7 +14,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from exmilter.config import load
-from exmilter.postfix.listeners import plan_listeners
+from exmilter.deployment import plan_listeners
 from exmilter.sandbox import Sandbox, port_free
 from exmilter.sandbox.deliver import Delivery, read_deliveries
 
