@@ -37,9 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def _patch(variants: set[str]) -> None:
-    from exmilter.policy import service
+    from exmilter.policy import connection
 
-    proto = service.PolicyProtocol
+    proto = connection.PolicyProtocol
     if "nolog" in variants:
         proto.log_decision = lambda self, req, d: None
     if "notimeout" in variants:

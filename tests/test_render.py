@@ -11,7 +11,7 @@ import pytest
 from exmilter.cli import main
 from exmilter.commands.render_postfix import SNIPPET_COMMAND
 from exmilter.config import load
-from exmilter.policy.decide import _DECIDED
+from exmilter.policy.decide import DECIDED_STATES as _DECIDED
 from exmilter.postfix.instance import BASE_SERVICES
 from exmilter.postfix.render import (
     DEFAULT_ACTION,
