@@ -77,10 +77,11 @@ class PolicyDecision(Event):
         note: str,
         duplicate: bool,
     ) -> None:
-        """The fields, in order, set at once. Made for every refusal: a frozen dataclass's
-        own ``__init__`` sets each field through ``object.__setattr__``, three times the
-        cost of the log line it stands for (docs/performance.md); this one writes the
-        instance dict directly (still frozen: assignment raises ``FrozenInstanceError``)."""
+        """The fields, in order. Made for every refusal: a frozen dataclass's generated
+        ``__init__`` sets each field through ``object.__setattr__``, as costly as the rest
+        of the log line; this one writes the instance dict directly, a third of that
+        (docs/performance.md, "Typed log events"). Still frozen: assignment raises
+        ``FrozenInstanceError``; tests/test_logs.py keeps it in step with the fields."""
         d = self.__dict__
         d["conn"] = conn
         d["seq"] = seq
