@@ -17,7 +17,7 @@ through this file with ``--as-daemon`` and patches, before the reactor starts,
 - ``baseline``   not a patch: the daemon from the source tree given with ``--baseline``
   (another commit checked out or unpacked), for before/after figures in one run.
 
-The patches depend on the daemon's internals (exmilter/policy/service.py) and are expected
+The patches depend on the daemon's internals (exmilter/policy/connection.py) and are expected
 to break when those change; they exist to size the suggestions in docs/performance.md.
 (``cheaplog``, ``nometrics`` and ``eager``, which sized the first passes, are now how the
 daemon works.)

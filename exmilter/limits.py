@@ -1,13 +1,9 @@
-"""exmilter's own bounds on input and work, named in one place; Exchange's defaults are in defaults.py.
-
-One section per component. Each name says what it bounds; its comment says why the value.
-Where an admin may change a bound (the ``policyd:`` settings), the value here is the default
-and :class:`exmilter.model.PolicydSettings` refers to it.
-"""
-
-from __future__ import annotations
+"""exmilter's own bounds on input and work, named in one place; Exchange's defaults are in defaults.py."""
 
 # -- the policy daemon (exmilter.policy; docs/policyd.md, "Limits") -------------------------------------
+# What one Postfix policy connection may cost the daemon. The ``policyd:`` settings an admin may
+# change have their defaults here (exmilter.model.PolicydSettings refers to them); the others are
+# fixed. ``max_connections: auto`` is computed in exmilter.policy.limits.
 
 #: ``policyd.max_line_length``: longest attribute line of a request, in bytes, enforced while
 #: bytes arrive. Postfix's longest attribute is an address (RFC 5321: 256) or a certificate
