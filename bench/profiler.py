@@ -60,7 +60,7 @@ COMPONENTS = (
     ("other twisted.logger work", ("twisted/logger/",)),
     ("request parsing (RequestParser)", ("RequestParser.",)),
     ("deciding (Decider.decide → Engine)", ("Decider.",)),
-    ("metrics (exmilter/metrics.py, prometheus_client)", ("prometheus_client/", "exmilter/metrics.py")),
+    ("metrics (exmilter/policy/metrics.py, prometheus_client)", ("prometheus_client/", "exmilter/policy/metrics.py")),
     ("idle timer (DelayedCall.reset in PolicyProtocol.dataReceived)", ("DelayedCall.reset",)),
     ("answer write path (PolicyProtocol.send → socket.send; transport.write, doWrite)",
      ("PolicyProtocol.send", "FileDescriptor.write", "FileDescriptor.doWrite", "writeSomeData")),

@@ -17,7 +17,7 @@ through this file with ``--as-daemon`` and patches, before the reactor starts,
 - ``baseline``   not a patch: the daemon from the source tree given with ``--baseline``
   (another commit checked out or unpacked), for before/after figures in one run.
 
-The patches depend on the daemon's internals (exmilter/policy/service.py) and are expected
+The patches depend on the daemon's internals (exmilter/policy/connection.py) and are expected
 to break when those change; they exist to size the suggestions in docs/performance.md.
 (``cheaplog``, ``nometrics`` and ``eager``, which sized the first passes, are now how the
 daemon works.)
@@ -37,9 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def _patch(variants: set[str]) -> None:
-    from exmilter.policy import service
+    from exmilter.policy import connection
 
-    proto = service.PolicyProtocol
+    proto = connection.PolicyProtocol
     if "nolog" in variants:
         proto.log_decision = lambda self, req, d: None
     if "notimeout" in variants:

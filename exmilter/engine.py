@@ -167,7 +167,7 @@ class Engine:
         self.table = ConnectorTable(org.receive_connectors)
         self.domains = AcceptedDomains(org.accepted_domains)
         # A reload keeps the counters: Exchange's windows do not restart with the config.
-        self.rate_limiter = rate_limiter or MessageRateLimiter()
+        self.rate_limiter = rate_limiter if rate_limiter is not None else MessageRateLimiter()  # empty is falsy
         self._acl = {c.name: access_list(c, org.server.domain) for c in org.receive_connectors}
         self._users = {u.name.lower(): u for u in org.users}
         # How the rendered Postfix completes addresses without a domain, per connector: the

@@ -11,6 +11,7 @@ import enum
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from exmilter import limits
 from exmilter.values import Binding, IPRange
 
 
@@ -251,15 +252,15 @@ class Server:
 @dataclass(frozen=True, slots=True)
 class PolicydSettings:
     """Where the policy daemon listens (Twisted endpoint strings), serves metrics, and its
-    per-connection bounds (docs/policyd.md, "Limits"; the fixed ones: exmilter.policy.limits)."""
+    per-connection bounds (docs/policyd.md, "Limits"; defaults and the fixed ones: exmilter.limits)."""
 
     listen: tuple[str, ...] = ("unix:/run/exmilter/policy.sock:mode=660",)
     metrics: str | None = "tcp:9142:interface=127.0.0.1"
-    max_line_length: int = 4096
-    max_attributes: int = 64
+    max_line_length: int = limits.POLICY_MAX_LINE_LENGTH
+    max_attributes: int = limits.POLICY_MAX_ATTRIBUTES
     max_connections: int | None = None  # None: auto, from the rendered maxproc (exmilter.policy.limits)
-    request_timeout: int = 10  # seconds from a request's first byte to its last; Postfix sends it in one write
-    idle_timeout: int = 1200  # seconds without a request; above Postfix's max_ttl (1000 s), so Postfix closes first
+    request_timeout: int = limits.POLICY_REQUEST_TIMEOUT  # seconds from a request's first byte to its last
+    idle_timeout: int = limits.POLICY_IDLE_TIMEOUT  # seconds without a request; Postfix closes first
 
 
 @dataclass(frozen=True, slots=True)

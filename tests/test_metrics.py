@@ -1,12 +1,21 @@
-"""Metrics (exmilter.metrics) on a fresh registry per test: names, labels, exposition."""
+"""The policy daemon's metrics (exmilter.policy.metrics) and the metrics page
+(exmilter.runtime.metrics_site) on a fresh registry per test: names, labels, exposition."""
 
 from __future__ import annotations
 
+import inspect
+
+import prometheus_client
 import pytest
 from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.web.test.requesthelper import DummyRequest
 
-from exmilter.metrics import LATENCY_BUCKETS, MetricsPage, NullMetrics, PolicyMetrics, metrics_site
+from exmilter.policy.metrics import LATENCY_BUCKETS, NullMetrics, PolicyMetrics
+from exmilter.runtime.metrics import NOTHING, exposition
+from exmilter.runtime.metrics_site import MetricsPage, metrics_site
 
 
 @pytest.fixture
@@ -138,9 +147,33 @@ def test_exposition_page(registry, m):
         assert b"# TYPE " + name.removesuffix(b"_total") in body
 
 
-def test_site_serves_every_path(registry, m):
-    site = metrics_site(registry)
-    assert site.resource.isLeaf
+def http_get(site, path: bytes) -> tuple[bytes, dict[bytes, bytes], bytes]:
+    """One HTTP/1.1 GET through the site's own HTTP parser, in memory: status line, headers, body."""
+    channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    channel.dataReceived(b"GET " + path + b" HTTP/1.1\r\nHost: 127.0.0.1:9142\r\n\r\n")
+    head, _, body = transport.value().partition(b"\r\n\r\n")
+    status, *lines = head.split(b"\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(b":") for line in lines)}
+    channel.connectionLost(None)
+    return status, headers, body
+
+
+@pytest.mark.parametrize("path", [b"/metrics", b"/", b"/anything", b"/metrics/deeper?x=1"])
+def test_site_serves_every_path(registry, m, path):
+    m.request("MAIL")
+    m.decision("EXCH01\\Relay", "RCPT", "250")
+    status, headers, body = http_get(metrics_site(registry, MemoryReactorClock()), path)
+    assert status == b"HTTP/1.1 200 OK"
+    assert headers[b"content-type"].startswith(b"text/plain")
+    assert int(headers[b"content-length"]) == len(body)
+    assert body == exposition(registry)[0]
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(body.decode()) for s in family.samples}
+    assert samples[("exmilter_policy_requests_total", (("protocol_state", "MAIL"),))] == 1
+    assert samples[("exmilter_policy_decisions_total",
+                    (("code", "250"), ("connector", "EXCH01\\Relay"), ("stage", "RCPT")))] == 1
 
 
 # -- metrics disabled ----------------------------------------------------------------------------
@@ -157,21 +190,55 @@ def test_null_metrics_has_the_same_interface(m):
     assert null.registry is None
 
 
-def test_null_metrics_accepts_every_call():
+#: A value for each parameter type of the metrics interface.
+SAMPLES = {"str": "RCPT", "int": 2, "bool": False, "float": 0.5}
+#: How the daemon updates a metric object (counter, gauge, histogram).
+UPDATES = ("inc", "dec", "set", "observe")
+
+
+def _call(method, signature: inspect.Signature) -> object:
+    return method(*(SAMPLES[p.annotation] for p in signature.parameters.values() if p.name != "self"))
+
+
+def _metric_calls(real, null) -> int:
+    """Every update the real metric object supports, made on both; returns how many."""
+    n = 0
+    names = getattr(real, "_labelnames", ())
+    if names:  # a labelled metric: its children carry the updates
+        assert inspect.signature(null.labels).bind(*("x",) * len(names))
+        real, null = real.labels(*("x",) * len(names)), null.labels(*("x",) * len(names))
+    for verb in UPDATES:
+        if hasattr(real, verb):
+            real_sig, null_sig = inspect.signature(getattr(real, verb)), inspect.signature(getattr(null, verb))
+            assert list(null_sig.parameters) == list(real_sig.parameters)[: len(null_sig.parameters)], verb
+            args = [SAMPLES["float"]] * sum(1 for p in real_sig.parameters.values() if p.default is p.empty)
+            getattr(real, verb)(*args)
+            getattr(null, verb)(*args)
+            n += 1
+    return n
+
+
+def test_null_metrics_accepts_every_call(registry, m):
+    """Derived from PolicyMetrics: a method or metric added there and not to NullMetrics fails
+    here; each call made on both changes the real exposition and records nothing when off."""
     null = NullMetrics()
-    null.request("RCPT")
-    null.duplicate("RCPT")
-    null.decision("EXCH01\\Relay", "RCPT", "250")
-    null.config_loaded(1, "/etc/exmilter/exmilter.yaml")
-    null.reload_result(False)
-    null.latency.observe(4e-5)
-    null.connections.inc()
-    null.connections.dec()
-    null.protocol_errors.inc()
-    null.internal_errors.inc()
-    null.info.labels("1", "x").set(1)
-    null.info.clear()
-    null.max_connections.set(10)
-    null.refused_connections.inc()
-    null.timeouts.labels("idle").inc()
-    null.read_pauses.labels("unsent_answers").inc()
+    methods = sorted(n for n, _ in inspect.getmembers(PolicyMetrics, inspect.isfunction) if not n.startswith("_"))
+    assert {"request", "duplicate", "decision", "config_loaded", "reload_result"} <= set(methods)
+    for name in methods:
+        real_sig = inspect.signature(getattr(PolicyMetrics, name))
+        assert inspect.signature(getattr(NullMetrics, name)) == real_sig, name
+        before = exposition(registry)[0]
+        _call(getattr(m, name), real_sig)
+        assert _call(getattr(null, name), real_sig) is None
+        assert exposition(registry)[0] != before, f"{name}() recorded nothing on the real metrics"
+    objects = sorted(_public(m) - set(methods) - {"registry", "enabled"})
+    assert {"latency", "connections", "timeouts", "reloads", "info"} <= set(objects)
+    for name in objects:
+        before = exposition(registry)[0]
+        assert _metric_calls(getattr(m, name), getattr(null, name)) > 0, name
+        assert exposition(registry)[0] != before, f"{name}: the calls changed nothing on the real metrics"
+    # nothing recorded with metrics off: no state anywhere, nothing in the process-wide registry
+    assert vars(null) == {}
+    assert all(getattr(null, name) is NOTHING for name in objects)
+    assert NOTHING.__slots__ == ()
+    assert not [f.name for f in prometheus_client.REGISTRY.collect() if f.name.startswith("exmilter")]

@@ -19,22 +19,23 @@ from twisted.internet.abstract import FileDescriptor
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import globalLogPublisher
 
-from exmilter.commands.policyd import StderrObserver, log_levels
 from exmilter.config import ConfigError, load, loads
 from exmilter.deployment import plan_listeners
-from exmilter.logsafe import MAX_VALUE, escape, printable_lines
-from exmilter.metrics import PolicyMetrics
+from exmilter.limits import LOG_VALUE_MAX as MAX_VALUE
+from exmilter.limits import POLICY_FD_RESERVE as FD_RESERVE
+from exmilter.limits import POLICY_MAX_REQUESTS_PER_TURN as MAX_REQUESTS_PER_TURN
+from exmilter.limits import POLICY_OUTPUT_BUFFER as OUTPUT_BUFFER
+from exmilter.limits import POLICY_REFUSAL_LOG_INTERVAL as REFUSAL_LOG_INTERVAL
+from exmilter.logs import events as ev
+from exmilter.logs.escape import escape, printable_lines
+from exmilter.logs.text import message
+from exmilter.logs.twistedlog import EVENT_KEY, StderrObserver, log_levels
 from exmilter.policy import limits
-from exmilter.policy.limits import (
-    FD_RESERVE,
-    MAX_REQUESTS_PER_TURN,
-    OUTPUT_BUFFER,
-    REFUSAL_LOG_INTERVAL,
-    connection_cap,
-    postfix_connections,
-    raise_open_files_limit,
-)
-from exmilter.policy.service import TEXT_KEY, PolicyFactory, PolicyProtocol, Runtime
+from exmilter.policy.connection import PolicyProtocol
+from exmilter.policy.factory import PolicyFactory
+from exmilter.policy.limits import connection_cap, postfix_connections, raise_open_files_limit
+from exmilter.policy.metrics import PolicyMetrics
+from exmilter.policy.reload import Runtime
 from exmilter.postfix.listeners import connection_limits
 from tests.conftest import EXAMPLE, SERVER, org_from
 from tests.policy_fixtures import CONNECTORS, RELAY_554, answer, rcpt_wire
@@ -530,7 +531,7 @@ def test_control_characters_from_a_request_never_reach_the_log(h, logged):
         "to=<x@gmail.com\\x1b]0;owned\\x07\\x1b[2J>: 501 5.1.3 Invalid address",
     ]
     for e in logged:
-        assert e[TEXT_KEY].isprintable()  # what any other observer of the events gets, too
+        assert message(e[EVENT_KEY]).isprintable()  # what any other observer of the events gets, too
     logged.clear()
     proto.dataReceived(b"\x1b[2J\x00=\x07\n\n")  # a bad name: the connection closes, the error is logged
     assert lines(logged) == [
@@ -545,7 +546,8 @@ def test_the_log_observer_escapes_whatever_an_event_carries():
     observer = StderrObserver(out, log_levels(False))
     from twisted.logger import LogLevel
 
-    observer({"log_level": LogLevel.info, "log_namespace": "n", "log_time": 0.0, TEXT_KEY: "a\x1b[2Jb\nc\rd"})
+    observer({"log_level": LogLevel.info, "log_namespace": "n", "log_time": 0.0,
+              EVENT_KEY: ev.ConfigWarning("a\x1b[2Jb\nc\rd")})
     observer(
         {
             "log_level": LogLevel.warn,

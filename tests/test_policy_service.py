@@ -24,11 +24,17 @@ from twisted.logger import Logger, LogLevel, formatEvent, formatTime, globalLogP
 from twisted.python.failure import Failure
 
 from exmilter.cli import main
-from exmilter.commands.policyd import StderrObserver, _metrics, log_levels
 from exmilter.config import load
-from exmilter.metrics import NullMetrics, PolicyMetrics
-from exmilter.policy import service
-from exmilter.policy.service import TEXT_KEY, PolicyFactory, Runtime, build, log_line, sd_notify, split_group
+from exmilter.logs import events as ev
+from exmilter.logs.text import message
+from exmilter.logs.twistedlog import EVENT_KEY, StderrObserver, log_levels, twisted_sink
+from exmilter.policy import connection
+from exmilter.policy.daemon import build, choose_metrics
+from exmilter.policy.factory import PolicyFactory
+from exmilter.policy.metrics import NullMetrics, PolicyMetrics
+from exmilter.policy.reload import Runtime
+from exmilter.policy.service import split_group
+from exmilter.runtime.notify import sd_notify
 from tests.conftest import SERVER
 from tests.policy_fixtures import CONFIG_FILE, RELAY, RELAY_554, answer, rcpt_wire
 
@@ -79,6 +85,16 @@ def logged() -> list[dict]:
 
 def texts(events: list[dict]) -> list[str]:
     return [formatEvent(e) for e in events]
+
+
+def decisions(events: list[dict]) -> list[dict]:
+    """The events that are policy decisions."""
+    return [e for e in events if isinstance(e.get(EVENT_KEY), ev.PolicyDecision)]
+
+
+def decision_lines(events: list[dict]) -> list[str]:
+    """The text of each decision's line, as the text sink writes it."""
+    return [message(e[EVENT_KEY]) for e in decisions(events)]
 
 
 def test_request_and_answer(h):
@@ -164,8 +180,8 @@ def test_refusals_and_resends_are_logged_one_line_each(h, logged):
     again.dataReceived(rcpt_wire("203.0.113.9", instance="i2"))  # Postfix re-sent it on a new connection
     assert t.value() == b"action=OK\n\n" + DENIED
     assert t2.value() == DENIED
-    lines = [e for e in logged if TEXT_KEY in e]
-    assert [e[TEXT_KEY] for e in lines] == [
+    lines = decisions(logged)
+    assert decision_lines(lines) == [
         "c1.2 RCPT client=203.0.113.9 connector='EXCH01\\\\Default Frontend EXCH01' from=<> to=<x@gmail.com>: "
         + RELAY_554,
         "c2.1 RCPT client=203.0.113.9 connector='EXCH01\\\\Default Frontend EXCH01' from=<> to=<x@gmail.com>: "
@@ -174,14 +190,14 @@ def test_refusals_and_resends_are_logged_one_line_each(h, logged):
     for e in lines:  # ordinary events: any twisted.logger observer renders the same text
         assert e["log_level"] is LogLevel.info
         assert e["log_namespace"] == "exmilter.policyd"
-        assert formatEvent(e) == e[TEXT_KEY]
+        assert formatEvent(e) == message(e[EVENT_KEY])
 
 
 def test_unplaceable_request_logged_with_its_note(h, logged):
     proto, t = h.connect()
     proto.dataReceived(rcpt_wire().replace(b"policy_context=*:25", b"policy_context=Internet"))
     assert t.value() == b"action=451 4.3.5 Server configuration problem\n\n"
-    assert [e[TEXT_KEY] for e in logged if TEXT_KEY in e] == [
+    assert decision_lines(logged) == [
         "c1.1 RCPT client=10.83.4.56 connector='-' from=<> to=<x@gmail.com>: 451 4.3.5 Server configuration "
         "problem (unusable policy_context 'Internet': 'Internet' is not a listener context "
         "(forms: *:25, 10.1.1.1:25, [::1]:25))"
@@ -192,7 +208,7 @@ def test_verbose_logs_accepted_decisions_too(h, logged):
     h.runtime.verbose = True
     proto, _ = h.connect()
     proto.dataReceived(rcpt_wire())
-    assert [e[TEXT_KEY] for e in logged if TEXT_KEY in e] == [
+    assert decision_lines(logged) == [
         "c1.1 RCPT client=10.83.4.56 connector='EXCH01\\\\Relay' from=<> to=<x@gmail.com>: OK"]
 
 
@@ -476,7 +492,7 @@ def test_metrics_off_answers_the_same_and_records_nothing(tmp_path, monkeypatch)
     path.write_text(CONFIG_FILE)
     h = Harness(path, _Untouchable())
     assert not h.factory.metered
-    monkeypatch.setattr(service.time, "perf_counter", lambda: pytest.fail("timed a decision with metrics off"))
+    monkeypatch.setattr(connection.time, "perf_counter", lambda: pytest.fail("timed a decision with metrics off"))
     proto, t = h.connect()
     proto.dataReceived(rcpt_wire() + rcpt_wire("203.0.113.9", instance="i2"))
     proto2, t2 = h.connect()
@@ -507,8 +523,8 @@ def test_metrics_off_builds_no_metrics_listener(tmp_path):
 
 
 def test_command_chooses_metrics():
-    assert isinstance(_metrics(False), NullMetrics)
-    on = _metrics(True)
+    assert isinstance(choose_metrics(False), NullMetrics)
+    on = choose_metrics(True)
     assert isinstance(on, PolicyMetrics) and on.enabled
     assert on.registry.get_sample_value("exmilter_config_last_reload_successful") == 1
 
@@ -541,11 +557,20 @@ def _stamp_free(text: str) -> list[str]:
     return out
 
 
-def test_observer_writes_preformatted_lines_as_they_are():
+#: The daemon's sink: typed events published in its namespace.
+emit = twisted_sink(Logger(namespace="exmilter.policyd"))
+
+
+def refusal(sender: str) -> ev.PolicyDecision:
+    return ev.PolicyDecision(1, 2, "RCPT", "", "1.2.3.4", sender, "", "", "", "550 5.7.54 x", None, "", False)
+
+
+def test_observer_writes_typed_events_without_a_format_string():
     before = time.time()
-    text = _observed(False, lambda: log_line("c1.2 RCPT {not a format} client=1.2.3.4: 550 5.7.54 x"))
+    text = _observed(False, lambda: emit(refusal("{not a format}")))
     after = time.time()
-    assert _stamp_free(text) == ["[exmilter.policyd#info] c1.2 RCPT {not a format} client=1.2.3.4: 550 5.7.54 x"]
+    assert _stamp_free(text) == [
+        "[exmilter.policyd#info] c1.2 RCPT client=1.2.3.4 connector='-' from=<{not a format}> to=<>: 550 5.7.54 x"]
     assert text.split(" ", 1)[0] in {formatTime(before), formatTime(after)}
 
 
@@ -557,13 +582,14 @@ def test_observer_renders_other_events_like_twisteds_text_observer():
         failure = Failure()
     text = _observed(False, lambda: log.info("generation {n} loaded", n=2), lambda: log.debug("hidden {x}", x=1),
                      lambda: log.warn("restart to apply"), lambda: log.failure("reload failed", failure),
-                     lambda: log_line("two\nlines", LogLevel.error))
+                     lambda: emit(ev.ReloadRefused("two\nlines")))
     lines = _stamp_free(text)
     assert lines[:2] == ["[exmilter.test#info] generation 2 loaded", "[exmilter.test#warn] restart to apply"]
     assert lines[2] == "[exmilter.test#critical] reload failed"
     assert lines[3] == "\tTraceback (most recent call last):"
     # the traceback's own last newline leaves an empty continuation line, as textFileLogObserver did
-    assert lines[-4:] == ["\tbuiltins.ValueError: broken", "\t", "[exmilter.policyd#error] two", "\tlines"]
+    assert lines[-4:] == ["\tbuiltins.ValueError: broken", "\t",
+                          "[exmilter.policyd#error] reload refused: two", "\tlines"]
     assert all(line.startswith("\t") for line in lines[3:-2])
 
 
@@ -582,7 +608,7 @@ def test_observer_formats_the_time_once_per_second(monkeypatch):
     real = time.strftime
     monkeypatch.setattr(time, "strftime", lambda *a: calls.append(a) or real(*a))
     for t in (1_800_000_000.1, 1_800_000_000.9, 1_800_000_001.0):
-        observer({"log_level": LogLevel.info, "log_namespace": "n", "log_time": t, TEXT_KEY: "x"})
+        observer({"log_level": LogLevel.info, "log_namespace": "n", "log_time": t, EVENT_KEY: ev.ConfigWarning("x")})
     assert len(calls) == 2
     assert [line.split(" ", 1)[0] for line in out.getvalue().splitlines()] == [
         formatTime(1_800_000_000), formatTime(1_800_000_000), formatTime(1_800_000_001)]

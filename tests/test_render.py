@@ -21,7 +21,7 @@ from exmilter.model import (
     TransportRole,
     Usage,
 )
-from exmilter.policy.decide import _DECIDED
+from exmilter.policy.decide import DECIDED_STATES
 from exmilter.postfix.listeners import connect_always_passes, connection_limits
 from exmilter.postfix.main import main_settings
 from exmilter.postfix.master import master_service
@@ -122,8 +122,8 @@ def asked_states(lists: list[tuple[str, str]]) -> set[str]:
 
 def test_policy_is_asked_exactly_at_the_states_exmilter_decides() -> None:
     """No round trip for a state the daemon always answers DUNNO; none missing for one it decides."""
-    assert asked_states(restrictions()) == set(_DECIDED)
-    assert asked_states(restrictions(ask_at_connect=False)) == set(_DECIDED) - {"CONNECT"}
+    assert asked_states(restrictions()) == set(DECIDED_STATES)
+    assert asked_states(restrictions(ask_at_connect=False)) == set(DECIDED_STATES) - {"CONNECT"}
 
 
 def one_connector(bindings: str, ranges: str, more: str = "") -> str:

@@ -1,5 +1,8 @@
-"""The Postfix policy daemon: sans-I/O framing, pure decisions, and the Twisted service.
+"""The Postfix policy daemon on Twisted.
 
-``protocol`` frames bytes, ``decide`` turns one request into an access(5) action with the
-engine, ``service`` wires both to sockets, signals, reloads and metrics.
+``protocol`` frames bytes (sans-I/O), ``decide`` turns one request into an access(5) action
+with the engine (pure), ``connection`` is one Postfix connection on Twisted and ``factory``
+admits them up to the cap computed in ``limits``; ``reload`` holds the generation in use and
+reloads it off the reactor thread, ``service`` has the listeners and SIGHUP, ``metrics`` the
+daemon's Prometheus metrics, and ``daemon`` assembles and runs it all.
 """

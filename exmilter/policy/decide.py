@@ -13,17 +13,28 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from exmilter.engine import Clock, Engine, Session
+from exmilter.limits import (
+    POLICY_MAIL_WINDOW,
+    POLICY_MAX_ANSWERS,
+    POLICY_MAX_CONTEXTS,
+    POLICY_MAX_DECISIONS,
+    POLICY_MAX_SESSIONS,
+    POLICY_MAX_TRANSACTIONS,
+    POLICY_TRANSACTION_TTL,
+)
 from exmilter.listener import Listener
 from exmilter.policy.protocol import OTHER_STATE, PROTOCOL_STATES, encode_action
 from exmilter.replies import CONFIGURATION_PROBLEM as CONFIG_PROBLEM
 from exmilter.replies import Reply
 
 STATES = frozenset(PROTOCOL_STATES)
-_DECIDED = frozenset({"CONNECT", "MAIL", "RCPT", "END-OF-MESSAGE"})
+#: The states the engine judges; the rest are answered DUNNO (render-postfix calls the
+#: daemon only at these, docs/render-postfix.md).
+DECIDED_STATES = frozenset({"CONNECT", "MAIL", "RCPT", "END-OF-MESSAGE"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +48,13 @@ class Decision:
     stage: str  # protocol_state, OTHER_STATE for anything unknown
     duplicate: bool = False
     note: str = ""
+    #: Logged even without ``--verbose``: a refusal, a re-send or a note. Derived once here,
+    #: since the daemon asks for every request and the answers themselves are shared.
+    notable: bool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        refused = self.reply is not None and not self.reply.accepted
+        object.__setattr__(self, "notable", refused or self.duplicate or bool(self.note))  # frozen: set once
 
     @property
     def code(self) -> str:
@@ -98,26 +116,15 @@ def _mail_seen(m: _Mail) -> float:
 
 
 class Decider:
-    """Maps requests to decisions against whichever :class:`Engine` is current."""
+    """Maps requests to decisions against whichever :class:`Engine` is current.
 
-    MAX_ANSWERS = 4096  # per transaction; Postfix's smtpd_recipient_limit is 1000
+    Its memory is bounded (exmilter.limits, the decider's section: transactions, their
+    answers, cached sessions, parsed contexts, rendered decisions).
+    """
 
-    # Bounds of the transaction memory (postfix-notes §1.5). A transaction (one ``instance``)
-    # lasts one message, and each request refreshes it, so the TTL only has to outlast the
-    # longest pause *inside* a transaction: smtpd_timeout (300 s) between two client commands,
-    # or a re-send, which comes within try_limit × smtpd_policy_service_timeout + retry_delay
-    # (the rendered 2 × 5 s + 1 s; 201 s at Postfix's defaults). 600 s covers both; after it,
-    # smtpd has long dropped the client, and smtpd_policy_service_max_idle (300 s) closed the
-    # policy connection. Only one transaction per smtpd process is in flight, so 10,000 is far
-    # above the transactions in progress even with thousands of smtpd processes; least recently
-    # used ones go first. ~0.75 KB each: at most ~8 MB, where 100,000 for an hour grew the
-    # daemon by 70+ MB under load.
-    MAX_TRANSACTIONS = 10_000
-    TRANSACTION_TTL = 600.0
-
-    def __init__(self, clock: Clock = time.monotonic, *, max_transactions: int = MAX_TRANSACTIONS,
-                 transaction_ttl: float = TRANSACTION_TTL, mail_window: float = 30.0,
-                 max_sessions: int = 4096) -> None:
+    def __init__(self, clock: Clock = time.monotonic, *, max_transactions: int = POLICY_MAX_TRANSACTIONS,
+                 transaction_ttl: float = POLICY_TRANSACTION_TTL, mail_window: float = POLICY_MAIL_WINDOW,
+                 max_sessions: int = POLICY_MAX_SESSIONS) -> None:
         self.clock = clock
         self._txns: _Expiring[str, _Transaction] = _Expiring(max_transactions, transaction_ttl, _txn_seen)
         self._mails: _Expiring[tuple[str, str, str, str], _Mail] = _Expiring(max_transactions, mail_window,
@@ -137,7 +144,7 @@ class Decider:
         """``conn`` identifies the policy connection; it tells a re-sent MAIL from a new one."""
         state = req.get("protocol_state", "")
         stage = state if state in STATES else OTHER_STATE
-        if stage not in _DECIDED:
+        if stage not in DECIDED_STATES:
             return passthrough(stage)
         request = req.get("request")
         if request is not None and request != "smtpd_access_policy":
@@ -159,7 +166,7 @@ class Decider:
             if d is not None:
                 return d
         decision = self._decide(engine, req, stage, txn, now)
-        if txn is not None and len(txn.answers) < self.MAX_ANSWERS:
+        if txn is not None and len(txn.answers) < POLICY_MAX_ANSWERS:
             txn.answers[key] = decision
         if mail_key is not None:
             self._mails.pop(mail_key, None)
@@ -196,7 +203,7 @@ class Decider:
             # OK at RCPT is what permits relay in the rendered Postfix restrictions.
             action = ("OK" if stage == "RCPT" else "DUNNO") if reply.accepted else reply.line
             d = Decision(action, encode_action(action), reply, connector, stage)
-            if len(self._decisions) > 10_000:
+            if len(self._decisions) > POLICY_MAX_DECISIONS:
                 self._decisions.clear()
             self._decisions[k] = d
         return d
@@ -244,7 +251,7 @@ class Decider:
                     lst = Listener.parse(ctx)
                 except ValueError as e:
                     lst = f"unusable policy_context {ctx[:80]!r}: {str(e)[:200]}"
-                if len(self._contexts) > 1024:
+                if len(self._contexts) > POLICY_MAX_CONTEXTS:
                     self._contexts.clear()
                 self._contexts[ctx] = lst
             if isinstance(lst, str):

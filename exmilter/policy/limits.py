@@ -1,8 +1,7 @@
-"""The policy daemon's resource bounds, in one place (docs/policyd.md, "Limits").
+"""The policy daemon's connection cap, computed from what Postfix can open (docs/policyd.md, "Limits").
 
-The configurable ones (``policyd.max_connections``, ``request_timeout``, ``idle_timeout``)
-are :class:`exmilter.model.PolicydSettings` fields; the fixed ones are here, with the
-computation of the connection cap from what Postfix can open.
+The bounds themselves are named in :mod:`exmilter.limits` (the configurable ones are
+:class:`exmilter.model.PolicydSettings` fields, whose defaults are there too).
 
 Postfix opens one policy connection per smtpd process and service string (postfix-notes
 §1.5; the renderer uses one string per listener), and a listener runs at most ``maxproc``
@@ -17,34 +16,11 @@ import contextlib
 import resource
 from dataclasses import dataclass
 
+from exmilter.limits import POLICY_FD_RESERVE, POLICY_HEADROOM_MIN, POLICY_HEADROOM_PERCENT
 from exmilter.model import Organization
 
-#: Requests answered per connection per reactor turn. Postfix sends one request and waits
-#: for its answer, so only a non-Postfix client pipelines more; after this many, reading from
-#: that connection pauses until the next turn, after every other ready connection ran.
-#: 32 decisions are about a millisecond (docs/performance.md).
-MAX_REQUESTS_PER_TURN = 32
-
-#: Unsent answers that pause reading from a connection: Twisted's write buffer size per
-#: connection (``FileDescriptor.bufferSize``, 64 KiB). Postfix reads every answer before it
-#: writes the next request, so its connections never come near it. Documented here; Twisted
-#: applies it when the protocol is registered as the transport's streaming producer.
-OUTPUT_BUFFER = 64 * 1024
-
-#: File descriptors kept free for everything that is not a policy connection (listeners,
-#: the metrics endpoint and its scrapes, the configuration file on reload, logs, the reactor).
-FD_RESERVE = 64
-
-#: Room above the rendered maxproc total: a connection Postfix has closed may still be
-#: open here for a moment when its replacement arrives. 10 %, and at least this many.
-HEADROOM_MIN = 10
-
-#: At most one log line per this many seconds about refused connections (each is counted
-#: in ``exmilter_policy_refused_connections_total``); the line says how many were refused.
-REFUSAL_LOG_INTERVAL = 10.0
-
 #: master.cf's maxproc is a C int; beyond it render-postfix writes 0 (no limit).
-_MAXPROC_MAX = 2**31 - 1
+MAXPROC_MAX = 2**31 - 1
 
 
 def postfix_connections(org: Organization) -> int | None:
@@ -79,7 +55,7 @@ def postfix_connections(org: Organization) -> int | None:
             else:
                 listeners.add((b.port, "*"))
         total += c.max_inbound_connection * len(listeners)
-        if total > _MAXPROC_MAX:
+        if total > MAXPROC_MAX:
             return None
     return total
 
@@ -115,9 +91,9 @@ class ConnectionCap:
 
 def connection_cap(org: Organization, fd_limit: int | None) -> ConnectionCap:
     """``policyd.max_connections``, or for ``auto`` the rendered maxproc total plus headroom;
-    in both cases no more than the open-files limit leaves (``fd_limit - FD_RESERVE``),
+    in both cases no more than the open-files limit leaves (``fd_limit - POLICY_FD_RESERVE``),
     since beyond it ``accept`` fails and connections would wait unanswered instead."""
-    fds = None if fd_limit is None else max(1, fd_limit - FD_RESERVE)
+    fds = None if fd_limit is None else max(1, fd_limit - POLICY_FD_RESERVE)
     wanted = org.policyd.max_connections
     if wanted is not None:
         reason = "policyd.max_connections"
@@ -126,20 +102,23 @@ def connection_cap(org: Organization, fd_limit: int | None) -> ConnectionCap:
         if postfix is None:
             if fds is None:
                 return ConnectionCap(
-                    _MAXPROC_MAX, "auto: some listener has no process limit and the open-files limit is unlimited"
+                    MAXPROC_MAX, "auto: some listener has no process limit and the open-files limit is unlimited"
                 )
             return ConnectionCap(
                 fds,
                 f"auto: some listener has no process limit (maxproc 0); the open-files "
-                f"limit {fd_limit} less {FD_RESERVE} kept free",
+                f"limit {fd_limit} less {POLICY_FD_RESERVE} kept free",
             )
-        wanted = postfix + max(HEADROOM_MIN, -(-postfix // 10))
-        reason = f"auto: up to {postfix} smtpd processes in the rendered master.cf (maxproc), plus 10 %"
+        wanted = postfix + max(POLICY_HEADROOM_MIN, -(-postfix * POLICY_HEADROOM_PERCENT // 100))
+        reason = (
+            f"auto: up to {postfix} smtpd processes in the rendered master.cf (maxproc), "
+            f"plus {POLICY_HEADROOM_PERCENT} %"
+        )
     if fds is not None and wanted > fds:
         return ConnectionCap(
             fds,
             f"{reason} would be {wanted}, but the open-files limit is {fd_limit} "
-            f"({FD_RESERVE} kept free): raise LimitNOFILE",
+            f"({POLICY_FD_RESERVE} kept free): raise LimitNOFILE",
             clamped=True,
         )
     return ConnectionCap(wanted, reason)

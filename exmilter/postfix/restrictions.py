@@ -62,7 +62,7 @@ def restrictions(ask_at_connect: bool = True) -> list[tuple[str, str]]:
     With ``smtpd_delay_reject=no`` the lists run at CONNECT (client), EHLO/HELO (helo),
     MAIL (sender), RCPT (relay, recipient), DATA (data) and END-OF-MESSAGE (end-of-data).
     exmilter decides at CONNECT, MAIL, RCPT and END-OF-MESSAGE only
-    (``exmilter.policy.decide._DECIDED``) and answers ``DUNNO`` at EHLO/HELO and DATA
+    (``exmilter.policy.decide.DECIDED_STATES``) and answers ``DUNNO`` at EHLO/HELO and DATA
     without consulting the engine, so asking there costs a policy round trip and daemon
     CPU for nothing (two of the six requests per message the first renderer asked for).
     The helo and data lists are therefore empty. They are still set, empty, per listener,

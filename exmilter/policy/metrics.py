@@ -2,7 +2,12 @@
 
 The registry is a parameter so tests build a fresh one each and nothing lands in the
 process-wide default. Labels are bounded by the configuration (connector identities,
-protocol states, reply codes): never an address, a sender or a message id.
+protocol states, reply codes): never an address, a sender or a message id. The
+configuration metrics every daemon has come from :class:`exmilter.runtime.metrics.ConfigMetrics`.
+
+Single-threaded by design: the per-request counts are plain numbers, updated without a
+lock, which is right only because requests and scrapes both run on the reactor thread.
+A threaded daemon uses prometheus_client's own (locked) types instead.
 
 With metrics disabled (``--metrics none``, ``policyd.metrics: null``) the daemon uses
 :class:`NullMetrics` instead: the same interface, no registry, nothing recorded, and the
@@ -16,14 +21,11 @@ from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
-from twisted.web.http import Request
-from twisted.web.resource import Resource
-from twisted.web.server import Site
 
 from exmilter.policy.protocol import OTHER_STATE, PROTOCOL_STATES
+from exmilter.runtime.metrics import NOTHING, ConfigMetrics, NullConfigMetrics
 
 #: Decisions take tens of microseconds; the buckets resolve that and still show stalls.
 LATENCY_BUCKETS = (2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 0.1, 1.0)
@@ -51,12 +53,14 @@ class LatencyHistogram:
         self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
         self.sum = 0.0
 
-    def observe(self, seconds: float) -> None:
-        self.counts[bisect_left(self.bounds, seconds)] += 1  # le is inclusive: v == bound counts there
-        self.sum += seconds
+    def observe(self, amount: float) -> None:
+        """Count ``amount`` (seconds); named as prometheus_client's ``Histogram.observe`` names it."""
+        self.counts[bisect_left(self.bounds, amount)] += 1  # le is inclusive: v == bound counts there
+        self.sum += amount
 
     def cumulative(self) -> list[tuple[str, float]]:
-        out, total = [], 0
+        out: list[tuple[str, float]] = []
+        total = 0
         for bound, n in zip((*self.bounds, float("inf")), self.counts, strict=True):
             total += n
             out.append((floatToGoString(bound), total))
@@ -73,16 +77,21 @@ class _RequestCollector(Collector):
         m = self._m
         for name, doc, counts in (
             ("exmilter_policy_requests", "Policy requests received, by protocol_state.", m._requests),
-            ("exmilter_policy_duplicate_requests", "Requests Postfix re-sent after a timeout, answered from memory.",
-             m._duplicates),
+            (
+                "exmilter_policy_duplicate_requests",
+                "Requests Postfix re-sent after a timeout, answered from memory.",
+                m._duplicates,
+            ),
         ):
             by_state = CounterMetricFamily(name, doc, labels=["protocol_state"])
             for state, n in counts.items():
                 by_state.add_metric([state], n)
             yield by_state
-        decisions = CounterMetricFamily("exmilter_policy_decisions",
-                                        "Engine decisions, by connector identity, stage and SMTP reply code.",
-                                        labels=["connector", "stage", "code"])
+        decisions = CounterMetricFamily(
+            "exmilter_policy_decisions",
+            "Engine decisions, by connector identity, stage and SMTP reply code.",
+            labels=["connector", "stage", "code"],
+        )
         for (connector, stage, code), n in m._decisions.items():
             decisions.add_metric([connector or "none", stage, code], n)
         yield decisions
@@ -91,65 +100,64 @@ class _RequestCollector(Collector):
         yield latency
 
 
-class PolicyMetrics:
+class PolicyMetrics(ConfigMetrics):
     """Every metric the daemon exports.
 
     What changes per request (requests, re-sends, decisions, decision time) is counted in
-    plain integers and turned into metric families only when the registry is scraped
-    (:class:`_RequestCollector`): ~1 µs per request where prometheus_client's labelled
-    counters and histogram cost ~8 µs (docs/performance.md). The rest (connections,
-    reloads, configuration) changes rarely and uses prometheus_client's own types.
+    plain integers and turned into metric families only when the registry is scraped (:class:`_RequestCollector`):
+    ~1 µs per request where prometheus_client's labelled counters and histogram cost ~8 µs
+    (docs/performance.md). The rest (connections, limits, reloads, configuration) changes
+    rarely and uses prometheus_client's own types.
     """
 
-    enabled = True
-
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.registry = registry
+        super().__init__(registry)
         self._requests: dict[str, int] = dict.fromkeys(_STATES, 0)
         self._duplicates: dict[str, int] = dict.fromkeys(_STATES, 0)
         self._decisions: dict[tuple[str, str, str], int] = {}
         self.latency = LatencyHistogram(LATENCY_BUCKETS)
         registry.register(_RequestCollector(self))
-        self.connections = Gauge("exmilter_policy_connections", "Open policy connections from Postfix.",
-                                 registry=registry)
-        self.protocol_errors = Counter("exmilter_policy_protocol_errors_total",
-                                       "Connections closed for malformed or oversized input.", registry=registry)
-        self.internal_errors = Counter("exmilter_policy_internal_errors_total",
-                                       "Requests left unanswered because deciding raised (Postfix fails closed).",
-                                       registry=registry)
-        self.max_connections = Gauge("exmilter_policy_max_connections",
-                                     "Open policy connections admitted (policyd.max_connections, or auto).",
-                                     registry=registry)
+        self.connections = Gauge(
+            "exmilter_policy_connections", "Open policy connections from Postfix.", registry=registry
+        )
+        self.protocol_errors = Counter(
+            "exmilter_policy_protocol_errors_total",
+            "Connections closed for malformed or oversized input.",
+            registry=registry,
+        )
+        self.internal_errors = Counter(
+            "exmilter_policy_internal_errors_total",
+            "Requests left unanswered because deciding raised (Postfix fails closed).",
+            registry=registry,
+        )
+        self.max_connections = Gauge(
+            "exmilter_policy_max_connections",
+            "Open policy connections admitted (policyd.max_connections, or auto).",
+            registry=registry,
+        )
         self.refused_connections = Counter(
             "exmilter_policy_refused_connections_total",
             "Connections closed at once because max_connections were open (Postfix retries, then fails closed).",
-            registry=registry)
+            registry=registry,
+        )
         self.timeouts = Counter(
             "exmilter_policy_timeouts_total",
             "Connections closed by a deadline: request (a request not complete within request_timeout), idle "
             "(no request for idle_timeout), close (the last answers not read within request_timeout of closing).",
-            ["kind"], registry=registry)
+            ["kind"],
+            registry=registry,
+        )
         self.read_pauses = Counter(
             "exmilter_policy_read_pauses_total",
             "Times reading from a connection paused: unsent_answers (over 64 KiB of answers not read by the "
             "client), pipelined_requests (more requests at once than are answered per turn).",
-            ["reason"], registry=registry)
+            ["reason"],
+            registry=registry,
+        )
         for kind in TIMEOUT_KINDS:
             self.timeouts.labels(kind)
         for reason in PAUSE_REASONS:
             self.read_pauses.labels(reason)
-        self.reloads = Counter("exmilter_config_reloads_total", "Configuration reload attempts (SIGHUP).",
-                               registry=registry)
-        self.reload_failures = Counter("exmilter_config_reload_failures_total",
-                                       "Reloads refused because the new file is invalid; the old one stays.",
-                                       registry=registry)
-        self.last_reload_ok = Gauge("exmilter_config_last_reload_successful",
-                                    "1 if the last reload succeeded (or none happened), else 0.", registry=registry)
-        self.generation = Gauge("exmilter_config_generation", "Number of the configuration in use (1 at start).",
-                                registry=registry)
-        self.info = Gauge("exmilter_config_info", "The configuration in use; always 1.",
-                          ["generation", "source"], registry=registry)
-        self.last_reload_ok.set(1)
 
     def request(self, state: str) -> None:
         if state not in self._requests:
@@ -165,57 +173,16 @@ class PolicyMetrics:
         key = (connector, stage, code)
         self._decisions[key] = self._decisions.get(key, 0) + 1
 
-    def config_loaded(self, generation: int, source: str) -> None:
-        self.generation.set(generation)
-        self.info.clear()
-        self.info.labels(str(generation), source).set(1)
 
-    def reload_result(self, ok: bool) -> None:
-        self.reloads.inc()
-        if not ok:
-            self.reload_failures.inc()
-        self.last_reload_ok.set(1 if ok else 0)
-
-
-class _Nothing:
-    """Stands for any counter, gauge or histogram of :class:`PolicyMetrics`; records nothing."""
-
-    __slots__ = ()
-
-    def inc(self, amount: float = 1) -> None:
-        pass
-
-    def dec(self, amount: float = 1) -> None:
-        pass
-
-    def set(self, value: float) -> None:
-        pass
-
-    def observe(self, amount: float) -> None:
-        pass
-
-    def clear(self) -> None:
-        pass
-
-    def labels(self, *values: str) -> _Nothing:
-        return self
-
-
-_NOTHING = _Nothing()
-
-
-class NullMetrics:
+class NullMetrics(NullConfigMetrics):
     """:class:`PolicyMetrics`'s interface with every method a no-op: metrics disabled.
 
     ``enabled`` is False so the request path can skip the timing around a decision too;
     ``registry`` is None, so there is nothing to serve.
     """
 
-    enabled = False
-    registry: CollectorRegistry | None = None
-    latency = connections = protocol_errors = internal_errors = reloads = reload_failures = _NOTHING
-    max_connections = refused_connections = timeouts = read_pauses = _NOTHING
-    last_reload_ok = generation = info = _NOTHING
+    latency = connections = protocol_errors = internal_errors = NOTHING
+    max_connections = refused_connections = timeouts = read_pauses = NOTHING
 
     def request(self, state: str) -> None:
         pass
@@ -226,40 +193,6 @@ class NullMetrics:
     def decision(self, connector: str, stage: str, code: str) -> None:
         pass
 
-    def config_loaded(self, generation: int, source: str) -> None:
-        pass
-
-    def reload_result(self, ok: bool) -> None:
-        pass
-
 
 #: What the daemon accepts: the real metrics or none at all.
 Metrics = PolicyMetrics | NullMetrics
-
-
-class MetricsPage(Resource):
-    """The text exposition of one registry, rendered synchronously (it takes microseconds)."""
-
-    isLeaf = True
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        super().__init__()
-        self.registry = registry
-
-    def render_GET(self, request: Request) -> bytes:
-        request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode())
-        return generate_latest(self.registry)
-
-
-class _QuietSite(Site):
-    noisy = False
-
-    def log(self, request: Request) -> None:  # a scrape every 15 s is not worth a log line
-        pass
-
-
-def metrics_site(registry: CollectorRegistry) -> Site:
-    """A site answering the exposition on every path (``/metrics`` included)."""
-    site = _QuietSite(MetricsPage(registry))
-    site.displayTracebacks = False
-    return site

@@ -2,16 +2,15 @@
 
 A policy request (or, later, a milter macro) can carry any character: CR/LF that would
 start a fake log line, ANSI escapes that rewrite a terminal, NUL, DEL, C1 controls,
-bidirectional overrides. Every value a peer chose goes through :func:`escape` where it is
-formatted into a log line; the daemon's log observer applies :func:`printable_lines` to
-the whole line as a second guard.
+bidirectional overrides. Events carry such values as they came; the text sink
+(:mod:`exmilter.logs.text`) puts every value a peer chose through :func:`escape` where it
+formats the line, and the stderr observer applies :func:`printable_lines` to the whole
+line as a second guard.
 """
 
 from __future__ import annotations
 
-#: Longest value written to a log line, in characters before escaping. An address is at
-#: most 254 characters (RFC 5321 path); longer values are cut and the cut is counted.
-MAX_VALUE = 256
+from exmilter.limits import LOG_VALUE_MAX
 
 _SHORT = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
 
@@ -30,7 +29,7 @@ def _escaped(ch: str) -> str:
     return f"\\U{n:08x}"
 
 
-def escape(value: str, limit: int = MAX_VALUE) -> str:
+def escape(value: str, limit: int = LOG_VALUE_MAX) -> str:
     """``value`` as one printable run: Python's escapes (``\\x1b``, ``\\n``, ``\\u202e``)
     for every non-printable character, ``\\\\`` for a backslash (so the escapes are
     unambiguous), and at most ``limit`` characters of it followed by ``…[+N]``.
