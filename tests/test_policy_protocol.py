@@ -279,6 +279,7 @@ def test_roundtrip_any_chunking(requests, sizes):
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.binary(max_size=200), max_size=10))
 def test_arbitrary_bytes_never_crash_and_stay_bounded(chunks):
+    """Hypothesis found the CR: a 64-byte line and a CR are 65 buffered bytes, and legal."""
     p = RequestParser(max_line_length=64, max_attributes=8)
     for chunk in chunks:
         try:
@@ -287,7 +288,7 @@ def test_arbitrary_bytes_never_crash_and_stay_bounded(chunks):
                 assert len(r) <= 8
         except ProtocolError:
             return
-        assert len(p._buf) <= 64
+        assert p.buffered <= 64 + 1  # an unfinished line, and a final CR that may be half of a CRLF
 
 
 def test_postfix_attribute_shortcut_accepts_only_what_the_full_check_accepts() -> None:
@@ -299,3 +300,12 @@ def test_postfix_attribute_shortcut_accepts_only_what_the_full_check_accepts() -
     # one unknown bad name among known ones still goes through the full check
     with pytest.raises(ProtocolError, match="bad name"):
         RequestParser().feed(b"request=smtpd_access_policy\nbad\x01name=x\n\n")
+
+
+def test_a_full_line_and_half_a_crlf_wait_for_the_other_half() -> None:
+    """The longest legal line, then CR: 65 bytes buffered, no error; the LF completes the line."""
+    p = RequestParser(max_line_length=64, max_attributes=8)
+    line = b"a=" + b"x" * 62
+    assert p.feed(line + b"\r") == []
+    assert p.buffered == 65
+    assert p.feed(b"\n\n") == [{"a": "x" * 62}]

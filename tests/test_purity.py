@@ -30,7 +30,7 @@ ALLOWED: dict[str, set[str]] = {
     "config": {"yaml"},
     "policy": {"twisted", "prometheus_client", "zope"},
     "runtime": {"twisted", "prometheus_client", "zope"},
-    "logs": {"twisted"},
+    "logs": {"twisted", "zope"},
     "postfix": set(),
     "sandbox": set(),
     "importer": set(),

@@ -57,7 +57,7 @@ class RequestParser:
     def more(self) -> bool:
         """True when the last ``feed`` stopped at ``max_requests`` with input left over:
         ``feed(b"")`` parses the next batch. Otherwise at most ``max_line_length`` bytes
-        (an unfinished line) are buffered."""
+        (an unfinished line) are buffered, plus a final CR that may be half of a CRLF."""
         return self._more
 
     @property

@@ -26,7 +26,7 @@ DELIVERY_USER = "nobody"
 TRANSPORT = "exdeliver"
 #: The exmilter modules the agent imports (connector selection and what it imports), copied
 #: beside it: standard library only, as tests/test_deliver.py checks on a copy.
-AGENT_MODULES = ("values", "model", "selection", "listener")
+AGENT_MODULES = ("values", "limits", "model", "selection", "listener")
 #: The copy's package: the modules above and nothing else (the real __init__ may grow imports).
 AGENT_PACKAGE_INIT = '"""The pure exmilter modules the sandbox\'s delivery agent imports (a copy)."""\n'
 #: The agent's file name under STATE/bin/.
