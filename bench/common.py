@@ -159,9 +159,19 @@ def policyd_cmd(config: Path, port: int, also: tuple[str, ...] = ()) -> list[str
     """The daemon as deployed, on 127.0.0.1:``port`` and on the ``also`` endpoints (e.g. a
     unix socket): Prometheus metrics on (the default), served on a free loopback port."""
     extra = [arg for endpoint in also for arg in ("--listen", endpoint)]
-    return [PYTHON, "-m", "exmilter.cli", "policyd", "-c", str(config),
-            "--listen", f"tcp:{port}:interface=127.0.0.1", *extra,
-            "--metrics", f"tcp:{free_port()}:interface=127.0.0.1"]
+    return [
+        PYTHON,
+        "-m",
+        "exmilter.cli",
+        "policyd",
+        "-c",
+        str(config),
+        "--listen",
+        f"tcp:{port}:interface=127.0.0.1",
+        *extra,
+        "--metrics",
+        f"tcp:{free_port()}:interface=127.0.0.1",
+    ]
 
 
 def policyd_available() -> bool:
@@ -197,9 +207,23 @@ def start_postfwd(rules: Path, port: int, log: Path) -> subprocess.Popen:
     exe = postfwd_binary()
     if exe is None:
         raise RuntimeError("postfwd is not installed (apt-get install postfwd)")
-    cmd = ["perl", str(BENCH / "postfwd-foreground.pl"), "-d", "-f", str(rules),
-           "--interface", "127.0.0.1", "--port", str(port), "--nodns", "-P",
-           "-u", "nobody", "-g", "nogroup"]
+    cmd = [
+        "perl",
+        str(BENCH / "postfwd-foreground.pl"),
+        "-d",
+        "-f",
+        str(rules),
+        "--interface",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--nodns",
+        "-P",
+        "-u",
+        "nobody",
+        "-g",
+        "nogroup",
+    ]
     with open(log, "wb") as fh:  # the child keeps its own descriptor
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, "POSTFWD": exe})
     try:

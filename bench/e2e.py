@@ -94,8 +94,7 @@ class PrivatePostfix:
             if callable(spec):
                 text = spec(port)
             else:
-                text = (f"127.0.0.1:{port} inet n - n - - smtpd\n"
-                        f"  -o {{ smtpd_relay_restrictions = {spec} }}\n")
+                text = f"127.0.0.1:{port} inet n - n - - smtpd\n  -o {{ smtpd_relay_restrictions = {spec} }}\n"
             services.append(text.rstrip("\n") + f"\n  -o syslog_name=postfix-{name}\n")
         main = {
             "compatibility_level": "3.6",
@@ -111,18 +110,25 @@ class PrivatePostfix:
             "alias_maps": "",
             "alias_database": "",
         }
-        tail = (f"{main_extra}\n"
-                "relay_domains = labs.local, exchangelabs.nl\n"
-                "default_transport = discard:\n"
-                "relay_transport = discard:\n"
-                "local_transport = discard:\n"
-                "smtpd_client_connection_count_limit = 0\n"
-                "smtpd_client_connection_rate_limit = 0\n"
-                "smtpd_client_message_rate_limit = 0\n")
+        tail = (
+            f"{main_extra}\n"
+            "relay_domains = labs.local, exchangelabs.nl\n"
+            "default_transport = discard:\n"
+            "relay_transport = discard:\n"
+            "local_transport = discard:\n"
+            "smtpd_client_connection_count_limit = 0\n"
+            "smtpd_client_connection_rate_limit = 0\n"
+            "smtpd_client_message_rate_limit = 0\n"
+        )
         if PostfixInstance is not None:  # helper B's API (exmilter.sandbox.instance)
             self.instance = PostfixInstance(self.dir)
-            main.update({k: v for k, v in self.instance.base_main("mx.bench.test").items()
-                         if k in ("queue_directory", "data_directory", "maillog_file", "maillog_file_prefixes")})
+            main.update(
+                {
+                    k: v
+                    for k, v in self.instance.base_main("mx.bench.test").items()
+                    if k in ("queue_directory", "data_directory", "maillog_file", "maillog_file_prefixes")
+                }
+            )
             self.instance.write(main, tail, "".join(services))
             self.etc = self.instance.etc
         else:
@@ -135,8 +141,9 @@ class PrivatePostfix:
             (self.etc / "master.cf").write_text(MASTER_BASE + "".join(services))
 
     def postfix(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([POSTFIX, "-c", str(self.etc), *args], capture_output=True, text=True, timeout=120,
-                              stdin=subprocess.DEVNULL)
+        return subprocess.run(
+            [POSTFIX, "-c", str(self.etc), *args], capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL
+        )
 
     def start(self) -> None:
         if self.instance is not None:
@@ -209,8 +216,9 @@ def rendered_listener(config_text: str, endpoint: str) -> tuple[object, str] | N
 
 
 def policy_restrictions(port: int) -> str:
-    return (f"check_policy_service {{ inet:127.0.0.1:{port}, timeout=10s, policy_context=*:25 }}, "
-            "reject_unauth_destination")
+    return (
+        f"check_policy_service {{ inet:127.0.0.1:{port}, timeout=10s, policy_context=*:25 }}, reject_unauth_destination"
+    )
 
 
 def cpu_busy() -> tuple[int, int]:
@@ -221,9 +229,22 @@ def cpu_busy() -> tuple[int, int]:
 
 
 def smtp_source(port: int, messages: int, sessions: int, size: int) -> tuple[float, str]:
-    cmd = [SMTP_SOURCE, "-s", str(sessions), "-m", str(messages), "-l", str(size),
-           "-f", "bench@sender.example", "-t", "user@labs.local", "-M", "client.bench.test",
-           f"127.0.0.1:{port}"]
+    cmd = [
+        SMTP_SOURCE,
+        "-s",
+        str(sessions),
+        "-m",
+        str(messages),
+        "-l",
+        str(size),
+        "-f",
+        "bench@sender.example",
+        "-t",
+        "user@labs.local",
+        "-M",
+        "client.bench.test",
+        f"127.0.0.1:{port}",
+    ]
     t0 = time.perf_counter()
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     dt = time.perf_counter() - t0
@@ -233,8 +254,9 @@ def smtp_source(port: int, messages: int, sessions: int, size: int) -> tuple[flo
     return dt, out
 
 
-def measure(messages: int = 4000, sessions: int = 20, size: int = 1024, repeat: int = 1,
-            workdir: Path | None = None) -> dict:
+def measure(
+    messages: int = 4000, sessions: int = 20, size: int = 1024, repeat: int = 1, workdir: Path | None = None
+) -> dict:
     own = workdir is None
     work = Path(workdir or tempfile.mkdtemp(prefix="exmilter-bench-e2e-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -282,7 +304,7 @@ def measure(messages: int = 4000, sessions: int = 20, size: int = 1024, repeat: 
             drains: dict[str, list[float]] = {n: [] for n in listeners}
             names = list(listeners)
             for rep in range(repeat):
-                for name in names[rep % len(names):] + names[:rep % len(names)]:  # rotate the order
+                for name in names[rep % len(names) :] + names[: rep % len(names)]:  # rotate the order
                     pf.wait_empty()
                     svc = services.get(name)
                     c0, (b0, t0) = cpu_seconds(svc.pid if svc else None), cpu_busy()
@@ -293,8 +315,11 @@ def measure(messages: int = 4000, sessions: int = 20, size: int = 1024, repeat: 
                     busy[name].append((b1 - b0) / max(t1 - t0, 1))
                     if c0 is not None and c1 is not None:
                         policy_cpu[name].append((c1 - c0) / messages * 1e6)
-                    print(f"  e2e {name:>8}: {messages / dt:7.1f} msg/s ({dt:.2f}s; drained {drains[name][-1]:.2f}s; "
-                          f"CPU busy {busy[name][-1]:.0%})", file=sys.stderr)
+                    print(
+                        f"  e2e {name:>8}: {messages / dt:7.1f} msg/s ({dt:.2f}s; drained {drains[name][-1]:.2f}s; "
+                        f"CPU busy {busy[name][-1]:.0%})",
+                        file=sys.stderr,
+                    )
             rejects = pf.count_log("reject:")
             sent = pf.count_log("status=sent")
             result["rejects_logged"] = rejects
@@ -310,13 +335,18 @@ def measure(messages: int = 4000, sessions: int = 20, size: int = 1024, repeat: 
             mps = messages / dt
             if name == "bare":
                 bare = mps
-            result["rows"].append({"scenario": name, "seconds": dt, "msg_per_s": mps,
-                                   "cpu_busy": statistics.median(busy[name]),
-                                   "policy_cpu_us_per_msg": (statistics.median(policy_cpu[name])
-                                                             if policy_cpu[name] else None),
-                                   "drained_s": sorted(drains[name])[len(ts) // 2],
-                                   "runs_msg_per_s": [round(messages / t) for t in times[name]],
-                                   "ratio_to_bare": (mps / bare) if bare else None})
+            result["rows"].append(
+                {
+                    "scenario": name,
+                    "seconds": dt,
+                    "msg_per_s": mps,
+                    "cpu_busy": statistics.median(busy[name]),
+                    "policy_cpu_us_per_msg": (statistics.median(policy_cpu[name]) if policy_cpu[name] else None),
+                    "drained_s": sorted(drains[name])[len(ts) // 2],
+                    "runs_msg_per_s": [round(messages / t) for t in times[name]],
+                    "ratio_to_bare": (mps / bare) if bare else None,
+                }
+            )
     finally:
         for proc in procs:
             stop(proc)

@@ -99,11 +99,23 @@ def measure(quick: bool = False) -> dict:
         us, hits = time_lookup(engine, addrs, rounds)
         index_us = time_index(engine, addrs, rounds)
         segs = sum(len(ix) for ix in engine.table._index.values())
-        row = {"case": label, "connectors": n, "ranges": n * k, "segments": segs, "yaml_bytes": len(text),
-               "load_s": load_s, "engine_s": build_s, "lookup_us": us, "index_us": index_us, "hit_ratio": hits}
-        print(f"  {label:>18}: lookup {us:6.2f} µs (bisection {index_us:.2f}, hits {hits:.0%}), "
-              f"load {load_s:.3f}s + engine {build_s:.3f}s",
-              file=sys.stderr)
+        row = {
+            "case": label,
+            "connectors": n,
+            "ranges": n * k,
+            "segments": segs,
+            "yaml_bytes": len(text),
+            "load_s": load_s,
+            "engine_s": build_s,
+            "lookup_us": us,
+            "index_us": index_us,
+            "hit_ratio": hits,
+        }
+        print(
+            f"  {label:>18}: lookup {us:6.2f} µs (bisection {index_us:.2f}, hits {hits:.0%}), "
+            f"load {load_s:.3f}s + engine {build_s:.3f}s",
+            file=sys.stderr,
+        )
         out["lookup"].append(row)
         del engine
     if not policyd_available():
@@ -127,8 +139,7 @@ def measure(quick: bool = False) -> dict:
             finally:
                 stop(proc)
             print(f"  {label:>18}: daemon RSS {kb / 1024:.1f} MB, listening after {ready:.1f}s", file=sys.stderr)
-            out["rss"].append({"case": label, "connectors": n, "ranges": n * k, "rss_mb": kb / 1024,
-                               "ready_s": ready})
+            out["rss"].append({"case": label, "connectors": n, "ranges": n * k, "rss_mb": kb / 1024, "ready_s": ready})
     return out
 
 

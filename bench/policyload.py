@@ -33,8 +33,9 @@ _EXTERNAL_RCPTS = ["someone@gmail.com", "ceo@partner.example.com", "list@lists.e
 _INTERNAL_RCPTS = ["alice@labs.local", "bob@exchangelabs.nl", "helpdesk@it.branch.exchangelabs.nl"]
 
 
-def request_templates(server_address: str = "10.83.4.10", server_port: int = 25,
-                      context: str = "*:25") -> list[tuple[bytes, bytes, str]]:
+def request_templates(
+    server_address: str = "10.83.4.10", server_port: int = 25, context: str = "*:25"
+) -> list[tuple[bytes, bytes, str]]:
     """(before instance, after instance, expected class) for one cycle of requests.
 
     Expected classes: ``OK`` (relay client, or internal recipient) and ``550`` (outside
@@ -114,9 +115,11 @@ class Result:
     def line(self) -> str:
         acts = ", ".join(f"{k}:{v}" for k, v in sorted(self.actions.items()))
         cpu = f"  cpu {self.server_cpu_us:5.1f} µs/req" if self.server_cpu_us is not None else ""
-        return (f"C={self.connections:<3} {self.rps:9.0f} req/s  p50 {self.p50_ms:6.3f} ms"
-                f"  p99 {self.p99_ms:6.3f} ms{cpu}"
-                f"  n={self.requests} [{acts}] mismatches={self.mismatches} errors={self.errors} {self.note}")
+        return (
+            f"C={self.connections:<3} {self.rps:9.0f} req/s  p50 {self.p50_ms:6.3f} ms"
+            f"  p99 {self.p99_ms:6.3f} ms{cpu}"
+            f"  n={self.requests} [{acts}] mismatches={self.mismatches} errors={self.errors} {self.note}"
+        )
 
 
 def _pct(sorted_ns: list[int], q: float) -> float:
@@ -138,8 +141,16 @@ def cpu_seconds(pid: int | None) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run(port: int, connections: int, duration: float = 3.0, warmup: float = 0.5, count: int = 0,
-        host: str = "127.0.0.1", check: bool = True, pid: int | None = None) -> Result:
+def run(
+    port: int,
+    connections: int,
+    duration: float = 3.0,
+    warmup: float = 0.5,
+    count: int = 0,
+    host: str = "127.0.0.1",
+    check: bool = True,
+    pid: int | None = None,
+) -> Result:
     """Load ``host:port`` for ``warmup + duration`` seconds (or until ``count`` requests).
 
     With ``pid`` (the server's process), also report its CPU time per answered request.

@@ -62,8 +62,10 @@ COMPONENTS = (
     ("deciding (Decider.decide → Engine)", ("Decider.",)),
     ("metrics (exmilter/policy/metrics.py, prometheus_client)", ("prometheus_client/", "exmilter/policy/metrics.py")),
     ("idle timer (DelayedCall.reset in PolicyProtocol.dataReceived)", ("DelayedCall.reset",)),
-    ("answer write path (PolicyProtocol.send → socket.send; transport.write, doWrite)",
-     ("PolicyProtocol.send", "FileDescriptor.write", "FileDescriptor.doWrite", "writeSomeData")),
+    (
+        "answer write path (PolicyProtocol.send → socket.send; transport.write, doWrite)",
+        ("PolicyProtocol.send", "FileDescriptor.write", "FileDescriptor.doWrite", "writeSomeData"),
+    ),
     ("reactor: epoll, recv, dispatch (callWithLogger, …)", ("",)),
 )
 
@@ -110,9 +112,25 @@ def profile(seconds: float = 8.0, connections: int = 20, out: Path | None = None
     proc = start_policyd(cfg, port, tmp / "policyd.log")
     raw = tmp / "policyd.raw"
     try:
-        spy = subprocess.Popen([exe, "record", "--nonblocking", "-r", "250", "-d", str(int(seconds)), "-f", "raw",
-                                "-o", str(raw), "-p", str(proc.pid)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        spy = subprocess.Popen(
+            [
+                exe,
+                "record",
+                "--nonblocking",
+                "-r",
+                "250",
+                "-d",
+                str(int(seconds)),
+                "-f",
+                "raw",
+                "-o",
+                str(raw),
+                "-p",
+                str(proc.pid),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         holder = {}
         t = threading.Thread(target=lambda: holder.update(r=policyload.run(port, connections, seconds + 1, 0.3)))
         t.start()

@@ -109,8 +109,9 @@ def policy_bench(duration: float, rounds: int, work: Path) -> dict:
         for impl in ("epoll", "asyncio"):
             name = f"ceiling-{impl}"
             ports[name] = free_port()
-            targets[name] = subprocess.Popen([PYTHON, str(BENCH / "ceiling.py"), "--port", str(ports[name]),
-                                              "--impl", impl])
+            targets[name] = subprocess.Popen(
+                [PYTHON, str(BENCH / "ceiling.py"), "--port", str(ports[name]), "--impl", impl]
+            )
             wait_port(ports[name], 10, targets[name])
         if postfwd_binary():
             rules = work / "postfwd.cf"
@@ -201,26 +202,37 @@ def evaluate(res: dict) -> list[tuple[str, str, str, str]]:
         return f"**not met**: {value / goal:.1f}× the limit"
 
     r = _ratio(ex and ex["rps"], pf and pf["rps"])
-    out.append(("policy req/s vs postfwd1, C=20", "≥ 4×", _fmt(r, ".2f", "×"),
-                verdict(r, TARGETS["rps_vs_postfwd"], True)))
+    out.append(
+        ("policy req/s vs postfwd1, C=20", "≥ 4×", _fmt(r, ".2f", "×"), verdict(r, TARGETS["rps_vs_postfwd"], True))
+    )
     p99 = ex["p99_ms"] if ex else None
     out.append(("policy p99 latency, C=20", "< 2 ms", _fmt(p99, ".2f", " ms"), verdict(p99, TARGETS["p99_ms"], False)))
     r = _ratio(ex and ex["rps"], ce and ce["rps"])
-    out.append(("policy req/s vs do-nothing ceiling, C=20", "≥ 0.5×", _fmt(r, ".2f", "×"),
-                verdict(r, TARGETS["rps_vs_ceiling"], True)))
+    out.append(
+        (
+            "policy req/s vs do-nothing ceiling, C=20",
+            "≥ 0.5×",
+            _fmt(r, ".2f", "×"),
+            verdict(r, TARGETS["rps_vs_ceiling"], True),
+        )
+    )
     e = next((x for x in res.get("e2e", {}).get("rows", []) if x["scenario"] == "exmilter"), None)
     r = e["ratio_to_bare"] if e else None
-    out.append(("end to end msg/s vs bare Postfix", "≥ 0.9×", _fmt(r, ".2f", "×"),
-                verdict(r, TARGETS["e2e_vs_bare"], True)))
-    lk = next((x for x in res.get("lookup", {}).get("lookup", []) if x["ranges"] == 100_000 and x["connectors"] == 100),
-              None)
+    out.append(
+        ("end to end msg/s vs bare Postfix", "≥ 0.9×", _fmt(r, ".2f", "×"), verdict(r, TARGETS["e2e_vs_bare"], True))
+    )
+    lk = next(
+        (x for x in res.get("lookup", {}).get("lookup", []) if x["ranges"] == 100_000 and x["connectors"] == 100), None
+    )
     v = lk["lookup_us"] if lk else None
-    out.append(("connector lookup, 100,000 ranges", "< 20 µs", _fmt(v, ".1f", " µs"),
-                verdict(v, TARGETS["lookup_us"], False)))
+    out.append(
+        ("connector lookup, 100,000 ranges", "< 20 µs", _fmt(v, ".1f", " µs"), verdict(v, TARGETS["lookup_us"], False))
+    )
     rs = next((x for x in res.get("lookup", {}).get("rss", []) if x.get("connectors") == 10_000), None)
     v = rs.get("rss_mb") if rs else None
-    out.append(("daemon RSS, 10,000 connectors", "< 80 MB", _fmt(v, ".0f", " MB"),
-                verdict(v, TARGETS["rss_mb"], False)))
+    out.append(
+        ("daemon RSS, 10,000 connectors", "< 80 MB", _fmt(v, ".0f", " MB"), verdict(v, TARGETS["rss_mb"], False))
+    )
     return out
 
 
@@ -230,10 +242,14 @@ def render(res: dict) -> str:
     quick = ", quick mode: not representative" if res["quick"] else ""
     L.append(f"### Run of {m['date']} (commit {m['commit']}{quick})")
     L.append("")
-    L.append(f"- Machine: {m['nproc']} CPU ({m['cpu']}), {m['ram_gb']} GB RAM, Linux {m['kernel']}; "
-             f"Python {m['python']}, Twisted {m['twisted']}, Postfix {m['postfix']}, {m['postfwd']}.")
-    L.append(f"- Load average (1/5/15 min) before the run: {m['load_before']}; after: {res['load_after']}. "
-             "Everything (load generator, servers, Postfix, smtp-source) shares these CPUs.")
+    L.append(
+        f"- Machine: {m['nproc']} CPU ({m['cpu']}), {m['ram_gb']} GB RAM, Linux {m['kernel']}; "
+        f"Python {m['python']}, Twisted {m['twisted']}, Postfix {m['postfix']}, {m['postfwd']}."
+    )
+    L.append(
+        f"- Load average (1/5/15 min) before the run: {m['load_before']}; after: {res['load_after']}. "
+        "Everything (load generator, servers, Postfix, smtp-source) shares these CPUs."
+    )
     L.append(f"- Command: `bash bench/run.sh{' --quick' if res['quick'] else ''}` — {res['elapsed_s']:.0f} s.")
     L.append("")
     L.append("#### Targets")
@@ -246,12 +262,15 @@ def render(res: dict) -> str:
 
     pol = res.get("policy")
     if pol:
-        L.append(f"#### Policy throughput and latency (bench/policyload.py, {pol['duration']:.0f} s per run "
-                 "after 0.5 s "
-                 f"warm-up, median of {pol['rounds']} interleaved rounds)")
+        L.append(
+            f"#### Policy throughput and latency (bench/policyload.py, {pol['duration']:.0f} s per run "
+            "after 0.5 s "
+            f"warm-up, median of {pol['rounds']} interleaved rounds)"
+        )
         L.append("")
-        L.append("| Target | C | req/s (median) | each round | p50 ms | p99 ms | server CPU µs/req | answers "
-                 "| RSS MB |")
+        L.append(
+            "| Target | C | req/s (median) | each round | p50 ms | p99 ms | server CPU µs/req | answers | RSS MB |"
+        )
         L.append("|---|---:|---:|---|---:|---:|---:|---|---:|")
         order = ["exmilter", "postfwd", "ceiling-epoll", "ceiling-asyncio"]
         for t in order:
@@ -262,9 +281,11 @@ def render(res: dict) -> str:
                 acts = ", ".join(f"{k} {v}" for k, v in sorted(r["actions"].items()))
                 bad = f"; {r['mismatches']} wrong, {r['errors']} errors" if r["mismatches"] or r["errors"] else ""
                 each = ", ".join(f"{x:,}" for x in r.get("rps_all", []))
-                L.append(f"| {t} | {c} | {r['rps']:,.0f} | {each} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | "
-                         f"{_fmt(r.get('server_cpu_us'), '.0f')} | {acts}{bad} | "
-                         f"{_fmt(r.get('rss_mb'), '.0f')} |")
+                L.append(
+                    f"| {t} | {c} | {r['rps']:,.0f} | {each} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | "
+                    f"{_fmt(r.get('server_cpu_us'), '.0f')} | {acts}{bad} | "
+                    f"{_fmt(r.get('rss_mb'), '.0f')} |"
+                )
         for t, n in pol["notes"].items():
             L.append(f"| {t} | | | | | | | {n} | |")
         L.append("")
@@ -272,8 +293,10 @@ def render(res: dict) -> str:
         L.append("|---:|---:|---:|---|")
         for c in CONCURRENCY:
             ex, pf, ce = (_row(pol, t, c) for t in ("exmilter", "postfwd", "ceiling"))
-            L.append(f"| {c} | {_fmt(_ratio(ex and ex['rps'], pf and pf['rps']), '.2f', '×')} | "
-                     f"{_fmt(_ratio(ex and ex['rps'], ce and ce['rps']), '.2f', '×')} | {ce['impl'] if ce else '—'} |")
+            L.append(
+                f"| {c} | {_fmt(_ratio(ex and ex['rps'], pf and pf['rps']), '.2f', '×')} | "
+                f"{_fmt(_ratio(ex and ex['rps'], ce and ce['rps']), '.2f', '×')} | {ce['impl'] if ce else '—'} |"
+            )
         L.append("")
 
     e = res.get("e2e")
@@ -281,35 +304,47 @@ def render(res: dict) -> str:
         if "error" in e:
             L.append(f"#### End to end: failed: {e['error']}")
         else:
-            L.append(f"#### End to end through Postfix (bench/e2e.py: `smtp-source -s {e['sessions']} "
-                     f"-m {e['messages']} "
-                     f"-l {e['size']}`, median of {e['repeat']})")
+            L.append(
+                f"#### End to end through Postfix (bench/e2e.py: `smtp-source -s {e['sessions']} "
+                f"-m {e['messages']} "
+                f"-l {e['size']}`, median of {e['repeat']})"
+            )
             L.append("")
-            L.append("| Scenario | msg/s (median) | each run | seconds | ratio to bare Postfix | machine CPU busy "
-                     "| policy server CPU µs/msg |")
+            L.append(
+                "| Scenario | msg/s (median) | each run | seconds | ratio to bare Postfix | machine CPU busy "
+                "| policy server CPU µs/msg |"
+            )
             L.append("|---|---:|---|---:|---:|---:|---:|")
             for r in e["rows"]:
                 runs = ", ".join(str(x) for x in r.get("runs_msg_per_s", []))
-                L.append(f"| {r['scenario']} | {r['msg_per_s']:.0f} | {runs} | {r['seconds']:.2f} | "
-                         f"{_fmt(r['ratio_to_bare'], '.2f', '×')} | {r['cpu_busy']:.0%} | "
-                         f"{_fmt(r.get('policy_cpu_us_per_msg'), '.0f')} |")
+                L.append(
+                    f"| {r['scenario']} | {r['msg_per_s']:.0f} | {runs} | {r['seconds']:.2f} | "
+                    f"{_fmt(r['ratio_to_bare'], '.2f', '×')} | {r['cpu_busy']:.0%} | "
+                    f"{_fmt(r.get('policy_cpu_us_per_msg'), '.0f')} |"
+                )
             L.append("| milter | — | | — | not yet (milter issue) | | |")
             L.append("")
-            L.append(f"Delivered to `discard:` per the maillog: {e.get('delivered_logged')} of "
-                     f"{e.get('expected_delivered')} (warm-up included); rejects logged: {e.get('rejects_logged')}.")
+            L.append(
+                f"Delivered to `discard:` per the maillog: {e.get('delivered_logged')} of "
+                f"{e.get('expected_delivered')} (warm-up included); rejects logged: {e.get('rejects_logged')}."
+            )
         L.append("")
 
     lk = res.get("lookup")
     if lk:
         L.append("#### Configuration scale (bench/lookup.py)")
         L.append("")
-        L.append("| Configuration | Connectors | Ranges | Index segments | Lookup µs (median) "
-                 "| of which bisection µs | Load s (`config.loads`) | Engine s |")
+        L.append(
+            "| Configuration | Connectors | Ranges | Index segments | Lookup µs (median) "
+            "| of which bisection µs | Load s (`config.loads`) | Engine s |"
+        )
         L.append("|---|---:|---:|---:|---:|---:|---:|---:|")
         for r in lk["lookup"]:
-            L.append(f"| {r['case']} | {r['connectors']:,} | {r['ranges']:,} | {r['segments']:,} "
-                     f"| {r['lookup_us']:.2f} | {_fmt(r.get('index_us'), '.2f')} "
-                     f"| {r['load_s']:.3f} | {r['engine_s']:.3f} |")
+            L.append(
+                f"| {r['case']} | {r['connectors']:,} | {r['ranges']:,} | {r['segments']:,} "
+                f"| {r['lookup_us']:.2f} | {_fmt(r.get('index_us'), '.2f')} "
+                f"| {r['load_s']:.3f} | {r['engine_s']:.3f} |"
+            )
         L.append("")
         if lk.get("rss"):
             L.append("| Daemon on | RSS MB (VmRSS once listening) | Start to listening s |")
@@ -366,21 +401,24 @@ def write_doc(res: dict) -> None:
         m = res["machine"]
         e_rows = {r["scenario"]: r for r in res.get("e2e", {}).get("rows", [])}
         ex = _row(res.get("policy", {"rows": []}), "exmilter", 20)
-        row = (f"| {m['date']} | {m['commit']} | {_fmt(ex and ex['rps'], ',.0f')} | "
-               f"{ev['policy p99 latency, C=20']} | {ev['policy req/s vs postfwd1, C=20']} | "
-               f"{ev['policy req/s vs do-nothing ceiling, C=20']} | "
-               f"{_fmt(e_rows.get('exmilter', {}).get('msg_per_s'), '.0f')} | "
-               f"{ev['end to end msg/s vs bare Postfix']} | "
-               f"{ev['connector lookup, 100,000 ranges']} | {ev['daemon RSS, 10,000 connectors']} | "
-               f"{m['load_before']} |")
+        row = (
+            f"| {m['date']} | {m['commit']} | {_fmt(ex and ex['rps'], ',.0f')} | "
+            f"{ev['policy p99 latency, C=20']} | {ev['policy req/s vs postfwd1, C=20']} | "
+            f"{ev['policy req/s vs do-nothing ceiling, C=20']} | "
+            f"{_fmt(e_rows.get('exmilter', {}).get('msg_per_s'), '.0f')} | "
+            f"{ev['end to end msg/s vs bare Postfix']} | "
+            f"{ev['connector lookup, 100,000 ranges']} | {ev['daemon RSS, 10,000 connectors']} | "
+            f"{m['load_before']} |"
+        )
         text = text.replace(HISTORY, row + "\n" + HISTORY)
     DOC.write_text(text)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true",
-                    help="short runs, to check the harness (writes bench/results/quick.json only)")
+    ap.add_argument(
+        "--quick", action="store_true", help="short runs, to check the harness (writes bench/results/quick.json only)"
+    )
     ap.add_argument("--no-doc", action="store_true", help="do not touch docs/performance.md")
     ap.add_argument("--skip", action="append", default=[], choices=("lookup", "policy", "profile", "e2e"))
     args = ap.parse_args()

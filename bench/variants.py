@@ -74,8 +74,11 @@ def run_variants(variants: list[str], rounds: int, baseline: Path | None = None)
                 env = {**os.environ, "PYTHONPATH": str(baseline)}
             else:
                 cmd, cwd = [PYTHON, __file__, "--as-daemon", *args], ROOT
-                env = {**os.environ, "PYTHONPATH": str(ROOT),  # this tree's exmilter, not an installed one
-                       "EXMILTER_BENCH_VARIANT": ",".join(sorted(patches))}
+                env = {
+                    **os.environ,
+                    "PYTHONPATH": str(ROOT),  # this tree's exmilter, not an installed one
+                    "EXMILTER_BENCH_VARIANT": ",".join(sorted(patches)),
+                }
             with open(work / f"{v}.log", "wb") as fh:
                 proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT)
             try:
@@ -95,8 +98,9 @@ def main() -> int:
         return cli_main(sys.argv[2:])
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--baseline", type=Path, metavar="DIR",
-                    help="source tree (with exmilter/) to run for the variant 'baseline'")
+    ap.add_argument(
+        "--baseline", type=Path, metavar="DIR", help="source tree (with exmilter/) to run for the variant 'baseline'"
+    )
     ap.add_argument("variants", nargs="*", default=["base", "nolog", "metrics", "nolog,notimeout"])
     args = ap.parse_args()
     run_variants(args.variants, args.rounds, args.baseline.resolve() if args.baseline else None)

@@ -68,9 +68,20 @@ def answer(action: str) -> bytes:
 
 def req(state: str, client: str = "203.0.113.9", context: str | None = "*:25", **attrs: str) -> dict[str, str]:
     """A request as Postfix 3.7 sends it (the attributes the decider reads), overridable."""
-    r = {"request": "smtpd_access_policy", "protocol_state": state, "protocol_name": "ESMTP",
-         "client_address": client, "client_port": "40000", "helo_name": "client.example", "instance": "",
-         "sender": "", "recipient": "", "size": "0", "sasl_username": "", "encryption_protocol": ""}
+    r = {
+        "request": "smtpd_access_policy",
+        "protocol_state": state,
+        "protocol_name": "ESMTP",
+        "client_address": client,
+        "client_port": "40000",
+        "helo_name": "client.example",
+        "instance": "",
+        "sender": "",
+        "recipient": "",
+        "size": "0",
+        "sasl_username": "",
+        "encryption_protocol": "",
+    }
     if context is not None:
         r["policy_context"] = context
     r.update(attrs)
@@ -84,5 +95,14 @@ def wire(attrs: dict[str, str]) -> bytes:
 
 def rcpt_wire(client: str = "10.83.4.56", recipient: str = "x@gmail.com", instance: str = "i1") -> bytes:
     """A short RCPT request on the wildcard port-25 listener (fits POLICYD_LIMITS)."""
-    return wire({"request": "smtpd_access_policy", "protocol_state": "RCPT", "client_address": client,
-                 "policy_context": "*:25", "instance": instance, "recipient": recipient, "helo_name": "h"})
+    return wire(
+        {
+            "request": "smtpd_access_policy",
+            "protocol_state": "RCPT",
+            "client_address": client,
+            "policy_context": "*:25",
+            "instance": instance,
+            "recipient": recipient,
+            "helo_name": "h",
+        }
+    )

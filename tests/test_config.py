@@ -698,9 +698,11 @@ def test_invalid_utf8_is_located(tmp_path):
 
 def test_crlf_and_cr_files_are_located_as_editors_count_lines():
     text = (SERVER + "accepted_domains: [labs.local]\nbogus: 1\n").replace("\n", "\r\n")
-    assert problems(text.replace("\r\n", "\r"), server="") == ["x.yaml:7:1: bogus: unknown key; expected one of "
-                                                               "server, default_connectors, accepted_domains, "
-                                                               "receive_connectors, users, policyd"]
+    assert problems(text.replace("\r\n", "\r"), server="") == [
+        "x.yaml:7:1: bogus: unknown key; expected one of "
+        "server, default_connectors, accepted_domains, "
+        "receive_connectors, users, policyd"
+    ]
     assert problems(text, server="") == problems(text.replace("\r\n", "\n"), server="")
 
 
@@ -820,8 +822,13 @@ def test_conflict_reports_stop_after_the_limit():
     )
     found = problems("receive_connectors:\n" + connectors)
     assert len(found) == 1001  # 1,225 pairs conflict
-    assert sum("more than 1,000 pairs of connectors have conflicting ranges; only the first are reported" in f
-               for f in found) == 1
+    assert (
+        sum(
+            "more than 1,000 pairs of connectors have conflicting ranges; only the first are reported" in f
+            for f in found
+        )
+        == 1
+    )
 
 
 def test_the_loader_raises_only_config_error(monkeypatch):
@@ -924,8 +931,13 @@ def test_conflict_checks_do_not_compare_every_pair():
             check_conflicts((a, b), {}, out)
         found = out.found
         assert reads[0] < 20 * 2 * n, shape  # each range read a few times; the old sweep: ~n² / 2
-        expected = {"identical": ["B: remote_ip_ranges: identical range 10.0.0.0/8 conflicts with 10.0.0.0/8 "
-                                  "of connector 'A' on binding 0.0.0.0:25"], "nested": []}[shape]
+        expected = {
+            "identical": [
+                "B: remote_ip_ranges: identical range 10.0.0.0/8 conflicts with 10.0.0.0/8 "
+                "of connector 'A' on binding 0.0.0.0:25"
+            ],
+            "nested": [],
+        }[shape]
         assert found == expected
 
 
@@ -933,8 +945,10 @@ def test_an_aliased_file_of_many_identical_ranges_validates_quickly():
     """Like the 2.8 KB file that took 71 s to reload: 20 connectors aliasing 1,300 identical ranges."""
     text = "receive_connectors:\n  - {name: C0, bindings: &b [0.0.0.0:25], remote_ip_ranges: &r ["
     text += ", ".join(["10.0.0.0/8"] * 1300) + "], permission_groups: AnonymousUsers}\n"
-    text += "".join(f"  - {{name: C{i}, bindings: *b, remote_ip_ranges: *r, permission_groups: AnonymousUsers}}\n"
-                    for i in range(1, 20))
+    text += "".join(
+        f"  - {{name: C{i}, bindings: *b, remote_ip_ranges: *r, permission_groups: AnonymousUsers}}\n"
+        for i in range(1, 20)
+    )
 
     with deadline(20):  # takes ~0.3 s; the old sweep needs minutes
         found = problems(text)
@@ -960,8 +974,11 @@ def test_sweep_finds_every_conflicting_pair_of_owners_once(items):
     from exmilter.values import IPRange
 
     def partial(x, y):
-        return x[1] <= y[2] and y[1] <= x[2] and not (x[1] <= y[1] and y[2] <= x[2]) and not (
-            y[1] <= x[1] and x[2] <= y[2]
+        return (
+            x[1] <= y[2]
+            and y[1] <= x[2]
+            and not (x[1] <= y[1] and y[2] <= x[2])
+            and not (y[1] <= x[1] and x[2] <= y[2])
         )
 
     ranges = [IPRange(4, a, b) for _, a, b, _ in items]
@@ -995,9 +1012,7 @@ def test_sweep_finds_every_conflicting_pair_of_owners_once(items):
         conflict,
         wild_from=len(exact),
     )
-    expected = {
-        (min(x[0], y[0]), max(x[0], y[0])) for x in exact for y in wild if x[0] != y[0] and partial(x, y)
-    }
+    expected = {(min(x[0], y[0]), max(x[0], y[0])) for x in exact for y in wild if x[0] != y[0] and partial(x, y)}
     assert {(i, j) for i, j, _ in met} == expected
     assert not any(same for _, _, same in met)
 
@@ -1144,12 +1159,18 @@ receive_connectors:
 }
 
 NOT_OPEN = {
-    "private ranges only": relay('10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10, 127.0.0.0/8, "fd00::/8"'
-                                 ', "fe80::/10"', '0.0.0.0:2526, "[::]:2526"'),
-    "documentation ranges": relay('192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24, "2001:db8::/32"',
-                                  '0.0.0.0:2526, "[::]:2526"'),
-    "a Deny entry wins": relay("0.0.0.0/0", extra=ANON_RELAY + "\n      - {user: ANONYMOUS LOGON, extended_rights: "
-                               "ms-Exch-SMTP-Accept-Any-Recipient, deny: $true}"),
+    "private ranges only": relay(
+        '10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10, 127.0.0.0/8, "fd00::/8", "fe80::/10"',
+        '0.0.0.0:2526, "[::]:2526"',
+    ),
+    "documentation ranges": relay(
+        '192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24, "2001:db8::/32"', '0.0.0.0:2526, "[::]:2526"'
+    ),
+    "a Deny entry wins": relay(
+        "0.0.0.0/0",
+        extra=ANON_RELAY + "\n      - {user: ANONYMOUS LOGON, extended_rights: "
+        "ms-Exch-SMTP-Accept-Any-Recipient, deny: $true}",
+    ),
     "disabled": relay("0.0.0.0/0", extra=ANON_RELAY + "\n    enabled: $false"),
     "IPv6 ranges without an IPv6 binding never match": relay('10.0.0.1, "::/0"'),
     "Everyone does not include anonymous sessions": relay(
@@ -1177,7 +1198,10 @@ def test_open_relays_load_relay_and_warn_where_granted(snippet, client, port, ex
         loaded.organization, client_ip=client, port=port, mail_from="a@labs.local", rcpt_to=["x@gmail.com"]
     )
     assert result["replies"][2] == {
-        "stage": "RCPT", "reply": "250 2.1.5 Recipient OK", "code": 250, "recipient": "x@gmail.com"
+        "stage": "RCPT",
+        "reply": "250 2.1.5 Recipient OK",
+        "code": 250,
+        "recipient": "x@gmail.com",
     }
 
 

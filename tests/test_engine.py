@@ -986,9 +986,11 @@ def test_default_domain_postfix_cannot_express_completes_nothing() -> None:
     """Two connectors on one listener with different DefaultDomains: Postfix completes with one
     domain per listener (the organisation's default here, Contoso), so the other connector's
     unqualified addresses are refused rather than judged as @shared.example."""
-    yaml_text = ROUTED.format(default="{default}").replace(
-        "    {default}\n  - name: Relay", "    default_domain: contoso.com\n  - name: Relay"
-    ).replace("    {default}\n", "    default_domain: shared.example\n")
+    yaml_text = (
+        ROUTED.format(default="{default}")
+        .replace("    {default}\n  - name: Relay", "    default_domain: contoso.com\n  - name: Relay")
+        .replace("    {default}\n", "    default_domain: shared.example\n")
+    )
     e = engine_from(yaml_text)
     anonymous = e.open_session(None, 2526, "203.0.113.9", helo="h")
     relay = e.open_session(None, 2526, "10.9.9.9", helo="h")
@@ -1000,8 +1002,10 @@ def test_default_domain_postfix_cannot_express_completes_nothing() -> None:
 
 @pytest.mark.parametrize("written", ["bücher.example", "BÜCHER.example", "xn--bcher-kva.example"])
 def test_an_internationalised_accepted_domain_is_written_either_way(written: str) -> None:
-    e = engine_from(f"accepted_domains: [{written}]\n" + CUSTOM.split("\n", 2)[2].format(
-        groups="AnonymousUsers", auth="Tls", tls="$false"))
+    e = engine_from(
+        f"accepted_domains: [{written}]\n"
+        + CUSTOM.split("\n", 2)[2].format(groups="AnonymousUsers", auth="Tls", tls="$false")
+    )
     s = e.open_session(None, 2526, "10.0.0.1", helo="h")
     assert [d.domain_name for d in e.org.accepted_domains] == ["xn--bcher-kva.example"]
     assert e.rcpt(s, "info@bücher.example").line == "250 2.1.5 Recipient OK"
@@ -1042,15 +1046,23 @@ def test_domains_convert_like_postfix(written: str, ascii_form: str | None) -> N
 def test_explain_shows_the_routed_address_and_a_default_domain_it_cannot_apply() -> None:
     from exmilter.explain import format_text
 
-    yaml_text = ROUTED.format(default="{default}").replace(
-        "    {default}\n  - name: Relay", "    default_domain: contoso.com\n  - name: Relay"
-    ).replace("    {default}\n", "    default_domain: shared.example\n")
+    yaml_text = (
+        ROUTED.format(default="{default}")
+        .replace("    {default}\n  - name: Relay", "    default_domain: contoso.com\n  - name: Relay")
+        .replace("    {default}\n", "    default_domain: shared.example\n")
+    )
     org = org_from(yaml_text)
-    result = explain(org, client_ip="10.9.9.9", port=2526, mail_from="a@b.example",
-                     rcpt_to=["bob", "postmaster", "@x.test:y@contoso.com", "z@contoso.com"])
+    result = explain(
+        org,
+        client_ip="10.9.9.9",
+        port=2526,
+        mail_from="a@b.example",
+        rcpt_to=["bob", "postmaster", "@x.test:y@contoso.com", "z@contoso.com"],
+    )
     assert result["notes"] == [
         "DefaultDomain not applied, unqualified addresses are refused: listener *:2526 is shared with connectors "
-        "whose DefaultDomain differs; Postfix completes addresses there with @contoso.com"]
+        "whose DefaultDomain differs; Postfix completes addresses there with @contoso.com"
+    ]
     text = format_text(result).splitlines()
     assert "RCPT     [bob] 501 5.1.3 Invalid address" in text
     assert "RCPT     [postmaster -> postmaster@contoso.com] 250 2.1.5 Recipient OK" in text

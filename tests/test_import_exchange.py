@@ -100,8 +100,11 @@ def test_every_seed_command_imports(seed: str) -> None:
 
 
 def test_seed_pasted_output_and_read_only_commands_are_reported_as_info() -> None:
-    infos = [f"{n.line}: {n.text}" for n in run(["seed_000_anonymous.ps1"], "EXCH01.labs.local").notes
-             if n.level is Level.INFO and "assumed" not in n.text]
+    infos = [
+        f"{n.line}: {n.text}"
+        for n in run(["seed_000_anonymous.ps1"], "EXCH01.labs.local").notes
+        if n.level is Level.INFO and "assumed" not in n.text
+    ]
     assert infos == [
         "1: pasted output (Identity … table) skipped",
         "2: pasted output (Identity … table) skipped",
@@ -114,55 +117,100 @@ def test_seed_pasted_output_and_read_only_commands_are_reported_as_info() -> Non
 
 SEED_BEHAVIOUR = [
     # seed 000, anonymous relay: the listed host relays with the connector's banner; others get 5.7.54
-    (["seed_000_anonymous.ps1", "domains_labs.ps1"], "EXCH01.labs.local",
-     {"client_ip": "10.83.4.56", "mail_from": "noreply@exchangelabs.nl", "rcpt_to": ["jaapwess@gmail.com"]},
-     "EXCH01\\SMTP Relay (EXCH01)", [("CONNECT", "220 Server EXCH01 SMTP Relay Connector"), *RELAYED]),
-    (["seed_000_anonymous.ps1", "domains_labs.ps1"], "EXCH01.labs.local",
-     {"client_ip": "10.83.4.254", "mail_from": "noreply@exchangelabs.nl", "rcpt_to": ["jaapwess@gmail.com"]},
-     "EXCH01\\Default Frontend EXCH01",
-     [("CONNECT", "220 exch01.labs.local Microsoft ESMTP MAIL Service ready"), *NOT_RELAYED]),
+    (
+        ["seed_000_anonymous.ps1", "domains_labs.ps1"],
+        "EXCH01.labs.local",
+        {"client_ip": "10.83.4.56", "mail_from": "noreply@exchangelabs.nl", "rcpt_to": ["jaapwess@gmail.com"]},
+        "EXCH01\\SMTP Relay (EXCH01)",
+        [("CONNECT", "220 Server EXCH01 SMTP Relay Connector"), *RELAYED],
+    ),
+    (
+        ["seed_000_anonymous.ps1", "domains_labs.ps1"],
+        "EXCH01.labs.local",
+        {"client_ip": "10.83.4.254", "mail_from": "noreply@exchangelabs.nl", "rcpt_to": ["jaapwess@gmail.com"]},
+        "EXCH01\\Default Frontend EXCH01",
+        [("CONNECT", "220 exch01.labs.local Microsoft ESMTP MAIL Service ready"), *NOT_RELAYED],
+    ),
     # seed 000, permission groups (ExternalAuthoritative + ExchangeServers)
-    (["seed_000_permission_groups.ps1", "domains_labs.ps1"], "EXCH01.labs.local",
-     {"client_ip": "10.83.4.56", "mail_from": "noreply@exchangelabs.nl", "rcpt_to": ["jaapwess@gmail.com"]},
-     "EXCH01\\SMTP Relay (EXCH01)",
-     [("CONNECT", "220 exch01.labs.local Microsoft ESMTP MAIL Service ready"), *RELAYED]),
+    (
+        ["seed_000_permission_groups.ps1", "domains_labs.ps1"],
+        "EXCH01.labs.local",
+        {"client_ip": "10.83.4.56", "mail_from": "noreply@exchangelabs.nl", "rcpt_to": ["jaapwess@gmail.com"]},
+        "EXCH01\\SMTP Relay (EXCH01)",
+        [("CONNECT", "220 exch01.labs.local Microsoft ESMTP MAIL Service ready"), *RELAYED],
+    ),
     # seed 001: the relay connector (made in the EAC) answers with the banner the loop set
-    (["eac_001_anon_relay.ps1", "seed_001.ps1"], "EXSERVER.exchange2016demo.com",
-     {"client_ip": "192.168.0.30", "mail_from": "test@test.com", "rcpt_to": ["exchangeserverpro@gmail.com"]},
-     "EXSERVER\\Anon Relay EXSERVER", [("CONNECT", "220 EXSERVER\\Anon Relay EXSERVER"), *RELAYED]),
-    (["eac_001_anon_relay.ps1", "seed_001.ps1"], "EXSERVER.exchange2016demo.com",
-     {"client_ip": "192.168.0.31", "mail_from": "adam.wally@exchange2016demo.com",
-      "rcpt_to": ["exchangeserverpro@gmail.com"]},
-     "EXSERVER\\Default Frontend EXSERVER", [("CONNECT", "220 EXSERVER\\Default Frontend EXSERVER"), *NOT_RELAYED]),
+    (
+        ["eac_001_anon_relay.ps1", "seed_001.ps1"],
+        "EXSERVER.exchange2016demo.com",
+        {"client_ip": "192.168.0.30", "mail_from": "test@test.com", "rcpt_to": ["exchangeserverpro@gmail.com"]},
+        "EXSERVER\\Anon Relay EXSERVER",
+        [("CONNECT", "220 EXSERVER\\Anon Relay EXSERVER"), *RELAYED],
+    ),
+    (
+        ["eac_001_anon_relay.ps1", "seed_001.ps1"],
+        "EXSERVER.exchange2016demo.com",
+        {
+            "client_ip": "192.168.0.31",
+            "mail_from": "adam.wally@exchange2016demo.com",
+            "rcpt_to": ["exchangeserverpro@gmail.com"],
+        },
+        "EXSERVER\\Default Frontend EXSERVER",
+        [("CONNECT", "220 EXSERVER\\Default Frontend EXSERVER"), *NOT_RELAYED],
+    ),
     # seed 002 (Microsoft's article), both methods applied in order: the hosts are externally secured
-    (["seed_002.ps1"], "EXCH01.contoso.com",
-     {"client_ip": "192.168.5.11", "mail_from": "chris@contoso.com", "rcpt_to": ["kate@fabrikam.com"]},
-     "EXCH01\\Anonymous Relay", [("CONNECT", "220 exch01.contoso.com Microsoft ESMTP MAIL Service ready"), *RELAYED]),
+    (
+        ["seed_002.ps1"],
+        "EXCH01.contoso.com",
+        {"client_ip": "192.168.5.11", "mail_from": "chris@contoso.com", "rcpt_to": ["kate@fabrikam.com"]},
+        "EXCH01\\Anonymous Relay",
+        [("CONNECT", "220 exch01.contoso.com Microsoft ESMTP MAIL Service ready"), *RELAYED],
+    ),
     # seed 003: anonymous relay on 2526, only from 192.168.1.13; port 587 requires TLS
-    (["seed_003.ps1"], "CMHYBD01.cloudmonkeys.xyz",
-     {"client_ip": "192.168.1.13", "port": 2526, "mail_from": "test@cloudmonkeys.xyz",
-      "rcpt_to": ["user@cloudmonkeys.xyz"]},
-     "CMHYBD01\\SMTP Relay Script",
-     [("CONNECT", "220 cmhybd01.cloudmonkeys.xyz Microsoft ESMTP MAIL Service ready"), *RELAYED]),
-    (["seed_003.ps1"], "CMHYBD01.cloudmonkeys.xyz",
-     {"client_ip": "192.168.1.14", "port": 2526, "mail_from": "test@cloudmonkeys.xyz"},
-     None, [("CONNECT", "421 4.3.2 Service not available")]),
-    (["seed_003.ps1"], "CMHYBD01.cloudmonkeys.xyz",
-     {"client_ip": "192.168.1.13", "port": 587, "mail_from": "smb1@cloudmonkeys.xyz"},
-     "CMHYBD01\\SMTP Auth Relay Script",
-     [("CONNECT", "220 cmhybd01.cloudmonkeys.xyz Microsoft ESMTP MAIL Service ready"),
-      ("MAIL", "451 4.7.3 STARTTLS is required to send mail")]),
+    (
+        ["seed_003.ps1"],
+        "CMHYBD01.cloudmonkeys.xyz",
+        {
+            "client_ip": "192.168.1.13",
+            "port": 2526,
+            "mail_from": "test@cloudmonkeys.xyz",
+            "rcpt_to": ["user@cloudmonkeys.xyz"],
+        },
+        "CMHYBD01\\SMTP Relay Script",
+        [("CONNECT", "220 cmhybd01.cloudmonkeys.xyz Microsoft ESMTP MAIL Service ready"), *RELAYED],
+    ),
+    (
+        ["seed_003.ps1"],
+        "CMHYBD01.cloudmonkeys.xyz",
+        {"client_ip": "192.168.1.14", "port": 2526, "mail_from": "test@cloudmonkeys.xyz"},
+        None,
+        [("CONNECT", "421 4.3.2 Service not available")],
+    ),
+    (
+        ["seed_003.ps1"],
+        "CMHYBD01.cloudmonkeys.xyz",
+        {"client_ip": "192.168.1.13", "port": 587, "mail_from": "smb1@cloudmonkeys.xyz"},
+        "CMHYBD01\\SMTP Auth Relay Script",
+        [
+            ("CONNECT", "220 cmhybd01.cloudmonkeys.xyz Microsoft ESMTP MAIL Service ready"),
+            ("MAIL", "451 4.7.3 STARTTLS is required to send mail"),
+        ],
+    ),
     # seed 004: the connector's creation was refused (values missing), so Default Frontend answers
-    (["seed_004.ps1"], "EXCH01.labs.local",
-     {"client_ip": "10.0.0.9", "mail_from": "a@labs.local", "rcpt_to": ["x@gmail.com"]},
-     "EXCH01\\Default Frontend EXCH01",
-     [("CONNECT", "220 exch01.labs.local Microsoft ESMTP MAIL Service ready"), *NOT_RELAYED]),
+    (
+        ["seed_004.ps1"],
+        "EXCH01.labs.local",
+        {"client_ip": "10.0.0.9", "mail_from": "a@labs.local", "rcpt_to": ["x@gmail.com"]},
+        "EXCH01\\Default Frontend EXCH01",
+        [("CONNECT", "220 exch01.labs.local Microsoft ESMTP MAIL Service ready"), *NOT_RELAYED],
+    ),
 ]
 
 
 @pytest.mark.parametrize(("files", "server", "session", "connector", "replies"), SEED_BEHAVIOUR)
-def test_seed_behaviour(files: list[str], server: str, session: dict[str, Any], connector: str | None,
-                        replies: list[tuple[str, str]]) -> None:
+def test_seed_behaviour(
+    files: list[str], server: str, session: dict[str, Any], connector: str | None, replies: list[tuple[str, str]]
+) -> None:
     assert answers(org_of(run(files, server)), **session) == (connector, replies)
 
 
@@ -209,7 +257,10 @@ def test_microsoft_examples() -> None:
         ("NT AUTHORITY\\ANONYMOUS LOGON", "SMTPSubmit", True)
     ]
     assert [str(r) for r in apps.remote_ip_ranges] == [
-        "192.168.5.0/24", "192.168.6.0(255.255.255.0)", "2001:db8::/32", "fe80::39bd:88f7:6969:d223%11"
+        "192.168.5.0/24",
+        "192.168.6.0(255.255.255.0)",
+        "2001:db8::/32",
+        "fe80::39bd:88f7:6969:d223%11",
     ]
     assert [str(b) for b in apps.bindings] == ["0.0.0.0:2526", "[::]:2526"]
     assert [(p.user, p.rights.tokens()) for p in apps.permissions] == [
@@ -229,22 +280,55 @@ def test_microsoft_examples() -> None:
 
 PARSING = [
     # (source, connector, property, expected)
-    ('New-ReceiveConnector -Name:"A" -Custom -Bindings:0.0.0.0:2600 -RemoteIPRanges:10.0.0.1', "A", "remote_ip_ranges",
-     ["10.0.0.1"]),
-    ("New-ReceiveConnector 'It''s' -Custom -Bindings 0.0.0.0:2600 -RemoteIPRanges 10.0.0.1", "It's", "bindings",
-     ["0.0.0.0:2600"]),
-    ('New-ReceiveConnector "B" -Custom -Bindings 0.0.0.0:2600 -RemoteIPRanges 10.0.0.1 -Banner "220 a`tb"', "B",
-     "banner", "220 a\tb"),
-    ('$n = "C"\nNew-ReceiveConnector $n -Custom -Bindings 0.0.0.0:2600 -RemoteIPRanges @("10.0.0.1", "10.0.0.2")',
-     "C", "remote_ip_ranges", ["10.0.0.1", "10.0.0.2"]),
-    ("New-ReceiveConnector D -Custom -Bindings 0.0.0.0:2600 `\n  -RemoteIPRanges 10.0.0.0/8 # comment\n<# block\n#>",
-     "D", "remote_ip_ranges", ["10.0.0.0/8"]),
-    ("New-ReceiveConnector \u201cE\u201d \u2013Custom -Bindings 0.0.0.0:2600 -RemoteIPRanges 10.0.0.1 -Enabled:$false",
-     "E", "enabled", False),
-    ("New-ReceiveConnector F -Custom -Bindings 0.0.0.0:2600 -RemoteIPRanges 10.0.0.1 -AuthMech 'Tls, BasicAuth'",
-     "F", "auth_mechanism", ["Tls", "BasicAuth"]),
-    ("New-ReceiveConnector G -Custom -Bindings 0.0.0.0:2600 -RemoteIPRanges 10.0.0.1 -Server $env:COMPUTERNAME",
-     "G", "usage", "Custom"),
+    (
+        'New-ReceiveConnector -Name:"A" -Custom -Bindings:0.0.0.0:2600 -RemoteIPRanges:10.0.0.1',
+        "A",
+        "remote_ip_ranges",
+        ["10.0.0.1"],
+    ),
+    (
+        "New-ReceiveConnector 'It''s' -Custom -Bindings 0.0.0.0:2600 -RemoteIPRanges 10.0.0.1",
+        "It's",
+        "bindings",
+        ["0.0.0.0:2600"],
+    ),
+    (
+        'New-ReceiveConnector "B" -Custom -Bindings 0.0.0.0:2600 -RemoteIPRanges 10.0.0.1 -Banner "220 a`tb"',
+        "B",
+        "banner",
+        "220 a\tb",
+    ),
+    (
+        '$n = "C"\nNew-ReceiveConnector $n -Custom -Bindings 0.0.0.0:2600 -RemoteIPRanges @("10.0.0.1", "10.0.0.2")',
+        "C",
+        "remote_ip_ranges",
+        ["10.0.0.1", "10.0.0.2"],
+    ),
+    (
+        "New-ReceiveConnector D -Custom -Bindings 0.0.0.0:2600 `\n  -RemoteIPRanges 10.0.0.0/8 # comment\n<# block\n#>",
+        "D",
+        "remote_ip_ranges",
+        ["10.0.0.0/8"],
+    ),
+    (
+        "New-ReceiveConnector \u201cE\u201d \u2013Custom -Bindings 0.0.0.0:2600 -RemoteIPRanges 10.0.0.1 "
+        "-Enabled:$false",
+        "E",
+        "enabled",
+        False,
+    ),
+    (
+        "New-ReceiveConnector F -Custom -Bindings 0.0.0.0:2600 -RemoteIPRanges 10.0.0.1 -AuthMech 'Tls, BasicAuth'",
+        "F",
+        "auth_mechanism",
+        ["Tls", "BasicAuth"],
+    ),
+    (
+        "New-ReceiveConnector G -Custom -Bindings 0.0.0.0:2600 -RemoteIPRanges 10.0.0.1 -Server $env:COMPUTERNAME",
+        "G",
+        "usage",
+        "Custom",
+    ),
 ]
 
 
@@ -318,59 +402,85 @@ IsInherited     : False
 Deny            : False
 """
     result = import_exchange([("dump.txt", dump)], server="EXCH01.labs.local")
-    assert warnings(result) == ["dump.txt:6: SomethingNew is not a receive connector property exmilter knows: "
-                                "not imported"]
+    assert warnings(result) == [
+        "dump.txt:6: SomethingNew is not a receive connector property exmilter knows: not imported"
+    ]
     org = org_of(result)
     frontend = org.connector("Default Frontend EXCH01")
     assert frontend is not None and frontend.max_message_size == 10 << 20
-    assert answers(org, client_ip="10.9.1.1", mail_from="a@b.example", rcpt_to=["c@shared.example", "d@e.example"]
-                   )[1][2:4] == [("RCPT", "250 2.1.5 Recipient OK"), ("RCPT", "250 2.1.5 Recipient OK")]
+    assert answers(org, client_ip="10.9.1.1", mail_from="a@b.example", rcpt_to=["c@shared.example", "d@e.example"])[1][
+        2:4
+    ] == [("RCPT", "250 2.1.5 Recipient OK"), ("RCPT", "250 2.1.5 Recipient OK")]
 
 
 # --- malformed input and Exchange's refusals ---------------------------------------------
 
 BAD = [
-    ('New-ReceiveConnector "A -Custom', "t.ps1:1: unterminated \"-quoted string: the command is not imported"),
-    ("New-ReceiveConnector A -Custom -Bindings 0.0.0.0:2600 -RemoteIPRanges 10.0.0.1 -Colour red",
-     "t.ps1:1: -Colour is not a parameter exmilter understands here: not imported"),
-    ("New-ReceiveConnector A -Custom -Bindings 0.0.0.0:2600 -RemoteIPRanges 10.0.0.9-10.0.0.1",
-     "t.ps1:1: New-ReceiveConnector: -RemoteIPRanges 10.0.0.9-10.0.0.1: '10.0.0.9-10.0.0.1': the first address is "
-     "greater than the last; not imported"),
-    ('Get-ReceiveConnector "Nope" | Add-ADPermission -User "NT AUTHORITY\\ANONYMOUS LOGON" -ExtendedRights '
-     "ms-Exch-SMTP-Accept-Any-Recipient",
-     "t.ps1:1: no receive connector 'Nope' on EXCH01: it is not created in the input (made in the admin center?) "
-     "or its creation was refused above"),
-    ('Add-ADPermission -Identity "Nope" -User "NT AUTHORITY\\ANONYMOUS LOGON" -ExtendedRights '
-     "ms-Exch-SMTP-Accept-Any-Recipient",
-     "t.ps1:1: Add-ADPermission: permission for unknown receive connector 'Nope' on EXCH01; not imported"),
-    ('Add-ADPermission "Default Frontend EXCH01" -User x -ExtendedRights ms-Exch-Teleport',
-     "t.ps1:1: Add-ADPermission: -ExtendedRights: 'ms-Exch-Teleport' is not a receive-connector extended right; "
-     "not imported"),
-    ("New-ReceiveConnector A -Custom -Bindings 0.0.0.0:25 -RemoteIPRanges 10.0.0.1",  # spec §6 #8: lands in Hub
-     "t.ps1:1: New-ReceiveConnector: Exchange refuses this: Default Frontend EXCH01: TransportRole: binding "
-     "0.0.0.0:25 is also used by 'A' in another transport role. Receive connectors assigned to different "
-     "Transport roles on a single server must listen on unique local IP address & port bindings; not imported"),
-    ("New-ReceiveConnector A -TransportRole FrontendTransport -Custom -Bindings 0.0.0.0:25 -RemoteIPRanges "
-     "10.0.0.0-10.0.0.200\nNew-ReceiveConnector B -TransportRole FrontendTransport -Custom -Bindings 0.0.0.0:25 "
-     "-RemoteIPRanges 10.0.0.100-10.0.0.255",
-     "t.ps1:2: New-ReceiveConnector: Exchange refuses this: B: RemoteIPRanges: partially overlapping range "
-     "10.0.0.100-10.0.0.255 conflicts with 10.0.0.0-10.0.0.200 of connector 'A' on binding 0.0.0.0:25; not imported"),
-    ('Set-ReceiveConnector "Client Frontend EXCH01" -AuthMechanism BasicAuthRequireTLS',
-     "t.ps1:1: Set-ReceiveConnector: Exchange refuses this: Client Frontend EXCH01: AuthMechanism: "
-     "BasicAuthRequireTLS needs BasicAuth and Tls; not imported"),
-    ('Set-ReceiveConnector "Default Frontend EXCH01" -PermissionGroups Custom',
-     "t.ps1:1: Set-ReceiveConnector: -PermissionGroups Custom cannot be set: Exchange shows it once an entry is "
-     "added; not imported"),
-    ("Set-SendConnector Internet -MaxMessageSize 10MB",
-     "t.ps1:1: Set-SendConnector is not imported: exmilter models receive connectors, their permissions and "
-     "accepted domains only"),
-    ("Get-ReceiveConnector | where {$_.Name -like 'Default*'} | Set-ReceiveConnector -MaxMessageSize 10MB",
-     "t.ps1:1: a Where-Object filter cannot be evaluated offline: the rest of this pipeline is not imported; name "
-     "the objects instead"),
+    ('New-ReceiveConnector "A -Custom', 't.ps1:1: unterminated "-quoted string: the command is not imported'),
+    (
+        "New-ReceiveConnector A -Custom -Bindings 0.0.0.0:2600 -RemoteIPRanges 10.0.0.1 -Colour red",
+        "t.ps1:1: -Colour is not a parameter exmilter understands here: not imported",
+    ),
+    (
+        "New-ReceiveConnector A -Custom -Bindings 0.0.0.0:2600 -RemoteIPRanges 10.0.0.9-10.0.0.1",
+        "t.ps1:1: New-ReceiveConnector: -RemoteIPRanges 10.0.0.9-10.0.0.1: '10.0.0.9-10.0.0.1': the first address is "
+        "greater than the last; not imported",
+    ),
+    (
+        'Get-ReceiveConnector "Nope" | Add-ADPermission -User "NT AUTHORITY\\ANONYMOUS LOGON" -ExtendedRights '
+        "ms-Exch-SMTP-Accept-Any-Recipient",
+        "t.ps1:1: no receive connector 'Nope' on EXCH01: it is not created in the input (made in the admin center?) "
+        "or its creation was refused above",
+    ),
+    (
+        'Add-ADPermission -Identity "Nope" -User "NT AUTHORITY\\ANONYMOUS LOGON" -ExtendedRights '
+        "ms-Exch-SMTP-Accept-Any-Recipient",
+        "t.ps1:1: Add-ADPermission: permission for unknown receive connector 'Nope' on EXCH01; not imported",
+    ),
+    (
+        'Add-ADPermission "Default Frontend EXCH01" -User x -ExtendedRights ms-Exch-Teleport',
+        "t.ps1:1: Add-ADPermission: -ExtendedRights: 'ms-Exch-Teleport' is not a receive-connector extended right; "
+        "not imported",
+    ),
+    (
+        "New-ReceiveConnector A -Custom -Bindings 0.0.0.0:25 -RemoteIPRanges 10.0.0.1",  # spec §6 #8: lands in Hub
+        "t.ps1:1: New-ReceiveConnector: Exchange refuses this: Default Frontend EXCH01: TransportRole: binding "
+        "0.0.0.0:25 is also used by 'A' in another transport role. Receive connectors assigned to different "
+        "Transport roles on a single server must listen on unique local IP address & port bindings; not imported",
+    ),
+    (
+        "New-ReceiveConnector A -TransportRole FrontendTransport -Custom -Bindings 0.0.0.0:25 -RemoteIPRanges "
+        "10.0.0.0-10.0.0.200\nNew-ReceiveConnector B -TransportRole FrontendTransport -Custom -Bindings 0.0.0.0:25 "
+        "-RemoteIPRanges 10.0.0.100-10.0.0.255",
+        "t.ps1:2: New-ReceiveConnector: Exchange refuses this: B: RemoteIPRanges: partially overlapping range "
+        "10.0.0.100-10.0.0.255 conflicts with 10.0.0.0-10.0.0.200 of connector 'A' on binding 0.0.0.0:25; not imported",
+    ),
+    (
+        'Set-ReceiveConnector "Client Frontend EXCH01" -AuthMechanism BasicAuthRequireTLS',
+        "t.ps1:1: Set-ReceiveConnector: Exchange refuses this: Client Frontend EXCH01: AuthMechanism: "
+        "BasicAuthRequireTLS needs BasicAuth and Tls; not imported",
+    ),
+    (
+        'Set-ReceiveConnector "Default Frontend EXCH01" -PermissionGroups Custom',
+        "t.ps1:1: Set-ReceiveConnector: -PermissionGroups Custom cannot be set: Exchange shows it once an entry is "
+        "added; not imported",
+    ),
+    (
+        "Set-SendConnector Internet -MaxMessageSize 10MB",
+        "t.ps1:1: Set-SendConnector is not imported: exmilter models receive connectors, their permissions and "
+        "accepted domains only",
+    ),
+    (
+        "Get-ReceiveConnector | where {$_.Name -like 'Default*'} | Set-ReceiveConnector -MaxMessageSize 10MB",
+        "t.ps1:1: a Where-Object filter cannot be evaluated offline: the rest of this pipeline is not imported; name "
+        "the objects instead",
+    ),
     # PowerShell knows no set_receiveconnector: the command fails on Exchange, so it is not imported
-    ('set_receiveconnector "Default Frontend EXCH01" -MaxMessageSize 1MB',
-     "t.ps1:1: set_receiveconnector is not imported: exmilter models receive connectors, their permissions and "
-     "accepted domains only"),
+    (
+        'set_receiveconnector "Default Frontend EXCH01" -MaxMessageSize 1MB',
+        "t.ps1:1: set_receiveconnector is not imported: exmilter models receive connectors, their permissions and "
+        "accepted domains only",
+    ),
 ]
 
 
@@ -382,8 +492,10 @@ def test_malformed_input_is_located(source: str, message: str) -> None:
 
 
 def test_refused_command_leaves_the_model_unchanged() -> None:
-    source = ('Set-ReceiveConnector "Default Frontend EXCH01" -AuthMechanism None -RequireTLS $true\n'
-              'Set-ReceiveConnector "Default Frontend EXCH01" -MaxMessageSize 20MB')
+    source = (
+        'Set-ReceiveConnector "Default Frontend EXCH01" -AuthMechanism None -RequireTLS $true\n'
+        'Set-ReceiveConnector "Default Frontend EXCH01" -MaxMessageSize 20MB'
+    )
     result = import_exchange([("t.ps1", source)], server="EXCH01.labs.local")
     c = org_of(result).connector("Default Frontend EXCH01")
     assert c is not None and (c.require_tls, c.max_message_size) == (False, 20 << 20)
@@ -392,8 +504,10 @@ def test_refused_command_leaves_the_model_unchanged() -> None:
 
 def test_remove_adpermission_takes_a_right_from_a_group() -> None:
     """Spec §6 #10: anti-spoofing by removing Authoritative-Domain-Sender from ANONYMOUS LOGON."""
-    source = ('Get-ReceiveConnector "Default Frontend EXCH01" | Remove-ADPermission -User "NT AUTHORITY\\ANONYMOUS '
-              'LOGON" -ExtendedRights ms-Exch-SMTP-Accept-Authoritative-Domain-Sender')
+    source = (
+        'Get-ReceiveConnector "Default Frontend EXCH01" | Remove-ADPermission -User "NT AUTHORITY\\ANONYMOUS '
+        'LOGON" -ExtendedRights ms-Exch-SMTP-Accept-Authoritative-Domain-Sender'
+    )
     result = import_exchange([("t.ps1", source)], server="EXCH01.labs.local")
     assert warnings(result) == []
     org = org_of(result)
@@ -412,28 +526,48 @@ SET_ALL_DOMAINS = " | Set-AcceptedDomain -DomainType InternalRelay"
     ("source", "message"),
     [
         # an extra positional argument: Exchange fails the cmdlet (it was a traceback)
-        ("Get-ReceiveConnector a b" + SET_ALL_CONNECTORS,
-         "Get-ReceiveConnector: unexpected positional argument 'b': nothing selected"),
+        (
+            "Get-ReceiveConnector a b" + SET_ALL_CONNECTORS,
+            "Get-ReceiveConnector: unexpected positional argument 'b': nothing selected",
+        ),
         ("$c = Get-ReceiveConnector a b", "Get-ReceiveConnector: unexpected positional argument 'b': nothing selected"),
-        ("Get-ReceiveConnector -Identity" + SET_ALL_CONNECTORS,
-         "Get-ReceiveConnector -Identity: no value given: nothing selected"),
-        ("Get-ReceiveConnector -Server" + SET_ALL_CONNECTORS,
-         "Get-ReceiveConnector -Server: no value given: nothing selected"),
-        ("Get-ReceiveConnector $nope" + SET_ALL_CONNECTORS,
-         "Get-ReceiveConnector -Identity: $nope is not set by the input: nothing selected"),
-        ("Get-ReceiveConnector -Server $nope" + SET_ALL_CONNECTORS,
-         "Get-ReceiveConnector -Server: $nope is not set by the input: nothing selected"),
-        ("Get-ReceiveConnector $null" + SET_ALL_CONNECTORS, "Get-ReceiveConnector -Identity: $null is not a name: "
-         "nothing selected"),
+        (
+            "Get-ReceiveConnector -Identity" + SET_ALL_CONNECTORS,
+            "Get-ReceiveConnector -Identity: no value given: nothing selected",
+        ),
+        (
+            "Get-ReceiveConnector -Server" + SET_ALL_CONNECTORS,
+            "Get-ReceiveConnector -Server: no value given: nothing selected",
+        ),
+        (
+            "Get-ReceiveConnector $nope" + SET_ALL_CONNECTORS,
+            "Get-ReceiveConnector -Identity: $nope is not set by the input: nothing selected",
+        ),
+        (
+            "Get-ReceiveConnector -Server $nope" + SET_ALL_CONNECTORS,
+            "Get-ReceiveConnector -Server: $nope is not set by the input: nothing selected",
+        ),
+        (
+            "Get-ReceiveConnector $null" + SET_ALL_CONNECTORS,
+            "Get-ReceiveConnector -Identity: $null is not a name: nothing selected",
+        ),
         # these changed every accepted domain
-        ("Get-AcceptedDomain -Identity" + SET_ALL_DOMAINS, "Get-AcceptedDomain -Identity: no value given: nothing "
-         "selected"),
-        ("Get-AcceptedDomain $nope" + SET_ALL_DOMAINS, "Get-AcceptedDomain -Identity: $nope is not set by the input: "
-         "nothing selected"),
-        ("Get-AcceptedDomain $null" + SET_ALL_DOMAINS, "Get-AcceptedDomain -Identity: $null is not a name: nothing "
-         "selected"),
-        ("Get-AcceptedDomain a b" + SET_ALL_DOMAINS, "Get-AcceptedDomain: unexpected positional argument 'b': "
-         "nothing selected"),
+        (
+            "Get-AcceptedDomain -Identity" + SET_ALL_DOMAINS,
+            "Get-AcceptedDomain -Identity: no value given: nothing selected",
+        ),
+        (
+            "Get-AcceptedDomain $nope" + SET_ALL_DOMAINS,
+            "Get-AcceptedDomain -Identity: $nope is not set by the input: nothing selected",
+        ),
+        (
+            "Get-AcceptedDomain $null" + SET_ALL_DOMAINS,
+            "Get-AcceptedDomain -Identity: $null is not a name: nothing selected",
+        ),
+        (
+            "Get-AcceptedDomain a b" + SET_ALL_DOMAINS,
+            "Get-AcceptedDomain: unexpected positional argument 'b': nothing selected",
+        ),
     ],
 )
 def test_a_selection_not_known_offline_selects_nothing(source: str, message: str) -> None:
@@ -446,25 +580,37 @@ def test_a_selection_not_known_offline_selects_nothing(source: str, message: str
 
 # --- a switch or a right that is not known offline refuses the command ----------------------
 
-ADD_TO_DF = ('Get-ReceiveConnector "Default Frontend EXCH01" | Add-ADPermission -User "NT AUTHORITY\\ANONYMOUS LOGON" '
-             "-ExtendedRights")
+ADD_TO_DF = (
+    'Get-ReceiveConnector "Default Frontend EXCH01" | Add-ADPermission -User "NT AUTHORITY\\ANONYMOUS LOGON" '
+    "-ExtendedRights"
+)
 
 
 @pytest.mark.parametrize(
     ("source", "message"),
     [
         # was an allow entry: anonymous relay on Default Frontend
-        (ADD_TO_DF + " ms-Exch-SMTP-Accept-Any-Recipient -Deny:$nope",
-         "Add-ADPermission: -Deny: $nope is not set by the input; not imported"),
-        (ADD_TO_DF + " ms-Exch-SMTP-Accept-Any-Recipient -Deny:maybe",
-         "Add-ADPermission: -Deny maybe: not $true or $false; not imported"),
+        (
+            ADD_TO_DF + " ms-Exch-SMTP-Accept-Any-Recipient -Deny:$nope",
+            "Add-ADPermission: -Deny: $nope is not set by the input; not imported",
+        ),
+        (
+            ADD_TO_DF + " ms-Exch-SMTP-Accept-Any-Recipient -Deny:maybe",
+            "Add-ADPermission: -Deny maybe: not $true or $false; not imported",
+        ),
         (ADD_TO_DF, "Add-ADPermission: -ExtendedRights needs a value; not imported"),
-        (ADD_TO_DF + " ms-Exch-SMTP-Submit -AccessRights",
-         "Add-ADPermission: -AccessRights needs a value; not imported"),
-        ("New-ReceiveConnector R -Internet:$nope -Bindings 0.0.0.0:2525",
-         "New-ReceiveConnector: -Internet: $nope is not set by the input; not imported"),
-        ("New-AcceptedDomain -Name a -DomainName a.example -MatchSubDomains:$nope",
-         "New-AcceptedDomain: -MatchSubDomains: $nope is not set by the input; not imported"),
+        (
+            ADD_TO_DF + " ms-Exch-SMTP-Submit -AccessRights",
+            "Add-ADPermission: -AccessRights needs a value; not imported",
+        ),
+        (
+            "New-ReceiveConnector R -Internet:$nope -Bindings 0.0.0.0:2525",
+            "New-ReceiveConnector: -Internet: $nope is not set by the input; not imported",
+        ),
+        (
+            "New-AcceptedDomain -Name a -DomainName a.example -MatchSubDomains:$nope",
+            "New-AcceptedDomain: -MatchSubDomains: $nope is not set by the input; not imported",
+        ),
     ],
 )
 def test_an_argument_not_known_offline_refuses_the_command(source: str, message: str) -> None:
@@ -476,8 +622,17 @@ def test_an_argument_not_known_offline_refuses_the_command(source: str, message:
     assert org.connector("R") is None and [d.domain_name for d in org.accepted_domains] == ["labs.local"]
 
 
-@pytest.mark.parametrize(("switch", "deny"), [("-Deny", True), ("-Deny:$true", True), ("-Deny:True", True),
-                                              ("-Deny:1", True), ("-Deny:$false", False), ("", False)])
+@pytest.mark.parametrize(
+    ("switch", "deny"),
+    [
+        ("-Deny", True),
+        ("-Deny:$true", True),
+        ("-Deny:True", True),
+        ("-Deny:1", True),
+        ("-Deny:$false", False),
+        ("", False),
+    ],
+)
 def test_deny_in_every_spelling_powershell_takes(switch: str, deny: bool) -> None:
     result = import_exchange([("t.ps1", f"{ADD_TO_DF} ms-Exch-SMTP-Submit {switch}")], server="EXCH01.labs.local")
     assert warnings(result) == []
@@ -486,10 +641,13 @@ def test_deny_in_every_spelling_powershell_takes(switch: str, deny: bool) -> Non
 
 
 def test_an_access_right_not_known_offline_is_reported_and_the_extended_rights_kept() -> None:
-    result = import_exchange([("t.ps1", f"{ADD_TO_DF} ms-Exch-SMTP-Submit -AccessRights $nope")],
-                             server="EXCH01.labs.local")
-    assert warnings(result) == ["t.ps1:1: -AccessRights: $nope is not set by the input; only extended rights matter "
-                                "to receive connectors; not imported"]
+    result = import_exchange(
+        [("t.ps1", f"{ADD_TO_DF} ms-Exch-SMTP-Submit -AccessRights $nope")], server="EXCH01.labs.local"
+    )
+    assert warnings(result) == [
+        "t.ps1:1: -AccessRights: $nope is not set by the input; only extended rights matter "
+        "to receive connectors; not imported"
+    ]
     df = org_of(result).connector("Default Frontend EXCH01")
     assert df is not None and [e.rights.tokens() for e in df.permissions] == ["SMTPSubmit"]
 
@@ -530,8 +688,10 @@ def test_add_adpermission_writes_well_known_principals_in_full(user: str, writte
 
 @pytest.mark.parametrize("user", ["NT AUTHORITY\\ANONYMOUS LOGON", "ANONYMOUS LOGON", "S-1-5-7"])
 def test_remove_adpermission_finds_the_group_principal_in_any_spelling(user: str) -> None:
-    source = (f'Remove-ADPermission "Default Frontend EXCH01" -User "{user}" '
-              "-ExtendedRights ms-Exch-SMTP-Accept-Authoritative-Domain-Sender")
+    source = (
+        f'Remove-ADPermission "Default Frontend EXCH01" -User "{user}" '
+        "-ExtendedRights ms-Exch-SMTP-Accept-Authoritative-Domain-Sender"
+    )
     result = import_exchange([("t.ps1", source)], server="EXCH01.labs.local")
     assert warnings(result) == []
     e = explain(org_of(result), client_ip="203.0.113.5", mail_from="ceo@labs.local", rcpt_to=["cfo@labs.local"])
@@ -561,8 +721,10 @@ def within(seconds: float) -> Iterator[None]:
 
 
 BOM = "\ufeff"
-DUMP_A = ("Identity         : EXCH01\\Relay A\nTransportRole    : FrontendTransport\n"
-          "Bindings         : {0.0.0.0:2600}\nRemoteIPRanges   : {10.0.0.1}\nPermissionGroups : AnonymousUsers")
+DUMP_A = (
+    "Identity         : EXCH01\\Relay A\nTransportRole    : FrontendTransport\n"
+    "Bindings         : {0.0.0.0:2600}\nRemoteIPRanges   : {10.0.0.1}\nPermissionGroups : AnonymousUsers"
+)
 DUMP_B = DUMP_A.replace("Relay A", "Relay B").replace("10.0.0.1", "10.0.0.2")
 
 
@@ -576,22 +738,27 @@ def test_two_bom_prefixed_dumps_joined_with_cat_are_two_files(newline: str) -> N
     with within(5):
         result = import_exchange([("ab.txt", BOM + DUMP_A + newline + BOM + DUMP_B + "\n")], "EXCH01.labs.local")
     assert [c.name for c in org_of(result).receive_connectors][-2:] == ["Relay A", "Relay B"]
-    at = "6: info: byte order mark (U+FEFF) at column 1" if newline else \
-        "5: info: byte order mark (U+FEFF) at column 34"
-    assert f"{at}: another file starts here (files joined with cat), so nothing open before it continues into it" \
+    at = (
+        "6: info: byte order mark (U+FEFF) at column 1" if newline else "5: info: byte order mark (U+FEFF) at column 34"
+    )
+    assert (
+        f"{at}: another file starts here (files joined with cat), so nothing open before it continues into it"
         in notes_of(result)
+    )
     assert warnings(result) == []
 
 
 def test_nothing_open_at_the_end_of_one_file_continues_into_the_next() -> None:
     """An unterminated comment or command of a.ps1 does not swallow b.ps1 (they were two files)."""
     a = BOM + 'Set-ReceiveConnector "Default Frontend EXCH01" -Banner "220 unterminated\n<# a comment never closed\n'
-    b = BOM + "New-ReceiveConnector B -TransportRole FrontendTransport -Custom -Bindings 0.0.0.0:2600 " \
-              "-RemoteIPRanges 10.0.0.9 -PermissionGroups AnonymousUsers\n"
+    b = (
+        BOM + "New-ReceiveConnector B -TransportRole FrontendTransport -Custom -Bindings 0.0.0.0:2600 "
+        "-RemoteIPRanges 10.0.0.9 -PermissionGroups AnonymousUsers\n"
+    )
     result = import_exchange([("ab.ps1", a + b)], "EXCH01.labs.local")
     assert org_of(result).connector("B") is not None
     assert warnings(result) == [
-        "ab.ps1:1: unterminated \"-quoted string: the command is not imported",
+        'ab.ps1:1: unterminated "-quoted string: the command is not imported',
         "ab.ps1:2: <# comment not closed by #> before the end of the file: everything after it is a comment, not "
         "imported",
     ]
@@ -600,23 +767,55 @@ def test_nothing_open_at_the_end_of_one_file_continues_into_the_next() -> None:
 SET_DF = 'Set-ReceiveConnector "Default Frontend EXCH01" '
 #: (line, what the import says, whether the command is imported): docs/import-exchange.md, "Control characters".
 CONTROLS = [
-    (SET_DF + '-Banner "220 a\x7fb"', "1: warning: U+007F (DEL) at column 62: a control character in a string, "
-     "which is not imported (delete the character)", False),
-    (SET_DF + '-Banner "220 a`\x00b"', "1: warning: U+0000 (NUL) at column 63: a control character in a string, "
-     "which is not imported (delete the character)", False),
-    (SET_DF + "-Banner '220 \u2028x'", "1: warning: U+2028 (LINE SEPARATOR) at column 61: a control character in a "
-     "string, which is not imported (delete the character)", False),
-    (SET_DF + '-Banner "220 \x0cx"', "1: warning: U+000C (FF) at column 61: a control character in a string, which "
-     "is not imported (delete the character)", False),
-    (SET_DF + "-MaxMessageSize 10MB\x1b[31m", "1: warning: U+001B (ESC) at column 68: a control character in a "
-     "command, which is not imported (delete the character)", False),
-    ("[PS] C:\\>" + SET_DF + "-MaxMessageSize\x8510MB", "1: warning: U+0085 (NEL) at column 72: a control character "
-     "in a command, which is not imported (delete the character)", False),
+    (
+        SET_DF + '-Banner "220 a\x7fb"',
+        "1: warning: U+007F (DEL) at column 62: a control character in a string, "
+        "which is not imported (delete the character)",
+        False,
+    ),
+    (
+        SET_DF + '-Banner "220 a`\x00b"',
+        "1: warning: U+0000 (NUL) at column 63: a control character in a string, "
+        "which is not imported (delete the character)",
+        False,
+    ),
+    (
+        SET_DF + "-Banner '220 \u2028x'",
+        "1: warning: U+2028 (LINE SEPARATOR) at column 61: a control character in a "
+        "string, which is not imported (delete the character)",
+        False,
+    ),
+    (
+        SET_DF + '-Banner "220 \x0cx"',
+        "1: warning: U+000C (FF) at column 61: a control character in a string, which "
+        "is not imported (delete the character)",
+        False,
+    ),
+    (
+        SET_DF + "-MaxMessageSize 10MB\x1b[31m",
+        "1: warning: U+001B (ESC) at column 68: a control character in a "
+        "command, which is not imported (delete the character)",
+        False,
+    ),
+    (
+        "[PS] C:\\>" + SET_DF + "-MaxMessageSize\x8510MB",
+        "1: warning: U+0085 (NEL) at column 72: a control character "
+        "in a command, which is not imported (delete the character)",
+        False,
+    ),
     (SET_DF.replace(" ", "\x0b", 1) + "-MaxMessageSize\x0c10MB", None, True),  # VT, FF: whitespace, as in PowerShell
-    (SET_DF + '-MaxMessageSize 10MB -Banner "220 a\u200bb\u202e"', "1: info: invisible formatting character removed: "
-     "U+200B (ZERO WIDTH SPACE) at column 83, U+202E (RIGHT-TO-LEFT OVERRIDE) at column 85", True),
-    (SET_DF + "-MaxMessageSize 10MB\ufeff", "1: info: byte order mark (U+FEFF) at column 68: another file starts "
-     "here (files joined with cat), so nothing open before it continues into it", True),
+    (
+        SET_DF + '-MaxMessageSize 10MB -Banner "220 a\u200bb\u202e"',
+        "1: info: invisible formatting character removed: "
+        "U+200B (ZERO WIDTH SPACE) at column 83, U+202E (RIGHT-TO-LEFT OVERRIDE) at column 85",
+        True,
+    ),
+    (
+        SET_DF + "-MaxMessageSize 10MB\ufeff",
+        "1: info: byte order mark (U+FEFF) at column 68: another file starts "
+        "here (files joined with cat), so nothing open before it continues into it",
+        True,
+    ),
     (SET_DF + "-MaxMessageSize 10MB # a comment may hold \x07 anything", None, True),
 ]
 
@@ -624,8 +823,9 @@ CONTROLS = [
 @pytest.mark.parametrize(("line", "note", "imported"), CONTROLS)
 def test_control_characters_never_reach_the_yaml(line: str, note: str | None, imported: bool) -> None:
     """The parent commit copied them into the YAML, which then did not load."""
-    result = import_exchange([("t.ps1", line + "\nSet-ReceiveConnector 'Client Frontend EXCH01' -MaxMessageSize 20MB")],
-                             "EXCH01.labs.local")
+    result = import_exchange(
+        [("t.ps1", line + "\nSet-ReceiveConnector 'Client Frontend EXCH01' -MaxMessageSize 20MB")], "EXCH01.labs.local"
+    )
     assert notes_of(result) == ([note] if note else [])
     org = org_of(result)
     df, cf = org.connector("Default Frontend EXCH01"), org.connector("Client Frontend EXCH01")
@@ -639,8 +839,9 @@ def test_a_control_character_refuses_the_whole_format_list_object() -> None:
     """Without its RemoteIPRanges line, a dumped connector would take every address: nothing of it is imported."""
     source = DUMP_A.replace("{10.0.0.1}", "{10.0.0.1\x00}") + "\n\n" + DUMP_B
     result = import_exchange([("fl.txt", source)], "EXCH01.labs.local")
-    assert warnings(result) == ["fl.txt:4: U+0000 (NUL) at column 29: a control character in a Format-List object, "
-                                "which is not imported"]
+    assert warnings(result) == [
+        "fl.txt:4: U+0000 (NUL) at column 29: a control character in a Format-List object, which is not imported"
+    ]
     assert [c.name for c in org_of(result).receive_connectors][-1] == "Relay B"
 
 
@@ -648,7 +849,9 @@ def test_line_numbers_count_only_cr_and_lf() -> None:
     """Form feeds, NEL and U+2028 do not end lines for editors: FILE:LINE must not drift after them."""
     source = SET_DF.replace(" ", "\x0c", 1) + "-MaxMessageSize 10MB\r\n# \x85 \u2028 \x1c\rSet-SendConnector x\nFoo-Bar"
     assert [n.split(" is ")[0] for n in notes_of(import_exchange([("t.ps1", source)], "EXCH01.labs.local"))] == [
-        "3: warning: Set-SendConnector", "4: warning: Foo-Bar"]
+        "3: warning: Set-SendConnector",
+        "4: warning: Foo-Bar",
+    ]
 
 
 def test_messages_quoting_the_input_stay_one_line() -> None:
@@ -679,16 +882,26 @@ def test_deep_or_long_pasted_lines_are_located_not_crashes(line: str, expected: 
     with within(10):
         result = import_exchange([("t.ps1", "Get-Date\n" + line + "\nFoo-Bar")], "EXCH01.labs.local")
     closed = "never closed" not in expected[0]
-    foo = ["t.ps1:3: Foo-Bar is not imported: exmilter models receive connectors, their permissions and accepted "
-           "domains only"]
+    foo = [
+        "t.ps1:3: Foo-Bar is not imported: exmilter models receive connectors, their permissions and accepted "
+        "domains only"
+    ]
     assert warnings(result) == expected + (foo if closed else [])
     org_of(result)
 
 
 @pytest.mark.parametrize(
     "line",
-    ["C:\\" * 20000, "-- " * 20000, "[PS] C:\\>" * 6000, "'$a" * 20000, '"$a' * 20000, "`;" * 30000,
-     "x " + "Ab " * 20000 + "-" * 3 * 20000, "Name : " + "x," * 30000],
+    [
+        "C:\\" * 20000,
+        "-- " * 20000,
+        "[PS] C:\\>" * 6000,
+        "'$a" * 20000,
+        '"$a' * 20000,
+        "`;" * 30000,
+        "x " + "Ab " * 20000 + "-" * 3 * 20000,
+        "Name : " + "x," * 30000,
+    ],
 )
 def test_pathological_long_lines_finish(line: str) -> None:
     """Scans of the rest of a line per token or prompt made these quadratic; each is read in one pass."""
@@ -710,8 +923,16 @@ def test_a_line_over_the_limit_is_not_read() -> None:
 
 def test_expansion_bombs_are_bounded_and_refuse_what_uses_them() -> None:
     """`$a = $a,$a` and `"$s$s"` double per line: the parent commit ran out of memory."""
-    source = ('$a = "10.0.0.1","10.0.0.2"\n' + "$a = $a,$a\n" * 64 + '$s = "x"\n' + '$s = "$s$s"\n' * 64
-              + SET_DF + "-RemoteIPRanges $a\n" + SET_DF + '-Banner "220 $s"')
+    source = (
+        '$a = "10.0.0.1","10.0.0.2"\n'
+        + "$a = $a,$a\n" * 64
+        + '$s = "x"\n'
+        + '$s = "$s$s"\n' * 64
+        + SET_DF
+        + "-RemoteIPRanges $a\n"
+        + SET_DF
+        + '-Banner "220 $s"'
+    )
     with within(5):
         result = import_exchange([("t.ps1", source)], "EXCH01.labs.local")
     assert warnings(result) == [
@@ -728,16 +949,24 @@ def test_expansion_bombs_are_bounded_and_refuse_what_uses_them() -> None:
 
 @pytest.mark.parametrize(
     ("parameter", "kept"),
-    [("RemoteIPRanges", "every address"), ("Bindings", "its default"), ("PermissionGroups", "its default"),
-     ("AuthMechanism", "its default")],
+    [
+        ("RemoteIPRanges", "every address"),
+        ("Bindings", "its default"),
+        ("PermissionGroups", "its default"),
+        ("AuthMechanism", "its default"),
+    ],
 )
 def test_an_unknown_value_of_a_deciding_property_refuses_the_command(parameter: str, kept: str) -> None:
     """Leaving it out would open the connector (RemoteIPRanges default: every address); the parent imported it."""
-    source = ("New-ReceiveConnector R -TransportRole FrontendTransport -Custom -Bindings 0.0.0.0:2600 -RemoteIPRanges "
-              f"10.0.0.9 -PermissionGroups AnonymousUsers -{parameter} $computed")
+    source = (
+        "New-ReceiveConnector R -TransportRole FrontendTransport -Custom -Bindings 0.0.0.0:2600 -RemoteIPRanges "
+        f"10.0.0.9 -PermissionGroups AnonymousUsers -{parameter} $computed"
+    )
     result = import_exchange([("t.ps1", source)], "EXCH01.labs.local")
-    assert warnings(result) == [f"t.ps1:1: New-ReceiveConnector: -{parameter}: $computed is not set by the input, "
-                                f"and without it the connector would keep {kept}; not imported"]
+    assert warnings(result) == [
+        f"t.ps1:1: New-ReceiveConnector: -{parameter}: $computed is not set by the input, "
+        f"and without it the connector would keep {kept}; not imported"
+    ]
     assert org_of(result).connector("R") is None
 
 
@@ -745,21 +974,25 @@ def test_more_range_entries_than_exchange_takes_are_refused() -> None:
     """Spec §6 #13: Exchange fails at about 1,200; the importer keeps at most 1,300 per property."""
     ranges = [f"10.{i // 250}.{i % 250}.1" for i in range(1301)]
     result = import_exchange([("t.ps1", SET_DF + "-RemoteIPRanges " + ",".join(ranges))], "EXCH01.labs.local")
-    assert warnings(result) == ["t.ps1:1: Set-ReceiveConnector: -RemoteIPRanges: 1,301 entries; Exchange fails above "
-                                "about 1,200 (the importer takes at most 1,300): use ranges or CIDR; not imported"]
+    assert warnings(result) == [
+        "t.ps1:1: Set-ReceiveConnector: -RemoteIPRanges: 1,301 entries; Exchange fails above "
+        "about 1,200 (the importer takes at most 1,300): use ranges or CIDR; not imported"
+    ]
 
 
 @pytest.mark.parametrize(("count", "message"), [(1301, "1,301 entries"), (400_000, "more than 5,200 entries")])
 def test_a_dump_with_more_range_entries_than_exchange_takes_is_refused(count: int, message: str) -> None:
     """Wrapped over continuation lines a dump's list has no line limit: counted before it is split."""
     ranges = ",".join(["10.0.0.1"] * count)
-    wrapped = "\n    ".join(ranges[i:i + 60000] for i in range(0, len(ranges), 60000))
+    wrapped = "\n    ".join(ranges[i : i + 60000] for i in range(0, len(ranges), 60000))
     dump = DUMP_A.replace("{10.0.0.1}", "{" + wrapped + "}")
     with within(10):
         result = import_exchange([("fl.txt", dump)], "EXCH01.labs.local")
-    assert warnings(result) == [f"fl.txt:1: receive connector EXCH01\\Relay A: line 4: -RemoteIPRanges: {message}; "
-                                "Exchange fails above about 1,200 (the importer takes at most 1,300): use ranges or "
-                                "CIDR; not imported"]
+    assert warnings(result) == [
+        f"fl.txt:1: receive connector EXCH01\\Relay A: line 4: -RemoteIPRanges: {message}; "
+        "Exchange fails above about 1,200 (the importer takes at most 1,300): use ranges or "
+        "CIDR; not imported"
+    ]
 
 
 def test_commands_past_the_limit_stop_the_import(
@@ -772,8 +1005,10 @@ def test_commands_past_the_limit_stop_the_import(
     out = tmp_path / "out.yaml"
     assert cmd.run(_args([str(tmp_path / "t.ps1")], str(out), "EXCH01.labs.local", strict=False)) == 2
     err = capsys.readouterr().err.splitlines()
-    assert f"{tmp_path / 't.ps1'}:2: warning: more than 100 commands run (a script block counts once per object " \
+    assert (
+        f"{tmp_path / 't.ps1'}:2: warning: more than 100 commands run (a script block counts once per object "
         "piped into it): the input is too large to import in one run" in err
+    )
     assert err[-1] == f"import-exchange: stopped at {tmp_path / 't.ps1'}:2 by a limit: nothing written"
     assert not out.exists()
 
@@ -782,13 +1017,25 @@ def test_commands_past_the_limit_stop_the_import(
     ("module", "limit", "value", "message"),
     [
         ("exmilter.limits", "IMPORT_MAX_TOKENS", 12, "t.ps1:3: warning: more than 12 PowerShell tokens in all"),
-        ("exmilter.limits", "IMPORT_MAX_INPUT_CHARS", 100, "t.ps1:2: warning: more than 100 characters of input "
-         "in all"),
+        (
+            "exmilter.limits",
+            "IMPORT_MAX_INPUT_CHARS",
+            100,
+            "t.ps1:2: warning: more than 100 characters of input in all",
+        ),
         ("exmilter.limits", "IMPORT_MAX_LINES", 2, "t.ps1:3: warning: more than 2 lines of input in all"),
-        ("exmilter.limits", "IMPORT_MAX_COMMANDS", 2, "t.ps1:3: warning: more than 2 statements and Format-List "
-         "objects: the input is too large"),
-        ("exmilter.limits", "IMPORT_MAX_CHECKED_CHARS", 300, "t.ps1:2: warning: checking the commands up to here "
-         "took more than 300 characters of configuration"),
+        (
+            "exmilter.limits",
+            "IMPORT_MAX_COMMANDS",
+            2,
+            "t.ps1:3: warning: more than 2 statements and Format-List objects: the input is too large",
+        ),
+        (
+            "exmilter.limits",
+            "IMPORT_MAX_CHECKED_CHARS",
+            300,
+            "t.ps1:2: warning: checking the commands up to here took more than 300 characters of configuration",
+        ),
         ("exmilter.limits", "IMPORT_MAX_CHECKS", 2, "t.ps1:3: warning: more than 2 commands that change the model"),
     ],
 )
@@ -819,10 +1066,11 @@ def test_an_internal_error_is_one_located_warning_and_hides_nothing(
         raise KeyError("boom")
 
     monkeypatch.setitem(HANDLERS, "remove-receiveconnector", broken)
-    source = ("Remove-ReceiveConnector 'Client Frontend EXCH01'\n" + SET_DF + "-MaxMessageSize 10MB\n")
+    source = "Remove-ReceiveConnector 'Client Frontend EXCH01'\n" + SET_DF + "-MaxMessageSize 10MB\n"
     result = import_exchange([("t.ps1", source)], "EXCH01.labs.local")
-    assert warnings(result) == ["t.ps1:1: Remove-ReceiveConnector: internal error (KeyError: 'boom'); not imported, "
-                                "please report it"]
+    assert warnings(result) == [
+        "t.ps1:1: Remove-ReceiveConnector: internal error (KeyError: 'boom'); not imported, please report it"
+    ]
     org = org_of(result)
     assert org.connector("Client Frontend EXCH01") is not None
     df = org.connector("Default Frontend EXCH01")
@@ -859,16 +1107,31 @@ def test_exit_statuses(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert _cli([str(warned), *server, "-o", str(out)], capsys)[0] == 0 and out.exists()
     out.unlink()
     rc, stdout, err = _cli([str(warned), *server, "--strict", "-o", str(out)], capsys)
-    assert (rc, stdout, err[-1], out.exists()) == (2, "", "import-exchange: 1 problem(s) and --strict: nothing written",
-                                                    False)
+    assert (rc, stdout, err[-1], out.exists()) == (
+        2,
+        "",
+        "import-exchange: 1 problem(s) and --strict: nothing written",
+        False,
+    )
     rc, stdout, err = _cli([str(tmp_path / "missing.ps1"), *server], capsys)
-    assert (rc, stdout, err) == (2, "", [f"{tmp_path / 'missing.ps1'}:1: error: cannot read it: No such file or "
-                                         "directory", "import-exchange: an input could not be read: nothing written"])
+    assert (rc, stdout, err) == (
+        2,
+        "",
+        [
+            f"{tmp_path / 'missing.ps1'}:1: error: cannot read it: No such file or directory",
+            "import-exchange: an input could not be read: nothing written",
+        ],
+    )
     rc, stdout, err = _cli([str(latin1), *server], capsys)
     assert (rc, err[0]) == (2, f"{latin1}:2: error: not UTF-8 text (bytes E9): save it as UTF-8 or UTF-16")
     rc, stdout, err = _cli([str(good), *server, "-o", str(tmp_path / "no" / "such" / "dir.yaml")], capsys)
-    assert (rc, err[-2:]) == (2, [f"{tmp_path / 'no' / 'such' / 'dir.yaml'}: cannot write it: No such file or "
-                                  "directory", "import-exchange: nothing written"])
+    assert (rc, err[-2:]) == (
+        2,
+        [
+            f"{tmp_path / 'no' / 'such' / 'dir.yaml'}: cannot write it: No such file or directory",
+            "import-exchange: nothing written",
+        ],
+    )
     big = tmp_path / "big.ps1"
     with big.open("wb") as f:
         f.truncate(limits.IMPORT_MAX_INPUT_BYTES)  # a sparse file: no memory or disk spent
@@ -894,11 +1157,16 @@ def test_a_configuration_that_would_not_load_is_never_written(
 
     monkeypatch.setattr(importer.config, "loads", failing)
     (tmp_path / "t.ps1").write_text(SET_DF + "-MaxMessageSize 10MB\n")
-    rc, _, err = _cli([str(tmp_path / "t.ps1"), "--server", "EXCH01.labs.local", "-o", str(tmp_path / "out.yaml")],
-                      capsys)
-    assert (rc, err[-2:]) == (2, [f"{tmp_path / 'out.yaml'}:3:1: server: broken on purpose",
-                                  "import-exchange: internal error, the configuration would not load (please report "
-                                  "it): nothing written"])
+    rc, _, err = _cli(
+        [str(tmp_path / "t.ps1"), "--server", "EXCH01.labs.local", "-o", str(tmp_path / "out.yaml")], capsys
+    )
+    assert (rc, err[-2:]) == (
+        2,
+        [
+            f"{tmp_path / 'out.yaml'}:3:1: server: broken on purpose",
+            "import-exchange: internal error, the configuration would not load (please report it): nothing written",
+        ],
+    )
     assert not (tmp_path / "out.yaml").exists()
 
 
@@ -915,8 +1183,10 @@ def test_loader_warnings_are_shown_located_in_the_output_and_traced_to_the_runbo
     assert rc == 0
     text = out.read_text()
     line = text.splitlines().index("  - name: R") + 1
-    expected = (f"{out}:{line}:5: warning: R: permission_groups: no permission group or entry: this connector accepts "
-                f"no mail (from New-ReceiveConnector at {tmp_path / 't.ps1'}:2)")
+    expected = (
+        f"{out}:{line}:5: warning: R: permission_groups: no permission group or entry: this connector accepts "
+        f"no mail (from New-ReceiveConnector at {tmp_path / 't.ps1'}:2)"
+    )
     assert expected in err
     assert f"#   line {line}: warning: R: permission_groups: no permission group or entry" in text
     assert [str(w) for w in loads(text, str(out)).warnings] == [expected.split(" (from ")[0]]
@@ -927,24 +1197,33 @@ def test_loader_warnings_are_shown_located_in_the_output_and_traced_to_the_runbo
 OPEN_RELAYS = {
     # spec §6 #3: Any-Recipient for anonymous on Default Frontend
     "default frontend": 'Get-ReceiveConnector "Default Frontend EXCH01" | Add-ADPermission -User "NT AUTHORITY\\'
-                        'ANONYMOUS LOGON" -ExtendedRights ms-Exch-SMTP-Accept-Any-Recipient',
+    'ANONYMOUS LOGON" -ExtendedRights ms-Exch-SMTP-Accept-Any-Recipient',
     # spec §6 #2: a relay connector whose ranges cover every address
     "every address": "New-ReceiveConnector Relay -TransportRole FrontendTransport -Custom -Bindings 0.0.0.0:2600 "
-                     "-RemoteIPRanges 0.0.0.0-255.255.255.255 -PermissionGroups AnonymousUsers\n"
-                     'Add-ADPermission Relay -User "NT AUTHORITY\\ANONYMOUS LOGON" -ExtendedRights '
-                     "ms-Exch-SMTP-Accept-Any-Recipient",
+    "-RemoteIPRanges 0.0.0.0-255.255.255.255 -PermissionGroups AnonymousUsers\n"
+    'Add-ADPermission Relay -User "NT AUTHORITY\\ANONYMOUS LOGON" -ExtendedRights '
+    "ms-Exch-SMTP-Accept-Any-Recipient",
     "no permission group": "New-ReceiveConnector R -Custom -Bindings 0.0.0.0:2525 -RemoteIPRanges 10.0.0.1",
 }
 #: What each runbook must be warned about: (kind, the start of the message after the location, its origin).
 EXPECTED_FINDINGS = {
-    "default frontend": ("open relay", "warning: open relay: Default Frontend EXCH01: permissions: ANONYMOUS LOGON "
-                         "holds ms-Exch-SMTP-Accept-Any-Recipient on Default Frontend",
-                         ("Add-ADPermission at t.ps1:1",)),
-    "every address": ("open relay", "warning: open relay: Relay: permissions: ANONYMOUS LOGON holds "
-                      "ms-Exch-SMTP-Accept-Any-Recipient and remote_ip_ranges cover every IPv4",
-                      ("Add-ADPermission at t.ps1:2",)),
-    "no permission group": ("", "warning: R: permission_groups: no permission group or entry",
-                            ("New-ReceiveConnector at t.ps1:1",)),
+    "default frontend": (
+        "open relay",
+        "warning: open relay: Default Frontend EXCH01: permissions: ANONYMOUS LOGON "
+        "holds ms-Exch-SMTP-Accept-Any-Recipient on Default Frontend",
+        ("Add-ADPermission at t.ps1:1",),
+    ),
+    "every address": (
+        "open relay",
+        "warning: open relay: Relay: permissions: ANONYMOUS LOGON holds "
+        "ms-Exch-SMTP-Accept-Any-Recipient and remote_ip_ranges cover every IPv4",
+        ("Add-ADPermission at t.ps1:2",),
+    ),
+    "no permission group": (
+        "",
+        "warning: R: permission_groups: no permission group or entry",
+        ("New-ReceiveConnector at t.ps1:1",),
+    ),
 }
 
 

@@ -45,8 +45,7 @@ def test_decisions_by_connector_stage_code(registry, m):
     m.decision("EXCH01\\Relay", "RCPT", "250")
     m.decision("EXCH01\\Relay", "RCPT", "250")
     m.decision("", "CONNECT", "421")
-    assert value(registry, "exmilter_policy_decisions_total", connector="EXCH01\\Relay", stage="RCPT",
-                 code="250") == 2
+    assert value(registry, "exmilter_policy_decisions_total", connector="EXCH01\\Relay", stage="RCPT", code="250") == 2
     assert value(registry, "exmilter_policy_decisions_total", connector="none", stage="CONNECT", code="421") == 1
 
 
@@ -141,9 +140,15 @@ def test_exposition_page(registry, m):
     body = MetricsPage(registry).render_GET(request)
     assert b'exmilter_policy_requests_total{protocol_state="MAIL"} 1.0' in body
     assert request.responseHeaders.getRawHeaders(b"content-type")[0].startswith(b"text/plain")
-    for name in (b"exmilter_policy_decisions_total", b"exmilter_policy_decision_seconds", b"exmilter_config_info",
-                 b"exmilter_config_reloads_total", b"exmilter_config_reload_failures_total",
-                 b"exmilter_policy_connections", b"exmilter_config_generation"):
+    for name in (
+        b"exmilter_policy_decisions_total",
+        b"exmilter_policy_decision_seconds",
+        b"exmilter_config_info",
+        b"exmilter_config_reloads_total",
+        b"exmilter_config_reload_failures_total",
+        b"exmilter_policy_connections",
+        b"exmilter_config_generation",
+    ):
         assert b"# TYPE " + name.removesuffix(b"_total") in body
 
 
@@ -169,11 +174,18 @@ def test_site_serves_every_path(registry, m, path):
     assert headers[b"content-type"].startswith(b"text/plain")
     assert int(headers[b"content-length"]) == len(body)
     assert body == exposition(registry)[0]
-    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
-               for family in text_string_to_metric_families(body.decode()) for s in family.samples}
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(body.decode())
+        for s in family.samples
+    }
     assert samples[("exmilter_policy_requests_total", (("protocol_state", "MAIL"),))] == 1
-    assert samples[("exmilter_policy_decisions_total",
-                    (("code", "250"), ("connector", "EXCH01\\Relay"), ("stage", "RCPT")))] == 1
+    assert (
+        samples[
+            ("exmilter_policy_decisions_total", (("code", "250"), ("connector", "EXCH01\\Relay"), ("stage", "RCPT")))
+        ]
+        == 1
+    )
 
 
 # -- metrics disabled ----------------------------------------------------------------------------

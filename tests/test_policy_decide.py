@@ -42,15 +42,18 @@ def decider(clock: FakeClock) -> Decider:
         (req("MAIL", sender="a@example.net"), "DUNNO", FRONTEND),
         (req("MAIL", sender="not an address"), "501 5.1.7 Invalid address", FRONTEND),
         (req("MAIL", helo_name="", sender="a@example.net"), "503 5.5.2 Send hello first", FRONTEND),
-        (req("MAIL", context="*:587", sender="a@example.net"),
-         "530 5.7.57 SMTP; Client was not authenticated to send anonymous mail during MAIL FROM",
-         CLIENT_FRONTEND),
-        (req("MAIL", "192.168.50.7", "10.0.0.5:2727", sender="a@example.net", size=str(2 << 20)),
-         "552 5.3.4 Message size exceeds fixed maximum message size", DEDICATED),
-        (req("MAIL", context="*:2600", sender="a@example.net"), "451 4.7.3 STARTTLS is required to send mail",
-         SECURE),
-        (req("MAIL", context="*:2600", sender="a@example.net", encryption_protocol="TLSv1.3"), "DUNNO",
-         SECURE),
+        (
+            req("MAIL", context="*:587", sender="a@example.net"),
+            "530 5.7.57 SMTP; Client was not authenticated to send anonymous mail during MAIL FROM",
+            CLIENT_FRONTEND,
+        ),
+        (
+            req("MAIL", "192.168.50.7", "10.0.0.5:2727", sender="a@example.net", size=str(2 << 20)),
+            "552 5.3.4 Message size exceeds fixed maximum message size",
+            DEDICATED,
+        ),
+        (req("MAIL", context="*:2600", sender="a@example.net"), "451 4.7.3 STARTTLS is required to send mail", SECURE),
+        (req("MAIL", context="*:2600", sender="a@example.net", encryption_protocol="TLSv1.3"), "DUNNO", SECURE),
         # RCPT TO (§3.5): accepted recipients are OK (the renderer permits relay on OK only)
         (req("RCPT", instance="i1", recipient="user@labs.local"), "OK", FRONTEND),
         (req("RCPT", instance="i1", recipient="someone@gmail.com"), RELAY_554, FRONTEND),
@@ -58,8 +61,11 @@ def decider(clock: FakeClock) -> Decider:
         (req("RCPT", "10.83.4.57", instance="i1", recipient="someone@gmail.com"), RELAY_554, FRONTEND),
         (req("RCPT", instance="i1", recipient="bad address"), "501 5.1.3 Invalid address", FRONTEND),
         # end of data (§3.6)
-        (req("END-OF-MESSAGE", "192.168.50.7", "10.0.0.5:2727", instance="i1", size=str(2 << 20)),
-         "552 5.3.4 Message size exceeds fixed maximum message size", DEDICATED),
+        (
+            req("END-OF-MESSAGE", "192.168.50.7", "10.0.0.5:2727", instance="i1", size=str(2 << 20)),
+            "552 5.3.4 Message size exceeds fixed maximum message size",
+            DEDICATED,
+        ),
         (req("END-OF-MESSAGE", instance="i1", size="1000", sender="a@example.net"), "DUNNO", FRONTEND),
     ],
 )
@@ -83,8 +89,12 @@ def test_stages_without_engine_decision_pass(engine, decider, state):
 def test_every_attribute_optional(engine, decider):
     assert decider.decide(engine, {}).action == "DUNNO"
     assert decider.decide(engine, {"protocol_state": "RCPT"}).action == CONFIG_PROBLEM
-    minimal = {"protocol_state": "RCPT", "client_address": "203.0.113.9", "policy_context": "*:25",
-               "recipient": "u@labs.local"}
+    minimal = {
+        "protocol_state": "RCPT",
+        "client_address": "203.0.113.9",
+        "policy_context": "*:25",
+        "recipient": "u@labs.local",
+    }
     assert decider.decide(engine, minimal).action == "OK"
 
 
@@ -97,8 +107,10 @@ def test_other_request_types_pass(engine, decider):
 @pytest.mark.parametrize(
     ("attrs", "note"),
     [
-        ({"policy_context": "", "server_address": "", "server_port": ""},
-         "no policy_context and no server_address/server_port: cannot identify the listener"),
+        (
+            {"policy_context": "", "server_address": "", "server_port": ""},
+            "no policy_context and no server_address/server_port: cannot identify the listener",
+        ),
         ({"client_address": ""}, "no client_address in the request"),
         ({"client_address": "not-an-ip"}, "bad address in the request: 'not-an-ip' is not an IP address"),
     ],
@@ -121,8 +133,10 @@ def test_a_size_postfix_would_not_send_is_a_temporary_failure(engine, decider, s
     assert d.note == f"size {size[:40]!r} is not a number"
 
 
-@pytest.mark.parametrize(("size", "action"), [("", "DUNNO"), ("0", "DUNNO"), ("1000", "DUNNO"),
-                                             (str(36 << 20), "DUNNO"), (str((36 << 20) + 1), None)])
+@pytest.mark.parametrize(
+    ("size", "action"),
+    [("", "DUNNO"), ("0", "DUNNO"), ("1000", "DUNNO"), (str(36 << 20), "DUNNO"), (str((36 << 20) + 1), None)],
+)
 def test_sizes_postfix_sends(engine, decider, size, action):
     d = decider.decide(engine, req("MAIL", sender="a@example.net", size=size))
     assert d.action == action or (action is None and d.action.startswith("552 5.3.4"))
@@ -148,8 +162,15 @@ def test_a_server_port_postfix_would_not_send_cannot_place_the_request(engine, d
 def test_unparseable_policy_context_fails_closed(engine, decider, context, reason, state):
     # server_address/server_port would place the request (10.0.0.5:25 is the Default
     # Frontend's binding); a context the renderer did not write must not be second-guessed.
-    r = req(state, context=context, server_address="10.0.0.5", server_port="25", instance="i",
-            recipient="u@labs.local", sender="a@example.net")
+    r = req(
+        state,
+        context=context,
+        server_address="10.0.0.5",
+        server_port="25",
+        instance="i",
+        recipient="u@labs.local",
+        sender="a@example.net",
+    )
     for _ in range(2):  # the second answer comes from the context cache: the same
         d = decider.decide(engine, r, conn=1)
         assert d.action == CONFIG_PROBLEM
@@ -175,8 +196,17 @@ def test_listener_from_server_address_when_no_context(engine, decider):
 
 def test_max_recipients_counts_only_what_this_daemon_accepted(engine, decider):
     def rcpt(n: int, instance: str = "tx1") -> str:
-        return decider.decide(engine, req("RCPT", "192.168.50.7", "10.0.0.5:2727", instance=instance,
-                                          recipient=f"u{n}@labs.local", recipient_count="0")).action
+        return decider.decide(
+            engine,
+            req(
+                "RCPT",
+                "192.168.50.7",
+                "10.0.0.5:2727",
+                instance=instance,
+                recipient=f"u{n}@labs.local",
+                recipient_count="0",
+            ),
+        ).action
 
     assert [rcpt(n) for n in range(3)] == ["OK"] * 3
     assert rcpt(3) == "452 4.5.3 Too many recipients"
@@ -186,8 +216,9 @@ def test_max_recipients_counts_only_what_this_daemon_accepted(engine, decider):
 
 def test_refused_recipients_do_not_count(engine, decider):
     for n in range(5):
-        d = decider.decide(engine, req("RCPT", "192.168.50.7", "10.0.0.5:2727", instance="tx",
-                                       recipient=f"u{n}@gmail.com"))
+        d = decider.decide(
+            engine, req("RCPT", "192.168.50.7", "10.0.0.5:2727", instance="tx", recipient=f"u{n}@gmail.com")
+        )
         assert d.action == RELAY_554
     d = decider.decide(engine, req("RCPT", "192.168.50.7", "10.0.0.5:2727", instance="tx", recipient="u@labs.local"))
     assert d.action == "OK"
@@ -195,8 +226,9 @@ def test_refused_recipients_do_not_count(engine, decider):
 
 def test_resent_rcpt_same_answer_not_double_counted(engine, decider):
     def rcpt(n: int):
-        return decider.decide(engine, req("RCPT", "192.168.50.7", "10.0.0.5:2727", instance="tx",
-                                          recipient=f"u{n}@labs.local"))
+        return decider.decide(
+            engine, req("RCPT", "192.168.50.7", "10.0.0.5:2727", instance="tx", recipient=f"u{n}@labs.local")
+        )
 
     first = [rcpt(n) for n in range(3)]
     again = [rcpt(n) for n in range(3)]  # Postfix re-sent each after a timeout
@@ -257,9 +289,11 @@ def test_new_engine_is_used_at_once_and_state_survives(engine, decider, clock):
 def test_same_verdict_same_answer(engine, decider):
     a = decider.decide(engine, req("RCPT", instance="a", recipient="x@gmail.com"))
     b = decider.decide(engine, req("RCPT", instance="b", recipient="y@gmail.com"))
-    assert (a.action, a.payload, a.connector, a.stage, a.duplicate, a.note) == \
-           (b.action, b.payload, b.connector, b.stage, b.duplicate, b.note) == \
-           (RELAY_554, answer(RELAY_554), FRONTEND, "RCPT", False, "")
+    assert (
+        (a.action, a.payload, a.connector, a.stage, a.duplicate, a.note)
+        == (b.action, b.payload, b.connector, b.stage, b.duplicate, b.note)
+        == (RELAY_554, answer(RELAY_554), FRONTEND, "RCPT", False, "")
+    )
 
 
 def test_decision_cache_shares_one_prerendered_decision(engine, decider):

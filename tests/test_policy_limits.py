@@ -546,8 +546,14 @@ def test_the_log_observer_escapes_whatever_an_event_carries():
     observer = StderrObserver(out, log_levels(False))
     from twisted.logger import LogLevel
 
-    observer({"log_level": LogLevel.info, "log_namespace": "n", "log_time": 0.0,
-              EVENT_KEY: ev.ConfigWarning("a\x1b[2Jb\nc\rd")})
+    observer(
+        {
+            "log_level": LogLevel.info,
+            "log_namespace": "n",
+            "log_time": 0.0,
+            EVENT_KEY: ev.ConfigWarning("a\x1b[2Jb\nc\rd"),
+        }
+    )
     observer(
         {
             "log_level": LogLevel.warn,

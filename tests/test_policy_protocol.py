@@ -32,7 +32,7 @@ def feed_chunks(parser: RequestParser, data: bytes, sizes: list[int]) -> list[di
     out, i, k = [], 0, 0
     while i < len(data):
         n = sizes[k % len(sizes)]
-        out += parser.feed(data[i:i + n])
+        out += parser.feed(data[i : i + n])
         i += n
         k += 1
     return out
@@ -247,29 +247,47 @@ def parsed(data: list[bytes], **limits: int) -> tuple[list[dict[str, str]], str 
     return _run(data, False, **limits)
 
 
-fragments = st.sampled_from([b"a=1\n", b"bb=x=y\n", b"\n", b"\r\n", b"c d=1\n", b"=v\n", b"noeq\n", b"\xff=1\n",
-                             b"n=" + b"x" * 30 + b"\n", b"\x07=1\n", "é=ü\n".encode(), b"a=2\n"])
+fragments = st.sampled_from(
+    [
+        b"a=1\n",
+        b"bb=x=y\n",
+        b"\n",
+        b"\r\n",
+        b"c d=1\n",
+        b"=v\n",
+        b"noeq\n",
+        b"\xff=1\n",
+        b"n=" + b"x" * 30 + b"\n",
+        b"\x07=1\n",
+        "é=ü\n".encode(),
+        b"a=2\n",
+    ]
+)
 
 
 @settings(max_examples=400, deadline=None)
 @given(st.lists(st.lists(fragments, max_size=12).map(b"".join), min_size=1, max_size=4))
 def test_fast_path_answers_like_the_general_path(chunks):
-    assert parsed(chunks, max_line_length=40, max_attributes=6) == \
-        general_only(chunks, max_line_length=40, max_attributes=6)
+    assert parsed(chunks, max_line_length=40, max_attributes=6) == general_only(
+        chunks, max_line_length=40, max_attributes=6
+    )
 
 
 def test_encode_action():
     assert encode_action("550 5.7.54 SMTP; Unable to relay") == b"action=550 5.7.54 SMTP; Unable to relay\n\n"
 
 
-names = st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126, exclude_characters="="),
-                min_size=1, max_size=20)
+names = st.text(
+    alphabet=st.characters(min_codepoint=33, max_codepoint=126, exclude_characters="="), min_size=1, max_size=20
+)
 values = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\n\r"), max_size=60)
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.dictionaries(names, values, max_size=10), min_size=1, max_size=4),
-       st.lists(st.integers(1, 50), min_size=1, max_size=20))
+@given(
+    st.lists(st.dictionaries(names, values, max_size=10), min_size=1, max_size=4),
+    st.lists(st.integers(1, 50), min_size=1, max_size=20),
+)
 def test_roundtrip_any_chunking(requests, sizes):
     data = b"".join(wire(r) for r in requests)
     got = feed_chunks(RequestParser(max_line_length=4096, max_attributes=64), data, sizes)

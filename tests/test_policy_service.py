@@ -52,8 +52,13 @@ class Harness:
         self.path = path
         self.registry = CollectorRegistry()
         self.notes: list[str] = []
-        self.runtime = Runtime(str(path), load(path), metrics or PolicyMetrics(self.registry),
-                               run_blocking=lambda f, *a: defer.maybeDeferred(f, *a), notify=self.notes.append)
+        self.runtime = Runtime(
+            str(path),
+            load(path),
+            metrics or PolicyMetrics(self.registry),
+            run_blocking=lambda f, *a: defer.maybeDeferred(f, *a),
+            notify=self.notes.append,
+        )
         self.reactor = MemoryReactorClock()
         self.factory = PolicyFactory(self.runtime, self.reactor)
 
@@ -107,8 +112,12 @@ def test_request_and_answer(h):
     assert t.value() == b"action=OK\n\n" + DENIED
     assert h.value("exmilter_policy_requests_total", protocol_state="RCPT") == 2
     assert h.value("exmilter_policy_decisions_total", connector=RELAY, stage="RCPT", code="250") == 1
-    assert h.value("exmilter_policy_decisions_total", connector="EXCH01\\Default Frontend EXCH01",
-                   stage="RCPT", code="550") == 1
+    assert (
+        h.value(
+            "exmilter_policy_decisions_total", connector="EXCH01\\Default Frontend EXCH01", stage="RCPT", code="550"
+        )
+        == 1
+    )
     assert h.value("exmilter_policy_decision_seconds_count") == 2
     proto.connectionLost(None)
     assert h.value("exmilter_policy_connections") == 0
@@ -137,8 +146,13 @@ def test_resent_request_answered_same_and_counted_once(h):
 
 @pytest.mark.parametrize(
     "data",
-    [b"x" * 300, b"a=" + b"b" * 300 + b"\n\n", b"".join(b"a%d=1\n" % i for i in range(17)) + b"\n",
-     b"garbage\n\n", b"recipient=\xff\n\n"],
+    [
+        b"x" * 300,
+        b"a=" + b"b" * 300 + b"\n\n",
+        b"".join(b"a%d=1\n" % i for i in range(17)) + b"\n",
+        b"garbage\n\n",
+        b"recipient=\xff\n\n",
+    ],
     ids=["unterminated", "oversize-line", "too-many-attributes", "garbage", "non-utf8"],
 )
 def test_malformed_input_closes_only_that_connection(h, data):
@@ -185,7 +199,8 @@ def test_refusals_and_resends_are_logged_one_line_each(h, logged):
         "c1.2 RCPT client=203.0.113.9 connector='EXCH01\\\\Default Frontend EXCH01' from=<> to=<x@gmail.com>: "
         + RELAY_554,
         "c2.1 RCPT client=203.0.113.9 connector='EXCH01\\\\Default Frontend EXCH01' from=<> to=<x@gmail.com>: "
-        + RELAY_554 + " (re-sent request, same answer)",
+        + RELAY_554
+        + " (re-sent request, same answer)",
     ]
     for e in lines:  # ordinary events: any twisted.logger observer renders the same text
         assert e["log_level"] is LogLevel.info
@@ -209,7 +224,8 @@ def test_verbose_logs_accepted_decisions_too(h, logged):
     proto, _ = h.connect()
     proto.dataReceived(rcpt_wire())
     assert decision_lines(logged) == [
-        "c1.1 RCPT client=10.83.4.56 connector='EXCH01\\\\Relay' from=<> to=<x@gmail.com>: OK"]
+        "c1.1 RCPT client=10.83.4.56 connector='EXCH01\\\\Relay' from=<> to=<x@gmail.com>: OK"
+    ]
 
 
 def test_idle_connection_is_closed(h):
@@ -570,7 +586,8 @@ def test_observer_writes_typed_events_without_a_format_string():
     text = _observed(False, lambda: emit(refusal("{not a format}")))
     after = time.time()
     assert _stamp_free(text) == [
-        "[exmilter.policyd#info] c1.2 RCPT client=1.2.3.4 connector='-' from=<{not a format}> to=<>: 550 5.7.54 x"]
+        "[exmilter.policyd#info] c1.2 RCPT client=1.2.3.4 connector='-' from=<{not a format}> to=<>: 550 5.7.54 x"
+    ]
     assert text.split(" ", 1)[0] in {formatTime(before), formatTime(after)}
 
 
@@ -580,16 +597,25 @@ def test_observer_renders_other_events_like_twisteds_text_observer():
         raise ValueError("broken")
     except ValueError:
         failure = Failure()
-    text = _observed(False, lambda: log.info("generation {n} loaded", n=2), lambda: log.debug("hidden {x}", x=1),
-                     lambda: log.warn("restart to apply"), lambda: log.failure("reload failed", failure),
-                     lambda: emit(ev.ReloadRefused("two\nlines")))
+    text = _observed(
+        False,
+        lambda: log.info("generation {n} loaded", n=2),
+        lambda: log.debug("hidden {x}", x=1),
+        lambda: log.warn("restart to apply"),
+        lambda: log.failure("reload failed", failure),
+        lambda: emit(ev.ReloadRefused("two\nlines")),
+    )
     lines = _stamp_free(text)
     assert lines[:2] == ["[exmilter.test#info] generation 2 loaded", "[exmilter.test#warn] restart to apply"]
     assert lines[2] == "[exmilter.test#critical] reload failed"
     assert lines[3] == "\tTraceback (most recent call last):"
     # the traceback's own last newline leaves an empty continuation line, as textFileLogObserver did
-    assert lines[-4:] == ["\tbuiltins.ValueError: broken", "\t",
-                          "[exmilter.policyd#error] reload refused: two", "\tlines"]
+    assert lines[-4:] == [
+        "\tbuiltins.ValueError: broken",
+        "\t",
+        "[exmilter.policyd#error] reload refused: two",
+        "\tlines",
+    ]
     assert all(line.startswith("\t") for line in lines[3:-2])
 
 
@@ -611,7 +637,10 @@ def test_observer_formats_the_time_once_per_second(monkeypatch):
         observer({"log_level": LogLevel.info, "log_namespace": "n", "log_time": t, EVENT_KEY: ev.ConfigWarning("x")})
     assert len(calls) == 2
     assert [line.split(" ", 1)[0] for line in out.getvalue().splitlines()] == [
-        formatTime(1_800_000_000), formatTime(1_800_000_000), formatTime(1_800_000_001)]
+        formatTime(1_800_000_000),
+        formatTime(1_800_000_000),
+        formatTime(1_800_000_001),
+    ]
 
 
 # -- service tree -------------------------------------------------------------------------------
@@ -621,8 +650,14 @@ def test_build_listens_everywhere_then_notifies_ready(h, tmp_path):
     reactor = MemoryReactorClock()
     notes: list[str] = []
     sock = str(tmp_path / "policy.sock")
-    daemon = build(reactor, h.runtime, ["tcp:10040:interface=127.0.0.1", f"unix:{sock}:mode=660"],
-                   "tcp:9142:interface=127.0.0.1", notify=notes.append, signals=False)
+    daemon = build(
+        reactor,
+        h.runtime,
+        ["tcp:10040:interface=127.0.0.1", f"unix:{sock}:mode=660"],
+        "tcp:9142:interface=127.0.0.1",
+        notify=notes.append,
+        signals=False,
+    )
     daemon.top.startService()
     assert [(p[0], p[3]) for p in reactor.tcpServers] == [(10040, "127.0.0.1"), (9142, "127.0.0.1")]
     assert reactor.unixServers[0][0] == sock
@@ -688,9 +723,24 @@ def test_smoke_real_daemon(tmp_path):
     ns.bind(str(notify))
     ns.settimeout(15)
     env = dict(os.environ, NOTIFY_SOCKET=str(notify))
-    proc = subprocess.Popen([sys.executable, "-m", "exmilter.cli", "policyd", "-c", str(cfg),
-                             "--listen", f"tcp:{port}:interface=127.0.0.1", "--metrics", "none"],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "exmilter.cli",
+            "policyd",
+            "-c",
+            str(cfg),
+            "--listen",
+            f"tcp:{port}:interface=127.0.0.1",
+            "--metrics",
+            "none",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         assert ns.recv(200).startswith(b"READY=1")
         with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
@@ -710,8 +760,10 @@ def test_smoke_real_daemon(tmp_path):
         err = proc.stderr.read().decode()
         assert "reload refused" in err and "keeping configuration generation 1" in err
         refusals = [line.split(" ", 1)[1] for line in err.splitlines() if " c1." in line]
-        assert refusals == ["[exmilter.policyd#info] c1.2 RCPT client=203.0.113.9 "
-                            "connector='EXCH01\\\\Default Frontend EXCH01' from=<> to=<x@gmail.com>: " + RELAY_554]
+        assert refusals == [
+            "[exmilter.policyd#info] c1.2 RCPT client=203.0.113.9 "
+            "connector='EXCH01\\\\Default Frontend EXCH01' from=<> to=<x@gmail.com>: " + RELAY_554
+        ]
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -726,8 +778,23 @@ def test_command_exits_1_when_a_listener_cannot_bind(tmp_path):
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        r = subprocess.run([sys.executable, "-m", "exmilter.cli", "policyd", "-c", str(cfg),
-                            "--listen", f"tcp:{port}:interface=127.0.0.1", "--metrics", "none"],
-                           cwd=ROOT, capture_output=True, text=True, timeout=30)
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "exmilter.cli",
+                "policyd",
+                "-c",
+                str(cfg),
+                "--listen",
+                f"tcp:{port}:interface=127.0.0.1",
+                "--metrics",
+                "none",
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     assert r.returncode == 1
     assert "cannot start" in r.stderr and "Address already in use" in r.stderr

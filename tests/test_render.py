@@ -41,7 +41,9 @@ receive_connectors:
     banner: "220 Relay here"
 """
 
-MIXED = RELAY + """
+MIXED = (
+    RELAY
+    + """
   - name: Exact
     usage: Custom
     bindings: [10.1.1.1:25]
@@ -54,6 +56,7 @@ MIXED = RELAY + """
     permission_groups: [AnonymousUsers]
     enabled: false
 """
+)
 
 
 def contexts(yaml_text: str, *, defaults: bool = False) -> dict[str, list[str]]:
@@ -157,13 +160,19 @@ ALL_V6 = "::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"
         (one_connector("[0.0.0.0:25]", "[0.0.0.0/0]"), "*:25", False),  # IPv6 clients: 421 4.3.2
         (one_connector("[0.0.0.0:25, '[::]:25']", f"[0.0.0.0/1, 128.0.0.0/1, '{ALL_V6}']"), "*:25", True),
         # one address missing is a client without a connector
-        (one_connector("[0.0.0.0:25, '[::]:25']", f"[0.0.0.0-10.0.0.4, 10.0.0.6-255.255.255.255, '{ALL_V6}']"),
-         "*:25", False),
+        (
+            one_connector("[0.0.0.0:25, '[::]:25']", f"[0.0.0.0-10.0.0.4, 10.0.0.6-255.255.255.255, '{ALL_V6}']"),
+            "*:25",
+            False,
+        ),
         (one_connector("[0.0.0.0:25, '[::]:25']", f"[0.0.0.0-255.255.255.254, '{ALL_V6}']"), "*:25", False),
         (one_connector("[0.0.0.0:2526]", "[192.168.1.13]"), "*:2526", False),
         # a disabled connector selects nobody
-        (one_connector("[0.0.0.0:25, '[::]:25']", "[0.0.0.0/0, '::/0']", "    enabled: false\n") + NARROW,
-         "*:25", False),
+        (
+            one_connector("[0.0.0.0:25, '[::]:25']", "[0.0.0.0/0, '::/0']", "    enabled: false\n") + NARROW,
+            "*:25",
+            False,
+        ),
     ],
 )
 def test_connect_is_asked_unless_every_client_selects_a_connector(config: str, context: str, passes: bool) -> None:
@@ -177,9 +186,11 @@ def test_connect_is_asked_unless_every_client_selects_a_connector(config: str, c
 
 def test_an_exact_listener_counts_its_own_family_and_the_wildcard_connectors() -> None:
     """10.1.1.1:25 sees the exact connector's ranges and the wildcard ones of IPv4, not IPv6."""
-    config = MIXED + "  - name: Rest\n    usage: Custom\n    bindings: [0.0.0.0:25]\n" \
-        "    remote_ip_ranges: [0.0.0.0-9.255.255.255, 10.0.1.0-255.255.255.255]\n" \
+    config = (
+        MIXED + "  - name: Rest\n    usage: Custom\n    bindings: [0.0.0.0:25]\n"
+        "    remote_ip_ranges: [0.0.0.0-9.255.255.255, 10.0.1.0-255.255.255.255]\n"
         "    permission_groups: [AnonymousUsers]\n"
+    )
     org = org_from(config)
     plans = {p.context: p for p in plan_listeners(org)}
     assert connect_always_passes(plans["10.1.1.1:25"], org)  # Exact's or Relay's 10.0.0.0/24, then Rest
@@ -216,7 +227,9 @@ def test_policy_endpoint_refuses_what_postfix_cannot_reach() -> None:
 
 
 def test_limits_never_stricter_than_any_connector() -> None:
-    org = org_from(RELAY + "    max_message_size: 100MB\n    max_recipients_per_message: 6000\n", )
+    org = org_from(
+        RELAY + "    max_message_size: 100MB\n    max_recipients_per_message: 6000\n",
+    )
     s = {x.name: x.value for x in main_settings(org)}
     assert int(s["message_size_limit"]) >= 100 << 20
     assert int(s["mailbox_size_limit"]) >= int(s["message_size_limit"])
@@ -227,25 +240,31 @@ def test_limits_never_stricter_than_any_connector() -> None:
 
 
 def test_relay_domains_cover_accepted_domains() -> None:
-    org = org_from(RELAY + """
+    org = org_from(
+        RELAY
+        + """
 accepted_domains:
   - domain_name: labs.local
   - domain_name: "*.branch.example"
     domain_type: InternalRelay
-""")
+"""
+    )
     s = {x.name: x.value for x in main_settings(org)}
     assert s["relay_domains"] == "labs.local, branch.example, .branch.example"
 
 
 def limited(name: str, binding: str, ranges: str, **limits: object) -> str:
     extra = "".join(f"    {k}: {v}\n" for k, v in limits.items())
-    return f"""
+    return (
+        f"""
   - name: {name}
     usage: Custom
     bindings: [{binding}]
     remote_ip_ranges: [{ranges}]
     permission_groups: [AnonymousUsers]
-""" + extra
+"""
+        + extra
+    )
 
 
 def service(yaml_text: str, context: str) -> str:
@@ -256,8 +275,14 @@ def service(yaml_text: str, context: str) -> str:
 
 def test_one_connector_per_listener_gets_its_own_connection_limits() -> None:
     text = service(
-        limited("Apps", "0.0.0.0:2600", "10.0.0.0/24", max_inbound_connection=7,
-                max_inbound_connection_per_source=3, max_inbound_connection_percentage_per_source=100)
+        limited(
+            "Apps",
+            "0.0.0.0:2600",
+            "10.0.0.0/24",
+            max_inbound_connection=7,
+            max_inbound_connection_per_source=3,
+            max_inbound_connection_percentage_per_source=100,
+        )
         + limited("Other", "0.0.0.0:2601", "10.0.0.0/24"),
         "*:2600",
     )
@@ -269,8 +294,16 @@ def test_one_connector_per_listener_gets_its_own_connection_limits() -> None:
 
 
 def test_unlimited_connections_render_as_no_postfix_limit() -> None:
-    text = service(limited("Open", "0.0.0.0:2600", "10.0.0.0/24", max_inbound_connection="unlimited",
-                           max_inbound_connection_per_source="unlimited"), "*:2600")
+    text = service(
+        limited(
+            "Open",
+            "0.0.0.0:2600",
+            "10.0.0.0/24",
+            max_inbound_connection="unlimited",
+            max_inbound_connection_per_source="unlimited",
+        ),
+        "*:2600",
+    )
     assert "\n2600 inet n - n - 0 smtpd\n" in text
     assert "  -o smtpd_client_connection_count_limit=0\n" in text
     assert "#   connections: unlimited per client address, unlimited in all" in text
@@ -298,29 +331,47 @@ def test_per_source_limit_includes_the_static_percentage_bound(limits: dict, per
 
 def test_connectors_sharing_a_listener_get_the_most_permissive_limits_and_a_comment() -> None:
     def config(loose_total: object) -> str:
-        return (
-            limited("Strict", "0.0.0.0:25", "10.0.0.0/24", max_inbound_connection=10,
-                    max_inbound_connection_per_source=2, max_inbound_connection_percentage_per_source=100)
-            + limited("Loose", "0.0.0.0:25", "10.0.1.0/24", max_inbound_connection=loose_total,
-                      max_inbound_connection_per_source=5, max_inbound_connection_percentage_per_source=100)
+        return limited(
+            "Strict",
+            "0.0.0.0:25",
+            "10.0.0.0/24",
+            max_inbound_connection=10,
+            max_inbound_connection_per_source=2,
+            max_inbound_connection_percentage_per_source=100,
+        ) + limited(
+            "Loose",
+            "0.0.0.0:25",
+            "10.0.1.0/24",
+            max_inbound_connection=loose_total,
+            max_inbound_connection_per_source=5,
+            max_inbound_connection_percentage_per_source=100,
         )
 
     text = service(config(30), "*:25")
     assert "\n25 inet n - n - 40 smtpd\n" in text  # each connector its own 10 and 30: their sum
     assert "  -o smtpd_client_connection_count_limit=5\n" in text  # never stricter than Loose
-    assert ("#   not expressible: connections per source differ (Strict 2, Loose 5); Postfix counts per "
-            "listener before the connector is known, so the most permissive (5) applies to all\n") in text
+    assert (
+        "#   not expressible: connections per source differ (Strict 2, Loose 5); Postfix counts per "
+        "listener before the connector is known, so the most permissive (5) applies to all\n"
+    ) in text
     assert "#   not expressible: MaxInboundConnection counts per connector; Postfix caps the listener" in text
     unlimited = service(config("unlimited"), "*:25")
     assert "\n25 inet n - n - 0 smtpd\n" in unlimited
 
 
 def test_connectors_agreeing_on_a_listener_are_enforced_without_a_per_source_gap() -> None:
-    yaml_text = (
-        limited("A", "0.0.0.0:25", "10.0.0.0/24", max_inbound_connection_per_source=4,
-                max_inbound_connection_percentage_per_source=100)
-        + limited("B", "0.0.0.0:25", "10.0.1.0/24", max_inbound_connection_per_source=4,
-                  max_inbound_connection_percentage_per_source=100)
+    yaml_text = limited(
+        "A",
+        "0.0.0.0:25",
+        "10.0.0.0/24",
+        max_inbound_connection_per_source=4,
+        max_inbound_connection_percentage_per_source=100,
+    ) + limited(
+        "B",
+        "0.0.0.0:25",
+        "10.0.1.0/24",
+        max_inbound_connection_per_source=4,
+        max_inbound_connection_percentage_per_source=100,
     )
     text = service(yaml_text, "*:25")
     assert "  -o smtpd_client_connection_count_limit=4\n" in text
@@ -344,13 +395,22 @@ def test_cli_writes_both_fragments(tmp_path: Path, capsys: pytest.CaptureFixture
     ("yaml_text", "argv", "message"),
     [
         # the file has no policyd.listen and the command line none either
-        (RELAY + "policyd: {listen: []}\n", [],
-         "exmilter render-postfix: policy service: the file's policyd.listen is empty; give --policy-service\n"),
-        (RELAY, ["--policy-service", "ssl:10040"],
-         "exmilter render-postfix: policy service: 'ssl:10040': Postfix reaches a policy server over unix: or tcp: "
-         "only\n"),
-        (RELAY, ["-o", "{out}", "--suffix", "a/b"],
-         "exmilter render-postfix: --suffix 'a/b': give a file name suffix\n"),
+        (
+            RELAY + "policyd: {listen: []}\n",
+            [],
+            "exmilter render-postfix: policy service: the file's policyd.listen is empty; give --policy-service\n",
+        ),
+        (
+            RELAY,
+            ["--policy-service", "ssl:10040"],
+            "exmilter render-postfix: policy service: 'ssl:10040': Postfix reaches a policy server over unix: or tcp: "
+            "only\n",
+        ),
+        (
+            RELAY,
+            ["-o", "{out}", "--suffix", "a/b"],
+            "exmilter render-postfix: --suffix 'a/b': give a file name suffix\n",
+        ),
         # -o names a file, not a directory
         (RELAY, ["-o", "{file}"], "exmilter render-postfix: [Errno 17] File exists: '{file}'\n"),
     ],
@@ -360,8 +420,9 @@ def test_cli_refuses_what_it_cannot_render_or_write(
 ) -> None:
     """Exit 2 and one line saying why, never a traceback; nothing is written."""
     config = tmp_path / "exmilter.yaml"
-    config.write_text("server: {name: EXCH01, fqdn: exch01.labs.local, domain: LABS}\naccepted_domains: [labs.local]\n"
-                      + yaml_text)
+    config.write_text(
+        "server: {name: EXCH01, fqdn: exch01.labs.local, domain: LABS}\naccepted_domains: [labs.local]\n" + yaml_text
+    )
     (tmp_path / "a-file").write_text("")
     paths = {"out": str(tmp_path / "out"), "file": str(tmp_path / "a-file")}
     assert main(["render-postfix", "-c", str(config), *(a.format(**paths) for a in argv)]) == 2
@@ -420,25 +481,43 @@ def test_postfix_rewrites_the_engine_does_not_model_are_off() -> None:
     """Postfix must route every address to the domain exmilter judged (docs/render-postfix.md
     "Addresses"); the relay harness checks each end to end."""
     s = {x.name: x.value for x in main_settings(org_from(RELAY))}
-    assert {k: s[k] for k in ("allow_percent_hack", "swap_bangpath", "resolve_dequoted_address",
-                              "allow_untrusted_routing", "append_at_myorigin", "append_dot_mydomain",
-                              "enable_idna2003_compatibility")} == {
-        "allow_percent_hack": "no", "swap_bangpath": "no", "resolve_dequoted_address": "no",
-        "allow_untrusted_routing": "no", "append_at_myorigin": "yes", "append_dot_mydomain": "no",
-        "enable_idna2003_compatibility": "no"}
+    assert {
+        k: s[k]
+        for k in (
+            "allow_percent_hack",
+            "swap_bangpath",
+            "resolve_dequoted_address",
+            "allow_untrusted_routing",
+            "append_at_myorigin",
+            "append_dot_mydomain",
+            "enable_idna2003_compatibility",
+        )
+    } == {
+        "allow_percent_hack": "no",
+        "swap_bangpath": "no",
+        "resolve_dequoted_address": "no",
+        "allow_untrusted_routing": "no",
+        "append_at_myorigin": "yes",
+        "append_dot_mydomain": "no",
+        "enable_idna2003_compatibility": "no",
+    }
 
 
 def test_relay_domains_list_internationalised_names_in_both_forms() -> None:
     """Postfix matches relay_domains on the name as written (case-folded), not on its xn-- form."""
-    org = org_from(RELAY + """
+    org = org_from(
+        RELAY
+        + """
 accepted_domains:
   - bücher.example
   - strasse.de
   - domain_name: "*.xn--strae-oqa.de"
-""")
+"""
+    )
     s = {x.name: x.value for x in main_settings(org)}
-    assert s["relay_domains"] == ("xn--bcher-kva.example, bücher.example, strasse.de, "
-                                  "xn--strae-oqa.de, .xn--strae-oqa.de, straße.de, .straße.de")
+    assert s["relay_domains"] == (
+        "xn--bcher-kva.example, bücher.example, strasse.de, xn--strae-oqa.de, .xn--strae-oqa.de, straße.de, .straße.de"
+    )
 
 
 BARE_LF = """
@@ -496,13 +575,22 @@ receive_connectors:
     ("b", "origin_2600", "completions_"),
     [
         # agreeing DefaultDomains: the listener's own trivial-rewrite appends it
-        ("shared.example", "shared.example",
-         {"A": ("shared.example", "shared.example"), "B": ("shared.example", "shared.example"),
-          "C": (None, "labs.local")}),
+        (
+            "shared.example",
+            "shared.example",
+            {
+                "A": ("shared.example", "shared.example"),
+                "B": ("shared.example", "shared.example"),
+                "C": (None, "labs.local"),
+            },
+        ),
         # disagreeing: Postfix has one myorigin per listener, the organisation's default domain;
         # neither connector's DefaultDomain can be honoured... except where it is that domain
-        ("labs.local", "labs.local",
-         {"A": (None, "labs.local"), "B": ("labs.local", "labs.local"), "C": (None, "labs.local")}),
+        (
+            "labs.local",
+            "labs.local",
+            {"A": (None, "labs.local"), "B": ("labs.local", "labs.local"), "C": (None, "labs.local")},
+        ),
     ],
 )
 def test_each_listener_completes_addresses_with_the_domain_the_engine_uses(
@@ -513,18 +601,25 @@ def test_each_listener_completes_addresses_with_the_domain_the_engine_uses(
     if b == "labs.local":
         assert completions(org)["A"].note == (
             "listener *:2600 is shared with connectors whose DefaultDomain differs; "
-            "Postfix completes addresses there with @labs.local")
+            "Postfix completes addresses there with @labs.local"
+        )
     text = master_service(next(p for p in plan_listeners(org) if p.context == "*:2600"), org, "inet:x:1")
     assert "  -o cleanup_service_name=exmilter-cleanup-1\n" in text
-    assert ("\nexmilter-cleanup-1 unix n - n - 0 cleanup\n  -o rewrite_service_name=exmilter-rewrite-1\n"
-            f"exmilter-rewrite-1 unix - - n - - trivial-rewrite\n  -o myorigin={origin_2600}") in text
+    assert (
+        "\nexmilter-cleanup-1 unix n - n - 0 cleanup\n  -o rewrite_service_name=exmilter-rewrite-1\n"
+        f"exmilter-rewrite-1 unix - - n - - trivial-rewrite\n  -o myorigin={origin_2600}"
+    ) in text
     if b == "labs.local":
-        assert ("#   not expressible: DefaultDomain differs (A shared.example, B labs.local); Postfix completes "
-                "addresses with one domain per listener (labs.local)") in text
+        assert (
+            "#   not expressible: DefaultDomain differs (A shared.example, B labs.local); Postfix completes "
+            "addresses with one domain per listener (labs.local)"
+        ) in text
     other = master_service(next(p for p in plan_listeners(org) if p.context == "*:2601"), org, "inet:x:1")
     assert "  -o cleanup_service_name=exmilter-cleanup-2\n" in other
-    assert "#   unqualified addresses: refused by exmilter (no DefaultDomain); RCPT TO:<postmaster> goes to " \
-           "postmaster@labs.local" in other
+    assert (
+        "#   unqualified addresses: refused by exmilter (no DefaultDomain); RCPT TO:<postmaster> goes to "
+        "postmaster@labs.local" in other
+    )
 
 
 def test_internationalised_names_and_listener_services_pass_postfix_check(tmp_path: Path) -> None:
@@ -577,10 +672,14 @@ def many_connectors(n: int, *, own_port: bool) -> Organization:
     """``n`` connectors of one /30 each, all on 0.0.0.0:25 (one listener) or each on a port of its own."""
     connectors = tuple(
         ReceiveConnector(
-            name=f"Relay {i}", server="EXCH01", transport_role=TransportRole.FrontendTransport, usage=Usage.Custom,
+            name=f"Relay {i}",
+            server="EXCH01",
+            transport_role=TransportRole.FrontendTransport,
+            usage=Usage.Custom,
             bindings=(Binding(4, 0, 2000 + i if own_port else 25),),
             remote_ip_ranges=(IPRange(4, (10 << 24) + 4 * i, (10 << 24) + 4 * i + 3),),
-            auth_mechanism=AuthMechanism.NONE, permission_groups=PermissionGroups.AnonymousUsers,
+            auth_mechanism=AuthMechanism.NONE,
+            permission_groups=PermissionGroups.AnonymousUsers,
         )
         for i in range(n)
     )

@@ -131,4 +131,3 @@ def _load_error(path: Path) -> Exception:
     except Exception as e:
         return e
     raise AssertionError(f"{path} loads")
-

@@ -25,10 +25,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(docs/sandbox.md).",
     )
     add_config_option(p)
-    p.add_argument("--port-offset", type=int, default=DEFAULT_OFFSET, metavar="N",
-                   help=f"added to every listener port (default {DEFAULT_OFFSET}: 25 -> {25 + DEFAULT_OFFSET})")
-    p.add_argument("--state-dir", default=str(DEFAULT_STATE), metavar="DIR",
-                   help=f"where the instance keeps config, queue, logs and delivered mail (default {DEFAULT_STATE})")
+    p.add_argument(
+        "--port-offset",
+        type=int,
+        default=DEFAULT_OFFSET,
+        metavar="N",
+        help=f"added to every listener port (default {DEFAULT_OFFSET}: 25 -> {25 + DEFAULT_OFFSET})",
+    )
+    p.add_argument(
+        "--state-dir",
+        default=str(DEFAULT_STATE),
+        metavar="DIR",
+        help=f"where the instance keeps config, queue, logs and delivered mail (default {DEFAULT_STATE})",
+    )
     p.set_defaults(func=run)
 
 

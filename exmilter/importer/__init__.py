@@ -34,8 +34,9 @@ from exmilter.model import AcceptedDomainType
 __all__ = ["Finding", "Level", "Note", "Result", "import_exchange"]
 
 _SERVER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,62}")
-_RC_CMDLETS = frozenset({"new-receiveconnector", "set-receiveconnector", "remove-receiveconnector",
-                         "get-receiveconnector"})
+_RC_CMDLETS = frozenset(
+    {"new-receiveconnector", "set-receiveconnector", "remove-receiveconnector", "get-receiveconnector"}
+)
 #: Origins that name no command of the input.
 _NOT_A_COMMAND = frozenset({"created by Exchange setup", ASSUMED_DOMAIN})
 
@@ -103,15 +104,16 @@ def _server_in_input(items: Sequence[Statement | Dump]) -> tuple[str | None, str
                     continue
                 if a.name and a.name.lower() == "server" and call.name.lower() != "send-mailmessage":
                     name = a.value.text
-                elif (call.name.lower() in _RC_CMDLETS and (a.name is None or a.name.lower() == "identity")
-                      and "\\" in a.value.text):
+                elif (
+                    call.name.lower() in _RC_CMDLETS
+                    and (a.name is None or a.name.lower() == "identity")
+                    and "\\" in a.value.text
+                ):
                     name = a.value.text.split("\\", 1)[0]
     return name, fqdn
 
 
-def import_exchange(
-    sources: Sequence[tuple[str, str]], server: str | None = None, output: str = "<output>"
-) -> Result:
+def import_exchange(sources: Sequence[tuple[str, str]], server: str | None = None, output: str = "<output>") -> Result:
     """Apply every source, in order, to a fresh Exchange 2019 server; return YAML and notes.
 
     ``output`` names the written file in the loader's warnings (:attr:`Result.findings`).
@@ -156,8 +158,9 @@ def _valid_fqdn(text: str) -> bool:
     return True
 
 
-def _apply(items: list[Statement | Dump], sources: Sequence[tuple[str, str]], server: str | None,
-           notes: Notes, budget: Budget) -> Applier:
+def _apply(
+    items: list[Statement | Dump], sources: Sequence[tuple[str, str]], server: str | None, notes: Notes, budget: Budget
+) -> Applier:
     found, found_fqdn = _server_in_input(items)
     first = sources[0][0] if sources else "<stdin>"
     name, fqdn = (server or found or "").partition(".")[0], None
@@ -169,8 +172,9 @@ def _apply(items: list[Statement | Dump], sources: Sequence[tuple[str, str]], se
         name = "EXCH01"
         notes.warn(first, 1, "the input names no server: using EXCH01 (pass --server NAME or NAME.dns.domain)")
     elif server and found and found.lower() != name.lower():
-        notes.warn(first, 1, f"the input is for server {found}, --server says {name}: commands for {found} "
-                   "are not imported")
+        notes.warn(
+            first, 1, f"the input is for server {found}, --server says {name}: commands for {found} are not imported"
+        )
     if not _SERVER_NAME.fullmatch(name):
         notes.warn(first, 1, f"{name!r} is not a server name: using EXCH01")
         name = "EXCH01"
@@ -178,16 +182,25 @@ def _apply(items: list[Statement | Dump], sources: Sequence[tuple[str, str]], se
         notes.warn(first, 1, f"{fqdn!r} is not an FQDN: not used for server.fqdn")
         fqdn = None
     if fqdn is None:
-        notes.warn(first, 1, f"the server's FQDN is not in the input: server.fqdn is a placeholder "
-                   f"({name.lower()}.invalid); pass --server {name}.your.domain")
+        notes.warn(
+            first,
+            1,
+            f"the server's FQDN is not in the input: server.fqdn is a placeholder "
+            f"({name.lower()}.invalid); pass --server {name}.your.domain",
+        )
     state = State.fresh(name, (fqdn or f"{name}.invalid").lower(), fqdn is not None)
     if fqdn and fqdn.count(".") >= 2:
         forest = fqdn.lower().split(".", 1)[1]
         authoritative = AcceptedDomainType.Authoritative.value
-        state.domains.append(Domain({"name": forest, "domain_name": forest, "domain_type": authoritative},
-                                    [ASSUMED_DOMAIN]))
-        notes.info(first, 1, f"accepted domain {forest} assumed: Exchange setup creates one for the forest's "
-                   "domain (a Get-AcceptedDomain | Format-List dump or Remove-AcceptedDomain overrides it)")
+        state.domains.append(
+            Domain({"name": forest, "domain_name": forest, "domain_type": authoritative}, [ASSUMED_DOMAIN])
+        )
+        notes.info(
+            first,
+            1,
+            f"accepted domain {forest} assumed: Exchange setup creates one for the forest's "
+            "domain (a Get-AcceptedDomain | Format-List dump or Remove-AcceptedDomain overrides it)",
+        )
     applier = Applier(state, notes, budget)
     for item in items:
         if isinstance(item, Dump):

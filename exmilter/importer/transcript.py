@@ -79,7 +79,7 @@ class _Quotes:
         if pos < self.pos:
             self.pos, self.quote = 0, ""
         text, quote = self.text, self.quote
-        for ch in text[self.pos:pos]:
+        for ch in text[self.pos : pos]:
             if quote:
                 if ch == quote:
                     quote = ""
@@ -96,7 +96,7 @@ def _split_prompts(text: str) -> list[tuple[int, str]]:
     quotes = _Quotes(text)
     for m in _PROMPT.finditer(text):
         if (m.start() == 0 or text[m.start() - 1].isspace()) and quotes.outside(m.start()):
-            parts.append((start, text[start:m.start()]))
+            parts.append((start, text[start : m.start()]))
             start = m.end()
     parts.append((start, text[start:]))
     return parts
@@ -110,7 +110,7 @@ def _header_start(text: str, dashes: re.Match[str]) -> int | None:
     widths = [len(g) for g in dashes.group().split()]
     end = _end_of_text(text, dashes.start())
     for i, width in enumerate(reversed(widths)):
-        if end < width or not text[end - width:end].isalpha():
+        if end < width or not text[end - width : end].isalpha():
             return None
         end -= width
         if i < len(widths) - 1:
@@ -135,7 +135,7 @@ def _strip_output(text: str) -> tuple[str, str | None]:
             continue
         start = _header_start(text, m)
         if start is not None:
-            return text[:start], text[start:m.start()].split()[0]
+            return text[:start], text[start : m.start()].split()[0]
     return text, None
 
 
@@ -171,10 +171,14 @@ def documents(file: str, text: str, notes: Notes) -> list[tuple[int, list[str]]]
         while (at := line.find("\ufeff")) >= 0:
             current.append(line[:at])
             out.append((first, current))
-            notes.info(file, number, f"byte order mark (U+FEFF) at column {col + at + 1}: another file starts "
-                       "here (files joined with cat), so nothing open before it continues into it")
+            notes.info(
+                file,
+                number,
+                f"byte order mark (U+FEFF) at column {col + at + 1}: another file starts "
+                "here (files joined with cat), so nothing open before it continues into it",
+            )
             first, current = number, []
-            line, col = line[at + 1:], col + at + 1
+            line, col = line[at + 1 :], col + at + 1
         current.append(line)
     out.append((first, current))
     return out
@@ -184,8 +188,12 @@ def _clean(file: str, number: int, line: str, notes: Notes) -> str | None:
     """The line without invisible format characters (noted); None when it is too long to read."""
     most = limits.IMPORT_MAX_LINE_CHARS
     if len(line) > most:
-        notes.warn(file, number, f"line of {len(line):,} characters, longer than the {most:,} read: "
-                   "its command or Format-List object is not imported")
+        notes.warn(
+            file,
+            number,
+            f"line of {len(line):,} characters, longer than the {most:,} read: "
+            "its command or Format-List object is not imported",
+        )
         return None
     if line.isascii():
         return line
@@ -254,9 +262,7 @@ def _split(file: str, first: int, raw_lines: list[str], notes: Notes, budget: Bu
     return out
 
 
-def _dump(
-    file: str, first: int, lines: list[str], cleaned: list[str | None], i: int, notes: Notes
-) -> tuple[Dump, int]:
+def _dump(file: str, first: int, lines: list[str], cleaned: list[str | None], i: int, notes: Notes) -> tuple[Dump, int]:
     """Collect ``Name : value`` lines and their wrapped continuations up to a blank line.
 
     The first line is a property line (the caller matched it), so at least one line is
@@ -280,8 +286,12 @@ def _dump(
         else:
             break
         if (col := refused_char(line)) >= 0:
-            notes.warn(file, number, f"{char_name(line[col])} at column {col + 1}: a control character in a "
-                       "Format-List object, which is not imported")
+            notes.warn(
+                file,
+                number,
+                f"{char_name(line[col])} at column {col + 1}: a control character in a "
+                "Format-List object, which is not imported",
+            )
             dump.refused = True
         i += 1
     for key, values in parts.items():

@@ -63,8 +63,9 @@ def _parsed(key: str, value: Any) -> Any:
     except ValueError:
         return _UNPARSED
     if key in ("bindings", "remote_ip_ranges"):
-        return sorted((r.version, r.first, r.last) if hasattr(r, "first") else (r.version, r.address, r.port)
-                      for r in parsed)
+        return sorted(
+            (r.version, r.first, r.last) if hasattr(r, "first") else (r.version, r.address, r.port) for r in parsed
+        )
     return parsed
 
 
@@ -153,8 +154,11 @@ def render_lines(state: State, comments: bool = True) -> tuple[list[str], list[t
     fqdn = f"  fqdn: {scalar(state.fqdn)}"
     out.add(fqdn if state.fqdn_known else fqdn + "  # not in the input: replace with the server's FQDN")
     if state.addresses:
-        out.comment("bound by the input (a specific IP is one of this server's addresses): "
-                    + "; ".join(f"{ip} at {where}" for ip, where in state.addresses.items()), "  ")
+        out.comment(
+            "bound by the input (a specific IP is one of this server's addresses): "
+            + "; ".join(f"{ip} at {where}" for ip, where in state.addresses.items()),
+            "  ",
+        )
         out.add(f"  addresses: {flow(list(state.addresses))}", list(state.addresses.values()))
     keep_defaults = state.defaults_intact()
     out.add("")
@@ -171,7 +175,8 @@ def render_lines(state: State, comments: bool = True) -> tuple[list[str], list[t
                 out.add(f"  {'- ' if first else '  '}{key}: {scalar(value)}", d.origins)
                 first = False
     written = [
-        c for c in state.connectors
+        c
+        for c in state.connectors
         if not keep_defaults or c.default is None or c.aces or changed_keys(c, state.fqdn) != ["name"]
     ]
     if written:

@@ -122,13 +122,18 @@ class Decider:
     answers, cached sessions, parsed contexts, rendered decisions).
     """
 
-    def __init__(self, clock: Clock = time.monotonic, *, max_transactions: int = POLICY_MAX_TRANSACTIONS,
-                 transaction_ttl: float = POLICY_TRANSACTION_TTL, mail_window: float = POLICY_MAIL_WINDOW,
-                 max_sessions: int = POLICY_MAX_SESSIONS) -> None:
+    def __init__(
+        self,
+        clock: Clock = time.monotonic,
+        *,
+        max_transactions: int = POLICY_MAX_TRANSACTIONS,
+        transaction_ttl: float = POLICY_TRANSACTION_TTL,
+        mail_window: float = POLICY_MAIL_WINDOW,
+        max_sessions: int = POLICY_MAX_SESSIONS,
+    ) -> None:
         self.clock = clock
         self._txns: _Expiring[str, _Transaction] = _Expiring(max_transactions, transaction_ttl, _txn_seen)
-        self._mails: _Expiring[tuple[str, str, str, str], _Mail] = _Expiring(max_transactions, mail_window,
-                                                                             _mail_seen)
+        self._mails: _Expiring[tuple[str, str, str, str], _Mail] = _Expiring(max_transactions, mail_window, _mail_seen)
         self._sessions: dict[tuple, Session] = {}
         self._sessions_engine: Engine | None = None
         self._max_sessions = max_sessions
@@ -160,8 +165,12 @@ class Decider:
                 return replace(done, duplicate=True)
         mail_key = None
         if stage == "MAIL" and not instance:
-            mail_key = (req.get("client_address", ""), req.get("client_port", ""),
-                        req.get("sender", ""), req.get("size", ""))
+            mail_key = (
+                req.get("client_address", ""),
+                req.get("client_port", ""),
+                req.get("sender", ""),
+                req.get("size", ""),
+            )
             d = self._mail_duplicate(mail_key, conn, now)
             if d is not None:
                 return d
@@ -175,8 +184,9 @@ class Decider:
 
     # -- engine -----------------------------------------------------------------------------
 
-    def _decide(self, engine: Engine, req: Mapping[str, str], stage: str,
-                txn: _Transaction | None, now: float) -> Decision:
+    def _decide(
+        self, engine: Engine, req: Mapping[str, str], stage: str, txn: _Transaction | None, now: float
+    ) -> Decision:
         session, note = self._session(engine, req)
         size = _number(req.get("size")) if stage in ("MAIL", "END-OF-MESSAGE") else 0
         if session is None or size is None:

@@ -35,8 +35,17 @@ class RequestParser:
     """Incremental parser: ``feed(bytes)`` returns the requests completed by those bytes,
     at most ``max_requests`` of them (None: no bound)."""
 
-    __slots__ = ("_attrs", "_buf", "_count", "_failed", "_more", "max_attributes", "max_line_length",
-                 "max_requests", "pending")
+    __slots__ = (
+        "_attrs",
+        "_buf",
+        "_count",
+        "_failed",
+        "_more",
+        "max_attributes",
+        "max_line_length",
+        "max_requests",
+        "pending",
+    )
 
     def __init__(self, max_line_length: int = 4096, max_attributes: int = 64, max_requests: int | None = None) -> None:
         self.max_line_length = max_line_length
@@ -185,14 +194,42 @@ class RequestParser:
 #: Every attribute name Postfix sends, up to 3.12 (postfix-notes §1.2). A request made only
 #: of these (Postfix's every request) needs no character check of its names: a third of the
 #: cost of the fast path. Any other name is checked as usual.
-POSTFIX_ATTRIBUTES = frozenset({
-    "request", "protocol_state", "protocol_name", "helo_name", "queue_id", "sender", "recipient",
-    "recipient_count", "client_address", "client_name", "reverse_client_name", "instance",
-    "sasl_method", "sasl_username", "sasl_sender", "size", "ccert_subject", "ccert_issuer",
-    "ccert_fingerprint", "encryption_protocol", "encryption_cipher", "encryption_keysize",
-    "etrn_domain", "stress", "ccert_pubkey_fingerprint", "client_port", "policy_context",
-    "server_address", "server_port", "compatibility_level", "mail_version", "tls_sni",
-})
+POSTFIX_ATTRIBUTES = frozenset(
+    {
+        "request",
+        "protocol_state",
+        "protocol_name",
+        "helo_name",
+        "queue_id",
+        "sender",
+        "recipient",
+        "recipient_count",
+        "client_address",
+        "client_name",
+        "reverse_client_name",
+        "instance",
+        "sasl_method",
+        "sasl_username",
+        "sasl_sender",
+        "size",
+        "ccert_subject",
+        "ccert_issuer",
+        "ccert_fingerprint",
+        "encryption_protocol",
+        "encryption_cipher",
+        "encryption_keysize",
+        "etrn_domain",
+        "stress",
+        "ccert_pubkey_fingerprint",
+        "client_port",
+        "policy_context",
+        "server_address",
+        "server_port",
+        "compatibility_level",
+        "mail_version",
+        "tls_sni",
+    }
+)
 
 
 def _good_names(attrs: Request) -> bool:

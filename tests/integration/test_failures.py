@@ -84,8 +84,8 @@ def test_killed_daemon_fails_closed_and_is_restarted_by_the_sandbox(sandbox: San
     assert any(out.code // 100 == 4 for *_, out in results), "the kill went unnoticed"
     assert restarted and restarted[0] != old_pid
     assert any(
-        m.startswith(f"the policy daemon (pid {old_pid}) was killed by SIGKILL; restarting it in 2.5 s") for m in
-        sandbox.messages
+        m.startswith(f"the policy daemon (pid {old_pid}) was killed by SIGKILL; restarting it in 2.5 s")
+        for m in sandbox.messages
     ), sandbox.messages
     assert f"the policy daemon was restarted (pid {restarted[0]}) and serves again" in sandbox.messages
     # Traffic resumes after the restart: exact decisions again.
@@ -101,11 +101,19 @@ def test_killed_daemon_fails_closed_and_is_restarted_by_the_sandbox(sandbox: San
     ("listener", "source", "stage", "reply"),
     [
         # asked at CONNECT (Monitoring holds one host): the first question fails
-        ("*:2526", "127.0.0.13", "connect",
-         "451 4.3.5 <unknown[127.0.0.13]>: Client host rejected: Server configuration problem"),
+        (
+            "*:2526",
+            "127.0.0.13",
+            "connect",
+            "451 4.3.5 <unknown[127.0.0.13]>: Client host rejected: Server configuration problem",
+        ),
         # not asked at CONNECT (Default Frontend holds every address): MAIL is the first question
-        ("*:25", "127.0.0.56", "mail",
-         "451 4.3.5 <app@labs.local>: Sender address rejected: Server configuration problem"),
+        (
+            "*:25",
+            "127.0.0.56",
+            "mail",
+            "451 4.3.5 <app@labs.local>: Sender address rejected: Server configuration problem",
+        ),
     ],
 )
 def test_dead_daemon_answers_451_at_the_first_question(

@@ -81,11 +81,11 @@ def test_clients_beyond_the_connector_total_wait_for_a_free_process(sandbox: San
     """maxproc 2: a third client is not refused, it gets its banner once a session ends."""
     port = sandbox.port("*:2527")
     with session(port, "127.0.0.43"), ExitStack() as stack:
-        first = stack.enter_context(socket.create_connection((HOST, port), timeout=10,
-                                                             source_address=("127.0.0.42", 0)))
+        first = stack.enter_context(
+            socket.create_connection((HOST, port), timeout=10, source_address=("127.0.0.42", 0))
+        )
         assert read_line(first) == BANNER
-        third = stack.enter_context(socket.create_connection((HOST, port), timeout=2,
-                                                             source_address=("127.0.0.44", 0)))
+        third = stack.enter_context(socket.create_connection((HOST, port), timeout=2, source_address=("127.0.0.44", 0)))
         with pytest.raises(TimeoutError):
             third.recv(1)  # both smtpd processes are busy: no banner, no refusal either
         first.sendall(b"QUIT\r\n")

@@ -44,8 +44,19 @@ def test_default_frontend_refuses_external_recipient(sandbox: Sandbox) -> None:
 def test_banner_of_a_listener_with_several_connectors(sandbox: Sandbox) -> None:
     """*:25 serves Default Frontend and two relays: Exchange's default text with the server FQDN."""
     out = subprocess.run(
-        ["swaks", "--server", f"127.0.0.1:{sandbox.port('*:25')}", "--local-interface", "127.0.0.20",
-         "--quit-after", "CONNECT"], capture_output=True, text=True, timeout=30)
+        [
+            "swaks",
+            "--server",
+            f"127.0.0.1:{sandbox.port('*:25')}",
+            "--local-interface",
+            "127.0.0.20",
+            "--quit-after",
+            "CONNECT",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert "<-  220 exch01.labs.local Microsoft ESMTP MAIL Service ready" in out.stdout.splitlines()
 
 
@@ -91,8 +102,21 @@ def test_no_connector_on_dedicated_binding_gets_421_and_close(sandbox: Sandbox) 
 def test_dedicated_binding_host_relays_with_its_banner(sandbox: Sandbox) -> None:
     rcpt = unique("gmail.com")
     proc = subprocess.run(
-        ["swaks", "--server", f"127.0.0.1:{sandbox.port('*:2526')}", "--local-interface", "127.0.0.13",
-         "--from", "monitor@labs.local", "--to", rcpt], capture_output=True, text=True, timeout=60)
+        [
+            "swaks",
+            "--server",
+            f"127.0.0.1:{sandbox.port('*:2526')}",
+            "--local-interface",
+            "127.0.0.13",
+            "--from",
+            "monitor@labs.local",
+            "--to",
+            rcpt,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     lines = proc.stdout.splitlines()
     assert proc.returncode == 0, proc.stdout
     assert "<-  220 EXCH01 Monitoring Connector" in lines
@@ -105,8 +129,21 @@ def test_dedicated_binding_host_relays_with_its_banner(sandbox: Sandbox) -> None
 def test_swaks_refusal_is_the_exact_exchange_reply(sandbox: Sandbox) -> None:
     rcpt = unique("gmail.com")
     proc = subprocess.run(
-        ["swaks", "--server", f"127.0.0.1:{sandbox.port('*:25')}", "--local-interface", "127.0.0.22",
-         "--from", "a@example.com", "--to", rcpt], capture_output=True, text=True, timeout=60)
+        [
+            "swaks",
+            "--server",
+            f"127.0.0.1:{sandbox.port('*:25')}",
+            "--local-interface",
+            "127.0.0.22",
+            "--from",
+            "a@example.com",
+            "--to",
+            rcpt,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode != 0
     assert f"<** {RELAY_DENIED.format(rcpt)}" in proc.stdout.splitlines()
 
@@ -143,5 +180,12 @@ def test_policy_is_asked_only_at_the_states_it_decides(
     assert out.stage == "queued", out
     after = {s: metric(sandbox, "exmilter_policy_requests_total", protocol_state=s) for s in STATES}
     assert {s: after[s] - before[s] for s in STATES} == {
-        "CONNECT": at_connect, "EHLO": 0, "HELO": 0, "MAIL": 1, "RCPT": 1, "DATA": 0, "END-OF-MESSAGE": 1}
+        "CONNECT": at_connect,
+        "EHLO": 0,
+        "HELO": 0,
+        "MAIL": 1,
+        "RCPT": 1,
+        "DATA": 0,
+        "END-OF-MESSAGE": 1,
+    }
     assert after["EHLO"] == after["HELO"] == after["DATA"] == 0

@@ -159,8 +159,12 @@ def kill_leftovers(state: Path) -> None:
     """After a failed test: stop this sandbox's Postfix and processes (by PID, ours only)."""
     if not processes_of(state):
         return
-    subprocess.run(["postfix", "-c", str(state / "postfix" / "etc"), "stop"], capture_output=True, timeout=60,
-                   env={**os.environ, "PATH": os.environ.get("PATH", "") + ":/usr/sbin:/sbin"})
+    subprocess.run(
+        ["postfix", "-c", str(state / "postfix" / "etc"), "stop"],
+        capture_output=True,
+        timeout=60,
+        env={**os.environ, "PATH": os.environ.get("PATH", "") + ":/usr/sbin:/sbin"},
+    )
     for pid, _ in processes_of(state):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
@@ -174,8 +178,18 @@ def running() -> Iterator[Running]:
     shutil.copyfile(CONFIG, config)
     trap = DnsTrap()
     resolv, nsswitch = trap.write_files(base)
-    command = [sys.executable, "-m", "exmilter.cli", "sandbox", "-c", str(config), "--state-dir", str(state),
-               "--port-offset", str(free_offset(config))]
+    command = [
+        sys.executable,
+        "-m",
+        "exmilter.cli",
+        "sandbox",
+        "-c",
+        str(config),
+        "--state-dir",
+        str(state),
+        "--port-offset",
+        str(free_offset(config)),
+    ]
     proc = subprocess.Popen(
         in_namespace(resolv, nsswitch, command), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True, cwd=REPO, start_new_session=True,
@@ -244,8 +258,9 @@ def test_no_dns_query_and_banners_at_once(running: Running) -> None:
     for lst in running.description["listeners"]:
         for source in clients:
             started = time.monotonic()
-            with socket.create_connection((HOST, running.port(lst["context"])), timeout=30,
-                                          source_address=(source, 0)) as s:
+            with socket.create_connection(
+                (HOST, running.port(lst["context"])), timeout=30, source_address=(source, 0)
+            ) as s:
                 s.settimeout(30)
                 banner = s.recv(512)
             slowest = max(slowest, time.monotonic() - started)
@@ -304,8 +319,12 @@ def test_a_killed_policy_daemon_is_restarted_by_the_sandbox(running: Running) ->
     mark = running.out.mark()
     os.kill(old, signal.SIGKILL)
     running.out.wait_for(
-        re.escape(f"the policy daemon (pid {old}) was killed by SIGKILL; restarting it in 1 s (restart 1 of at most 5 "
-                  "within 60 s). Meanwhile: Postfix keeps running and answers 451 4.3.5"), mark)
+        re.escape(
+            f"the policy daemon (pid {old}) was killed by SIGKILL; restarting it in 1 s (restart 1 of at most 5 "
+            "within 60 s). Meanwhile: Postfix keeps running and answers 451 4.3.5"
+        ),
+        mark,
+    )
     done = running.out.wait_for(r"^the policy daemon was restarted \(pid \d+\) and serves again$", mark)
     new = int(re.findall(r"\d+", running.out.lines[done])[0])
     assert new != old and running.policyd_pid() == new
