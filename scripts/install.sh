@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(postfix libmilter-dev swaks python3-venv python3-dev gcc ca-certificates)
+APT_PACKAGES=(postfix libmilter-dev swaks python3-venv python3-dev gcc ca-certificates openssl)
 
 venv=1
 extra=()
