@@ -203,7 +203,12 @@ class Decider:
         else:
             reply = engine.end_of_data(session, size=size, mail_from=req.get("sender", ""))
         c = session.connector
-        return self.decision(reply, c.identity if c is not None else "", stage)
+        d = self.decision(reply, c.identity if c is not None else "", stage)
+        if session.ignored_login:  # judged anonymous: say whose login was not trusted, and why
+            d = replace(
+                d, note=f"sasl_username {req.get('sasl_username', '')[:80]!r} not trusted: {session.ignored_login}"
+            )
+        return d
 
     def decision(self, reply: Reply, connector: str, stage: str) -> Decision:
         """Shared, pre-rendered decisions: the set is bounded by the configuration."""
