@@ -12,7 +12,7 @@ anonymous, which is what it is on Exchange (defence in depth).
 
 from __future__ import annotations
 
-from exmilter.model import AuthMechanism, ReceiveConnector
+from exmilter.model import AuthMechanism, Organization, ReceiveConnector
 
 
 def offers_starttls(c: ReceiveConnector) -> bool:
@@ -34,6 +34,14 @@ def auth_requires_tls(c: ReceiveConnector) -> bool:
 def accepts_login(c: ReceiveConnector, tls: bool) -> bool:
     """Could Exchange have accepted an AUTH on this connector in this TLS state?"""
     return offers_basic_auth(c) and (tls or not auth_requires_tls(c))
+
+
+def certificate(org: Organization, c: ReceiveConnector) -> tuple[str, str] | None:
+    """The (certificate, key) PEM files STARTTLS on ``c`` uses: its own, else the file's
+    ``tls`` section; None when there are none (then STARTTLS is not offered, spec §3.2)."""
+    cert = c.tls_certificate_file or org.tls.certificate_file
+    key = c.tls_key_file or org.tls.key_file
+    return (cert, key) if cert and key else None
 
 
 def untrusted_login(c: ReceiveConnector | None, login: str | None, tls: bool) -> str:

@@ -7,12 +7,15 @@ located warning for a principal nothing in the file is.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from exmilter import replies as R
 from exmilter.auth import accepts_login, untrusted_login
 from exmilter.config import loads
 from exmilter.config.principals import UNKNOWN_PRINCIPAL
+from exmilter.model import AuthMechanism
 from exmilter.policy.decide import Decider
 from tests.conftest import SERVER, FakeClock, engine_from
 
@@ -146,10 +149,19 @@ def test_a_user_named_like_a_group_is_refused(name):
     ],
 )
 def test_which_connectors_accept_a_login(auth, tls, accepted):
-    e = seed_003(auth=auth, groups="ExchangeServers" if "External" in auth else "ExchangeUsers", require_tls="$false")
-    c = e.org.receive_connectors[0]
+    flags = AuthMechanism.NONE
+    for name in auth.split(", "):
+        flags |= AuthMechanism.NONE if name == "None" else AuthMechanism[name]
+    c = replace(seed_003().org.receive_connectors[0], auth_mechanism=flags)
     assert accepts_login(c, tls) is accepted
     assert (untrusted_login(c, "svc-mailer", tls) == "") is accepted
+
+
+def test_integrated_alone_is_refused_with_why():
+    from exmilter.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"Integrated \(NTLM/Kerberos\) is Windows authentication"):
+        loads(SERVER + SEED_003.format(auth="Tls, Integrated", groups="ExchangeUsers", require_tls="$false"))
 
 
 def test_decider_notes_an_untrusted_login():

@@ -11,6 +11,7 @@ import ipaddress
 from collections.abc import Mapping
 from collections.abc import Set as AbstractSet
 
+from exmilter.config.auth import check_authentication
 from exmilter.config.conflicts import check_conflicts
 from exmilter.config.principals import check_principals
 from exmilter.config.problems import Sink, Where, nowhere
@@ -45,6 +46,7 @@ def validate(
     check_conflicts(org.receive_connectors, where, out, unknown)
     check_open_relays(org, where, out, unknown)
     check_principals(org, where, out)
+    check_authentication(org, where, out)
 
 
 def _check_connector(
