@@ -69,6 +69,10 @@ class DovecotAuth:
             "passdb {\n  driver = passwd-file\n"
             f"  args = {self.passwd}\n}}\n"
             "userdb {\n  driver = static\n  args = uid=nobody gid=nogroup home=/nonexistent\n}\n"
+            # Failed logins answer at once: the sandbox's tests try wrong passwords on purpose,
+            # and exmilter documents AuthTarpitInterval as not emulated (docs/authentication.md).
+            "auth_failure_delay = 0\n"
+            "service anvil {\n  unix_listener anvil-auth-penalty {\n    mode = 0\n  }\n}\n"
             "service auth {\n"
             f"  unix_listener {self.socket} {{\n    mode = 0660\n    user = postfix\n    group = postfix\n  }}\n"
             "}\n"
