@@ -193,8 +193,13 @@ class Engine:
         auth_user: str | None = None,
         tls: bool = False,
         helo: str | None = None,
+        connector: str | None = None,
     ) -> Session:
         """Select the connector and compute the session's rights (spec §2, §1.8).
+
+        ``connector`` names the connector the session was given when it began (the policy
+        daemon remembers it across a reload); a session whose connector is gone, or no
+        longer takes the client, has none (``421 4.3.2``: nothing opens).
 
         A login the connector could not have accepted (no BasicAuth, or BasicAuthRequireTLS
         without TLS: exmilter.auth) is not trusted: the session is anonymous, as it would be
@@ -202,6 +207,11 @@ class Engine:
         """
         ip = normalise(client_ip)
         match = self.select(local_ip, local_port, ip)
+        if connector is not None and (match is None or match.connector.name != connector):
+            # The session began under another configuration: it keeps its connector (spec §2.1
+            # step 6) while that connector still exists and still takes this client.
+            found = [m for m in self.table.candidates(local_ip, local_port, ip) if m.connector.name == connector]
+            match = found[0] if found else None
         return self._session(match, str(ip), auth_user, tls, helo)
 
     def _session(self, match: Match | None, ip: str, auth_user: str | None, tls: bool, helo: str | None) -> Session:

@@ -200,3 +200,59 @@ def test_decider_notes_an_untrusted_login():
 )
 def test_seed_003_in_the_engine(login, tls, sender, replies):
     assert transcript(seed_003(), login=login, tls=tls, sender=sender) == replies
+
+
+# --- the session's connector across a reload (spec §2.1 step 6, issue #13 #6) ---------------------
+
+RELOAD_BEFORE = """
+accepted_domains: [contoso.com]
+receive_connectors:
+  - name: Relay
+    bindings: 0.0.0.0:2526
+    remote_ip_ranges: 10.0.0.0/8
+    permission_groups: AnonymousUsers
+    permissions: [{user: ANONYMOUS LOGON, extended_rights: ms-Exch-SMTP-Accept-Any-Recipient}]
+"""
+RELOAD_AFTER = (
+    RELOAD_BEFORE
+    + """
+  - name: Narrow
+    bindings: 0.0.0.0:2526
+    remote_ip_ranges: 10.0.0.5
+    permission_groups: AnonymousUsers
+"""
+)
+
+
+def rcpt_request(port: str, state: str = "RCPT") -> dict[str, str]:
+    return {
+        "request": "smtpd_access_policy",
+        "protocol_state": state,
+        "client_address": "10.0.0.5",
+        "client_port": port,
+        "policy_context": "*:2526",
+        "sender": "a@contoso.com",
+        "recipient": "x@fabrikam.example",
+    }
+
+
+def test_a_reload_never_moves_a_session_to_another_connector():
+    before, after = engine_from(RELOAD_BEFORE), engine_from(RELOAD_AFTER)
+    d = Decider(FakeClock())
+    assert d.decide(before, rcpt_request("40000")).connector == "EXCH01\\Relay"
+    # the same SMTP session (listener, client address and port) after the reload: still Relay
+    kept = d.decide(after, rcpt_request("40000"))
+    assert (kept.connector, kept.reply) == ("EXCH01\\Relay", R.RECIPIENT_OK)
+    # a new session of the same client is selected under the new file
+    new = d.decide(after, rcpt_request("40001"))
+    assert (new.connector, new.reply) == ("EXCH01\\Narrow", R.UNABLE_TO_RELAY)
+    # a CONNECT always begins a new session, whatever its port
+    assert d.decide(after, rcpt_request("40000", "CONNECT")).connector == "EXCH01\\Narrow"
+    assert d.decide(after, rcpt_request("40000")).connector == "EXCH01\\Narrow"
+
+
+def test_a_session_whose_connector_is_gone_gets_no_connector():
+    before, after = engine_from(RELOAD_AFTER), engine_from(RELOAD_BEFORE)
+    d = Decider(FakeClock())
+    assert d.decide(before, rcpt_request("40000")).connector == "EXCH01\\Narrow"
+    assert d.decide(after, rcpt_request("40000")).reply == R.NO_CONNECTOR

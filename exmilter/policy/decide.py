@@ -22,8 +22,10 @@ from exmilter.limits import (
     POLICY_MAX_ANSWERS,
     POLICY_MAX_CONTEXTS,
     POLICY_MAX_DECISIONS,
+    POLICY_MAX_PINNED_SESSIONS,
     POLICY_MAX_SESSIONS,
     POLICY_MAX_TRANSACTIONS,
+    POLICY_PIN_TTL,
     POLICY_TRANSACTION_TTL,
 )
 from exmilter.listener import Listener
@@ -107,6 +109,17 @@ class _Expiring(OrderedDict[K, V]):
 _Mail = tuple[int, float, Decision]  # (policy connection, first seen, the answer)
 
 
+class _Pin:
+    __slots__ = ("connector", "engine", "seen")
+
+    def __init__(self, engine: Engine, connector: str, seen: float) -> None:
+        self.engine, self.connector, self.seen = engine, connector, seen
+
+
+def _pin_seen(p: _Pin) -> float:
+    return p.seen
+
+
 def _txn_seen(t: _Transaction) -> float:
     return t.seen
 
@@ -139,6 +152,11 @@ class Decider:
         self._max_sessions = max_sessions
         self._contexts: dict[str, Listener | str] = {}  # a policy_context: its listener, or why it is unusable
         self._decisions: dict[tuple[Reply, str, str], Decision] = {}
+        # (listener, client address, client port) -> the engine that chose the session's
+        # connector and its name: a reload never moves a live session (spec §2.1 step 6).
+        self._pins: _Expiring[tuple[object, str, str], _Pin] = _Expiring(
+            POLICY_MAX_PINNED_SESSIONS, POLICY_PIN_TTL, _pin_seen
+        )
 
     def __len__(self) -> int:
         return len(self._txns)
@@ -187,7 +205,7 @@ class Decider:
     def _decide(
         self, engine: Engine, req: Mapping[str, str], stage: str, txn: _Transaction | None, now: float
     ) -> Decision:
-        session, note = self._session(engine, req)
+        session, note = self._session(engine, req, stage, now)
         size = _number(req.get("size")) if stage in ("MAIL", "END-OF-MESSAGE") else 0
         if session is None or size is None:
             note = note or f"size {req.get('size', '')[:40]!r} is not a number"
@@ -223,7 +241,9 @@ class Decider:
             self._decisions[k] = d
         return d
 
-    def _session(self, engine: Engine, req: Mapping[str, str]) -> tuple[Session | None, str]:
+    def _session(
+        self, engine: Engine, req: Mapping[str, str], stage: str = "", now: float = 0.0
+    ) -> tuple[Session | None, str]:
         client = req.get("client_address", "")
         if not client:
             return None, "no client_address in the request"
@@ -234,20 +254,51 @@ class Decider:
         auth_user = req.get("sasl_username") or None
         tls = bool(req.get("encryption_protocol"))
         helo = req.get("helo_name")
-        k = (local, port, client, auth_user, tls, helo)
+        pinned = self._pinned(engine, (local, port), client, req.get("client_port", ""), stage, now)
+        k = (local, port, client, auth_user, tls, helo, pinned)
         if self._sessions_engine is not engine:
             self._sessions.clear()
             self._sessions_engine = engine
         s = self._sessions.get(k)
         if s is None:
             try:
-                s = engine.open_session(local, port, client, auth_user=auth_user, tls=tls, helo=helo)
+                s = engine.open_session(local, port, client, auth_user=auth_user, tls=tls, helo=helo, connector=pinned)
             except ValueError as e:
                 return None, f"bad address in the request: {e}"
             if len(self._sessions) >= self._max_sessions:
                 self._sessions.clear()
             self._sessions[k] = s
+        if pinned is None and s.connector is not None and req.get("client_port"):
+            self._pin(engine, (local, port), client, req.get("client_port", ""), s.connector.name, now)
         return s, ""
+
+    def _pinned(
+        self, engine: Engine, listener: object, client: str, client_port: str, stage: str, now: float
+    ) -> str | None:
+        """The connector a session chose under an earlier configuration, else None.
+
+        A CONNECT begins a session (a new TCP connection): it is selected afresh. Without a
+        ``client_port`` a session cannot be told from another one: selected afresh too.
+        """
+        if not client_port or stage == "CONNECT":
+            return None
+        pin = self._pins.get((listener, client, client_port))
+        if pin is None:
+            return None
+        pin.seen = now
+        self._pins.move_to_end((listener, client, client_port))
+        return pin.connector if pin.engine is not engine else None
+
+    def _pin(self, engine: Engine, listener: object, client: str, client_port: str, name: str, now: float) -> None:
+        key = (listener, client, client_port)
+        pin = self._pins.get(key)
+        if pin is not None and pin.engine is engine and pin.connector == name:
+            pin.seen = now
+            self._pins.move_to_end(key)
+            return
+        self._pins.pop(key, None)
+        self._pins[key] = _Pin(engine, name, now)
+        self._pins.sweep(now)
 
     def _listener(self, req: Mapping[str, str]) -> tuple[str | None, int] | str:
         """``(local address or None for a wildcard, port)``, or why the listener is unknown.
