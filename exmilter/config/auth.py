@@ -16,6 +16,10 @@ from exmilter.config.problems import Collector, Sink, Where, nowhere
 from exmilter.config.reader import Raw
 from exmilter.model import AuthMechanism, Organization, SaslSettings, TlsSettings
 
+#: Words of the refusals that are exmilter's own, not Exchange's (the importer says so).
+INTEGRATED_ALONE = "Integrated (NTLM/Kerberos) is Windows authentication that Postfix cannot offer"
+EXMILTER_ONLY = (INTEGRATED_ALONE,)
+
 #: Postfix's SASL back ends (``postconf -a``): Dovecot's auth socket, or the Cyrus library.
 SASL_TYPES = ("dovecot", "cyrus")
 
@@ -72,9 +76,8 @@ def check_authentication(org: Organization, where: Mapping[str, Where], out: Sin
             out.error(
                 pos("auth_mechanism"),
                 f"{c.name}: auth_mechanism",
-                "Integrated (NTLM/Kerberos) is Windows authentication that Postfix cannot offer; "
-                "clients of this connector could never authenticate: add BasicAuth (AUTH LOGIN/PLAIN "
-                "through Dovecot) or remove Integrated",
+                f"{INTEGRATED_ALONE}; clients of this connector could never authenticate: "
+                "add BasicAuth (AUTH LOGIN/PLAIN through Dovecot) or remove Integrated",
             )
         if c.require_tls and AuthMechanism.Tls in am and certificate(org, c) is None:
             # Only RequireTLS is warned about: Exchange's own connectors have BasicAuthRequireTLS
