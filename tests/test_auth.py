@@ -256,3 +256,12 @@ def test_a_session_whose_connector_is_gone_gets_no_connector():
     d = Decider(FakeClock())
     assert d.decide(before, rcpt_request("40000")).connector == "EXCH01\\Narrow"
     assert d.decide(after, rcpt_request("40000")).reply == R.NO_CONNECTOR
+
+
+def test_explain_says_why_a_login_is_not_trusted():
+    from exmilter.explain import explain
+
+    e = seed_003()
+    result = explain(e.org, client_ip="192.168.1.13", port=587, auth="svc-mailer", mail_from="a@b.example")
+    assert not result["authenticated"]
+    assert any("login 'svc-mailer' not trusted" in n and "BasicAuthRequireTLS" in n for n in result["notes"])
