@@ -27,7 +27,8 @@ from typing import Any
 import exmilter
 from exmilter.auth import offers_basic_auth, offers_starttls
 from exmilter.config import ConfigError, load
-from exmilter.model import Organization, TlsSettings
+from exmilter.engine import Engine
+from exmilter.model import Organization, Right, TlsSettings
 from exmilter.postfix.listeners import ListenerLayout, ListenerPlan
 from exmilter.postfix.main import main_settings
 from exmilter.postfix.master import master_service
@@ -75,6 +76,11 @@ class SandboxListener:
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+
+def _exchange_port(context: str) -> int:
+    """The Exchange port of a listener context (``*:587``, ``10.1.1.1:587``, ``[::1]:587``)."""
+    return int(context.rpartition(":")[2])
 
 
 def _traversable(path: Path) -> bool:
@@ -501,6 +507,24 @@ class Sandbox:
                 "log": str(self.dovecot.log),
             },
         }
+
+    def auth_swaks_line(self, recipient: str = "someone@gmail.com") -> str:
+        """An authenticated relay: STARTTLS, then AUTH as the first user, on the first listener
+        where that login from 127.0.0.1 may relay; '' when there is none."""
+        assert self.org is not None
+        if self.dovecot_pid is None or not self.org.users:
+            return ""
+        user = self.org.users[0]
+        engine = Engine(self.org)
+        for lst in self.listeners:
+            s = engine.open_session(None, _exchange_port(lst.context), self.host, auth_user=user.name, tls=True)
+            if s.authenticated and s.has(Right.SMTPSubmit) and s.has(Right.SMTPAcceptAnyRecipient):
+                sender = user.addresses[0] if user.addresses else f"{user.name}@example.com"
+                return (
+                    f"swaks --server {lst.address} --tls --auth LOGIN --auth-user {user.name} "
+                    f"--auth-password {self.dovecot.password} --from {sender} --to {recipient}"
+                )
+        return ""
 
     def swaks_line(self, recipient: str | None = None) -> str:
         assert self.org is not None
