@@ -234,3 +234,15 @@ def test_seed_001_client_frontend_send_mailmessage_use_ssl(sb: Sandbox) -> None:
     s.quit()
     assert replies[:2] == ["250 2.1.0 Ok", "250 2.1.5 Ok"]
     assert wait_delivered(sb, queue_id(replies[2])).connector == "CMHYBD01\\Client Frontend CMHYBD01"
+
+
+def test_authenticated_user_without_submit_rights_is_5_7_1(sb: Sandbox) -> None:
+    """Default Frontend (port 25) offers AUTH after STARTTLS but grants users nothing."""
+    s = connect(sb, USER_PC, "*:25")
+    starttls(sb, s)
+    assert login(s, "svc-mailer") == "235 2.7.0 Authentication successful"
+    assert send(s, "svc-mailer@cloudmonkeys.xyz", unique("cloudmonkeys.xyz")) == [
+        "550 5.7.1 <svc-mailer@cloudmonkeys.xyz>: Sender address rejected: "
+        "Client does not have permissions to submit to this server"
+    ]
+    s.quit()
