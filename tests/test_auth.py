@@ -239,6 +239,7 @@ def rcpt_request(port: str, state: str = "RCPT") -> dict[str, str]:
 def test_a_reload_never_moves_a_session_to_another_connector():
     before, after = engine_from(RELOAD_BEFORE), engine_from(RELOAD_AFTER)
     d = Decider(FakeClock())
+    assert d.decide(before, rcpt_request("40000", "MAIL")).connector == "EXCH01\\Relay"  # a transaction begins
     assert d.decide(before, rcpt_request("40000")).connector == "EXCH01\\Relay"
     # the same SMTP session (listener, client address and port) after the reload: still Relay
     kept = d.decide(after, rcpt_request("40000"))
@@ -254,7 +255,7 @@ def test_a_reload_never_moves_a_session_to_another_connector():
 def test_a_session_whose_connector_is_gone_gets_no_connector():
     before, after = engine_from(RELOAD_AFTER), engine_from(RELOAD_BEFORE)
     d = Decider(FakeClock())
-    assert d.decide(before, rcpt_request("40000")).connector == "EXCH01\\Narrow"
+    assert d.decide(before, rcpt_request("40000", "CONNECT")).connector == "EXCH01\\Narrow"
     assert d.decide(after, rcpt_request("40000")).reply == R.NO_CONNECTOR
 
 

@@ -109,15 +109,51 @@ class _Expiring(OrderedDict[K, V]):
 _Mail = tuple[int, float, Decision]  # (policy connection, first seen, the answer)
 
 
-class _Pin:
-    __slots__ = ("connector", "engine", "seen")
+_PinKey = tuple[str | None, int, str, str]  # (listener address, port, client address, client port)
+#: Where an SMTP session's connector is remembered: its first request (CONNECT, when asked)
+#: and the start of each transaction (every later request of a session follows a MAIL).
+_SESSION_STARTS = frozenset({"CONNECT", "MAIL"})
+_PinValue = tuple[Engine, str]  # the engine that chose the connector, and its name
 
-    def __init__(self, engine: Engine, connector: str, seen: float) -> None:
-        self.engine, self.connector, self.seen = engine, connector, seen
 
+class _Pins:
+    """Which connector each live SMTP session has, at the cost of a dict lookup per request.
 
-def _pin_seen(p: _Pin) -> float:
-    return p.seen
+    Two generations of plain dicts: entries go into the young one; when it is older than
+    half the idle time or fuller than half the bound, the old one is dropped and the young
+    one becomes old. An entry used again is copied back into the young one, so a session
+    that keeps talking stays; one idle for a whole ``ttl`` is forgotten. At most
+    ``max_items`` entries are held.
+    """
+
+    __slots__ = ("_half_items", "_half_ttl", "_old", "_started", "_young")
+
+    def __init__(self, max_items: int, ttl: float) -> None:
+        self._half_items = max(1, max_items // 2)
+        self._half_ttl = ttl / 2
+        self._young: dict[_PinKey, _PinValue] = {}
+        self._old: dict[_PinKey, _PinValue] = {}
+        self._started = 0.0
+
+    def get(self, key: _PinKey, now: float) -> _PinValue | None:
+        self._age(now)
+        value = self._young.get(key)
+        if value is None:
+            value = self._old.get(key)
+            if value is not None:
+                self._young[key] = value
+        return value
+
+    def put(self, key: _PinKey, value: _PinValue, now: float) -> None:
+        self._age(now)
+        self._young[key] = value
+
+    def _age(self, now: float) -> None:
+        if now - self._started >= self._half_ttl or len(self._young) >= self._half_items:
+            self._old, self._young, self._started = self._young, {}, now
+
+    def __len__(self) -> int:
+        return len(self._young) + len(self._old)
 
 
 def _txn_seen(t: _Transaction) -> float:
@@ -154,9 +190,8 @@ class Decider:
         self._decisions: dict[tuple[Reply, str, str], Decision] = {}
         # (listener, client address, client port) -> the engine that chose the session's
         # connector and its name: a reload never moves a live session (spec §2.1 step 6).
-        self._pins: _Expiring[tuple[object, str, str], _Pin] = _Expiring(
-            POLICY_MAX_PINNED_SESSIONS, POLICY_PIN_TTL, _pin_seen
-        )
+        self._pins = _Pins(POLICY_MAX_PINNED_SESSIONS, POLICY_PIN_TTL)
+        self._reloaded_at = float("-inf")  # when the decider first saw the current engine replace another
 
     def __len__(self) -> int:
         return len(self._txns)
@@ -254,11 +289,22 @@ class Decider:
         auth_user = req.get("sasl_username") or None
         tls = bool(req.get("encryption_protocol"))
         helo = req.get("helo_name")
-        pinned = self._pinned(engine, (local, port), client, req.get("client_port", ""), stage, now)
-        k = (local, port, client, auth_user, tls, helo, pinned)
         if self._sessions_engine is not engine:
+            if self._sessions_engine is not None:
+                self._reloaded_at = now
             self._sessions.clear()
             self._sessions_engine = engine
+        # A CONNECT begins a session (a new TCP connection): selected afresh. Without a port a
+        # session cannot be told from another one: selected afresh too. Pins are only read
+        # while a session may have begun under an earlier configuration (a reload less than
+        # the pins' lifetime ago), and only written where a session or a transaction begins.
+        client_port = req.get("client_port", "")
+        pin_key = (local, port, client, client_port) if client_port else None
+        pin = None
+        if pin_key is not None and stage != "CONNECT" and now - self._reloaded_at < POLICY_PIN_TTL:
+            pin = self._pins.get(pin_key, now)
+        pinned = pin[1] if pin is not None and pin[0] is not engine else None
+        k = (local, port, client, auth_user, tls, helo, pinned)
         s = self._sessions.get(k)
         if s is None:
             try:
@@ -268,37 +314,9 @@ class Decider:
             if len(self._sessions) >= self._max_sessions:
                 self._sessions.clear()
             self._sessions[k] = s
-        if pinned is None and s.connector is not None and req.get("client_port"):
-            self._pin(engine, (local, port), client, req.get("client_port", ""), s.connector.name, now)
+        if pin_key is not None and pinned is None and s.match is not None and stage in _SESSION_STARTS:
+            self._pins.put(pin_key, (engine, s.match.connector.name), now)
         return s, ""
-
-    def _pinned(
-        self, engine: Engine, listener: object, client: str, client_port: str, stage: str, now: float
-    ) -> str | None:
-        """The connector a session chose under an earlier configuration, else None.
-
-        A CONNECT begins a session (a new TCP connection): it is selected afresh. Without a
-        ``client_port`` a session cannot be told from another one: selected afresh too.
-        """
-        if not client_port or stage == "CONNECT":
-            return None
-        pin = self._pins.get((listener, client, client_port))
-        if pin is None:
-            return None
-        pin.seen = now
-        self._pins.move_to_end((listener, client, client_port))
-        return pin.connector if pin.engine is not engine else None
-
-    def _pin(self, engine: Engine, listener: object, client: str, client_port: str, name: str, now: float) -> None:
-        key = (listener, client, client_port)
-        pin = self._pins.get(key)
-        if pin is not None and pin.engine is engine and pin.connector == name:
-            pin.seen = now
-            self._pins.move_to_end(key)
-            return
-        self._pins.pop(key, None)
-        self._pins[key] = _Pin(engine, name, now)
-        self._pins.sweep(now)
 
     def _listener(self, req: Mapping[str, str]) -> tuple[str | None, int] | str:
         """``(local address or None for a wildcard, port)``, or why the listener is unknown.
