@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import socket
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -23,7 +25,10 @@ DOVECOT = shutil.which("dovecot", path=os.environ.get("PATH", "") + ":/usr/sbin:
 #: Every configured user's password in the sandbox (docs/sandbox.md, docs/authentication.md).
 SANDBOX_PASSWORD = "sandbox-password"
 #: What clients see while Dovecot is down (for the supervisor's messages).
-DOVECOT_DOWN = "AUTH fails with a temporary error (454 4.7.0); sessions without AUTH are unaffected"
+DOVECOT_DOWN = (
+    "Postfix drops every connection at the EHLO that would offer AUTH (smtpd: 'fatal: no SASL "
+    "authentication mechanisms'): clients of those listeners retry later, nothing is accepted or lost"
+)
 #: The user Dovecot's auth process runs as (Debian's default_internal_user).
 AUTH_USER = "dovecot"
 #: The Debian package that provides :data:`DOVECOT` (scripts/install.sh installs it).
@@ -98,11 +103,9 @@ class DovecotAuth:
         sock = self.socket
 
         def ready(alive: Callable[[], bool]) -> bool:
-            import time
-
             deadline = time.monotonic() + READY_TIMEOUT
             while time.monotonic() < deadline and alive():
-                if sock.exists():
+                if _accepts(sock):  # a stale socket file of a killed Dovecot does not count
                     return True
                 time.sleep(0.05)
             return False
@@ -129,6 +132,17 @@ class DovecotAuth:
         terminate_pid(pid, ours)
         self.pid_file.unlink(missing_ok=True)
         self.socket.unlink(missing_ok=True)
+
+
+def _accepts(path: Path) -> bool:
+    """Does a Unix socket at ``path`` accept connections (root may connect whatever its mode)?"""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(1.0)
+        try:
+            s.connect(str(path))
+        except OSError:
+            return False
+    return True
 
 
 def _login(login: str) -> str:

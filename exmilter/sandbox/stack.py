@@ -171,6 +171,11 @@ class Sandbox:
         return self._dovecot.pid
 
     @property
+    def dovecot_state(self) -> State:
+        """RUNNING once Dovecot accepts on its socket; STOPPED when no connector offers AUTH."""
+        return self._dovecot.state
+
+    @property
     def ca_file(self) -> Path | None:
         """The throw-away CA's certificate: give it to TLS clients as their trust anchor."""
         return self.ca.cert if self.ca is not None else None

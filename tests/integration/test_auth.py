@@ -4,7 +4,9 @@ smtplib and swaks from several 127.0.0.x addresses (tests/data/auth.yaml)."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import smtplib
 import socket
 import ssl
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from exmilter.sandbox import Sandbox
+from exmilter.sandbox import Sandbox, State
 from exmilter.sandbox.dovecot import SANDBOX_PASSWORD
 from tests.integration.helpers import HOST, delivered_to, free_offset, message, wait_delivered
 
@@ -246,3 +248,17 @@ def test_authenticated_user_without_submit_rights_is_5_7_1(sb: Sandbox) -> None:
         "Client does not have permissions to submit to this server"
     ]
     s.quit()
+
+
+def test_dovecot_killed_is_restarted(sb: Sandbox) -> None:
+    """Like the policy daemon, the sandbox's Dovecot is restarted when it dies (a new PID), and
+    AUTH works again. (Its auth worker outlives a killed master while smtpd processes still
+    hold connections to it, so "Dovecot down" is not a state a test can hold reliably.)"""
+    pid = sb.dovecot_pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (sb.dovecot_pid in (None, pid) or sb.dovecot_state is not State.RUNNING):
+        time.sleep(0.1)
+    assert sb.dovecot_pid not in (None, pid)
+    test_587_starttls_and_auth_relays_and_delivers(sb, "LOGIN")
