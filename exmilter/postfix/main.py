@@ -76,9 +76,10 @@ def sasl_settings(org: Organization) -> list[Setting]:
     if not any(offers_basic_auth(c) for c in org.receive_connectors if c.enabled):
         return []
     why = (
-        "Dovecot's auth socket (relative: under the queue directory)"
+        "Dovecot's auth socket (relative: under the queue directory); it must be up, else smtpd drops "
+        "the session at the EHLO that would offer AUTH (docs/authentication.md)"
         if org.sasl.type == "dovecot"
-        else "Cyrus SASL: the application name of its smtpd.conf"
+        else "Cyrus SASL: the application name of its smtpd.conf (docs/authentication.md)"
     )
     return [
         Setting("smtpd_sasl_type", org.sasl.type, "AUTH passwords are checked by the SASL back end"),

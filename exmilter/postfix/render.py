@@ -81,7 +81,7 @@ def render_main(org: Organization) -> str:
     for s in main_settings(org):
         out.append(f"# {s.why}")
         out.append(f"{s.name} = {s.value}".rstrip())
-    return "\n".join(out)
+    return "\n".join(out) + "\n"
 
 
 @dataclass(frozen=True)
