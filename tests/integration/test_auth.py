@@ -26,7 +26,8 @@ from tests.integration.helpers import HOST, delivered_to, free_offset, message, 
 CONFIG = Path(__file__).resolve().parent.parent / "data" / "auth.yaml"
 SCRIPT_HOST = "127.0.3.13"  # seed 003's 192.168.1.13
 PRINTER = "127.0.3.30"  # Printers 587: Tls only
-USER_PC = "127.0.3.20"  # anything else on 587: Client Frontend (seed 001)
+USER_PC = "127.0.3.20"
+LEGACY = "127.0.3.31"  # Legacy Device 587: AuthMechanism None  # anything else on 587: Client Frontend (seed 001)
 
 REQUIRE_TLS = "451 4.7.3 <svc-mailer@cloudmonkeys.xyz>: Sender address rejected: STARTTLS is required to send mail"
 NOT_AUTHENTICATED = (
@@ -262,3 +263,15 @@ def test_dovecot_killed_is_restarted(sb: Sandbox) -> None:
         time.sleep(0.1)
     assert sb.dovecot_pid not in (None, pid)
     test_587_starttls_and_auth_relays_and_delivers(sb, "LOGIN")
+
+
+def test_connector_without_tls_hides_and_refuses_starttls_on_a_shared_listener(sb: Sandbox) -> None:
+    s = connect(sb, LEGACY)
+    assert not s.has_extn("starttls") and not s.has_extn("auth")
+    code, _ = s.docmd("STARTTLS")
+    assert code >= 500  # Postfix refuses a hidden STARTTLS
+    rcpt = unique("cloudmonkeys.xyz")
+    replies = send(s, "device@cloudmonkeys.xyz", rcpt)
+    s.quit()
+    assert replies[:2] == ["250 2.1.0 Ok", "250 2.1.5 Ok"]
+    assert wait_delivered(sb, queue_id(replies[2])).connector == "CMHYBD01\\Legacy Device 587"
