@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from email.utils import getaddresses, parseaddr
 
 from exmilter import replies as R
+from exmilter.auth import untrusted_login
 from exmilter.deployment import completions
 from exmilter.domains import AcceptedDomains, address_domain, ascii_domain
 from exmilter.model import AuthMechanism, Organization, ReceiveConnector, Right, User
@@ -65,6 +66,9 @@ class Session:
     tls: bool = False
     helo: str | None = None  # None: not known to the caller; "": no HELO/EHLO was sent
     auth_user: str | None = None
+    #: Why a ``sasl_username`` Postfix reported was not trusted ('' when none was ignored):
+    #: the connector could not have accepted it (exmilter.auth), so the session is anonymous.
+    ignored_login: str = ""
 
     @property
     def connector(self) -> ReceiveConnector | None:
@@ -189,13 +193,35 @@ class Engine:
         auth_user: str | None = None,
         tls: bool = False,
         helo: str | None = None,
+        connector: str | None = None,
     ) -> Session:
-        """Select the connector and compute the session's rights (spec §2, §1.8)."""
+        """Select the connector and compute the session's rights (spec §2, §1.8).
+
+        ``connector`` names the connector the session was given when it began (the policy
+        daemon remembers it across a reload); a session whose connector is gone, or no
+        longer takes the client, has none (``421 4.3.2``: nothing opens).
+
+        A login the connector could not have accepted (no BasicAuth, or BasicAuthRequireTLS
+        without TLS: exmilter.auth) is not trusted: the session is anonymous, as it would be
+        on Exchange, and ``Session.ignored_login`` says why.
+        """
         ip = normalise(client_ip)
         match = self.select(local_ip, local_port, ip)
-        principal = self.principal(match.connector if match else None, auth_user)
+        if connector is not None and (match is None or match.connector.name != connector):
+            # The session began under another configuration: it keeps its connector (spec §2.1
+            # step 6) while that connector still exists and still takes this client.
+            found = [m for m in self.table.candidates(local_ip, local_port, ip) if m.connector.name == connector]
+            match = found[0] if found else None
+        return self._session(match, str(ip), auth_user, tls, helo)
+
+    def _session(self, match: Match | None, ip: str, auth_user: str | None, tls: bool, helo: str | None) -> Session:
+        connector = match.connector if match else None
+        ignored = untrusted_login(connector, auth_user, tls)
+        if ignored:
+            auth_user = None
+        principal = self.principal(connector, auth_user)
         rights = self.rights(match.connector, principal) if match else Right.NONE
-        return Session(match, str(ip), principal, rights, tls, helo, auth_user)
+        return Session(match, ip, principal, rights, tls, helo, auth_user, ignored)
 
     def principal(self, connector: ReceiveConnector | None, auth_user: str | None) -> Principal:
         if connector is not None and AuthMechanism.ExternalAuthoritative in connector.auth_mechanism:
@@ -229,6 +255,11 @@ class Engine:
             return R.MESSAGE_RATE_EXCEEDED
         if not s.has(Right.SMTPSubmit):
             return R.SUBMIT_DENIED if s.authenticated else R.ANONYMOUS_SUBMIT_DENIED
+        if s.authenticated and self.sender_denial(s, sender, None, None) is not None:
+            # P1 of an authenticated session is judged at MAIL (issue #13; the milter repeats
+            # P1/P2 at end of headers with the same function). Anonymous P1 stays at end of
+            # data, where Exchange refuses it (spec §3.7, mistake #10).
+            return R.SEND_AS_DENIED
         if (
             size > c.max_message_size
             and not s.has(Right.BypassMessageSizeLimit)

@@ -55,6 +55,8 @@ def explain(
         "notes": [],
         "replies": [],
     }
+    if session.ignored_login:
+        result["notes"].append(f"login {auth!r} not trusted, the session is anonymous: {session.ignored_login}")
     if session.connector is not None and (note := engine.default_domain_note(session.connector)):
         result["notes"].append(f"DefaultDomain not applied, unqualified addresses are refused: {note}")
     replies: list[dict[str, Any]] = result["replies"]

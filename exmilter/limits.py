@@ -170,6 +170,11 @@ POLICY_MAIL_WINDOW = 30.0
 #: Sessions cached per configuration generation (one per listener, client, login, TLS, HELO);
 #: the cache is emptied when full. Opening a session is the costly part of a decision.
 POLICY_MAX_SESSIONS = 4096
+#: SMTP sessions (listener, client address and port) whose connector is remembered, so that
+#: a reload never moves a session to another connector (spec §2.1 step 6), and seconds one is
+#: kept after its last request: above Postfix's idle limit between two commands of a session.
+POLICY_MAX_PINNED_SESSIONS = 20_000
+POLICY_PIN_TTL = 3600.0
 #: Distinct ``policy_context`` values remembered parsed; the renderer writes one per listener.
 POLICY_MAX_CONTEXTS = 1024
 #: Pre-rendered answers kept; their number is bounded by the configuration (reply × connector

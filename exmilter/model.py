@@ -211,7 +211,11 @@ class ReceiveConnector:
     reject_reserved_top_level_recipient_domains: bool = False
     reject_reserved_second_level_recipient_domains: bool = False
     reject_single_label_recipient_domains: bool = False
-    tls_certificate_name: str | None = None
+    tls_certificate_name: str | None = None  # Exchange's <I>issuer<S>subject: parse only
+    #: PEM files for STARTTLS on this connector's listeners, over ``Organization.tls``
+    #: (exmilter's, not Exchange's: Postfix reads files, Exchange a certificate store).
+    tls_certificate_file: str | None = None
+    tls_key_file: str | None = None
     tls_domain_capabilities: tuple[str, ...] = ()
     extended_protection_policy: str = "None"
     enable_auth_gssapi: bool = False
@@ -264,6 +268,23 @@ class PolicydSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class TlsSettings:
+    """The certificate every STARTTLS listener uses unless a connector names its own (PEM files)."""
+
+    certificate_file: str | None = None
+    key_file: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SaslSettings:
+    """How Postfix checks AUTH passwords: its ``smtpd_sasl_type`` and ``smtpd_sasl_path``
+    (docs/authentication.md). Dovecot's auth socket by default, as Debian wires it."""
+
+    type: str = "dovecot"
+    path: str = "private/auth"
+
+
+@dataclass(frozen=True, slots=True)
 class Organization:
     """One loaded configuration file: the unit the engine decides against."""
 
@@ -273,6 +294,8 @@ class Organization:
     users: tuple[User, ...] = ()
     policyd: PolicydSettings = field(default_factory=PolicydSettings)
     source: str = ""
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    sasl: SaslSettings = field(default_factory=SaslSettings)
 
     def connector(self, name_or_identity: str) -> ReceiveConnector | None:
         key = name_or_identity.lower()

@@ -129,13 +129,52 @@ class Principal:
 
     @classmethod
     def user(cls, login: str, server: Server, directory: Iterable[User] = ()) -> Principal:
-        """An AUTH login: the user, ``Authenticated Users`` and the user's groups (spec §1.8)."""
-        names = {canonical(login, server.domain), AUTHENTICATED_USERS.lower()}
+        """An AUTH login: ``Authenticated Users``, ``Everyone``, and, when the login is a
+        ``users:`` entry, that user and its groups (spec §1.8).
+
+        The login is only ever compared with ``users:`` names: a login spelled like a group
+        or a well-known principal (``Exchange Servers``, ``ANONYMOUS LOGON``) is not that
+        principal and gets none of its rights. ``Everyone`` holds every authenticated
+        identity on Windows, so its entries (a Deny above all) bind authenticated users;
+        anonymous sessions stay outside it (spec §1.8).
+        """
+        names = {AUTHENTICATED_USERS.lower(), EVERYONE.lower()}
         bare = login.rpartition("\\")[2].lower()
+        groups = group_principals(server.domain)
         for u in directory:
             if u.name.rpartition("\\")[2].lower() == bare:
+                identity = canonical(u.name, server.domain)
+                if identity not in groups:
+                    names.add(identity)
                 names.update(canonical(g, server.domain) for g in u.member_of)
         return cls(login, frozenset(names), authenticated=True)
+
+
+def group_principals(domain: str) -> frozenset[str]:
+    """Comparison keys of every principal that is not a person: the well-known ones and the
+    domain groups the permission groups grant to. A ``users:`` login is never one of them."""
+    return frozenset(
+        {n.lower() for n in _WELL_KNOWN_FORMS}
+        | {
+            exchange_servers(domain).lower(),
+            exchange_legacy_interop(domain).lower(),
+        }
+    )
+
+
+def is_group_principal_name(name: str) -> bool:
+    """Whether ``name`` spells a well-known or permission-group principal in any domain
+    (``Exchange Servers``, ``LABS\\ExchangeLegacyInterop``, ``S-1-5-7``): not a login."""
+    bare = " ".join(name.rpartition("\\")[2].split()).lower()
+    return (
+        well_known(name) is not None
+        or well_known(bare) is not None
+        or bare
+        in (
+            "exchange servers",
+            "exchangelegacyinterop",
+        )
+    )
 
 
 def canonical(principal: str, domain: str) -> str:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install everything exmilter needs on Debian 12, safely re-runnable:
-# Debian packages (Postfix, libmilter headers for pymilter, swaks, a compiler, venv support)
+# Debian packages (Postfix, libmilter headers for pymilter, swaks, a compiler, venv support,
+# dovecot-core: the sandbox runs its own private Dovecot auth service for AUTH, never the system one)
 # and a Python virtual environment in .venv with exmilter and its test tools.
 #
 #     bash scripts/install.sh [--no-venv] [EXTRA_PACKAGE...]
@@ -13,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(postfix libmilter-dev swaks python3-venv python3-dev gcc ca-certificates openssl)
+APT_PACKAGES=(postfix libmilter-dev swaks python3-venv python3-dev gcc ca-certificates openssl dovecot-core)
 
 venv=1
 extra=()

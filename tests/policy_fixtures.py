@@ -39,6 +39,7 @@ receive_connectors:
     remote_ip_ranges: [0.0.0.0-255.255.255.255]
     permission_groups: [AnonymousUsers]
     require_tls: true
+tls: {certificate_file: /etc/exmilter/tls/cert.pem, key_file: /etc/exmilter/tls/key.pem}  # Secure's RequireTLS
 """
 
 #: Small framing limits, so the daemon tests can exceed them with short inputs.

@@ -182,6 +182,8 @@ def test_no_connector_gives_421():
 
 CUSTOM = """
 accepted_domains: [contoso.com]
+users:
+  - {{name: bob, addresses: [a@contoso.com]}}
 receive_connectors:
   - name: X
     bindings: 0.0.0.0:2526
@@ -194,7 +196,7 @@ receive_connectors:
 """
 
 
-def custom(groups="AnonymousUsers", auth="Tls", tls="$false", clock=None) -> Engine:
+def custom(groups="AnonymousUsers", auth="Tls, BasicAuth", tls="$false", clock=None) -> Engine:
     return engine_from(CUSTOM.format(groups=groups, auth=auth, tls=tls), clock)
 
 
@@ -359,6 +361,7 @@ def test_acl_evaluation(permissions, principal, expected):
             bindings: 0.0.0.0:2526
             remote_ip_ranges: 0.0.0.0/0
             permission_groups: AnonymousUsers, ExchangeUsers
+            auth_mechanism: Tls, BasicAuth
             permissions:
               {permissions}
     """)
@@ -432,7 +435,8 @@ def test_authenticated_send_as():
         users:
           - {name: svc-mailer, addresses: [svc-mailer@contoso.com], send_as: [smb1@contoso.com]}
         receive_connectors:
-          - {name: X, bindings: 0.0.0.0:587, remote_ip_ranges: 0.0.0.0/0, permission_groups: ExchangeUsers}
+          - {name: X, bindings: 0.0.0.0:587, remote_ip_ranges: 0.0.0.0/0, permission_groups: ExchangeUsers,
+             auth_mechanism: [Tls, BasicAuth]}
     """)
     s = e.open_session(None, 587, "10.0.0.1", helo="h", auth_user="svc-mailer")
     assert e.end_of_data(s, size=1, mail_from="svc-mailer@contoso.com") == R.QUEUED
@@ -448,11 +452,14 @@ def rate_engine(clock: FakeClock, source: str = "IPAddress", limit: int = 3) -> 
     return engine_from(
         f"""
         accepted_domains: [contoso.com]
+        users:
+          - {{name: bob, addresses: [a@contoso.com]}}
         receive_connectors:
           - name: X
             bindings: 0.0.0.0:2526
             remote_ip_ranges: 0.0.0.0/0
             permission_groups: AnonymousUsers, ExchangeUsers
+            auth_mechanism: Tls, BasicAuth
             message_rate_limit: {limit}
             message_rate_source: {source}
           - name: Y
@@ -581,7 +588,7 @@ receive_connectors:
         # a Deny on Authenticated Users, however spelled, binds every authenticated user
         (
             "ExchangeUsers",
-            "Tls",
+            "Tls, BasicAuth",
             spelling,
             "ms-Exch-SMTP-Submit",
             "$true",
@@ -703,7 +710,8 @@ receive_connectors:
       - user: NT AUTHORITY\\ANONYMOUS LOGON
         extended_rights: ms-Exch-SMTP-Accept-Authoritative-Domain-Sender
         deny: $true
-  - {name: Client, bindings: 0.0.0.0:587, remote_ip_ranges: 0.0.0.0/0, permission_groups: ExchangeUsers}
+  - {name: Client, bindings: 0.0.0.0:587, remote_ip_ranges: 0.0.0.0/0, permission_groups: ExchangeUsers,
+     auth_mechanism: [Tls, BasicAuth]}
 """
 
 

@@ -17,6 +17,7 @@ CONFIG_API = frozenset(
     {
         "CONNECTOR_FIELDS",
         "ConfigError",
+        "EXMILTER_ONLY",  # which refusals are exmilter's, not Exchange's (issue #13)
         "Problem",
         "loads",
         "parse_connector_property",

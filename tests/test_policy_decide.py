@@ -282,7 +282,9 @@ def test_new_engine_is_used_at_once_and_state_survives(engine, decider, clock):
     r = req("RCPT", "10.83.4.56", instance="a", recipient="x@gmail.com")
     assert decider.decide(engine, r).action == "OK"
     stricter = Engine(org_from(CONNECTORS.replace("10.83.4.56", "10.83.4.99")), clock=clock)
-    assert decider.decide(stricter, r | {"instance": "b"}).action == RELAY_554
+    # a new session (another client port) is judged by the new file at once; the session of
+    # ``r`` keeps its connector, which no longer takes the client (tests/test_auth.py)
+    assert decider.decide(stricter, r | {"instance": "b", "client_port": "40001"}).action == RELAY_554
     assert decider.decide(stricter, r).action == "OK"  # a re-send keeps its first answer
 
 

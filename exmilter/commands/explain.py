@@ -34,7 +34,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--to", dest="rcpt_to", metavar="ADDR", nargs="+", action="extend", default=[], help="RCPT TO address(es)"
     )
-    p.add_argument("--auth", metavar="USER", help="authenticate as USER (SASL login)")
+    p.add_argument(
+        "--auth",
+        metavar="USER",
+        help="authenticate as USER (SASL login; judged anonymous where the connector could not have "
+        "accepted it: no BasicAuth, or BasicAuthRequireTLS without --tls)",
+    )
     p.add_argument("--tls", action="store_true", help="the session is under TLS")
     p.add_argument("--size", type=int, metavar="BYTES", help="message size (MAIL SIZE= and end of data)")
     p.add_argument("--json", action="store_true", help="print one JSON object")

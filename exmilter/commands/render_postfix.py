@@ -19,7 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "render-postfix",
         help="print the Postfix configuration for this file",
         description="Render main.cf settings and one master.cf smtpd service per Exchange listener, "
-        "wired to the policy daemon fail-closed (docs/render-postfix.md). Without -o both parts "
+        "wired to the policy daemon fail-closed (docs/render-postfix.md), offering STARTTLS and AUTH per "
+        "client as each connector's AuthMechanism does (docs/authentication.md). Without -o both parts "
         f"are printed; with -o DIR they are written to DIR/{MAIN_NAME} and DIR/{MASTER_NAME}.",
     )
     add_config_option(p)

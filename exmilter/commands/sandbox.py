@@ -6,6 +6,7 @@ import argparse
 
 from exmilter.commands._common import add_config_option
 from exmilter.sandbox import foreground
+from exmilter.sandbox.dovecot import SANDBOX_PASSWORD
 from exmilter.sandbox.stack import DEFAULT_OFFSET, DEFAULT_STATE
 from exmilter.sandbox.supervisor import RESTART_DELAY, START_LIMIT_BURST, START_LIMIT_INTERVAL
 
@@ -17,6 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Start a private Postfix (config, queue and logs under the state directory) rendered "
         "from the file with every listener on 127.0.0.1:port+offset, the policy daemon, and delivery "
         "of every accepted message into STATE/delivered/. The private Postfix makes no DNS query. "
+        "STARTTLS uses a throw-away certificate from the sandbox's own CA (STATE/tls/ca.pem); where a "
+        "connector offers AUTH, a private Dovecot (never the system one) checks the users: logins, "
+        f"each with the password {SANDBOX_PASSWORD!r} (docs/authentication.md). "
         "Ctrl-C or SIGTERM stops everything. SIGHUP reloads the file; a file that does not load is "
         "reported and the running rules are kept. A policy daemon that dies is restarted after "
         f"{RESTART_DELAY:g} s; after {START_LIMIT_BURST} restarts within {START_LIMIT_INTERVAL:g} s the "

@@ -23,6 +23,7 @@ out, every problem reported), called from the loader with its key added to ``TOP
 The loader's bounds are in :mod:`exmilter.limits`.
 """
 
+from exmilter.config.auth import EXMILTER_ONLY
 from exmilter.config.fields import (
     CONNECTOR_FIELDS,
     CONNECTOR_KEYS,
@@ -38,6 +39,7 @@ __all__ = [
     "CONNECTOR_FIELDS",
     "CONNECTOR_KEYS",
     "DEFAULT_PATH",
+    "EXMILTER_ONLY",
     "OPEN_RELAY",
     "TOP_KEYS",
     "ConfigError",

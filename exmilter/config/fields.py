@@ -227,6 +227,19 @@ def optional_text(raw: Raw) -> str | None:
     return None if raw.value is None else scalar(raw)
 
 
+def pem_path(raw: Raw) -> str | None:
+    """An absolute file path (Postfix reads it as root at start-up), or empty for none."""
+    text = optional_text(raw)
+    if text is None or not text.strip():
+        return None
+    path = text.strip()
+    if not path.startswith("/"):
+        raise ValueError(f"{path!r}: give an absolute path")
+    if any(ch in path for ch in ", \t{}$"):
+        raise ValueError(f"{path!r}: Postfix cannot read a path with blanks, commas, braces or '$'")
+    return path
+
+
 def fqdn(raw: Raw) -> str:
     s = scalar(raw).strip().rstrip(".")
     if not re.fullmatch(r"(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62})(?:\.[A-Za-z0-9_-]{1,63})*", s):
@@ -335,6 +348,8 @@ CONNECTOR_FIELDS: dict[str, Callable[[Raw], Any]] = {
     "reject_reserved_second_level_recipient_domains": boolean,
     "reject_single_label_recipient_domains": boolean,
     "tls_certificate_name": optional_text,
+    "tls_certificate_file": pem_path,
+    "tls_key_file": pem_path,
     "tls_domain_capabilities": strings,
     "extended_protection_policy": choice("None", "Allow", "Require"),
     "enable_auth_gssapi": boolean,

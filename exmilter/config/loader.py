@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from exmilter.config import connectors, fields, reader, sections
+from exmilter.config import auth, connectors, fields, reader, sections
 from exmilter.config.problems import Collector, ConfigError, Problem
 from exmilter.config.reader import Raw
 from exmilter.config.relays import OPEN_RELAY
@@ -14,7 +15,7 @@ from exmilter.model import Organization, PolicydSettings
 
 DEFAULT_PATH = "/etc/exmilter/exmilter.yaml"
 
-TOP_KEYS = ("server", "default_connectors", "accepted_domains", "receive_connectors", "users", "policyd")
+TOP_KEYS = ("server", "default_connectors", "accepted_domains", "receive_connectors", "users", "policyd", "tls", "sasl")
 
 
 @dataclass
@@ -85,6 +86,12 @@ def _organization(root: Raw, file: str, entries: connectors.ConnectorEntries, ou
     users = sections.users(top["users"][1], out) if "users" in top else ()
     policyd = sections.policyd(top["policyd"][1], out) if "policyd" in top else PolicydSettings()
     org = Organization(server, tuple(domains), tuple(b.connector for b in built), tuple(users), policyd, file)
+    if "tls" in top or "sasl" in top:
+        org = dataclasses.replace(
+            org,
+            tls=auth.tls(top["tls"][1], out) if "tls" in top else org.tls,
+            sasl=auth.sasl(top["sasl"][1], out) if "sasl" in top else org.sasl,
+        )
     validate(
         org,
         {b.connector.name: b.where for b in built},

@@ -16,6 +16,7 @@ from exmilter.config.fields import FAILED
 from exmilter.config.problems import Collector
 from exmilter.config.reader import Raw
 from exmilter.model import AcceptedDomain, AcceptedDomainType, PolicydSettings, Server, User
+from exmilter.permissions import is_group_principal_name
 from exmilter.values import parse_ip
 
 #: The server name used for the remaining checks when ``server.name`` is missing or unusable.
@@ -147,6 +148,14 @@ def users(raw: Raw, out: Collector) -> list[User]:
         if "name" not in values:
             if m:
                 out.error(item, "users.name", "required: the SASL login name")
+            continue
+        if is_group_principal_name(values["name"]):
+            out.error(
+                m["name"][1],
+                "users.name",
+                f"{values['name'].strip()!r} is a group or well-known principal, not a login: "
+                "a login is never given a group's rights (list the groups in member_of)",
+            )
             continue
         result.append(
             User(

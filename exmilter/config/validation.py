@@ -11,7 +11,9 @@ import ipaddress
 from collections.abc import Mapping
 from collections.abc import Set as AbstractSet
 
+from exmilter.config.auth import check_authentication
 from exmilter.config.conflicts import check_conflicts
+from exmilter.config.principals import check_principals
 from exmilter.config.problems import Sink, Where, nowhere
 from exmilter.config.relays import check_open_relays, family_name
 from exmilter.model import AuthMechanism, Organization, PermissionGroups, ReceiveConnector, Usage
@@ -43,6 +45,8 @@ def validate(
         _check_connector(c, org, where.get(c.name, nowhere), out, unknown.get(c.name, frozenset()), server_unknown)
     check_conflicts(org.receive_connectors, where, out, unknown)
     check_open_relays(org, where, out, unknown)
+    check_principals(org, where, out)
+    check_authentication(org, where, out)
 
 
 def _check_connector(

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from exmilter import config
-from exmilter.config import ConfigError
+from exmilter.config import EXMILTER_ONLY, ConfigError
 from exmilter.importer import writer
 from exmilter.importer.budget import Budget, Stopped
 from exmilter.importer.cmdlets import HANDLERS, cmdlet_kind
@@ -91,7 +91,13 @@ class Applier:
         new = self._problems(file, line) - self.baseline
         if new:
             self.state = before
-            self.notes.warn(file, line, f"{what}: Exchange refuses this: {'; '.join(sorted(new))}; not imported")
+            # Problems that are exmilter's, not Exchange's (exmilter.config.auth.EXMILTER_ONLY), say so.
+            who = (
+                "exmilter cannot take this"
+                if any(m in p for p in new for m in EXMILTER_ONLY)
+                else "Exchange refuses this"
+            )
+            self.notes.warn(file, line, f"{what}: {who}: {'; '.join(sorted(new))}; not imported")
             return None
         for ip, bound_at in self.state.addresses.items():
             if ip not in before.addresses:

@@ -22,8 +22,10 @@ from exmilter.limits import (
     POLICY_MAX_ANSWERS,
     POLICY_MAX_CONTEXTS,
     POLICY_MAX_DECISIONS,
+    POLICY_MAX_PINNED_SESSIONS,
     POLICY_MAX_SESSIONS,
     POLICY_MAX_TRANSACTIONS,
+    POLICY_PIN_TTL,
     POLICY_TRANSACTION_TTL,
 )
 from exmilter.listener import Listener
@@ -107,6 +109,53 @@ class _Expiring(OrderedDict[K, V]):
 _Mail = tuple[int, float, Decision]  # (policy connection, first seen, the answer)
 
 
+_PinKey = tuple[str | None, int, str, str]  # (listener address, port, client address, client port)
+#: Where an SMTP session's connector is remembered: its first request (CONNECT, when asked)
+#: and the start of each transaction (every later request of a session follows a MAIL).
+_SESSION_STARTS = frozenset({"CONNECT", "MAIL"})
+_PinValue = tuple[Engine, str]  # the engine that chose the connector, and its name
+
+
+class _Pins:
+    """Which connector each live SMTP session has, at the cost of a dict lookup per request.
+
+    Two generations of plain dicts: entries go into the young one; when it is older than
+    half the idle time or fuller than half the bound, the old one is dropped and the young
+    one becomes old. An entry used again is copied back into the young one, so a session
+    that keeps talking stays; one idle for a whole ``ttl`` is forgotten. At most
+    ``max_items`` entries are held.
+    """
+
+    __slots__ = ("_half_items", "_half_ttl", "_old", "_started", "_young")
+
+    def __init__(self, max_items: int, ttl: float) -> None:
+        self._half_items = max(1, max_items // 2)
+        self._half_ttl = ttl / 2
+        self._young: dict[_PinKey, _PinValue] = {}
+        self._old: dict[_PinKey, _PinValue] = {}
+        self._started = 0.0
+
+    def get(self, key: _PinKey, now: float) -> _PinValue | None:
+        self._age(now)
+        value = self._young.get(key)
+        if value is None:
+            value = self._old.get(key)
+            if value is not None:
+                self._young[key] = value
+        return value
+
+    def put(self, key: _PinKey, value: _PinValue, now: float) -> None:
+        self._age(now)
+        self._young[key] = value
+
+    def _age(self, now: float) -> None:
+        if now - self._started >= self._half_ttl or len(self._young) >= self._half_items:
+            self._old, self._young, self._started = self._young, {}, now
+
+    def __len__(self) -> int:
+        return len(self._young) + len(self._old)
+
+
 def _txn_seen(t: _Transaction) -> float:
     return t.seen
 
@@ -139,6 +188,10 @@ class Decider:
         self._max_sessions = max_sessions
         self._contexts: dict[str, Listener | str] = {}  # a policy_context: its listener, or why it is unusable
         self._decisions: dict[tuple[Reply, str, str], Decision] = {}
+        # (listener, client address, client port) -> the engine that chose the session's
+        # connector and its name: a reload never moves a live session (spec §2.1 step 6).
+        self._pins = _Pins(POLICY_MAX_PINNED_SESSIONS, POLICY_PIN_TTL)
+        self._reloaded_at = float("-inf")  # when the decider first saw the current engine replace another
 
     def __len__(self) -> int:
         return len(self._txns)
@@ -187,7 +240,7 @@ class Decider:
     def _decide(
         self, engine: Engine, req: Mapping[str, str], stage: str, txn: _Transaction | None, now: float
     ) -> Decision:
-        session, note = self._session(engine, req)
+        session, note = self._session(engine, req, stage, now)
         size = _number(req.get("size")) if stage in ("MAIL", "END-OF-MESSAGE") else 0
         if session is None or size is None:
             note = note or f"size {req.get('size', '')[:40]!r} is not a number"
@@ -203,7 +256,12 @@ class Decider:
         else:
             reply = engine.end_of_data(session, size=size, mail_from=req.get("sender", ""))
         c = session.connector
-        return self.decision(reply, c.identity if c is not None else "", stage)
+        d = self.decision(reply, c.identity if c is not None else "", stage)
+        if session.ignored_login:  # judged anonymous: say whose login was not trusted, and why
+            d = replace(
+                d, note=f"sasl_username {req.get('sasl_username', '')[:80]!r} not trusted: {session.ignored_login}"
+            )
+        return d
 
     def decision(self, reply: Reply, connector: str, stage: str) -> Decision:
         """Shared, pre-rendered decisions: the set is bounded by the configuration."""
@@ -218,7 +276,9 @@ class Decider:
             self._decisions[k] = d
         return d
 
-    def _session(self, engine: Engine, req: Mapping[str, str]) -> tuple[Session | None, str]:
+    def _session(
+        self, engine: Engine, req: Mapping[str, str], stage: str = "", now: float = 0.0
+    ) -> tuple[Session | None, str]:
         client = req.get("client_address", "")
         if not client:
             return None, "no client_address in the request"
@@ -229,19 +289,33 @@ class Decider:
         auth_user = req.get("sasl_username") or None
         tls = bool(req.get("encryption_protocol"))
         helo = req.get("helo_name")
-        k = (local, port, client, auth_user, tls, helo)
         if self._sessions_engine is not engine:
+            if self._sessions_engine is not None:
+                self._reloaded_at = now
             self._sessions.clear()
             self._sessions_engine = engine
+        # A CONNECT begins a session (a new TCP connection): selected afresh. Without a port a
+        # session cannot be told from another one: selected afresh too. Pins are only read
+        # while a session may have begun under an earlier configuration (a reload less than
+        # the pins' lifetime ago), and only written where a session or a transaction begins.
+        client_port = req.get("client_port", "")
+        pin_key = (local, port, client, client_port) if client_port else None
+        pin = None
+        if pin_key is not None and stage != "CONNECT" and now - self._reloaded_at < POLICY_PIN_TTL:
+            pin = self._pins.get(pin_key, now)
+        pinned = pin[1] if pin is not None and pin[0] is not engine else None
+        k = (local, port, client, auth_user, tls, helo, pinned)
         s = self._sessions.get(k)
         if s is None:
             try:
-                s = engine.open_session(local, port, client, auth_user=auth_user, tls=tls, helo=helo)
+                s = engine.open_session(local, port, client, auth_user=auth_user, tls=tls, helo=helo, connector=pinned)
             except ValueError as e:
                 return None, f"bad address in the request: {e}"
             if len(self._sessions) >= self._max_sessions:
                 self._sessions.clear()
             self._sessions[k] = s
+        if pin_key is not None and pinned is None and s.match is not None and stage in _SESSION_STARTS:
+            self._pins.put(pin_key, (engine, s.match.connector.name), now)
         return s, ""
 
     def _listener(self, req: Mapping[str, str]) -> tuple[str | None, int] | str:

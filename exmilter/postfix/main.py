@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from exmilter.auth import offers_basic_auth
 from exmilter.domains import to_unicode
 from exmilter.model import Organization
 
@@ -69,8 +70,25 @@ def limit_settings(org: Organization) -> list[Setting]:
     ]
 
 
+def sasl_settings(org: Organization) -> list[Setting]:
+    """Where Postfix checks AUTH passwords, when some connector offers AUTH (each listener
+    switches AUTH on or off itself: exmilter.postfix.auth)."""
+    if not any(offers_basic_auth(c) for c in org.receive_connectors if c.enabled):
+        return []
+    why = (
+        "Dovecot's auth socket (relative: under the queue directory); it must be up, else smtpd drops "
+        "the session at the EHLO that would offer AUTH (docs/authentication.md)"
+        if org.sasl.type == "dovecot"
+        else "Cyrus SASL: the application name of its smtpd.conf (docs/authentication.md)"
+    )
+    return [
+        Setting("smtpd_sasl_type", org.sasl.type, "AUTH passwords are checked by the SASL back end"),
+        Setting("smtpd_sasl_path", org.sasl.path, why),
+    ]
+
+
 def main_settings(org: Organization) -> list[Setting]:
-    """Every main.cf setting exmilter renders, in order: limits, relay domains, rewrites off."""
+    """Every main.cf setting exmilter renders, in order: limits, relay domains, rewrites off, SASL."""
     return [
         *limit_settings(org),
         Setting(
@@ -79,6 +97,7 @@ def main_settings(org: Organization) -> list[Setting]:
             "accepted domains (ASCII and UTF-8 forms), for routing only: exmilter decides relay",
         ),
         *ROUTING_SETTINGS,
+        *sasl_settings(org),
     ]
 
 

@@ -10,9 +10,11 @@ The groups (each a function returning an :class:`~exmilter.postfix.options.Optio
   trivial-rewrite (DefaultDomain);
 - :func:`smuggling_options`: ``smtpd_forbid_bare_newline`` (CVE-2023-51764).
 
-The milter wiring (``smtpd_milters`` and its macros per listener) and TLS/SASL per
-listener are further groups composed in :func:`master_service` (docs/render-postfix.md,
-"Where the code is").
+- :func:`exmilter.postfix.auth.auth_options`: STARTTLS and AUTH, offered per client as
+  each connector's AuthMechanism says (docs/authentication.md).
+
+The milter wiring (``smtpd_milters`` and its macros per listener) is a further group
+composed in :func:`master_service` (docs/render-postfix.md, "Where the code is").
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import re
 
 from exmilter.model import Organization
+from exmilter.postfix.auth import auth_options
 from exmilter.postfix.completion import completion_options
 from exmilter.postfix.listeners import (
     ConnectionLimits,
@@ -34,14 +37,6 @@ from exmilter.postfix.restrictions import policy_options
 
 #: Exchange's code for bare linefeeds (spec §3.6 #5); Postfix's reject code where it rejects them.
 BARE_LINEFEED_REJECT_CODE = 554
-
-#: Where the auth issue's TLS/SASL group goes; until then, what it will set.
-TLS_SASL_HOOKS = OptionGroup(
-    comments=(
-        "#   TLS/SASL hooks (auth issue): per-listener -o smtpd_tls_security_level=may,",
-        "#   -o smtpd_sasl_auth_enable=yes when these connectors offer STARTTLS/AUTH.",
-    )
-)
 
 
 def banner(plan: ListenerPlan, org: Organization) -> str:
@@ -132,10 +127,11 @@ def master_service(plan: ListenerPlan, org: Organization, endpoint: str, layout:
     connections = limit_options(limits)
     completion = completion_options(plan, org, layout)
     smuggling = smuggling_options(plan)
+    tls_sasl = auth_options(plan, org)
     # Two orders, both kept from the first renderer so that rendered files do not change
     # (the shipped postfix/*.snippet included): a new group takes a place in both.
-    explained = (basics, policy, connections, completion, smuggling, TLS_SASL_HOOKS)
-    applied = (basics, policy, connections, smuggling, completion)
+    explained = (basics, policy, connections, completion, smuggling, tls_sasl)
+    applied = (basics, policy, connections, smuggling, completion, tls_sasl)
     lines = [
         *(line for g in explained for line in g.comments),
         f"{plan.bind} inet n - n - {limits.total} smtpd",

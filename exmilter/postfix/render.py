@@ -46,20 +46,10 @@ MASTER_WHY = (
     "#                                  where every connector has BareLinefeedRejectionEnabled; no exclusions",
     "#   cleanup_service_name           the listener's own cleanup + trivial-rewrite: Postfix completes",
     "#                                  unqualified addresses with the domain exmilter judges them by",
-)
-
-#: The end of main.cf: what the auth issue will set (global TLS/SASL settings).
-TLS_SASL_MAIN_HOOKS = (
-    "",
-    "# --- TLS/SASL hooks (auth issue) --------------------------------------------------",
-    "# Connectors with AuthMechanism Tls/BasicAuth will need these; left off on purpose.",
-    "#smtpd_tls_cert_file = /etc/exmilter/tls/cert.pem",
-    "#smtpd_tls_key_file = /etc/exmilter/tls/key.pem",
-    "#smtpd_tls_security_level = may",
-    "#smtpd_sasl_type = dovecot",
-    "#smtpd_sasl_path = private/auth",
-    "#smtpd_sasl_auth_enable = no",
-    "",
+    "#   smtpd_tls_*, smtpd_sasl_*      STARTTLS where a connector has Tls and a certificate, AUTH where it",
+    "#                                  has BasicAuth (after STARTTLS with BasicAuthRequireTLS)",
+    "#   discard_ehlo_keyword_address_maps  per client: STARTTLS/AUTH hidden (and refused) where the",
+    "#                                  client's connector does not offer them (docs/authentication.md)",
 )
 
 
@@ -91,8 +81,7 @@ def render_main(org: Organization) -> str:
     for s in main_settings(org):
         out.append(f"# {s.why}")
         out.append(f"{s.name} = {s.value}".rstrip())
-    out += TLS_SASL_MAIN_HOOKS
-    return "\n".join(out)
+    return "\n".join(out) + "\n"
 
 
 @dataclass(frozen=True)

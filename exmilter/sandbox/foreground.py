@@ -43,6 +43,15 @@ def summary(sb: Sandbox) -> str:
         f"  {sb.swaks_line()}",
         f"  {sb.swaks_line('someone@gmail.com')}",
     ]
+    auth = sb.auth_swaks_line()
+    if auth:
+        dovecot = d["dovecot"]
+        lines[-4:-4] = [
+            f"AUTH            Dovecot (pid {dovecot['pid']}), users {', '.join(dovecot['users']) or '(none)'}, "
+            f"password {dovecot['password']}",
+            f"STARTTLS        certificate signed by {d['tls']['ca']}",
+        ]
+        lines.append(f"  {auth}")
     return "\n".join(lines)
 
 

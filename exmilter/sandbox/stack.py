@@ -25,14 +25,19 @@ from pathlib import Path
 from typing import Any
 
 import exmilter
+from exmilter.auth import offers_basic_auth, offers_starttls
 from exmilter.config import ConfigError, load
-from exmilter.model import Organization
+from exmilter.engine import Engine
+from exmilter.model import Organization, Right, TlsSettings
 from exmilter.postfix.listeners import ListenerLayout, ListenerPlan
 from exmilter.postfix.main import main_settings
 from exmilter.postfix.master import master_service
 from exmilter.postfix.restrictions import DEFAULT_ACTION
 from exmilter.sandbox import delivery
+from exmilter.sandbox.certificates import CertificateAuthority
 from exmilter.sandbox.deliver import Delivery, read_deliveries
+from exmilter.sandbox.dovecot import PACKAGE as DOVECOT_PACKAGE
+from exmilter.sandbox.dovecot import DovecotAuth
 from exmilter.sandbox.instance import NO_NETWORK, PostfixInstance
 from exmilter.sandbox.ports import HOST, free_port, move_listeners, port_free, wait_port
 from exmilter.sandbox.supervisor import (
@@ -53,6 +58,10 @@ DEFAULT_STATE = Path("/tmp/exmilter-sandbox")
 POLICYD_DOWN = f"Postfix keeps running and answers {DEFAULT_ACTION[:9]} to every client it asks the daemon about"
 
 
+#: Postfix's TLS manager (entropy and session cache for smtpd's STARTTLS), as Debian ships it.
+TLSMGR_SERVICE = "tlsmgr    unix  - - n 1000? 1 tlsmgr"
+
+
 class SandboxError(RuntimeError):
     """The sandbox cannot start; the message says why and what to do."""
 
@@ -67,6 +76,11 @@ class SandboxListener:
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+
+def _exchange_port(context: str) -> int:
+    """The Exchange port of a listener context (``*:587``, ``10.1.1.1:587``, ``[::1]:587``)."""
+    return int(context.rpartition(":")[2])
 
 
 def _traversable(path: Path) -> bool:
@@ -135,6 +149,12 @@ class Sandbox:
         self._messages_lock = threading.Lock()
         self.supervisor = Supervisor(self._on_event, restart)
         self._policyd = self.supervisor.add(self._policyd_spec())
+        # STARTTLS and AUTH (docs/authentication.md): a throw-away CA and certificate, and a
+        # private Dovecot for the users' test passwords, started when some connector needs them.
+        self.tls_dir = self.state_dir / "tls"
+        self.dovecot = DovecotAuth(self.state_dir / "dovecot")
+        self._dovecot = self.supervisor.add(self.dovecot.spec())
+        self.ca: CertificateAuthority | None = None
         self._plans: list[ListenerPlan] = []
         self._layout: ListenerLayout | None = None
         self.org: Organization | None = None
@@ -144,6 +164,21 @@ class Sandbox:
     @property
     def policyd_pid(self) -> int | None:
         return self._policyd.pid
+
+    @property
+    def dovecot_pid(self) -> int | None:
+        """The private Dovecot's PID, None when no connector offers AUTH (it is not started)."""
+        return self._dovecot.pid
+
+    @property
+    def dovecot_state(self) -> State:
+        """RUNNING once Dovecot accepts on its socket; STOPPED when no connector offers AUTH."""
+        return self._dovecot.state
+
+    @property
+    def ca_file(self) -> Path | None:
+        """The throw-away CA's certificate: give it to TLS clients as their trust anchor."""
+        return self.ca.cert if self.ca is not None else None
 
     @property
     def policyd_state(self) -> State:
@@ -206,9 +241,11 @@ class Sandbox:
             SandboxListener(p.context, self.host, p.port, tuple(c.identity for c in p.connectors)) for p in self._plans
         ]
         self._prepare_delivery()
+        self._prepare_tls()
         self.policy_port, self.metrics_port = free_port(self.host), free_port(self.host)
         self.start_policyd()
         try:
+            self._start_dovecot()
             self._write_postfix()
             self.postfix.start()
             for lst in self.listeners:
@@ -235,6 +272,7 @@ class Sandbox:
 
     def _stop_stale(self) -> None:
         self.postfix.stop()
+        self.dovecot.stop_stale()
         try:
             pid = int(self.pid_file.read_text().strip())
         except (OSError, ValueError):
@@ -261,6 +299,47 @@ class Sandbox:
         tmp.write_text(json.dumps(self.describe(), indent=2) + "\n")
         os.replace(tmp, self.state_dir / "sandbox.json")
 
+    # -- STARTTLS and AUTH ------------------------------------------------------------------
+
+    def _needs_auth(self) -> bool:
+        assert self.org is not None
+        return any(offers_basic_auth(c) for c in self.org.receive_connectors if c.enabled)
+
+    def _prepare_tls(self) -> None:
+        """One throw-away certificate for every listener, whatever files the configuration
+        names (they belong to the production host): the server's and connectors' FQDNs and
+        the sandbox's address, signed by a CA made once under the state directory."""
+        assert self.org is not None
+        if not any(offers_starttls(c) for c in self.org.receive_connectors if c.enabled):
+            return
+        names = dict.fromkeys(
+            n for n in (self.org.server.fqdn, *(c.fqdn for c in self.org.receive_connectors), self.host) if n
+        )
+        self.ca = CertificateAuthority.create(self.tls_dir)
+        cert = self.ca.issue("listeners", list(names))
+        self.org = replace(
+            self.org,
+            tls=TlsSettings(str(cert.cert), str(cert.key)),
+            receive_connectors=tuple(
+                replace(c, tls_certificate_file=None, tls_key_file=None) for c in self.org.receive_connectors
+            ),
+        )
+
+    def _start_dovecot(self) -> None:
+        if not self._needs_auth():
+            return
+        if not DovecotAuth.available():
+            raise SandboxError(
+                f"connectors offer AUTH and the sandbox checks passwords with its own Dovecot: install "
+                f"{DOVECOT_PACKAGE} (scripts/install.sh does)"
+            )
+        assert self.org is not None
+        self.dovecot.write(u.name for u in self.org.users)
+        try:
+            self.supervisor.start(self._dovecot)
+        except ChildError as e:
+            raise SandboxError(str(e)) from None
+
     # -- delivery ------------------------------------------------------------------------
 
     def _prepare_delivery(self) -> None:
@@ -280,6 +359,12 @@ class Sandbox:
             {
                 "inet_interfaces": self.host,
                 **delivery.transport_settings(),
+                # the sandbox's own Dovecot, whatever SASL back end the file names for production
+                **(
+                    {"smtpd_sasl_type": "dovecot", "smtpd_sasl_path": str(self.dovecot.socket)}
+                    if self._needs_auth()
+                    else {}
+                ),
                 **NO_NETWORK,  # last: nothing rendered for production may turn a lookup back on
             }
         )
@@ -292,6 +377,8 @@ class Sandbox:
         ]
         python = delivery.agent_python(self.python)
         services.append(delivery.pipe_service(python, self._agent, self.delivered_dir, self.selection_path))
+        if self.ca is not None:  # smtpd's TLS needs the TLS manager (Debian's master.cf has it too)
+            services.append(TLSMGR_SERVICE)
         self.postfix.write(main, "", "\n\n".join(services) + "\n")
 
     # -- policy daemon ---------------------------------------------------------------------
@@ -378,6 +465,11 @@ class Sandbox:
                 self._write_selection()
             except OSError as e:
                 self.report(f"{self.selection_path}: cannot be written ({e}); delivery keeps the old connector table")
+            if self._dovecot.state is State.RUNNING:
+                try:
+                    self.dovecot.write_users(u.name for u in org.users)  # Dovecot re-reads it
+                except OSError as e:
+                    self.report(f"{self.dovecot.passwd}: cannot be written ({e}); AUTH keeps the old users")
         child = self._policyd
         if child.state is State.FAILED:
             if org is None:
@@ -411,7 +503,33 @@ class Sandbox:
             },
             "delivered": str(self.delivered_dir),
             "maillog": str(self.maillog),
+            "tls": {"ca": str(self.ca_file) if self.ca_file else None},
+            "dovecot": {
+                "pid": self.dovecot_pid,
+                "socket": str(self.dovecot.socket) if self.dovecot_pid else None,
+                "users": [u.name for u in self.org.users] if self.org and self.dovecot_pid else [],
+                "password": self.dovecot.password if self.dovecot_pid else None,
+                "log": str(self.dovecot.log),
+            },
         }
+
+    def auth_swaks_line(self, recipient: str = "someone@gmail.com") -> str:
+        """An authenticated relay: STARTTLS, then AUTH as the first user, on the first listener
+        where that login from 127.0.0.1 may relay; '' when there is none."""
+        assert self.org is not None
+        if self.dovecot_pid is None or not self.org.users:
+            return ""
+        user = self.org.users[0]
+        engine = Engine(self.org)
+        for lst in self.listeners:
+            s = engine.open_session(None, _exchange_port(lst.context), self.host, auth_user=user.name, tls=True)
+            if s.authenticated and s.has(Right.SMTPSubmit) and s.has(Right.SMTPAcceptAnyRecipient):
+                sender = user.addresses[0] if user.addresses else f"{user.name}@example.com"
+                return (
+                    f"swaks --server {lst.address} --tls --auth LOGIN --auth-user {user.name} "
+                    f"--auth-password {self.dovecot.password} --from {sender} --to {recipient}"
+                )
+        return ""
 
     def swaks_line(self, recipient: str | None = None) -> str:
         assert self.org is not None

@@ -236,9 +236,9 @@ OFFLINE = {
     "virtual_transport": "exdeliver",
 }
 #: The only daemons the instance runs: none of them resolves a name on its own (no
-#: smtp/lmtp client, postscreen, dnsblog or tlsproxy).
+#: smtp/lmtp client, postscreen, dnsblog or tlsproxy; tlsmgr only seeds and caches TLS for smtpd).
 DAEMONS = {"smtpd", "pickup", "cleanup", "qmgr", "trivial-rewrite", "bounce", "verify", "proxymap", "showq",
-           "error", "discard", "anvil", "scache", "postlogd", "pipe"}  # fmt: skip
+           "error", "discard", "anvil", "scache", "postlogd", "pipe", "tlsmgr"}  # fmt: skip
 
 
 def test_the_private_postfix_is_configured_off_the_network(running: Running) -> None:

@@ -70,7 +70,7 @@ def add_ad_permission(cmd: Command, args: Args) -> list[Obj]:
         c = find_connector(cmd.state, ident)
     except Refused:
         if rights == Right.SendAs:
-            return _send_as(cmd, user, ident)  # Send-As on a mailbox or user, not on a connector
+            return _send_as(cmd, user, ident, deny)  # Send-As on a mailbox or user, not on a connector
         raise Refused(f"permission for unknown receive connector '{ident}' on {cmd.state.server}") from None
     for a in c.aces:
         if a.user.lower() == user.lower() and a.deny == deny and a.group is None:
@@ -83,26 +83,43 @@ def add_ad_permission(cmd: Command, args: Args) -> list[Obj]:
     return [piped(cmd.state, c)]
 
 
-def _send_as(cmd: Command, user: str, ident: str) -> list[Obj]:
-    grant = cmd.state.users.setdefault(user.lower(), UserGrant(user, []))
+def _send_as(cmd: Command, user: str, ident: str, deny: bool = False, remove: bool = False) -> list[Obj]:
+    """Send-As on a mailbox for a login: ``users[login].send_as``.
+
+    The login is the account name without its domain (``CONTOSO\\svc`` logs in as ``svc``),
+    so both spellings are one user. A ``-Deny`` or a ``Remove-ADPermission`` takes the address
+    away (deny wins; exmilter's users have no deny list).
+    """
+    login = user.rpartition("\\")[2].strip()
+    grant = cmd.state.users.setdefault(login.lower(), UserGrant(login, []))
     grant.origins.append(cmd.where)
     if "@" in ident:
-        grant.send_as.append(ident.lower())
-    else:
+        address = ident.lower()
+        if deny or remove:
+            grant.send_as[:] = [a for a in grant.send_as if a != address]
+        elif address not in grant.send_as:
+            grant.send_as.append(address)
+    elif not (deny or remove):
         grant.origins.append(f"send_as needs the e-mail address of {ident}")
         cmd.notes.warn(
             cmd.file,
             cmd.line,
             f"{RIGHT_DISPLAY[Right.SendAs]} on '{ident}' for {user}: '{ident}' is a "
-            f"directory object whose e-mail address is not in the input; add it to users[{user}].send_as",
+            f"directory object whose e-mail address is not in the input; add it to users[{login}].send_as",
         )
     return []
 
 
 def remove_ad_permission(cmd: Command, args: Args) -> list[Obj]:
-    c = find_connector(cmd.state, text_arg(args, "identity", required=True))
+    ident = text_arg(args, "identity", required=True)
     user, rights, deny = _ace_args(cmd, args)
     leftovers(cmd, args)
+    try:
+        c = find_connector(cmd.state, ident)
+    except Refused:
+        if rights == Right.SendAs:
+            return _send_as(cmd, user, ident, deny, remove=True)
+        raise
     removed = Right.NONE
     for a in list(c.aces):
         if a.user.lower() == user.lower() and a.deny == deny:

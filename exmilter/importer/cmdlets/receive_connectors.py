@@ -84,6 +84,14 @@ def properties(cmd: Command, c: Connector, args: Args) -> None:
         if value is MISSING:
             raise Refused(f"-{written} needs a value")
         store(cmd, c, key, value, written)
+        if key == "tls_certificate_name" and value is not None:
+            cmd.notes.info(
+                cmd.file,
+                line,
+                f"-{written}: the certificate is in the Windows store; kept as tls_certificate_name for reference. "
+                "Postfix reads PEM files: give them as tls.certificate_file/key_file, or this connector's "
+                "tls_certificate_file/tls_key_file (docs/authentication.md)",
+            )
     leftovers(cmd, args)
 
 
