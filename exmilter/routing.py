@@ -144,14 +144,18 @@ def tls_requirement(connector: SendConnector | None) -> TlsRequirement:
     return TlsRequirement("may")
 
 
-def matches(space: AddressSpace, domain: str) -> bool:
-    """Whether ``space`` covers ``domain`` (ASCII): ``*`` all, ``*.x`` x and below, else exact."""
+def matches(space: AddressSpace, domain: str, below: bool = False) -> bool:
+    """Whether ``space`` covers ``domain`` (ASCII): ``*`` all, ``*.x`` x and below, else exact.
+
+    With ``below``, whether it covers the names under ``domain`` ('' : every name): only
+    ``*`` and wildcards for ``domain`` or a parent do.
+    """
     if space.domain == "*":
         return True
     if space.is_wildcard:
         suffix = space.suffix
-        return domain == suffix or domain.endswith("." + suffix)
-    return domain == space.domain
+        return bool(domain) and (domain == suffix or domain.endswith("." + suffix))
+    return not below and domain == space.domain
 
 
 def specificity(space: AddressSpace) -> tuple[int, int]:
@@ -177,7 +181,7 @@ class Router:
         self.connectors = tuple(
             c for c in org.send_connectors if c.enabled and on_this_server(c, org.server.name) and c.address_spaces
         )
-        self._cached = functools.lru_cache(maxsize=4096)(self._route_domain)
+        self._cached = functools.lru_cache(maxsize=4096)(self._route_domain)  # (domain, below) -> Route
 
     def route(self, address: str) -> Route:
         """The route of one recipient address (its domain as Postfix routes it)."""
@@ -185,17 +189,23 @@ class Router:
 
     def route_domain(self, domain: str) -> Route:
         name = ascii_domain(domain) if domain else None
-        return self._cached(name or domain.lower())
+        return self._cached(name or domain.lower(), False)
 
-    def _route_domain(self, domain: str) -> Route:
-        accepted = self.accepted.match(domain)
+    def route_below(self, domain: str) -> Route:
+        """The route of any name under ``domain`` ('' for every domain) that nothing closer names:
+        what a ``.domain`` entry of a Postfix table (or ``default_transport``) must say."""
+        name = ascii_domain(domain) if domain else ""
+        return self._cached(name or domain.lower(), True)
+
+    def _route_domain(self, domain: str, below: bool) -> Route:
+        accepted = accepted_below(self.org.accepted_domains, domain) if below else self.accepted.match(domain)
         hop = self.org.mailbox_next_hop
         if accepted is not None and (
             accepted.domain_type is AcceptedDomainType.Authoritative
             or (accepted.domain_type is AcceptedDomainType.InternalRelay and hop is not None)
         ):
             return Route(MAILBOX, domain, accepted, next_hops=(hop,) if hop else ())
-        best = self.best_connector(domain)
+        best = best_match(self.connectors, domain, below)
         if best is None:
             return Route(UNREACHABLE, domain, accepted, tls=TlsRequirement("may"))
         connector, space = best
@@ -215,12 +225,29 @@ class Router:
         return best_match(self.connectors, domain)
 
 
-def best_match(connectors: Iterable[SendConnector], domain: str) -> tuple[SendConnector, AddressSpace] | None:
+def accepted_below(domains: Iterable[AcceptedDomain], domain: str) -> AcceptedDomain | None:
+    """The accepted domain that covers the names under ``domain`` (a wildcard or MatchSubDomains
+    entry for it or a parent; the longest wins), or None."""
+    best: AcceptedDomain | None = None
+    for d in domains:
+        if not (d.is_wildcard or d.match_sub_domains) or not domain:
+            continue
+        suffix = ascii_domain(d.suffix) or d.suffix
+        if (domain == suffix or domain.endswith("." + suffix)) and (best is None or len(suffix) > len(best.suffix)):
+            best = d
+    return best
+
+
+def best_match(
+    connectors: Iterable[SendConnector], domain: str, below: bool = False
+) -> tuple[SendConnector, AddressSpace] | None:
+    """The connector and address space that most closely match ``domain`` (with ``below``: a name
+    under it), then the lowest cost, then the connector name; None when no address space matches."""
     best: tuple[tuple[int, int], int, str] | None = None
     found: tuple[SendConnector, AddressSpace] | None = None
     for c in connectors:
         for space in c.address_spaces:
-            if not matches(space, domain):
+            if not matches(space, domain, below):
                 continue
             spec = specificity(space)
             key = ((-spec[0], -spec[1]), space.cost, c.name.lower())

@@ -180,16 +180,21 @@ class PostfixInstance:
             return ""
 
 
-def check_rendered(root: Path | str, main_cf: str, master_cf: str) -> tuple[PostfixInstance, list[str]]:
+def check_rendered(
+    root: Path | str, main_cf: str, master_cf: str, files: dict[str, str] | None = None
+) -> tuple[PostfixInstance, list[str]]:
     """Have ``postfix check`` judge rendered text: a private instance under ``root`` whose
     main.cf is the offline base settings followed by ``main_cf`` (a later line wins, as when
     appended to a real main.cf) and whose master.cf is :data:`BASE_SERVICES` followed by
     ``master_cf``. Returns the instance (for :meth:`PostfixInstance.postconf`) and what
     ``postfix check`` printed (an empty list when it has nothing to say); raises
-    :class:`PostfixError` when it fails. Needs root; starts nothing.
+    :class:`PostfixError` when it fails. Needs root; starts nothing. ``files`` are tables
+    written beside main.cf (name -> text), as ``render-postfix -o`` writes them.
     """
     instance = PostfixInstance(root)
     instance.write(instance.base_main(CHECK_HOSTNAME), main_cf, master_cf)
+    for name, text in (files or {}).items():
+        _atomic_write(instance.etc / name, text)
     return instance, instance.check()
 
 

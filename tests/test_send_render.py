@@ -1,0 +1,133 @@
+"""render-postfix with send connectors: transports, the two tables, and `postfix check`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from exmilter.cli import main
+from exmilter.config import load
+from exmilter.postfix.render import render
+from exmilter.postfix.transport import UNREACHABLE_TRANSPORT, render_outbound
+from exmilter.sandbox.instance import check_rendered
+from tests.conftest import EXAMPLE, ROOT, org_from
+
+SEND = ROOT / "tests" / "data" / "send-connectors.yaml"
+
+
+def test_tables_reproduce_exchange_routing() -> None:
+    out = render_outbound(load(SEND).organization)
+    rows = [line.split("\t") for line in out.files["exmilter_transport"].splitlines() if not line.startswith("#")]
+    assert rows == [
+        ["contoso.mail.onmicrosoft.com", "exsend-outbound-to-office-365:[contoso-com.mail.protection.outlook.com]:25"],
+        [".fabrikam.com", "exsend-partner:[smtp1.fabrikam.com]:587"],
+        ["contoso.com", "exsend-outbound-to-office-365:[contoso-com.mail.protection.outlook.com]:25"],
+        ["fabrikam.com", "exsend-partner:[smtp1.fabrikam.com]:587"],
+        ["partner-relay.example", "exsend-partner:[smtp1.fabrikam.com]:587"],
+    ]
+    tls = [line.split("\t") for line in out.files["exmilter_tls_policy"].splitlines() if not line.startswith("#")]
+    assert tls == [
+        ["[contoso-com.mail.protection.outlook.com]:25", "secure match=mail.protection.outlook.com"],
+        ["[smtp1.fabrikam.com]:587", "encrypt"],
+        ["[smtp2.fabrikam.com]:587", "encrypt"],
+    ]
+    main_cf = {name: value for name, value, _ in out.main}
+    assert main_cf["default_transport"] == "exsend-internet:"  # '*': DNS routing, MX of each domain
+    assert main_cf["transport_maps"] == "texthash:${config_directory}/exmilter_transport"
+
+
+def test_connector_services_carry_helo_tls_fallbacks_and_credentials_by_reference() -> None:
+    out = render_outbound(load(SEND).organization)
+    partner = next(s for s in out.services if "exsend-partner unix" in s)
+    assert partner.splitlines()[3:] == [
+        "exsend-partner unix - - n - - smtp",
+        "  -o smtp_helo_name=exch01.contoso.com",  # no Fqdn: the server's
+        "  -o smtp_tls_security_level=encrypt",
+        "  -o smtp_fallback_relay=[smtp2.fabrikam.com]:587",
+        "  -o smtp_sasl_auth_enable=yes",
+        "  -o smtp_sasl_password_maps=texthash:/etc/exmilter/partner.credentials",
+        "  -o { smtp_sasl_security_options = noplaintext, noanonymous }",
+        "  -o smtp_sasl_tls_security_options=noanonymous",
+    ]
+    hybrid = next(s for s in out.services if "exsend-outbound-to-office-365 unix" in s)
+    assert "  -o smtp_helo_name=mail.contoso.com" in hybrid.splitlines()
+    assert "  -o smtp_tls_secure_cert_match=mail.protection.outlook.com" in hybrid.splitlines()
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "default", "rows"),
+    [
+        # no '*': every other domain is held (retry defers), never bounced
+        (
+            "accepted_domains: [contoso.com]\nmailbox_next_hop: mbx.contoso.com\nsend_connectors:\n"
+            "  - {name: P, address_spaces: ['*.partner.example'], smart_hosts: [10.0.0.9], port: 2525}\n",
+            UNREACHABLE_TRANSPORT,
+            [
+                [".partner.example", "exsend-p:[10.0.0.9]:2525"],
+                ["contoso.com", "exmailbox:[mbx.contoso.com]:25"],
+                ["partner.example", "exsend-p:[10.0.0.9]:2525"],
+            ],
+        ),
+        # an accepted wildcard is more specific than a connector's parent wildcard
+        (
+            "accepted_domains: ['*.in.example']\nmailbox_next_hop: '[10.0.0.20]:2525'\nsend_connectors:\n"
+            "  - {name: All, address_spaces: ['*.example;5'], port: 2526}\n"
+            "  - {name: Exact, address_spaces: ['x.in.example'], smart_hosts: [10.0.0.8]}\n",
+            UNREACHABLE_TRANSPORT,
+            [
+                [".in.example", "exmailbox:[10.0.0.20]:2525"],
+                ["x.in.example", "exmailbox:[10.0.0.20]:2525"],  # the accepted domain first, as Exchange
+                [".example", "exsend-all:"],
+                ["in.example", "exmailbox:[10.0.0.20]:2525"],
+                ["example", "exsend-all:"],
+            ],
+        ),
+    ],
+)
+def test_tables_for_other_shapes(yaml_text: str, default: str, rows: list[list[str]]) -> None:
+    out = render_outbound(org_from(yaml_text))
+    got = [line.split("\t") for line in out.files["exmilter_transport"].splitlines() if not line.startswith("#")]
+    assert got == rows
+    assert dict((n, v) for n, v, _ in out.main)["default_transport"] == default
+
+
+def test_without_send_connectors_nothing_changes() -> None:
+    org = load(EXAMPLE).organization
+    assert render_outbound(org).empty
+    rendered = render(org)
+    assert rendered.files == {}
+    assert "transport_maps" not in rendered.main and "exsend" not in rendered.master
+
+
+def test_rendered_send_connectors_pass_postfix_check(tmp_path: Path) -> None:
+    """The credentials file is the admin's: absent here, and `postfix check` still passes."""
+    rendered = render(load(SEND).organization, "unix:/run/exmilter/policy.sock")
+    instance, warnings = check_rendered(tmp_path, rendered.main, rendered.master, rendered.files)
+    assert warnings == []
+    services = instance.postconf("-P")
+    assert "exsend-partner/unix/smtp_sasl_password_maps = texthash:/etc/exmilter/partner.credentials" in services
+    assert instance.postconf("-h", "default_transport").strip() == "exsend-internet:"
+    assert "partner.credentials" not in rendered.main  # never the secret, and not even its path in main.cf
+
+
+def test_unreachable_default_is_accepted_by_postfix(tmp_path: Path) -> None:
+    org = org_from(
+        "receive_connectors:\n  - {name: R, usage: Custom, bindings: ['0.0.0.0:25'], remote_ip_ranges: [10.0.0.0/24]}\n"
+        "send_connectors:\n  - {name: P, address_spaces: [p.example], smart_hosts: [10.0.0.9]}\n"
+    )
+    rendered = render(org, "unix:/run/exmilter/policy.sock")
+    instance, warnings = check_rendered(tmp_path, rendered.main, rendered.master, rendered.files)
+    assert warnings == []
+    assert instance.postconf("-h", "default_transport").strip() == UNREACHABLE_TRANSPORT
+
+
+def test_cli_writes_the_tables_beside_main_cf(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["render-postfix", "-c", str(SEND), "-o", str(tmp_path)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "exmilter_tls_policy",
+        "exmilter_transport",
+        "main.cf.exmilter",
+        "master.cf.exmilter",
+    ]
+    assert f"{tmp_path}/exmilter_transport" in capsys.readouterr().out
