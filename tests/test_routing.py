@@ -362,3 +362,57 @@ def test_warnings_for_mail_that_would_be_held_or_routed_by_mx() -> None:
         "send_connectors.source_transport_servers: EXCH01 is not a source transport server: this server does not "
         "route over the connector",
     ]
+
+
+def test_explain_names_connector_next_hop_and_tls_per_recipient(capsys: pytest.CaptureFixture[str]) -> None:
+    """Acceptance: an Internet and a hybrid connector; an external and an organisation recipient."""
+    from exmilter.cli import main
+    from tests.conftest import ROOT
+
+    config = str(ROOT / "tests" / "data" / "send-connectors.yaml")
+    args = ["explain", "-c", config, "--client-ip", "10.0.0.9", "--from", "app@contoso.com"]
+    assert main([*args, "--to", "someone@gmail.com", "user@contoso.com", "--size", "20000000"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-5:] == [
+        "RCPT     [someone@gmail.com] 250 2.1.5 Recipient OK",
+        "         route: send connector Internet (SMTP:*;1); next hop MX of gmail.com; TLS may",
+        "RCPT     [user@contoso.com] 250 2.1.5 Recipient OK",
+        "         route: send connector Outbound to Office 365 (SMTP:contoso.com;1); next hop "
+        "contoso-com.mail.protection.outlook.com:25; TLS secure match=mail.protection.outlook.com",
+        "DATA     250 2.6.0 Queued mail for delivery",
+    ]
+    assert main([*args, "--to", "x@sub.fabrikam.com", "--size", "20000000", "--json"]) == 0
+    import json
+
+    route = json.loads(capsys.readouterr().out)["replies"][2]["route"]
+    assert route == {
+        "kind": "connector",
+        "domain": "sub.fabrikam.com",
+        "accepted_domain": None,
+        "accepted_domain_type": None,
+        "connector": "Partner",
+        "address_space": "SMTP:*.fabrikam.com;1",
+        "next_hop": "smtp1.fabrikam.com:587, smtp2.fabrikam.com:587",
+        "tls": "encrypt",
+        "tls_required": True,
+        "max_message_size": 10485760,
+        "size_refusal": "550 5.3.4 ROUTING.SizeLimit; message size exceeds fixed maximum size for route",
+    }
+
+
+def test_explain_shows_routes_only_where_exmilter_routes() -> None:
+    """Without send connectors or a mailbox next hop, Postfix's own routing applies: no route shown."""
+    from exmilter.explain import explain
+
+    receive = (
+        "receive_connectors:\n  - {name: R, usage: Custom, bindings: ['0.0.0.0:25'], remote_ip_ranges: [10.0.0.0/24], "
+        "permission_groups: [AnonymousUsers]}\n"
+    )
+    plain = org_from("accepted_domains: [contoso.com]\n" + receive)
+    result = explain(plain, client_ip="10.0.0.9", mail_from="a@example.com", rcpt_to=["b@contoso.com"])
+    assert "route" not in result["replies"][2]
+    hop = org_from("accepted_domains: [contoso.com]\nmailbox_next_hop: 10.0.0.20\n" + receive)
+    result = explain(hop, client_ip="10.0.0.9", mail_from="a@example.com", rcpt_to=["b@contoso.com", "c@x.example"])
+    rcpts = [r for r in result["replies"] if r["stage"] == "RCPT"]
+    assert (rcpts[0]["route"]["kind"], rcpts[0]["route"]["next_hop"]) == ("mailbox", "10.0.0.20:25")
+    assert "route" not in rcpts[1]  # refused (relay denied): no route
