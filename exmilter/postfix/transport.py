@@ -102,16 +102,17 @@ class OutboundRenderer:
         self.dns_transport = dns_transport
 
     def transport(self, route: Route) -> str:
-        """A route as a transport-map value (``service:nexthop``)."""
+        """A route as a transport-map value (``service:nexthop``); a route by MX is
+        ``dns_transport`` (its ``{}`` replaced by the service) when one is given."""
         if route.kind == MAILBOX:
             if route.next_hops:
                 return f"{MAILBOX_SERVICE}:{route.next_hops[0].postfix}"
-            return self.dns_transport or "relay:"
+            return self.dns_transport.format("relay") if self.dns_transport else "relay:"
         if route.kind == CONNECTOR and route.connector is not None:
             service = self.services[route.connector.name]
             if route.next_hops:
                 return f"{service}:{route.next_hops[0].postfix}"
-            return self.dns_transport or f"{service}:"
+            return self.dns_transport.format(service) if self.dns_transport else f"{service}:"
         return UNREACHABLE_TRANSPORT
 
     def transport_table(self) -> list[tuple[str, str, str]]:

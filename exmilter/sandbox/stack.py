@@ -31,7 +31,7 @@ from exmilter.postfix.listeners import ListenerLayout, ListenerPlan
 from exmilter.postfix.main import main_settings
 from exmilter.postfix.master import master_service
 from exmilter.postfix.restrictions import DEFAULT_ACTION
-from exmilter.sandbox import delivery
+from exmilter.sandbox import delivery, outbound
 from exmilter.sandbox.deliver import Delivery, read_deliveries
 from exmilter.sandbox.instance import NO_NETWORK, PostfixInstance
 from exmilter.sandbox.ports import HOST, free_port, move_listeners, port_free, wait_port
@@ -276,23 +276,32 @@ class Sandbox:
         assert self.org is not None and self._layout is not None
         main = self.postfix.base_main(self.org.server.fqdn)
         main.update({s.name: s.value for s in main_settings(self.org)})
+        # send connectors: Postfix routes as rendered, to the test next hops (docs/send-connectors.md)
+        routed = outbound.sandbox_outbound(self.org, self.state_dir)
         main.update(
             {
                 "inet_interfaces": self.host,
                 **delivery.transport_settings(),
+                **(routed.main if routed else {}),
                 **NO_NETWORK,  # last: nothing rendered for production may turn a lookup back on
             }
         )
         endpoint = f"inet:{self.host}:{self.policy_port}"
         services = [
             master_service(
-                replace(p, extra_options=delivery.routed_options(p.context)), self.org, endpoint, self._layout
+                replace(p, extra_options=() if routed else delivery.routed_options(p.context)),
+                self.org,
+                endpoint,
+                self._layout,
             )
             for p in self._plans
         ]
         python = delivery.agent_python(self.python)
         services.append(delivery.pipe_service(python, self._agent, self.delivered_dir, self.selection_path))
+        services += routed.services if routed else ()
         self.postfix.write(main, "", "\n\n".join(services) + "\n")
+        for name, text in (routed.files if routed else {}).items():
+            (self.postfix.etc / name).write_text(text)
 
     # -- policy daemon ---------------------------------------------------------------------
 
