@@ -131,3 +131,35 @@ def test_cli_writes_the_tables_beside_main_cf(tmp_path: Path, capsys: pytest.Cap
         "master.cf.exmilter",
     ]
     assert f"{tmp_path}/exmilter_transport" in capsys.readouterr().out
+
+
+def test_the_documented_setups_load_and_render(tmp_path: Path) -> None:
+    """docs/send-connectors.md's copy-paste examples are valid files and pass `postfix check`."""
+    import re
+
+    text = (ROOT / "docs" / "send-connectors.md").read_text()
+    setups = text.split("## Three typical setups", 1)[1].split("## How a route is chosen", 1)[0]
+    blocks = re.findall(r"```yaml\n(.*?)```", setups, re.S)
+    assert len(blocks) == 3
+    receive = (
+        "receive_connectors:\n  - {name: R, usage: Custom, bindings: ['0.0.0.0:25'], remote_ip_ranges: [10.0.0.0/24], "
+        "permission_groups: [AnonymousUsers]}\n"
+    )
+    for i, block in enumerate(blocks):
+        accepted = "" if "accepted_domains" in block else "accepted_domains: [contoso.com]\n"
+        org = org_from(receive + accepted + block)
+        assert org.send_connectors, block
+        rendered = render(org, "unix:/run/exmilter/policy.sock")
+        _, warnings = check_rendered(tmp_path / str(i), rendered.main, rendered.master, rendered.files)
+        assert warnings == []
+
+
+def test_the_example_files_commented_send_connectors_load_when_uncommented() -> None:
+    from exmilter.config import loads
+
+    text = EXAMPLE.read_text()
+    block = text.split("# Send connectors: where accepted mail goes next", 1)[1].split("\n", 2)[2]
+    uncommented = "\n".join(line[2:] if line.startswith("# ") else line for line in block.splitlines())
+    org = loads(text + "\n" + uncommented + "\n").organization
+    assert [c.name for c in org.send_connectors] == ["To Internet", "Partner"]
+    assert str(org.mailbox_next_hop) == "10.0.0.20:25"
