@@ -163,3 +163,23 @@ def test_the_example_files_commented_send_connectors_load_when_uncommented() -> 
     org = loads(text + "\n" + uncommented + "\n").organization
     assert [c.name for c in org.send_connectors] == ["To Internet", "Partner"]
     assert str(org.mailbox_next_hop) == "10.0.0.20:25"
+
+
+def test_offline_rendering_sends_every_route_needing_a_lookup_to_the_given_transport() -> None:
+    """The sandbox never resolves names: MX routes and host-name smart hosts go to its agent."""
+    org = org_from(
+        "accepted_domains: [contoso.com, {domain_name: other.test, domain_type: Authoritative}]\n"
+        "mailbox_next_hop: mbx.contoso.com\nsend_connectors:\n"
+        "  - {name: Internet, address_spaces: ['*']}\n"
+        "  - {name: Named, address_spaces: [named.example], smart_hosts: [smtp.named.example]}\n"
+        "  - {name: Literal, address_spaces: [literal.example], smart_hosts: ['[127.0.0.1]'], port: 2525}\n"
+    )
+    out = render_outbound(org, dns_transport="agent:{}")
+    rows = dict(line.split("\t") for line in out.files["exmilter_transport"].splitlines() if not line.startswith("#"))
+    assert rows == {
+        "contoso.com": "agent:exmailbox",
+        "other.test": "agent:exmailbox",
+        "named.example": "agent:exsend-named",
+        "literal.example": "exsend-literal:[127.0.0.1]:2525",
+    }
+    assert dict((n, v) for n, v, _ in out.main)["default_transport"] == "agent:exsend-internet"

@@ -22,6 +22,7 @@ Nothing is rendered for a configuration without ``send_connectors`` and ``mailbo
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -102,18 +103,24 @@ class OutboundRenderer:
         self.dns_transport = dns_transport
 
     def transport(self, route: Route) -> str:
-        """A route as a transport-map value (``service:nexthop``); a route by MX is
-        ``dns_transport`` (its ``{}`` replaced by the service) when one is given."""
+        """A route as a transport-map value (``service:nexthop``).
+
+        With ``dns_transport`` (the sandbox, offline), every route that would need a name
+        lookup (by MX, or to a host name rather than an IP address) is ``dns_transport``,
+        its ``{}`` replaced by the service that would have carried it.
+        """
         if route.kind == MAILBOX:
-            if route.next_hops:
-                return f"{MAILBOX_SERVICE}:{route.next_hops[0].postfix}"
-            return self.dns_transport.format("relay") if self.dns_transport else "relay:"
-        if route.kind == CONNECTOR and route.connector is not None:
+            service, default = MAILBOX_SERVICE, "relay:"
+        elif route.kind == CONNECTOR and route.connector is not None:
             service = self.services[route.connector.name]
-            if route.next_hops:
-                return f"{service}:{route.next_hops[0].postfix}"
-            return self.dns_transport.format(service) if self.dns_transport else f"{service}:"
-        return UNREACHABLE_TRANSPORT
+            default = f"{service}:"
+        else:
+            return UNREACHABLE_TRANSPORT
+        if route.next_hops and (self.dns_transport is None or _is_ip(route.next_hops[0].host)):
+            return f"{service}:{route.next_hops[0].postfix}"
+        if self.dns_transport is not None:
+            return self.dns_transport.format(service if route.next_hops or route.kind == CONNECTOR else "relay")
+        return default
 
     def transport_table(self) -> list[tuple[str, str, str]]:
         """(key, value, why) lines of the transport map, most specific names first."""
@@ -148,6 +155,14 @@ class OutboundRenderer:
 
     def default_route(self) -> Route:
         return self.router.route_below("")
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _why(route: Route) -> str:

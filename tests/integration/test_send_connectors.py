@@ -68,6 +68,12 @@ send_connectors:
     port: {auth}
     smart_host_auth_mechanism: BasicAuth
     authentication_credential_file: {missing}
+  - name: Wrong Password
+    address_spaces: ["SMTP:badpass.example;1"]
+    smart_hosts: [127.0.0.1]
+    port: {auth}
+    smart_host_auth_mechanism: BasicAuth
+    authentication_credential_file: {wrong}
   - name: Requires TLS
     address_spaces: ["SMTP:notls.example;1"]
     smart_hosts: [127.0.0.1]
@@ -103,6 +109,9 @@ def hops_and_sandbox() -> Iterator[tuple[Hops, Sandbox]]:
         credentials = base / "smarthost.credentials"  # the admin's file: Postfix texthash, read as root
         credentials.write_text(f"[127.0.0.1]:{hops.auth.port} {USER}:{PASSWORD}\n")
         credentials.chmod(0o600)
+        wrong = base / "wrong.credentials"
+        wrong.write_text(f"[127.0.0.1]:{hops.auth.port} {USER}:not-the-password\n")
+        wrong.chmod(0o600)
         config = base / "exmilter.yaml"
         config.write_text(
             CONFIG.format(
@@ -112,6 +121,7 @@ def hops_and_sandbox() -> Iterator[tuple[Hops, Sandbox]]:
                 plain=hops.plain.port,
                 credentials=credentials,
                 missing=base / "missing.credentials",
+                wrong=wrong,
             )
         )
         with Sandbox(config, state, free_offset(config)) as sb:
@@ -176,3 +186,12 @@ def test_without_the_credentials_file_the_message_stays_queued(hops_and_sandbox:
     deferred(sb, "y@noauth.example")
     assert not hops.auth.got("y@noauth.example")
     assert "bounced" not in sb.postfix.maillog_text()
+
+
+def test_a_refused_password_defers_instead_of_bouncing(hops_and_sandbox: tuple[Hops, Sandbox]) -> None:
+    hops, sb = hops_and_sandbox
+    outcome = send(sandbox_port(sb), "127.0.0.1", "app@contoso.test", ["z@badpass.example"])
+    assert outcome.stage == "queued", outcome
+    line = deferred(sb, "z@badpass.example")
+    assert "SASL authentication failed" in line
+    assert hops.auth.auth_failures >= 1 and not hops.auth.got("z@badpass.example")
