@@ -183,3 +183,15 @@ def test_offline_rendering_sends_every_route_needing_a_lookup_to_the_given_trans
         "literal.example": "exsend-literal:[127.0.0.1]:2525",
     }
     assert dict((n, v) for n, v, _ in out.main)["default_transport"] == "agent:exsend-internet"
+
+
+def test_check_lists_send_connectors_like_get_sendconnector(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "-c", str(SEND)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    start = out.index(next(line for line in out if line.startswith("Identity               AddressSpaces")))
+    assert [line.split(" {")[0].strip() for line in out[start + 2 : start + 5]] == [
+        "Internet",
+        "Outbound to Office 365",
+        "Partner",
+    ]
+    assert out[start + 2].endswith("{SMTP:*;1}" + " " * 66 + "True")
