@@ -194,4 +194,4 @@ def test_check_lists_send_connectors_like_get_sendconnector(capsys: pytest.Captu
         "Outbound to Office 365",
         "Partner",
     ]
-    assert out[start + 2].endswith("{SMTP:*;1}" + " " * 66 + "True")
+    assert out[start + 2].split() == ["Internet", "{SMTP:*;1}", "True"]
