@@ -220,10 +220,6 @@ class Router:
             connector.max_message_size,
         )
 
-    def best_connector(self, domain: str) -> tuple[SendConnector, AddressSpace] | None:
-        """The connector whose address space most closely matches ``domain``, then the cheapest."""
-        return best_match(self.connectors, domain)
-
 
 def accepted_below(domains: Iterable[AcceptedDomain], domain: str) -> AcceptedDomain | None:
     """The accepted domain that covers the names under ``domain`` (a wildcard or MatchSubDomains
@@ -254,12 +250,6 @@ def best_match(
             if best is None or key < best:
                 best, found = key, (c, space)
     return found
-
-
-def routes(org: Organization, recipients: Sequence[str]) -> list[Route]:
-    """Each recipient's route (one :class:`Router` for all)."""
-    router = Router(org)
-    return [router.route(r) for r in recipients]
 
 
 def size_refusal(router: Router, recipients: Sequence[str], size: int) -> Reply | None:
