@@ -416,3 +416,21 @@ def test_explain_shows_routes_only_where_exmilter_routes() -> None:
     rcpts = [r for r in result["replies"] if r["stage"] == "RCPT"]
     assert (rcpts[0]["route"]["kind"], rcpts[0]["route"]["next_hop"]) == ("mailbox", "10.0.0.20:25")
     assert "route" not in rcpts[1]  # refused (relay denied): no route
+
+
+def test_warnings_for_shadowed_address_spaces_and_name_ties() -> None:
+    from exmilter.config import loads
+    from tests.conftest import SERVER
+
+    loaded = loads(
+        SERVER + "accepted_domains: [contoso.com]\nmailbox_next_hop: 10.0.0.20\nsend_connectors:\n"
+        "  - name: Hybrid\n    address_spaces: [contoso.com, x.example]\n    smart_hosts: [10.0.0.1]\n"
+        "  - name: Other\n    address_spaces: ['SMTP:x.example;1']\n    smart_hosts: [10.0.0.2]\n"
+    )
+    assert [f"{w.line}:{w.col}: {w.key}: {w.message}" for w in loaded.warnings] == [
+        "10:21: send_connectors.address_spaces: SMTP:contoso.com;1 on 'Hybrid': contoso.com is an accepted domain "
+        "(Authoritative): its mail goes to the mailboxes, never over this connector (InternalRelay without "
+        "mailbox_next_hop routes it here)",
+        "13:21: send_connectors.address_spaces: SMTP:x.example;1 is also on 'Hybrid' at the same cost: the "
+        "connector name breaks the tie",
+    ]

@@ -93,11 +93,14 @@ def _organization(root: Raw, file: str, entries: connectors.ConnectorEntries, ou
     )
     users = sections.users(top["users"][1], out) if "users" in top else ()
     policyd = sections.policyd(top["policyd"][1], out) if "policyd" in top else PolicydSettings()
+    spaces_at: dict[str, Raw] = {}  # where each send connector's address_spaces are, for its warnings
     sends = (
-        send_connectors.send_connectors(top["send_connectors"][1], out, server.name) if "send_connectors" in top else ()
+        send_connectors.send_connectors(top["send_connectors"][1], out, server.name, spaces_at)
+        if "send_connectors" in top
+        else ()
     )
     hop = send_connectors.mailbox_next_hop(top["mailbox_next_hop"][1], out) if "mailbox_next_hop" in top else None
-    send_connectors.check_routes(domains, sends, hop, top.get("send_connectors", (root,))[0], out)
+    send_connectors.check_routes(domains, sends, hop, top.get("send_connectors", (root,))[0], out, spaces_at)
     org = Organization(
         server,
         tuple(domains),

@@ -19,7 +19,7 @@ from exmilter.config import fields
 from exmilter.config.fields import FAILED
 from exmilter.config.problems import Collector
 from exmilter.config.reader import Raw
-from exmilter.domains import DomainError, to_ascii
+from exmilter.domains import AcceptedDomains, DomainError, to_ascii
 from exmilter.model import (
     AcceptedDomain,
     AcceptedDomainType,
@@ -193,8 +193,14 @@ def mailbox_next_hop(raw: Raw, out: Collector) -> NextHop | None:
     return None if v is FAILED else v
 
 
-def send_connectors(raw: Raw, out: Collector, server: str) -> list[SendConnector]:
-    """``send_connectors``: every connector that parsed, each refusal reported where it was written."""
+def send_connectors(
+    raw: Raw, out: Collector, server: str, spaces_at: dict[str, Raw] | None = None
+) -> list[SendConnector]:
+    """``send_connectors``: every connector that parsed, each refusal reported where it was written.
+
+    ``spaces_at`` receives where each connector's ``address_spaces`` was written (by name),
+    for the warnings :func:`check_routes` gives.
+    """
     if not isinstance(raw.value, list):
         out.error(raw, "send_connectors", "expected a list")
         return []
@@ -228,6 +234,8 @@ def send_connectors(raw: Raw, out: Collector, server: str) -> list[SendConnector
         values["name"] = name
         if _check(values, written, item, out, server):
             result.append(SendConnector(**values))
+            if spaces_at is not None:
+                spaces_at[name] = written["address_spaces"][1]
     return result
 
 
@@ -303,8 +311,10 @@ def check_routes(
     hop: NextHop | None,
     at: Raw,
     out: Collector,
+    spaces_at: dict[str, Raw] | None = None,
 ) -> None:
-    """Warnings where mail would be held or routed by MX although send connectors are configured."""
+    """Warnings where mail would not go where the file seems to say: held, routed by MX, an
+    address space the accepted domains take first, a tie only the connector name breaks."""
     if not connectors:
         return
     live = [c for c in connectors if c.enabled]
@@ -318,3 +328,26 @@ def check_routes(
         elif not routed_here and best_match(live, d.suffix) is None:
             message = f"{d.domain_name} ({d.domain_type.value}) matches no send connector: its mail is held"
             out.warn(at, "send_connectors", message)
+    accepted = AcceptedDomains(domains)
+    seen: dict[tuple[str, int], str] = {}
+    key = "send_connectors.address_spaces"
+    for c in live:
+        where = (spaces_at or {}).get(c.name, at)
+        for space in c.address_spaces:
+            tie = seen.setdefault((space.domain, space.cost), c.name)
+            if tie != c.name:
+                out.warn(where, key, f"{space} is also on {tie!r} at the same cost: the connector name breaks the tie")
+            taken = accepted.match(space.suffix) if space.suffix else None
+            if taken is None:
+                continue
+            if taken.domain_type is AcceptedDomainType.Authoritative:
+                why = "Authoritative"
+            elif taken.domain_type is AcceptedDomainType.InternalRelay and hop is not None:
+                why = "InternalRelay with a mailbox_next_hop"
+            else:
+                continue
+            message = (
+                f"{space} on {c.name!r}: {space.suffix} is an accepted domain ({why}): its mail goes to the "
+                "mailboxes, never over this connector (InternalRelay without mailbox_next_hop routes it here)"
+            )
+            out.warn(where, key, message)
