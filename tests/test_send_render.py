@@ -195,3 +195,23 @@ def test_check_lists_send_connectors_like_get_sendconnector(capsys: pytest.Captu
         "Partner",
     ]
     assert out[start + 2].split() == ["Internet", "{SMTP:*;1}", "True"]
+
+
+def test_a_smart_host_shared_by_connectors_with_different_tls_keeps_each_connectors_own() -> None:
+    """TLS is the connector's in Exchange: no shared table entry may force one's level on the other."""
+    org = org_from(
+        "send_connectors:\n"
+        "  - {name: Strict, address_spaces: [a.example], smart_hosts: [10.0.0.9], require_tls: true}\n"
+        "  - {name: Lax, address_spaces: [b.example], smart_hosts: [10.0.0.9]}\n"
+        "  - {name: Same, address_spaces: [c.example], smart_hosts: [10.0.0.7], require_tls: true}\n"
+        "  - {name: Also, address_spaces: [d.example], smart_hosts: [10.0.0.7], require_tls: true}\n"
+    )
+    out = render_outbound(org)
+    assert out.files["exmilter_tls_policy"].splitlines()[1:] == [
+        "# send connector Same, Also",
+        "[10.0.0.7]:25\tencrypt",
+        "# [10.0.0.9]:25: connectors differ (Strict: encrypt, Lax: may): each transport's own level applies",
+    ]
+    levels = {s.split(" unix")[0].split("\n")[-1]: s for s in out.services}
+    assert "  -o smtp_tls_security_level=encrypt" in levels["exsend-strict"].splitlines()
+    assert "  -o smtp_tls_security_level=may" in levels["exsend-lax"].splitlines()

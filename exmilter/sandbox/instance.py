@@ -156,6 +156,10 @@ class PostfixInstance:
             self.stop()
         self._postfix("start")
 
+    def reload(self) -> None:
+        """``postfix reload``: the running instance re-reads main.cf, master.cf and its tables."""
+        self._postfix("reload")
+
     def stop(self, timeout: float = 20.0) -> None:
         """``postfix stop`` and wait until the master has gone (its pid file is released)."""
         if not self.running():

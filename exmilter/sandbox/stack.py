@@ -137,6 +137,7 @@ class Sandbox:
         self._policyd = self.supervisor.add(self._policyd_spec())
         self._plans: list[ListenerPlan] = []
         self._layout: ListenerLayout | None = None
+        self._routed = False  # Postfix routes through send connectors (docs/send-connectors.md)
         self.org: Organization | None = None
 
     # -- attributes --------------------------------------------------------------------
@@ -278,6 +279,7 @@ class Sandbox:
         main.update({s.name: s.value for s in main_settings(self.org)})
         # send connectors: Postfix routes as rendered, to the test next hops (docs/send-connectors.md)
         routed = outbound.sandbox_outbound(self.org, self.state_dir)
+        self._routed = routed is not None
         main.update(
             {
                 "inet_interfaces": self.host,
@@ -387,6 +389,7 @@ class Sandbox:
                 self._write_selection()
             except OSError as e:
                 self.report(f"{self.selection_path}: cannot be written ({e}); delivery keeps the old connector table")
+            self._reroute()
         child = self._policyd
         if child.state is State.FAILED:
             if org is None:
@@ -401,6 +404,28 @@ class Sandbox:
         if org is not None:
             self.report(f"{self.config} reloaded (the policy daemon re-reads it)")
         return org is not None
+
+    def _reroute(self) -> None:
+        """After a reload: Postfix's outbound routing follows the send connectors of the file.
+
+        Listeners keep how they hand mail over (to Postfix's routing, or straight to the
+        delivery agent), so adding the first send connector or removing the last one needs
+        a restart; the operator is told.
+        """
+        assert self.org is not None
+        wanted = bool(self.org.send_connectors or self.org.mailbox_next_hop)
+        if wanted != self._routed:
+            self.report(f"{self.config}: send connectors added or removed: restart the sandbox to route by them")
+            return
+        if not wanted:
+            return
+        try:
+            self._write_postfix()
+            self.postfix.reload()
+        except Exception as e:  # Postfix keeps routing as before; say why, never stop the sandbox
+            self.report(f"{self.config}: send connectors not applied ({type(e).__name__}: {e})")
+            return
+        self.report(f"{self.config}: send connectors applied (postfix reload)")
 
     # -- reporting -------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ import pytest
 from exmilter.sandbox import Sandbox
 from exmilter.sandbox.certificates import CertificateAuthority
 from exmilter.sandbox.outbound import CA_DIR
-from tests.integration.helpers import delivered_to, free_offset, send
+from tests.integration.helpers import delivered_to, free_offset, reload_and_wait, send
 from tests.integration.next_hops import NextHop
 
 USER, PASSWORD = "relay-user", "s3cret pass"
@@ -195,3 +195,22 @@ def test_a_refused_password_defers_instead_of_bouncing(hops_and_sandbox: tuple[H
     line = deferred(sb, "z@badpass.example")
     assert "SASL authentication failed" in line
     assert hops.auth.auth_failures >= 1 and not hops.auth.got("z@badpass.example")
+
+
+def test_a_reload_applies_a_new_send_connector(hops_and_sandbox: tuple[Hops, Sandbox]) -> None:
+    """Last in the module: it adds a connector to the file (the sandbox's reload, then postfix reload)."""
+    hops, sb = hops_and_sandbox
+    sb.config.write_text(
+        sb.config.read_text() + f'  - name: Added By Reload\n    address_spaces: ["SMTP:reloaded.example;1"]\n'
+        f"    smart_hosts: [127.0.0.1]\n    port: {hops.plain.port}\n"
+    )
+    reloads = sb.postfix.maillog_text().count("reload -- version")
+    assert reload_and_wait(sb)
+    assert f"{sb.config}: send connectors applied (postfix reload)" in sb.messages
+    deadline = time.monotonic() + 30
+    while sb.postfix.maillog_text().count("reload -- version") == reloads and time.monotonic() < deadline:
+        time.sleep(0.1)
+    outcome = send(sandbox_port(sb), "127.0.0.1", "app@contoso.test", ["r@reloaded.example"])
+    assert outcome.stage == "queued", outcome
+    got = hops.plain.wait_for("r@reloaded.example")
+    assert got.rcpt_tos == ["r@reloaded.example"]
