@@ -13,10 +13,10 @@ Pure: an :class:`~exmilter.model.Organization` in, one :class:`Route` per recipi
   name beats a shorter one, ``*`` matches last. Then the lowest cost, then the connector
   name (Exchange's last tie-breakers are AD-site proximity and the name; one server has
   one site).
-* No matching connector: the route is **unreachable**. Exchange keeps such mail in its
-  Unreachable queue and retries until it expires, then sends an NDR; the Postfix
-  rendering uses the ``retry`` transport (error(8) that defers), so the message stays in
-  the deferred queue until a route appears or ``maximal_queue_lifetime`` ends.
+* No matching connector: the route is **unreachable**. Exchange accepts such mail, keeps
+  it in its Unreachable queue and retries until it expires, then sends an NDR; the Postfix
+  rendering accepts it too and holds it in the deferred queue (a transport in
+  ``defer_transports``) until a route appears or ``maximal_queue_lifetime`` ends.
 """
 
 from __future__ import annotations

@@ -120,6 +120,10 @@ def test_unreachable_default_is_accepted_by_postfix(tmp_path: Path) -> None:
     instance, warnings = check_rendered(tmp_path, rendered.main, rendered.master, rendered.files)
     assert warnings == []
     assert instance.postconf("-h", "default_transport").strip() == UNREACHABLE_TRANSPORT
+    # held, not refused: smtpd answers 450 at RCPT for Postfix's own retry: transport, not for this one
+    assert instance.postconf("-h", "defer_transports").strip() == "exunreachable"
+    assert "exunreachable/unix/" not in instance.postconf("-P")  # a plain pipe(8): argv in its own fields
+    assert "pipe flags=q user=nobody argv=/bin/sh -c {exit 75}" in instance.postconf("-M")
 
 
 def test_cli_writes_the_tables_beside_main_cf(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

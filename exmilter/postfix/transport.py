@@ -38,8 +38,19 @@ TLS_POLICY_FILE = "exmilter_tls_policy"
 MAILBOX_SERVICE = "exmailbox"
 #: Prefix of each send connector's master.cf service.
 SERVICE_PREFIX = "exsend-"
-#: Where a route nobody takes goes: error(8) as ``retry`` defers with this reason, never bounces.
-UNREACHABLE_TRANSPORT = f"retry:{UNREACHABLE_REASON}"
+#: Where a route nobody takes goes: a transport in ``defer_transports``, so the message is
+#: accepted and held in the deferred queue (Exchange's Unreachable queue) and resolved again
+#: at each retry. Not ``retry:`` (error(8)): smtpd refuses such recipients at RCPT with a 450,
+#: and the message would stay with the client instead (smtpd_check.c, unlisted recipients).
+UNREACHABLE_SERVICE = "exunreachable"
+UNREACHABLE_TRANSPORT = f"{UNREACHABLE_SERVICE}:"
+#: Should someone force delivery (``postqueue -f``), the service itself defers: EX_TEMPFAIL.
+UNREACHABLE_SERVICE_LINE = (
+    f"# exmilter: recipients no send connector takes ({UNREACHABLE_REASON});\n"
+    "#   held by defer_transports; forced (postqueue -f), it defers again (exit 75)\n"
+    f"{UNREACHABLE_SERVICE} unix - n n - - pipe\n"
+    "  flags=q user=nobody argv=/bin/sh -c { exit 75 }"
+)
 #: The system trust anchors verify/secure need (Debian's ca-certificates).
 SYSTEM_CA_PATH = "/etc/ssl/certs"
 
@@ -241,6 +252,13 @@ def render_outbound(org: Organization, dns_transport: str | None = None) -> Outb
         ),
         ("default_transport", r.transport(default), f"every other domain ('*'): {_why(default)}"),
     ]
+    main.append(
+        (
+            "defer_transports",
+            UNREACHABLE_SERVICE,
+            "recipients no send connector takes stay queued and are retried, never bounced at once",
+        )
+    )
     if any(value for _, value, _ in tls_rows):
         main.append(
             (
@@ -257,6 +275,7 @@ def render_outbound(org: Organization, dns_transport: str | None = None) -> Outb
     services = [connector_service(c, r.services[c.name], org) for c in org.send_connectors]
     if org.mailbox_next_hop is not None:
         services.append(mailbox_service(org.mailbox_next_hop, org))
+    services.append(UNREACHABLE_SERVICE_LINE)
     files = {TRANSPORT_FILE: _table(transport_rows, "transport_maps")}
     if any(value for _, value, _ in tls_rows):
         files[TLS_POLICY_FILE] = _table(tls_rows, "smtp_tls_policy_maps")

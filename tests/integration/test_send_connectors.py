@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -22,11 +23,13 @@ import pytest
 
 from exmilter.sandbox import Sandbox
 from exmilter.sandbox.certificates import CertificateAuthority
+from exmilter.sandbox.instance import POSTFIX
 from exmilter.sandbox.outbound import CA_DIR
 from tests.integration.helpers import delivered_to, free_offset, reload_and_wait, send
 from tests.integration.next_hops import NextHop
 
 USER, PASSWORD = "relay-user", "s3cret pass"
+POSTQUEUE = str(Path(POSTFIX).with_name("postqueue"))
 #: The AUTH hop takes the password without TLS on purpose (BasicAuth, as Exchange allows it).
 pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS:UserWarning")
 
@@ -47,7 +50,7 @@ receive_connectors:
 send_connectors:
   - name: Internet
     usage: Internet
-    address_spaces: ["SMTP:*;1"]
+    address_spaces: ["SMTP:*.test;1"]   # no '*': other domains are unreachable
   - name: Secure Partner
     address_spaces: ["SMTP:tls.example;1"]
     smart_hosts: [127.0.0.1]
@@ -195,6 +198,28 @@ def test_a_refused_password_defers_instead_of_bouncing(hops_and_sandbox: tuple[H
     line = deferred(sb, "z@badpass.example")
     assert "SASL authentication failed" in line
     assert hops.auth.auth_failures >= 1 and not hops.auth.got("z@badpass.example")
+
+
+def test_a_domain_no_connector_takes_is_held_and_retried_never_bounced(
+    hops_and_sandbox: tuple[Hops, Sandbox],
+) -> None:
+    _, sb = hops_and_sandbox
+    outcome = send(sandbox_port(sb), "127.0.0.1", "app@contoso.test", ["u@nowhere.example"])
+    assert outcome.stage == "queued", outcome
+    line = deferred(sb, "u@nowhere.example")  # accepted (Exchange queues it as unreachable), held here
+    assert "relay=none" in line and line.endswith("status=deferred (deferred transport)")
+    queue = subprocess.run(
+        [POSTQUEUE, "-c", str(sb.postfix.etc), "-p"], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    assert "u@nowhere.example" in queue
+    # forced (postqueue -f), the transport itself defers: still queued, never bounced
+    subprocess.run([POSTQUEUE, "-c", str(sb.postfix.etc), "-f"], capture_output=True, timeout=60, check=True)
+    deadline = time.monotonic() + 60
+    pattern = re.compile(r"to=<u@nowhere\.example>, relay=exunreachable.*status=deferred.*")
+    while not pattern.search(sb.postfix.maillog_text()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert pattern.search(sb.postfix.maillog_text()), sb.postfix.maillog_tail(20)
+    assert "status=bounced" not in sb.postfix.maillog_text()
 
 
 def test_a_reload_applies_a_new_send_connector(hops_and_sandbox: tuple[Hops, Sandbox]) -> None:
