@@ -53,12 +53,12 @@ def test_microsoft_examples_and_the_typical_setups() -> None:
     smart = by_name["Smart Host"]
     assert (smart.smart_hosts, smart.port, smart.require_tls) == (("relay.isp.example",), 587, True)
     assert warnings(result) == [
-        "send_connectors.ps1:9: -AuthenticationCredential: the secret is never imported; write it to "
+        "send_connectors.ps1:11: -AuthenticationCredential: the secret is never imported; write it to "
         "/etc/exmilter/credentials/secure-email-to-contoso-com.credentials (mode 600) as one line "
         "'[smarthost]:port username:password' per smart host",
-        "send_connectors.ps1:12: -ConnectionInactivityTimeOut is not modelled by exmilter's send connectors: "
+        "send_connectors.ps1:14: -ConnectionInactivityTimeOut is not modelled by exmilter's send connectors: "
         "not imported",
-        "send_connectors.ps1:16: -AuthenticationCredential: the secret is never imported; write it to "
+        "send_connectors.ps1:18: -AuthenticationCredential: the secret is never imported; write it to "
         "/etc/exmilter/credentials/smart-host.credentials (mode 600) as one line "
         "'[smarthost]:port username:password' per smart host",
     ]

@@ -1,5 +1,7 @@
 # Microsoft's documented New-SendConnector / Set-SendConnector examples (Exchange Server
-# PowerShell reference), then the three typical setups of docs/send-connectors.md.
+# PowerShell reference; example 1 as published, examples 2 and Set-SendConnector as the current
+# reference words them, not checked verbatim here), then the three typical setups of
+# docs/send-connectors.md.
 
 # Example 1: over the Internet, only for two domains
 New-SendConnector -Internet -Name MySendConnector -AddressSpaces contoso.com,fabrikam.com
