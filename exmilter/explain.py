@@ -11,6 +11,7 @@ from typing import Any
 
 from exmilter.engine import Engine
 from exmilter.model import Organization
+from exmilter.routing import Router
 
 
 def explain(
@@ -73,10 +74,19 @@ def explain(
     if not add("MAIL", mail) or not mail.accepted:
         return result
     accepted = 0
+    # outbound routing is exmilter's only with send connectors or a mailbox next hop; else Postfix's own
+    router = Router(org) if org.send_connectors or org.mailbox_next_hop else None
     for rcpt in rcpt_to:
         reply = engine.rcpt(session, rcpt, accepted=accepted)
         routed = engine.qualify(session.connector, rcpt, rcpt=True)
-        if not add("RCPT", reply, recipient=rcpt, **({"routed": routed} if routed != rcpt else {})):
+        # where an accepted recipient goes next (send connectors, docs/send-connectors.md)
+        route: dict[str, Any] = {}
+        if router is not None and reply.accepted:
+            where = router.route(routed)
+            route = {"route": where.as_dict()}
+            if size and (too_big := where.size_refusal(size)) is not None:
+                route["route"]["size_refusal"] = too_big.line
+        if not add("RCPT", reply, recipient=rcpt, **({"routed": routed} if routed != rcpt else {}), **route):
             return result
         accepted += reply.accepted
     if rcpt_to:
@@ -118,4 +128,20 @@ def format_text(result: dict[str, Any]) -> str:
         if "routed" in r:  # as Postfix will route it: completed, unquoted, source route dropped
             extra = f" [{r['recipient']} -> {r['routed']}]"
         lines.append(f"{r['stage']:<8}{extra} {r['reply']}")
+        if "route" in r:
+            lines.append(f"{'':<8} route: {route_text(r['route'])}")
     return "\n".join(lines)
+
+
+def route_text(route: dict[str, Any]) -> str:
+    """One recipient's route on one line: connector (or mailboxes), next hop, TLS requirement."""
+    if route["kind"] == "mailbox":
+        where = f"the mailboxes (accepted domain {route['accepted_domain']}, {route['accepted_domain_type']})"
+    elif route["kind"] == "connector":
+        where = f"send connector {route['connector']} ({route['address_space']})"
+    else:
+        where = "no send connector matches: the message is held and retried (Exchange's Unreachable queue)"
+    text = f"{where}; next hop {route['next_hop']}; TLS {route['tls']}"
+    if route.get("size_refusal"):
+        text += f"; too large for the route: {route['size_refusal']}"
+    return text

@@ -296,6 +296,9 @@ class Organization:
     source: str = ""
     tls: TlsSettings = field(default_factory=TlsSettings)
     sasl: SaslSettings = field(default_factory=SaslSettings)
+    send_connectors: tuple[SendConnector, ...] = ()
+    #: Where mail for the accepted domains' mailboxes goes (None: Postfix's relay_transport, by MX).
+    mailbox_next_hop: NextHop | None = None
 
     def connector(self, name_or_identity: str) -> ReceiveConnector | None:
         key = name_or_identity.lower()
@@ -303,3 +306,101 @@ class Organization:
             if c.name.lower() == key or c.identity.lower() == key:
                 return c
         return None
+
+
+# --------------------------------------------------------------------------------------
+# send connectors: where accepted mail goes next (docs/send-connectors.md)
+# --------------------------------------------------------------------------------------
+
+#: Exchange's default MaxMessageSize of a send connector (35 MB); None is ``unlimited``.
+SEND_CONNECTOR_MAX_MESSAGE_SIZE = 35 << 20
+#: The port a send connector and a mailbox next hop use unless told otherwise.
+SMTP_PORT = 25
+
+
+class TlsAuthLevel(enum.Enum):
+    """How a send connector checks the next hop's certificate once TLS is up."""
+
+    EncryptionOnly = "EncryptionOnly"
+    CertificateValidation = "CertificateValidation"
+    DomainValidation = "DomainValidation"
+
+
+class SmartHostAuthMechanism(enum.Enum):
+    """How a send connector authenticates to its smart hosts (``None``: it does not)."""
+
+    NONE = "None"
+    BasicAuth = "BasicAuth"
+    BasicAuthRequireTLS = "BasicAuthRequireTLS"
+    ExchangeServer = "ExchangeServer"
+    ExternalAuthoritative = "ExternalAuthoritative"
+
+
+@dataclass(frozen=True, slots=True)
+class AddressSpace:
+    """``SMTP:*.contoso.com;1``: the recipient domains a send connector takes, at a cost.
+
+    ``domain`` is ``*`` (every domain), an exact name, or ``*.name`` (the name and all its
+    subdomains), in the ASCII form Postfix routes to.
+    """
+
+    domain: str
+    cost: int = 1
+
+    @property
+    def is_wildcard(self) -> bool:
+        return self.domain.startswith("*")
+
+    @property
+    def suffix(self) -> str:
+        """The name a wildcard covers (``contoso.com`` for ``*.contoso.com``, '' for ``*``)."""
+        return self.domain.removeprefix("*").removeprefix(".")
+
+    def __str__(self) -> str:
+        return f"SMTP:{self.domain};{self.cost}"
+
+
+@dataclass(frozen=True, slots=True)
+class NextHop:
+    """A host (name or IP address) and port mail is handed to."""
+
+    host: str
+    port: int = SMTP_PORT
+
+    @property
+    def postfix(self) -> str:
+        """The host as a Postfix next hop: ``[host]:port``, no MX lookup (as Exchange's smart hosts)."""
+        return f"[{self.host}]:{self.port}"
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class SendConnector:
+    """Every routing-affecting property of an Exchange send connector."""
+
+    name: str
+    address_spaces: tuple[AddressSpace, ...]
+    usage: Usage = Usage.Custom
+    dns_routing_enabled: bool = True
+    smart_hosts: tuple[str, ...] = ()
+    port: int = SMTP_PORT
+    require_tls: bool = False
+    tls_auth_level: TlsAuthLevel | None = None
+    tls_domain: str | None = None
+    ignore_starttls: bool = False
+    smart_host_auth_mechanism: SmartHostAuthMechanism = SmartHostAuthMechanism.NONE
+    #: The admin-provided Postfix table of smart-host credentials (never the secret itself).
+    authentication_credential_file: str | None = None
+    max_message_size: int | None = SEND_CONNECTOR_MAX_MESSAGE_SIZE  # None = unlimited
+    fqdn: str = ""
+    enabled: bool = True
+    source_transport_servers: tuple[str, ...] = ()  # empty: this server
+    cloud_services_mail_enabled: bool = False
+    comment: str = ""
+
+    @property
+    def next_hops(self) -> tuple[NextHop, ...]:
+        """The smart hosts with the connector's port (empty under DNS routing)."""
+        return () if self.dns_routing_enabled else tuple(NextHop(h, self.port) for h in self.smart_hosts)

@@ -83,3 +83,7 @@ SEND_AS_DENIED = Reply(550, "5.7.60", "SMTP; Client does not have permissions to
 ANONYMOUS_SEND_AS_DENIED = Reply(550, "5.7.1", "Anonymous client does not have permissions to send as this sender")
 SEND_ON_BEHALF_DENIED = Reply(550, "5.7.1", "Client does not have permissions to send on behalf of the from address")
 QUEUED = Reply(250, "2.6.0", "Queued mail for delivery")
+
+# --- routing (send connectors, docs/send-connectors.md) ---------------------------------
+#: Exchange's NDR for a message larger than its route's MaxMessageSize (the categorizer's, after DATA).
+ROUTE_SIZE_EXCEEDED = Reply(550, "5.3.4", "ROUTING.SizeLimit; message size exceeds fixed maximum size for route")

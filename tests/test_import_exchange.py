@@ -466,9 +466,9 @@ BAD = [
         "added; not imported",
     ),
     (
-        "Set-SendConnector Internet -MaxMessageSize 10MB",
-        "t.ps1:1: Set-SendConnector is not imported: exmilter models receive connectors, their permissions and "
-        "accepted domains only",
+        "Set-TransportConfig -MaxSendSize 10MB",
+        "t.ps1:1: Set-TransportConfig is not imported: exmilter models receive connectors, their permissions, "
+        "accepted domains and send connectors only",
     ),
     (
         "Get-ReceiveConnector | where {$_.Name -like 'Default*'} | Set-ReceiveConnector -MaxMessageSize 10MB",
@@ -478,8 +478,8 @@ BAD = [
     # PowerShell knows no set_receiveconnector: the command fails on Exchange, so it is not imported
     (
         'set_receiveconnector "Default Frontend EXCH01" -MaxMessageSize 1MB',
-        "t.ps1:1: set_receiveconnector is not imported: exmilter models receive connectors, their permissions and "
-        "accepted domains only",
+        "t.ps1:1: set_receiveconnector is not imported: exmilter models receive connectors, their permissions, "
+        "accepted domains and send connectors only",
     ),
 ]
 
@@ -847,9 +847,11 @@ def test_a_control_character_refuses_the_whole_format_list_object() -> None:
 
 def test_line_numbers_count_only_cr_and_lf() -> None:
     """Form feeds, NEL and U+2028 do not end lines for editors: FILE:LINE must not drift after them."""
-    source = SET_DF.replace(" ", "\x0c", 1) + "-MaxMessageSize 10MB\r\n# \x85 \u2028 \x1c\rSet-SendConnector x\nFoo-Bar"
+    source = (
+        SET_DF.replace(" ", "\x0c", 1) + "-MaxMessageSize 10MB\r\n# \x85 \u2028 \x1c\rSet-TransportConfig x\nFoo-Bar"
+    )
     assert [n.split(" is ")[0] for n in notes_of(import_exchange([("t.ps1", source)], "EXCH01.labs.local"))] == [
-        "3: warning: Set-SendConnector",
+        "3: warning: Set-TransportConfig",
         "4: warning: Foo-Bar",
     ]
 
@@ -883,8 +885,8 @@ def test_deep_or_long_pasted_lines_are_located_not_crashes(line: str, expected: 
         result = import_exchange([("t.ps1", "Get-Date\n" + line + "\nFoo-Bar")], "EXCH01.labs.local")
     closed = "never closed" not in expected[0]
     foo = [
-        "t.ps1:3: Foo-Bar is not imported: exmilter models receive connectors, their permissions and accepted "
-        "domains only"
+        "t.ps1:3: Foo-Bar is not imported: exmilter models receive connectors, their permissions, accepted "
+        "domains and send connectors only"
     ]
     assert warnings(result) == expected + (foo if closed else [])
     org_of(result)
@@ -916,8 +918,8 @@ def test_a_line_over_the_limit_is_not_read() -> None:
     assert warnings(result) == [
         f"t.ps1:1: line of {len(long):,} characters, longer than the 65,536 read: its command or Format-List object "
         "is not imported",
-        "t.ps1:2: Foo-Bar is not imported: exmilter models receive connectors, their permissions and accepted "
-        "domains only",
+        "t.ps1:2: Foo-Bar is not imported: exmilter models receive connectors, their permissions, accepted "
+        "domains and send connectors only",
     ]
 
 

@@ -40,6 +40,16 @@ def summary(org: Organization) -> str:
     out.append(f"{drows[0][0]:<{dw[0]}} {drows[0][1]:<{dw[1]}} {drows[0][2]}")
     out.append(f"{'----':<{dw[0]}} {'----------':<{dw[1]}} ----------")
     out += [f"{r[0]:<{dw[0]}} {r[1]:<{dw[1]}} {r[2]}" for r in drows[1:]]
+    if org.send_connectors:  # as Get-SendConnector lists them
+        srows = [("Identity", "AddressSpaces", "Enabled")] + [
+            (c.name, "{" + ", ".join(str(a) for a in c.address_spaces) + "}", str(c.enabled))
+            for c in org.send_connectors
+        ]
+        sw = [max(len(r[i]) for r in srows) for i in range(2)]
+        out.append("")
+        out.append(f"{srows[0][0]:<{sw[0]}} {srows[0][1]:<{sw[1]}} {srows[0][2]}")
+        out.append(f"{'--------':<{sw[0]}} {'-------------':<{sw[1]}} -------")
+        out += [f"{r[0]:<{sw[0]}} {r[1]:<{sw[1]}} {r[2]}" for r in srows[1:]]
     return "\n".join(out)
 
 

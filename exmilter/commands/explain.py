@@ -22,7 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "explain",
         help="show the connector, permissions and replies for one client",
         description="Walk one SMTP transaction through the receive-connector engine and show which "
-        "connector matched and why, the session permissions and the reply at each stage. "
+        "connector matched and why, the session permissions and the reply at each stage; with send connectors, "
+        "each accepted recipient's route (connector or mailboxes, next hop, TLS requirement; docs/send-connectors.md). "
         "Exit status: 0 explained, 2 configuration or arguments refused.",
     )
     add_config_option(p)

@@ -22,8 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "import-exchange",
         help="convert Exchange Management Shell commands and Format-List output to a configuration",
-        description="Apply New-/Set-/Remove-ReceiveConnector, Add-/Remove-ADPermission and *-AcceptedDomain "
-        "commands (and Get-ReceiveConnector | Format-List output) to a freshly installed Exchange 2019 "
+        description="Apply New-/Set-/Remove-ReceiveConnector, Add-/Remove-ADPermission, *-AcceptedDomain and "
+        "*-SendConnector commands (and Get-ReceiveConnector/Get-SendConnector | Format-List output; credentials "
+        "are never imported, a credentials-file reference is written instead) to a freshly installed Exchange 2019 "
         "server, and write the result as an exmilter configuration. Whatever is not imported is reported "
         "as FILE:LINE; what exmilter check warns about in the result (an open relay…) is reported at its "
         "line in the output, with the commands behind it.",

@@ -21,7 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Render main.cf settings and one master.cf smtpd service per Exchange listener, "
         "wired to the policy daemon fail-closed (docs/render-postfix.md), offering STARTTLS and AUTH per "
         "client as each connector's AuthMechanism does (docs/authentication.md). Without -o both parts "
-        f"are printed; with -o DIR they are written to DIR/{MAIN_NAME} and DIR/{MASTER_NAME}.",
+        f"are printed; with -o DIR they are written to DIR/{MAIN_NAME} and DIR/{MASTER_NAME}. With "
+        "send connectors, the transport and TLS policy tables main.cf names are written beside them "
+        "(DIR/exmilter_transport, DIR/exmilter_tls_policy; copy them next to main.cf: docs/send-connectors.md).",
     )
     add_config_option(p)
     p.add_argument("-o", "--output", metavar="DIR", help="write the two fragments into DIR instead of printing")
@@ -57,5 +59,6 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as e:
         print(f"exmilter render-postfix: {e}", file=sys.stderr)
         return EXIT_REFUSED
-    print(f"wrote {main_path} and {master_path} ({rendered.listeners} listener(s))")
+    tables = "".join(f", {main_path.parent / name}" for name in rendered.files)
+    print(f"wrote {main_path} and {master_path}{tables} ({rendered.listeners} listener(s))")
     return 0

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from exmilter.config import auth, connectors, fields, reader, sections
+from exmilter.config import auth, connectors, fields, reader, sections, send_connectors
 from exmilter.config.problems import Collector, ConfigError, Problem
 from exmilter.config.reader import Raw
 from exmilter.config.relays import OPEN_RELAY
@@ -15,7 +15,18 @@ from exmilter.model import Organization, PolicydSettings
 
 DEFAULT_PATH = "/etc/exmilter/exmilter.yaml"
 
-TOP_KEYS = ("server", "default_connectors", "accepted_domains", "receive_connectors", "users", "policyd", "tls", "sasl")
+TOP_KEYS = (
+    "server",
+    "default_connectors",
+    "accepted_domains",
+    "receive_connectors",
+    "users",
+    "policyd",
+    "tls",
+    "sasl",
+    "send_connectors",
+    "mailbox_next_hop",
+)
 
 
 @dataclass
@@ -85,7 +96,24 @@ def _organization(root: Raw, file: str, entries: connectors.ConnectorEntries, ou
     )
     users = sections.users(top["users"][1], out) if "users" in top else ()
     policyd = sections.policyd(top["policyd"][1], out) if "policyd" in top else PolicydSettings()
-    org = Organization(server, tuple(domains), tuple(b.connector for b in built), tuple(users), policyd, file)
+    spaces_at: dict[str, Raw] = {}  # where each send connector's address_spaces are, for its warnings
+    sends = (
+        send_connectors.send_connectors(top["send_connectors"][1], out, server.name, spaces_at)
+        if "send_connectors" in top
+        else ()
+    )
+    hop = send_connectors.mailbox_next_hop(top["mailbox_next_hop"][1], out) if "mailbox_next_hop" in top else None
+    send_connectors.check_routes(domains, sends, hop, top.get("send_connectors", (root,))[0], out, spaces_at)
+    org = Organization(
+        server,
+        tuple(domains),
+        tuple(b.connector for b in built),
+        tuple(users),
+        policyd,
+        file,
+        send_connectors=tuple(sends),
+        mailbox_next_hop=hop,
+    )
     if "tls" in top or "sasl" in top:
         org = dataclasses.replace(
             org,

@@ -288,7 +288,7 @@ class Applier:
                 st.file,
                 call.line,
                 f"{call.name} is not imported: exmilter models receive connectors, "
-                "their permissions and accepted domains only",
+                "their permissions, accepted domains and send connectors only",
             )
             return []
         first = "name" if call.name.lower().startswith("new-") else "identity"

@@ -16,10 +16,11 @@ from exmilter.importer.cmdlets.accepted_domains import domain_name, domain_prope
 from exmilter.importer.cmdlets.ad_permissions import add_ad_permission
 from exmilter.importer.cmdlets.command import Command
 from exmilter.importer.cmdlets.receive_connectors import store
+from exmilter.importer.cmdlets.send_connectors import dump_properties, is_send_connector_dump
 from exmilter.importer.evaluator import Args, Param, Refused
 from exmilter.importer.notes import Notes
 from exmilter.importer.parameters import DUMP_INERT, LIST_KEYS, NO_FLAGS, OPTIONAL_KEYS, RC_KEYS
-from exmilter.importer.state import ASSUMED_DOMAIN, NO_USAGE, Connector, Domain, State
+from exmilter.importer.state import ASSUMED_DOMAIN, NO_USAGE, Connector, Domain, SendSpec, State
 from exmilter.importer.transcript import Dump
 from exmilter.model import PermissionGroups
 
@@ -46,7 +47,9 @@ def import_dump(session: Session, d: Dump) -> None:
         return
     keys = {k.lower() for k in d.props}
     oc = (d.get("ObjectClass") or "").lower()
-    if "msexchsmtpreceiveconnector" in oc or keys & _CONNECTOR_PROPERTIES:
+    if is_send_connector_dump(oc, keys):
+        _send_connector(session, d)
+    elif "msexchsmtpreceiveconnector" in oc or keys & _CONNECTOR_PROPERTIES:
         _connector(session, d)
     elif "msexchaccepteddomain" in oc or "domaintype" in keys or "domainname" in keys:
         _domain(session, d)
@@ -121,6 +124,25 @@ def _connector(session: Session, d: Dump) -> None:
         session.notes.warn(
             d.file, d.props[k][1], f"{k} is not a receive connector property exmilter knows: not imported"
         )
+
+
+def _send_connector(session: Session, d: Dump) -> None:
+    name = (d.get("Name") or d.get("Identity") or "").strip()
+    if not name:
+        session.notes.warn(d.file, d.line, "send connector properties without Name or Identity: not imported")
+        return
+
+    def apply(cmd: Command) -> None:
+        c = cmd.state.send_connector(name)
+        if c is None:
+            c = SendSpec({"name": name}, [cmd.where])
+            cmd.state.send_connectors.append(c)
+        else:
+            c.origins.append(cmd.where)
+        dump_properties(cmd, c, d.props, d.file)
+
+    where = f"Format-List output at {d.file}:{d.line}"
+    session.attempt(d.file, d.line, f"send connector {name}", where, apply)
 
 
 def _domain(session: Session, d: Dump) -> None:

@@ -104,6 +104,9 @@ def exchange_words(text: str) -> str:
 #: Parameters of the handled cmdlets beyond the receive-connector ones.
 HANDLER_PARAMS = _words(
     "user extendedrights deny accessrights domainname domaintype matchsubdomains addressbookenabled makedefault"
+    # send connectors (exmilter.importer.cmdlets.send_connectors): so that -TlsDomain is not -TlsDomainCapabilities
+    " addressspaces dnsroutingenabled smarthosts port tlsauthlevel tlsdomain ignorestarttls smarthostauthmechanism"
+    " sourcetransportservers cloudservicesmailenabled authenticationcredential"
 )
 
 

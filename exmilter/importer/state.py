@@ -68,6 +68,18 @@ class Domain:
 
 
 @dataclass
+class SendSpec:
+    """A send connector: its configuration keys (text, list of text, or bool) and its origins."""
+
+    spec: dict[str, Any]
+    origins: list[str]
+
+    @property
+    def name(self) -> str:
+        return str(self.spec["name"])
+
+
+@dataclass
 class UserGrant:
     name: str
     origins: list[str]
@@ -83,6 +95,7 @@ class State:
     connectors: list[Connector] = field(default_factory=list)
     domains: list[Domain] = field(default_factory=list)
     users: dict[str, UserGrant] = field(default_factory=dict)
+    send_connectors: list[SendSpec] = field(default_factory=list)
 
     @classmethod
     def fresh(cls, server: str, fqdn: str, fqdn_known: bool) -> State:
@@ -106,6 +119,10 @@ class State:
             [c.copy() for c in self.connectors],
             [Domain(dict(d.spec), list(d.origins)) for d in self.domains],
             {k: UserGrant(u.name, list(u.origins), list(u.send_as)) for k, u in self.users.items()},
+            [
+                SendSpec({k: list(v) if isinstance(v, list) else v for k, v in c.spec.items()}, list(c.origins))
+                for c in self.send_connectors
+            ],
         )
 
     def connector(self, name: str) -> Connector | None:
@@ -118,6 +135,11 @@ class State:
             (d for d in self.domains if str(d.spec["name"]).lower() == key or str(d.spec["domain_name"]) == key),
             None,
         )
+
+    def send_connector(self, identity: str) -> SendSpec | None:
+        """A send connector by name (they belong to the organisation, not to a server)."""
+        key = identity.strip().rpartition("\\")[2].lower()
+        return next((c for c in self.send_connectors if c.name.lower() == key), None)
 
     def defaults_intact(self) -> bool:
         """Whether ``default_connectors: true`` still describes setup's five connectors."""

@@ -197,6 +197,22 @@ def render_lines(state: State, comments: bool = True) -> tuple[list[str], list[t
             for a in c.aces:
                 for line in _ace(a):
                     out.add(line, a.origins)
+    if state.send_connectors:
+        out.add("")
+        out.add("send_connectors:")
+        for sc in state.send_connectors:
+            out.comment(_origins(sc.origins), "  ")
+            first = True
+            for key, value in sc.spec.items():
+                if key == "authentication_credential_file":  # a reference, never the secret
+                    out.comment(
+                        "CREDENTIALS NOT IMPORTED: write the smart host's user and password to this file "
+                        "('[host]:port user:password', mode 600) before starting Postfix",
+                        "    ",
+                    )
+                text = flow(value) if isinstance(value, list) else scalar(value)
+                out.add(f"  {'- ' if first else '  '}{key}: {text}", sc.origins)
+                first = False
     if state.users:
         out.add("")
         out.add("users:")

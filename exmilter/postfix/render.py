@@ -13,7 +13,7 @@ nonsense, clients get a temporary failure, never an open relay.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from exmilter.limits import POSTFIX_POLICY_RETRY_DELAY, POSTFIX_POLICY_TIMEOUT, POSTFIX_POLICY_TRY_LIMIT
@@ -22,6 +22,7 @@ from exmilter.postfix.listeners import ListenerLayout, ListenerPlan
 from exmilter.postfix.main import main_settings
 from exmilter.postfix.master import master_service
 from exmilter.postfix.restrictions import DEFAULT_ACTION, policy_endpoint
+from exmilter.postfix.transport import Outbound, render_outbound
 
 #: ``render-postfix -o DIR`` writes DIR/main.cf.SUFFIX and DIR/master.cf.SUFFIX.
 DEFAULT_SUFFIX = "exmilter"
@@ -53,7 +54,9 @@ MASTER_WHY = (
 )
 
 
-def render_master(plans: Sequence[ListenerPlan], org: Organization, endpoint: str) -> str:
+def render_master(
+    plans: Sequence[ListenerPlan], org: Organization, endpoint: str, outbound: Outbound | None = None
+) -> str:
     """master.cf: one smtpd service per plan (their own cleanup/rewrite services after each).
 
     ``endpoint`` is where Postfix reaches the policy daemon, in Postfix's syntax
@@ -67,10 +70,11 @@ def render_master(plans: Sequence[ListenerPlan], org: Organization, endpoint: st
     ]
     layout = ListenerLayout(org)
     services = [master_service(p, org, endpoint, layout) for p in plans]
+    services += (outbound or render_outbound(org)).services  # send connectors (docs/send-connectors.md)
     return "\n".join(head) + "\n\n" + "\n\n".join(services) + "\n"
 
 
-def render_main(org: Organization) -> str:
+def render_main(org: Organization, outbound: Outbound | None = None) -> str:
     """main.cf: the settings to append, each with the reason above it."""
     out = [
         f"# exmilter: main.cf settings generated from {org.source or 'the configuration'} by exmilter render-postfix.",
@@ -81,6 +85,11 @@ def render_main(org: Organization) -> str:
     for s in main_settings(org):
         out.append(f"# {s.why}")
         out.append(f"{s.name} = {s.value}".rstrip())
+    outbound = outbound or render_outbound(org)
+    if not outbound.empty:
+        out += ["", "# --- send connectors (docs/send-connectors.md) -----------------------------------"]
+    for name, value, why in outbound.main:
+        out += [f"# {why}", f"{name} = {value}"]
     return "\n".join(out) + "\n"
 
 
@@ -91,10 +100,13 @@ class Rendered:
     main: str
     master: str
     listeners: int
+    #: Tables written beside main.cf (send connectors' transport and TLS policy maps): name -> text.
+    files: dict[str, str] = field(default_factory=dict)
 
     def text(self) -> str:
         """Both parts, each under a header line (what ``render-postfix`` prints without ``-o``)."""
-        return f"# ===== main.cf =====\n{self.main}\n# ===== master.cf =====\n{self.master}"
+        tables = "".join(f"# ===== {name} =====\n{text}" for name, text in self.files.items())
+        return f"# ===== main.cf =====\n{self.main}\n# ===== master.cf =====\n{self.master}{tables}"
 
     def write(self, directory: Path | str, suffix: str = DEFAULT_SUFFIX) -> tuple[Path, Path]:
         """Write ``main.cf.SUFFIX`` and ``master.cf.SUFFIX`` into ``directory`` (created if missing).
@@ -108,6 +120,8 @@ class Rendered:
         main_path, master_path = out / f"main.cf.{suffix}", out / f"master.cf.{suffix}"
         main_path.write_text(self.main)
         master_path.write_text(self.master)
+        for name, text in self.files.items():  # main.cf names them: $config_directory/NAME
+            (out / name).write_text(text)
         return main_path, master_path
 
 
@@ -122,4 +136,7 @@ def render(org: Organization, policy_service: str | None = None) -> Rendered:
         raise ValueError("the file's policyd.listen is empty; give --policy-service")
     endpoint = policy_endpoint(service)
     plans = ListenerLayout(org).plans
-    return Rendered(render_main(org), render_master(plans, org, endpoint), len(plans))
+    outbound = render_outbound(org)
+    return Rendered(
+        render_main(org, outbound), render_master(plans, org, endpoint, outbound), len(plans), dict(outbound.files)
+    )

@@ -156,6 +156,10 @@ class PostfixInstance:
             self.stop()
         self._postfix("start")
 
+    def reload(self) -> None:
+        """``postfix reload``: the running instance re-reads main.cf, master.cf and its tables."""
+        self._postfix("reload")
+
     def stop(self, timeout: float = 20.0) -> None:
         """``postfix stop`` and wait until the master has gone (its pid file is released)."""
         if not self.running():
@@ -180,16 +184,21 @@ class PostfixInstance:
             return ""
 
 
-def check_rendered(root: Path | str, main_cf: str, master_cf: str) -> tuple[PostfixInstance, list[str]]:
+def check_rendered(
+    root: Path | str, main_cf: str, master_cf: str, files: dict[str, str] | None = None
+) -> tuple[PostfixInstance, list[str]]:
     """Have ``postfix check`` judge rendered text: a private instance under ``root`` whose
     main.cf is the offline base settings followed by ``main_cf`` (a later line wins, as when
     appended to a real main.cf) and whose master.cf is :data:`BASE_SERVICES` followed by
     ``master_cf``. Returns the instance (for :meth:`PostfixInstance.postconf`) and what
     ``postfix check`` printed (an empty list when it has nothing to say); raises
-    :class:`PostfixError` when it fails. Needs root; starts nothing.
+    :class:`PostfixError` when it fails. Needs root; starts nothing. ``files`` are tables
+    written beside main.cf (name -> text), as ``render-postfix -o`` writes them.
     """
     instance = PostfixInstance(root)
     instance.write(instance.base_main(CHECK_HOSTNAME), main_cf, master_cf)
+    for name, text in (files or {}).items():
+        _atomic_write(instance.etc / name, text)
     return instance, instance.check()
 
 

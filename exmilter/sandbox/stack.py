@@ -33,7 +33,7 @@ from exmilter.postfix.listeners import ListenerLayout, ListenerPlan
 from exmilter.postfix.main import main_settings
 from exmilter.postfix.master import master_service
 from exmilter.postfix.restrictions import DEFAULT_ACTION
-from exmilter.sandbox import delivery
+from exmilter.sandbox import delivery, outbound
 from exmilter.sandbox.certificates import CertificateAuthority
 from exmilter.sandbox.deliver import Delivery, read_deliveries
 from exmilter.sandbox.dovecot import PACKAGE as DOVECOT_PACKAGE
@@ -58,7 +58,8 @@ DEFAULT_STATE = Path("/tmp/exmilter-sandbox")
 POLICYD_DOWN = f"Postfix keeps running and answers {DEFAULT_ACTION[:9]} to every client it asks the daemon about"
 
 
-#: Postfix's TLS manager (entropy and session cache for smtpd's STARTTLS), as Debian ships it.
+#: Postfix's TLS manager (entropy and session cache for smtpd's STARTTLS and the smtp client's
+#: TLS to next hops), as Debian ships it; one per instance.
 TLSMGR_SERVICE = "tlsmgr    unix  - - n 1000? 1 tlsmgr"
 
 
@@ -157,6 +158,7 @@ class Sandbox:
         self.ca: CertificateAuthority | None = None
         self._plans: list[ListenerPlan] = []
         self._layout: ListenerLayout | None = None
+        self._routed = False  # Postfix routes through send connectors (docs/send-connectors.md)
         self.org: Organization | None = None
 
     # -- attributes --------------------------------------------------------------------
@@ -355,6 +357,9 @@ class Sandbox:
         assert self.org is not None and self._layout is not None
         main = self.postfix.base_main(self.org.server.fqdn)
         main.update({s.name: s.value for s in main_settings(self.org)})
+        # send connectors: Postfix routes as rendered, to the test next hops (docs/send-connectors.md)
+        routed = outbound.sandbox_outbound(self.org, self.state_dir)
+        self._routed = routed is not None
         main.update(
             {
                 "inet_interfaces": self.host,
@@ -365,21 +370,28 @@ class Sandbox:
                     if self._needs_auth()
                     else {}
                 ),
+                **(routed.main if routed else {}),
                 **NO_NETWORK,  # last: nothing rendered for production may turn a lookup back on
             }
         )
         endpoint = f"inet:{self.host}:{self.policy_port}"
         services = [
             master_service(
-                replace(p, extra_options=delivery.routed_options(p.context)), self.org, endpoint, self._layout
+                replace(p, extra_options=() if routed else delivery.routed_options(p.context)),
+                self.org,
+                endpoint,
+                self._layout,
             )
             for p in self._plans
         ]
         python = delivery.agent_python(self.python)
         services.append(delivery.pipe_service(python, self._agent, self.delivered_dir, self.selection_path))
-        if self.ca is not None:  # smtpd's TLS needs the TLS manager (Debian's master.cf has it too)
+        services += routed.services if routed else ()
+        if self.ca is not None or routed:  # STARTTLS and TLS next hops need the TLS manager, once
             services.append(TLSMGR_SERVICE)
         self.postfix.write(main, "", "\n\n".join(services) + "\n")
+        for name, text in (routed.files if routed else {}).items():
+            (self.postfix.etc / name).write_text(text)
 
     # -- policy daemon ---------------------------------------------------------------------
 
@@ -470,6 +482,7 @@ class Sandbox:
                     self.dovecot.write_users(u.name for u in org.users)  # Dovecot re-reads it
                 except OSError as e:
                     self.report(f"{self.dovecot.passwd}: cannot be written ({e}); AUTH keeps the old users")
+            self._reroute()
         child = self._policyd
         if child.state is State.FAILED:
             if org is None:
@@ -484,6 +497,28 @@ class Sandbox:
         if org is not None:
             self.report(f"{self.config} reloaded (the policy daemon re-reads it)")
         return org is not None
+
+    def _reroute(self) -> None:
+        """After a reload: Postfix's outbound routing follows the send connectors of the file.
+
+        Listeners keep how they hand mail over (to Postfix's routing, or straight to the
+        delivery agent), so adding the first send connector or removing the last one needs
+        a restart; the operator is told.
+        """
+        assert self.org is not None
+        wanted = bool(self.org.send_connectors or self.org.mailbox_next_hop)
+        if wanted != self._routed:
+            self.report(f"{self.config}: send connectors added or removed: restart the sandbox to route by them")
+            return
+        if not wanted:
+            return
+        try:
+            self._write_postfix()
+            self.postfix.reload()
+        except Exception as e:  # Postfix keeps routing as before; say why, never stop the sandbox
+            self.report(f"{self.config}: send connectors not applied ({type(e).__name__}: {e})")
+            return
+        self.report(f"{self.config}: send connectors applied (postfix reload)")
 
     # -- reporting -------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ so there is one definition of what is valid. One module per cmdlet family.
 
 from __future__ import annotations
 
-from exmilter.importer.cmdlets import accepted_domains, ad_permissions, receive_connectors
+from exmilter.importer.cmdlets import accepted_domains, ad_permissions, receive_connectors, send_connectors
 from exmilter.importer.cmdlets.command import Handler
 from exmilter.importer.parameters import FOREACH, READ_ONLY_ALIASES, READ_ONLY_VERBS
 
@@ -24,6 +24,9 @@ HANDLERS: dict[str, Handler] = {
     "new-accepteddomain": accepted_domains.new_accepted_domain,
     "set-accepteddomain": accepted_domains.set_accepted_domain,
     "remove-accepteddomain": accepted_domains.remove_accepted_domain,
+    "new-sendconnector": send_connectors.new_send_connector,
+    "set-sendconnector": send_connectors.set_send_connector,
+    "remove-sendconnector": send_connectors.remove_send_connector,
 }
 
 
