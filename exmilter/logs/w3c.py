@@ -189,10 +189,8 @@ class HourlyLog:
         self.failures += 1
         f, self._file = self._file, None
         if f is not None:
-            try:
+            with contextlib.suppress(OSError):
                 f.close()
-            except OSError:
-                pass
         self._report(e)
 
     def _report(self, e: OSError) -> None:
