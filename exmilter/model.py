@@ -264,6 +264,28 @@ class PolicydSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class LogSettings:
+    """Where the daemons write Exchange's logs and how much is kept (``logs:``; docs/logs.md).
+
+    Names follow ``Set-TransportService`` (ReceiveProtocolLogPath, MessageTrackingLogMaxAge...).
+    An empty path turns that log off; a connector writes the protocol log only with
+    ``protocol_logging_level: Verbose`` (spec §5.1). ``format`` is the daemons' own log line:
+    ``text`` or ``json``.
+    """
+
+    receive_protocol_log_path: str = "/var/log/exmilter/ProtocolLog/SmtpReceive"
+    receive_protocol_log_max_file_size: int = limits.PROTOCOL_LOG_MAX_FILE
+    receive_protocol_log_max_directory_size: int = limits.PROTOCOL_LOG_MAX_DIRECTORY
+    receive_protocol_log_max_age: timedelta = timedelta(days=limits.PROTOCOL_LOG_MAX_AGE_DAYS)
+    message_tracking_log_enabled: bool = True
+    message_tracking_log_path: str = "/var/log/exmilter/MessageTracking"
+    message_tracking_log_max_file_size: int = limits.TRACKING_LOG_MAX_FILE
+    message_tracking_log_max_directory_size: int = limits.TRACKING_LOG_MAX_DIRECTORY
+    message_tracking_log_max_age: timedelta = timedelta(days=limits.TRACKING_LOG_MAX_AGE_DAYS)
+    format: str = "text"
+
+
+@dataclass(frozen=True, slots=True)
 class Organization:
     """One loaded configuration file: the unit the engine decides against."""
 
@@ -273,6 +295,7 @@ class Organization:
     users: tuple[User, ...] = ()
     policyd: PolicydSettings = field(default_factory=PolicydSettings)
     source: str = ""
+    logs: LogSettings = field(default_factory=LogSettings)
 
     def connector(self, name_or_identity: str) -> ReceiveConnector | None:
         key = name_or_identity.lower()

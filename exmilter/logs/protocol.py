@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from exmilter.limits import PROTOCOL_LOG_DATA_MAX
 from exmilter.logs.escape import escape
@@ -42,6 +42,9 @@ FIELDS = (
     "context",
 )
 PREFIX = "RECV"
+
+#: A file's header from the time the file is started.
+HeaderMaker = Callable[[float], str]
 
 #: Offset of .NET ticks (100 ns since 0001-01-01) at the Unix epoch: Exchange's session ids
 #: are tick counts (``08D675E58CA1DA38`` is 2019-01-…), so exmilter's sort like Exchange's.
