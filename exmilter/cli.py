@@ -19,6 +19,7 @@ COMMANDS = (
     "exmilter.commands.import_exchange",
     "exmilter.commands.policyd",
     "exmilter.commands.render_postfix",
+    "exmilter.commands.replay",
     "exmilter.commands.sandbox",
     "exmilter.commands.track",
 )

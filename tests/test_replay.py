@@ -1,0 +1,263 @@
+"""``exmilter replay``: Exchange protocol logs rebuilt into sessions and judged with a new configuration."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from exmilter import cli
+from exmilter.config import loads
+from exmilter.engine import Engine
+from exmilter.logs.replay import Replayer, replay, reply_key, split_endpoint
+from exmilter.logs.w3c import field, read_rows
+
+DATA = Path(__file__).parent / "data" / "logs"
+
+CONFIG = """\
+server: {name: EX01, fqdn: mail.contoso.com, domain: CONTOSO}
+default_connectors: true
+accepted_domains: [contoso.com]
+receive_connectors:
+  - name: SMTP Relay Script
+    transport_role: FrontendTransport
+    usage: Custom
+    bindings: [0.0.0.0:25, "[::]:25"]
+    remote_ip_ranges: [RANGES]
+    permission_groups: [AnonymousUsers]
+    permissions:
+      - user: NT AUTHORITY\\ANONYMOUS LOGON
+        extended_rights: [ms-Exch-SMTP-Accept-Any-Recipient]
+"""
+WITH_RANGE = CONFIG.replace("RANGES", "10.1.0.0/16, 2001:db8:10::/48")
+WITHOUT_V4 = CONFIG.replace("RANGES", "2001:db8:10::/48")
+
+HEADER = (
+    "#Software: Microsoft Exchange Server\r\n#Version: 15.0.0.0\r\n#Log-type: SMTP Receive Protocol Log\r\n"
+    "#Date: {date}\r\n"
+    "#Fields: date-time,connector-id,session-id,sequence-number,local-endpoint,remote-endpoint,event,data,context\r\n"
+)
+ANON = "SMTPSubmit SMTPAcceptAnyRecipient SMTPAcceptAnySender SMTPAcceptAuthoritativeDomainSender AcceptRoutingHeaders"
+DEFAULT = "SMTPSubmit SMTPAcceptAnySender SMTPAcceptAuthoritativeDomainSender AcceptRoutingHeaders"
+
+
+def _rows(
+    connector: str, sid: str, local: str, remote: str, start_seq: int, rows: list[tuple[str, str, str, str]]
+) -> str:
+    out = []
+    for i, (when, event, data, context) in enumerate(rows):
+        out.append(
+            f"{when},EX01\\{connector},{sid},{start_seq + i},{local},{remote},{event},{field(data)},{context}\r\n"
+        )
+    return "".join(out)
+
+
+def _handmade(d: Path) -> None:
+    """Three sessions over two hourly files: an IPv4 relay client whose session crosses the
+    hour, an IPv6 relay client (multi-line EHLO reply, a quoted 220), and an outside client
+    refused at RCPT on Default Frontend."""
+    relay = "10.1.2.3:51000"
+    first = _rows(
+        "SMTP Relay Script",
+        "08DAF3ECE7159810",
+        "192.0.2.10:25",
+        relay,
+        0,
+        [
+            ("2023-01-11T16:59:58.000Z", "+", "", ""),
+            ("2023-01-11T16:59:58.001Z", "*", ANON, "Set Session Permissions"),
+            (
+                "2023-01-11T16:59:58.001Z",
+                ">",
+                "220 mail.contoso.com Microsoft ESMTP MAIL Service ready at Wed, 11 Jan 2023 17:59:58 +0100",
+                "",
+            ),
+            ("2023-01-11T16:59:58.010Z", "<", "EHLO app01", ""),
+            (
+                "2023-01-11T16:59:58.011Z",
+                ">",
+                "250-mail.contoso.com Hello [10.1.2.3] 250-SIZE 37748736 250 PIPELINING",
+                "",
+            ),
+            ("2023-01-11T16:59:59.000Z", "<", "MAIL FROM:<app@contoso.com> SIZE=1200", ""),
+            ("2023-01-11T16:59:59.001Z", ">", "250 2.1.0 Sender OK", ""),
+        ],
+    )
+    v6 = _rows(
+        "SMTP Relay Script",
+        "08DAF3ECE7159811",
+        "2001:db8::10:25",
+        "2001:db8:10::7:40000",
+        0,
+        [
+            ("2023-01-11T16:59:59.500Z", "+", "", ""),
+            ("2023-01-11T16:59:59.501Z", "*", ANON, "Set Session Permissions"),
+            ("2023-01-11T16:59:59.510Z", "<", "EHLO [IPv6:2001:db8:10::7]", ""),
+            ("2023-01-11T16:59:59.511Z", ">", "250  mail.contoso.com Hello [2001:db8:10::7] SIZE PIPELINING", ""),
+            (
+                "2023-01-11T16:59:59.515Z",
+                "*",
+                "TLS protocol SP_PROT_TLS1_2_SERVER negotiation succeeded using bulk encryption algorithm "
+                "CALG_AES_256 with strength 256 bits, MAC hash algorithm CALG_SHA_384 with strength 384 bits",
+                "TLS negotiation succeeded",
+            ),
+            ("2023-01-11T16:59:59.520Z", "<", "MAIL FROM:<ops@contoso.com>", ""),
+            ("2023-01-11T16:59:59.520Z", "<", "RCPT TO:<someone@fabrikam.example>", ""),
+            ("2023-01-11T16:59:59.521Z", ">", "250 2.1.0 Sender OK", ""),
+            ("2023-01-11T16:59:59.521Z", ">", "250 2.1.5 Recipient OK", ""),
+            ("2023-01-11T16:59:59.600Z", "-", "", "Remote"),
+        ],
+    )
+    (d / "RECV2023011116-1.LOG").write_bytes((HEADER.format(date="2023-01-11T16:00:00.000Z") + first + v6).encode())
+    second = _rows(
+        "SMTP Relay Script",
+        "08DAF3ECE7159810",
+        "192.0.2.10:25",
+        relay,
+        7,
+        [
+            ("2023-01-11T17:00:00.100Z", "<", "RCPT TO:<ext@fabrikam.example>", ""),
+            ("2023-01-11T17:00:00.101Z", ">", "250 2.1.5 Recipient OK", ""),
+            ("2023-01-11T17:00:00.200Z", "<", "DATA", ""),
+            ("2023-01-11T17:00:00.201Z", ">", "354 Start mail input; end with <CRLF>.<CRLF>", ""),
+            ("2023-01-11T17:00:00.400Z", ">", "250 2.6.0 <x@app01> [InternalId=1] Queued mail for delivery", ""),
+            ("2023-01-11T17:00:00.500Z", "<", "QUIT", ""),
+            ("2023-01-11T17:00:00.501Z", ">", "221 2.0.0 Service closing transmission channel", ""),
+            ("2023-01-11T17:00:00.502Z", "-", "", "Local"),
+        ],
+    )
+    outside = _rows(
+        "Default Frontend EX01",
+        "08DAF3ECE7159900",
+        "192.0.2.10:25",
+        "203.0.113.9:1234",
+        0,
+        [
+            ("2023-01-11T17:10:00.000Z", "+", "", ""),
+            ("2023-01-11T17:10:00.001Z", "*", DEFAULT, "Set Session Permissions"),
+            ("2023-01-11T17:10:00.010Z", "<", "HELO x", ""),
+            ("2023-01-11T17:10:00.011Z", ">", "250 mail.contoso.com Hello [203.0.113.9]", ""),
+            ("2023-01-11T17:10:00.020Z", "<", "MAIL FROM:<>", ""),
+            ("2023-01-11T17:10:00.021Z", ">", "250 2.1.0 Sender OK", ""),
+            ("2023-01-11T17:10:00.030Z", "<", "RCPT TO:<x@fabrikam.example>", ""),
+            ("2023-01-11T17:10:05.031Z", ">", "550 5.7.54 SMTP; Unable to relay recipient in non-accepted domain", ""),
+            ("2023-01-11T17:10:05.040Z", "-", "", "Remote"),
+        ],
+    )
+    (d / "RECV2023011117-1.LOG").write_bytes(
+        (HEADER.format(date="2023-01-11T17:00:00.000Z") + second + outside).encode()
+    )
+
+
+def _engine(text: str) -> Engine:
+    return Engine(loads(text, "replay.yaml").organization)
+
+
+def test_spec_sample_replays_without_differences() -> None:
+    report = replay(_engine(WITH_RANGE), [str(DATA / "RECV2023011116-1.LOG")])
+    assert (report.sessions, report.differing) == (1, [])
+    [inv] = report.inventory.values()
+    assert (inv.client, inv.old_connector, inv.new_connector, inv.sessions) == (
+        "198.51.100.7",
+        "Default Frontend EX01",
+        "Default Frontend EX01",
+        1,
+    )
+
+
+def test_handmade_logs_replay_without_differences_on_the_same_configuration(tmp_path: Path) -> None:
+    _handmade(tmp_path)
+    seen = []
+    report = replay(_engine(WITH_RANGE), [str(tmp_path)], progress=seen.append)
+    assert report.differing == [] and report.unreadable == []
+    assert report.sessions == 3
+    assert [(p.files_done, p.files) for p in seen] == [(1, 2), (2, 2)]
+    assert sorted((e.client, e.old_connector, e.sessions) for e in report.inventory.values()) == [
+        ("10.1.2.3", "SMTP Relay Script", 1),
+        ("2001:db8:10::7", "SMTP Relay Script", 1),
+        ("203.0.113.9", "Default Frontend EX01", 1),
+    ]
+
+
+def test_one_range_removed_reports_those_sessions(tmp_path: Path) -> None:
+    _handmade(tmp_path)
+    report = replay(_engine(WITHOUT_V4), [str(tmp_path)])
+    groups = report.grouped()
+    assert list(groups) == [("10.1.2.3", "SMTP Relay Script")]
+    [s] = groups[("10.1.2.3", "SMTP Relay Script")]
+    assert s.new_connector == "Default Frontend EX01"
+    assert [(d.stage, d.command, d.exchange, d.exmilter) for d in s.differences] == [
+        ("connector", "", "SMTP Relay Script", "Default Frontend EX01"),
+        ("permissions", "", " ".join(sorted(ANON.split())), " ".join(sorted(DEFAULT.split()))),
+        (
+            "RCPT",
+            "RCPT TO:<ext@fabrikam.example>",
+            "250 2.1.5 Recipient OK",
+            "550 5.7.54 SMTP; Unable to relay recipient in non-accepted domain",
+        ),
+    ]
+
+
+def test_session_without_its_end_is_judged_at_the_end(tmp_path: Path) -> None:
+    _handmade(tmp_path)
+    (tmp_path / "RECV2023011117-1.LOG").unlink()
+    report = replay(_engine(WITHOUT_V4), [str(tmp_path)])
+    assert report.sessions == 2
+    assert [s.session_id for s in report.differing] == ["08DAF3ECE7159810"]
+
+
+def test_command_exit_status_json_and_progress(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    _handmade(logs)
+    cfg = tmp_path / "exmilter.yaml"
+    cfg.write_text(WITH_RANGE)
+    assert cli.main(["replay", "-c", str(cfg), str(logs)]) == 0
+    out = capsys.readouterr()
+    assert out.out.startswith("3 session(s) from 34 row(s); 0 session(s) would differ")
+    assert "replay: 2/2 files" in out.err
+    cfg.write_text(WITHOUT_V4)
+    assert cli.main(["replay", "-c", str(cfg), "--json", "--quiet", str(logs)]) == 1
+    out = capsys.readouterr()
+    data = json.loads(out.out)
+    assert [s["client"] for s in data["differing"]] == ["10.1.2.3"]
+    assert out.err == ""
+    assert cli.main(["replay", "-c", str(cfg), str(tmp_path / "none")]) == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("192.0.2.10:25", ("192.0.2.10", 25)),
+        ("2001:db8::10:25", ("2001:db8::10", 25)),
+        ("[2001:db8::1]:587", ("2001:db8::1", 587)),
+    ],
+)
+def test_endpoints(text: str, expected: tuple[str, int]) -> None:
+    assert split_endpoint(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("550 5.7.54 SMTP; Unable to relay", ("550", "5.7.54")),
+        ("250-mail Hello 250 SIZE", ("250", "")),
+        ("354 Start mail input", ("354", "")),
+        ("421 4.4.2 closing", ("421", "4.4.2")),
+        ("hello", None),
+    ],
+)
+def test_reply_keys(text: str, key: tuple[str, str] | None) -> None:
+    assert reply_key(text) == key
+
+
+def test_reader_handles_quotes_and_multiline_rows(tmp_path: Path) -> None:
+    _handmade(tmp_path)
+    rows = list(read_rows(str(tmp_path / "RECV2023011116-1.LOG")))
+    assert rows[2]["data"].startswith("220 mail.contoso.com Microsoft ESMTP MAIL Service ready at Wed, 11 Jan")
+    assert rows[11]["data"].endswith("strength 256 bits, MAC hash algorithm CALG_SHA_384 with strength 384 bits")
+    assert rows[11]["context"] == "TLS negotiation succeeded"
+    r = Replayer(_engine(WITH_RANGE))
+    r.feed(rows)
+    assert r.finish().sessions == 2
