@@ -335,7 +335,8 @@ def format_text(report: ReplayReport, *, limit: int = 20) -> Iterator[str]:
         yield ""
         yield f"client {client}, Exchange connector {old!r}: {len(sessions)} session(s) differ"
         for s in sessions[:limit]:
-            yield f"  session {s.session_id} at {s.start} (local {s.local}; exmilter connector {s.new_connector or '-'!r})"
+            new = s.new_connector or "-"
+            yield f"  session {s.session_id} at {s.start} (local {s.local}; exmilter connector {new!r})"
             for d in s.differences:
                 what = f" {d.command}" if d.command else ""
                 yield f"    {d.stage}{what}: Exchange {d.exchange!r}; exmilter {d.exmilter!r}"
@@ -347,7 +348,8 @@ def format_text(report: ReplayReport, *, limit: int = 20) -> Iterator[str]:
     yield "inventory: client IP -> connector (Exchange, exmilter), sessions, first and last seen"
     for e in sorted(report.inventory.values(), key=lambda e: (e.old_connector, e.client)):
         same = "" if e.old_connector.lower() == e.new_connector.lower() else "  <- differs"
-        yield f"  {e.client:<39} {e.old_connector!r} -> {e.new_connector or '-'!r}  {e.sessions}  {e.first}  {e.last}{same}"
+        new = e.new_connector or "-"
+        yield f"  {e.client:<39} {e.old_connector!r} -> {new!r}  {e.sessions}  {e.first}  {e.last}{same}"
 
 
 def as_json(report: ReplayReport) -> dict:
