@@ -30,6 +30,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "tcp:9142:interface=127.0.0.1); 'none' disables",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="log every decision, not only refusals")
+    p.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        help="the daemon's own log lines on stderr (default: logs.format from the file, text); each line "
+        "starts with its syslog priority <N> when stderr is the journal (JOURNAL_STREAM is set)",
+    )
     p.set_defaults(func=run)
 
 
@@ -45,4 +51,5 @@ def run(args: argparse.Namespace) -> int:
         metrics = settings.metrics
     else:
         metrics = None if args.metrics.strip().lower() == "none" else args.metrics
-    return daemon.run(args.config, loaded, listen, metrics, verbose=args.verbose)
+    log_format = args.log_format or loaded.organization.logs.format
+    return daemon.run(args.config, loaded, listen, metrics, verbose=args.verbose, log_format=log_format)

@@ -22,8 +22,11 @@ _DEFAULT_ACTION = f"{CONFIGURATION_PROBLEM.code} {CONFIGURATION_PROBLEM.enhanced
 
 
 def _decision(e: ev.PolicyDecision) -> str:
+    """``c<conn>.<seq> [<queue id>: ]<stage> client=… connector=… from=<…> to=<…>: <action>``; the
+    Postfix queue id, where Postfix sent one, as Postfix's own lines carry it (``grep QUEUEID``)."""
+    qid = f"{escape(e.queue_id)}: " if e.queue_id else ""
     return (
-        f"c{e.conn}.{e.seq} {e.stage} client={escape(e.client)} connector={e.connector or '-'!r} "
+        f"c{e.conn}.{e.seq} {qid}{e.stage} client={escape(e.client)} connector={e.connector or '-'!r} "
         f"from=<{escape(e.sender)}> to=<{escape(e.recipient)}>: {e.action}"
         f"{' (re-sent request, same answer)' if e.duplicate else ''}"
         f"{f' ({escape(e.note, LOG_NOTE_MAX)})' if e.note else ''}"

@@ -95,6 +95,7 @@ def run(
     *,
     verbose: bool = False,
     stderr: TextIO | None = None,
+    log_format: str = "text",
 ) -> int:
     """Serve until SIGTERM; the exit status. Endpoints that do not parse are reported on
     ``stderr`` before anything starts (:data:`EXIT_REFUSED`); a listener that cannot bind
@@ -108,7 +109,7 @@ def run(
             print(e, file=err)
         return EXIT_REFUSED
 
-    start_logging(verbose, err)
+    start_logging(verbose, err, log_format=log_format)
     raise_open_files_limit()  # one descriptor per Postfix smtpd process (docs/policyd.md, Limits)
     metrics = choose_metrics(metrics_endpoint is not None)
     sink = twisted_sink(log)
