@@ -16,6 +16,7 @@ from exmilter import __version__
 COMMANDS = (
     "exmilter.commands.check",
     "exmilter.commands.explain",
+    "exmilter.commands.follow_maillog",
     "exmilter.commands.import_exchange",
     "exmilter.commands.policyd",
     "exmilter.commands.render_postfix",
