@@ -14,19 +14,7 @@ from exmilter.logs.tracking import Outcome
 NOW = time.mktime((2026, 12, 2, 15, 0, 0, 0, 0, -1))
 
 #: Lines as Postfix 3.7's maillog_file writes them (seen in a sandbox run), plus SEND/DEFER/FAIL/DSN.
-MAILLOG = """\
-Dec 02 14:09:13 mx postfix/smtpd[5896]: A635A20C0B4: client=unknown[127.0.0.56]
-Dec 02 14:09:13 mx postfix/cleanup[5936]: A635A20C0B4: message-id=<20261202140913.005933@vm>
-Dec 02 14:09:13 mx postfix/qmgr[5873]: A635A20C0B4: from=<a@x.test>, size=589, nrcpt=2 (queue active)
-Dec 02 14:09:13 mx postfix/discard[5937]: A635A20C0B4: to=<ok@y.test>, relay=none, delay=0.11, delays=0.1/0.01/0/0, dsn=2.0.0, status=sent (y.test)
-Dec 02 14:09:14 mx postfix/smtp[5940]: A635A20C0B4: to=<b@fabrikam.example>, relay=mx.fabrikam.example[203.0.113.25]:25, delay=1.2, delays=0.1/0/0.5/0.6, dsn=2.0.0, status=sent (250 2.0.0 Ok: queued as 77AB)
-Dec 02 14:09:15 mx postfix/smtp[5941]: B11120C0B5: to=<c@slow.example>, relay=none, delay=30, delays=0/0/30/0, dsn=4.4.1, status=deferred (connect to slow.example[198.51.100.1]:25: Connection timed out)
-Dec 02 14:09:16 mx postfix/smtp[5942]: B11120C0B6: to=<d@gone.example>, relay=mx.gone.example[198.51.100.2]:25, delay=1, delays=0/0/0.5/0.5, dsn=5.1.1, status=bounced (host mx.gone.example[198.51.100.2] said: 550 5.1.1 User unknown (in reply to RCPT TO command))
-Dec 02 14:09:16 mx postfix/bounce[5943]: B11120C0B6: sender non-delivery notification: C22220C0B7
-Dec 02 14:09:16 mx postfix/qmgr[5873]: A635A20C0B4: removed
-Dec 02 14:09:10 mx postfix/smtpd[5896]: NOQUEUE: milter-reject: RCPT from unknown[127.0.0.1]: 550 5.7.54 x; from=<a@x.test> to=<m@y.test> proto=ESMTP helo=<vm>
-Dec 02 14:09:17 mx dovecot[12]: B11120C0B6: to=<x@y>, relay=none, delay=1, delays=0, dsn=2.0.0, status=sent (no)
-"""
+MAILLOG = (Path(__file__).parent / "data" / "logs" / "maillog").read_text()
 
 
 def _events(text: str) -> list[Outcome]:
@@ -62,7 +50,8 @@ def test_each_status_becomes_its_tracking_event() -> None:
             "",
             "mx.gone.example",
             "198.51.100.2",
-            "5.1.1 bounced (host mx.gone.example[198.51.100.2] said: 550 5.1.1 User unknown (in reply to RCPT TO command))",
+            "5.1.1 bounced (host mx.gone.example[198.51.100.2] said: 550 5.1.1 User unknown "
+            "(in reply to RCPT TO command))",
         ),
         ("DSN", "B11120C0B6", (), "", "", "", "sender non-delivery notification: C22220C0B7"),
     ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
@@ -54,10 +55,8 @@ def run(args: argparse.Namespace) -> int:
             return 0
         follower = Follower(args.maillog, tlog.outcome, from_start=args.from_start)
         signal.signal(signal.SIGTERM, lambda *_: follower.stop.set())
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             follower.run()
-        except KeyboardInterrupt:
-            pass
         return 0
     finally:
         writers.close()

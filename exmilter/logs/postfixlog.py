@@ -28,7 +28,9 @@ from datetime import datetime
 
 from exmilter.logs.tracking import Outcome
 
-_MONTHS = {m: i for i, m in enumerate(("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec").split(), 1)}
+_MONTHS = {
+    m: i for i, m in enumerate(["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"], 1)
+}
 _CLASSIC = re.compile(
     r"^(?P<mon>[A-Z][a-z]{2}) +(?P<day>\d{1,2}) (?P<hms>\d\d:\d\d:\d\d)(?:\.\d+)? (?P<host>\S+) "
     r"(?P<prog>[^\s\[:]+)(?:\[(?P<pid>\d+)\])?: (?P<text>.*)$"
