@@ -261,3 +261,17 @@ def test_reader_handles_quotes_and_multiline_rows(tmp_path: Path) -> None:
     r = Replayer(_engine(WITH_RANGE))
     r.feed(rows)
     assert r.finish().sessions == 2
+
+
+def test_spec_sample_rcpt_is_compared_even_without_the_mail_reply() -> None:
+    """The excerpt has no reply for EHLO and MAIL: 5.7.54 answers only RCPT, so it is paired
+    with the RCPT (not the oldest pending command), and a configuration that accepts
+    fabrikam.example shows the difference there."""
+    accepting = WITH_RANGE.replace(
+        "accepted_domains: [contoso.com]", "accepted_domains: [contoso.com, fabrikam.example]"
+    )
+    report = replay(_engine(accepting), [str(DATA / "RECV2023011116-1.LOG")])
+    [s] = report.differing
+    assert [(d.stage, d.command, d.exmilter) for d in s.differences] == [
+        ("RCPT", "RCPT TO:<x@fabrikam.example>", "250 2.1.5 Recipient OK")
+    ]

@@ -48,6 +48,7 @@ FIXED: dict[type[ev.Event], Severity] = {
     ev.GenerationKept: Severity.ERROR,
     ev.GenerationInUse: Severity.ERROR,
     ev.RestartNeeded: Severity.WARNING,
+    ev.LogWriteFailed: Severity.ERROR,
     ev.Listening: Severity.INFO,
     ev.Ready: Severity.INFO,
     ev.NotifyFailed: Severity.WARNING,

@@ -33,6 +33,23 @@ _MAIL = re.compile(r"^MAIL\s+FROM:\s*(<[^>]*>|\S*)(.*)$", re.IGNORECASE)
 _RCPT = re.compile(r"^RCPT\s+TO:\s*(<[^>]*>|\S*)", re.IGNORECASE)
 _SIZE = re.compile(r"\bSIZE=(\d{1,19})\b", re.IGNORECASE)
 
+#: Enhanced codes that answer only one command (spec §3.4, §3.5): a reply carrying one answers
+#: the oldest pending command of that kind, so a command whose reply is missing from the log
+#: (an excerpt, an EHLO reply Postfix gave and exmilter did not see) does not take it.
+_ANSWERS = {
+    "2.1.0": "MAIL",
+    "5.1.7": "MAIL",
+    "5.7.57": "MAIL",
+    "2.1.5": "RCPT",
+    "5.7.54": "RCPT",
+    "5.1.3": "RCPT",
+    "5.1.4": "RCPT",
+    "5.1.5": "RCPT",
+    "5.1.6": "RCPT",
+    "5.1.8": "RCPT",
+    "4.5.3": "RCPT",
+}
+
 
 def split_endpoint(text: str) -> tuple[str, int]:
     """``ip:port`` as Exchange writes it (IPv6 without brackets; brackets accepted too)."""
@@ -236,6 +253,10 @@ class Replayer:
             got = reply_key(data)
             if got is None:
                 continue
+            expected = _ANSWERS.get(got[1])
+            if expected is not None and any(p[0] == expected for p in pending):
+                while pending[0][0] != expected:  # their replies are not in the log (an excerpt, or Postfix's)
+                    pending.pop(0)
             if pending:
                 stage, command = pending.pop(0)
             elif in_data:

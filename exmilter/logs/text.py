@@ -74,6 +74,9 @@ MESSAGES: dict[type[ev.Event], Callable[[Any], str]] = {
     ev.GenerationKept: lambda e: f"keeping configuration generation {e.generation}",
     ev.GenerationInUse: lambda e: f"configuration generation {e.generation} is in use",
     ev.RestartNeeded: lambda e: f"{e.what} changed in {e.path}: restart the daemon to apply",
+    ev.LogWriteFailed: lambda e: (
+        f"cannot write the {e.log} log in {e.directory}: {e.error}; rows are dropped and counted, mail flows"
+    ),
     ev.Listening: lambda e: f"{e.what} listening on {e.where}",
     ev.Ready: lambda e: f"ready: configuration generation {e.generation} from {e.source}",
     ev.NotifyFailed: lambda e: f"cannot notify systemd at {e.address}: {e.error}",

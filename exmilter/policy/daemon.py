@@ -18,10 +18,12 @@ from twisted.python.failure import Failure
 
 from exmilter.config import Loaded
 from exmilter.logs.events import Ready, StartFailed
+from exmilter.logs.files import Writers
 from exmilter.logs.twistedlog import start_logging, twisted_sink
 from exmilter.policy.factory import PolicyFactory
 from exmilter.policy.limits import raise_open_files_limit
 from exmilter.policy.metrics import Metrics, NullMetrics, PolicyMetrics
+from exmilter.policy.protolog import open_recorder
 from exmilter.policy.reload import Runtime, log
 from exmilter.policy.service import ListenService, SignalService, endpoint_errors
 from exmilter.runtime.metrics import new_registry
@@ -115,6 +117,11 @@ def run(
     sink = twisted_sink(log)
     notify = functools.partial(sd_notify, log=sink)
     runtime = Runtime(path, loaded, metrics, verbose=verbose, notify=notify, log_sink=sink)
+    writers = Writers()
+    from_thread = reactor.callFromThread  # type: ignore[attr-defined]
+    runtime.recorder = open_recorder(loaded.organization, lambda e: from_thread(sink, e), writers)
+    metrics.watch_log_failures(lambda: {"protocol": writers.failures})
+    reactor.addSystemEventTrigger("after", "shutdown", writers.close)
     daemon = build(reactor, runtime, listen, metrics_endpoint, notify=notify)
     status = {"code": EXIT_OK}
 

@@ -17,7 +17,7 @@ request path skips even its clock reads (it checks ``enabled``).
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
@@ -100,6 +100,21 @@ class _RequestCollector(Collector):
         yield latency
 
 
+class _LogFailures(Collector):
+    def __init__(self, count: Callable[[], dict[str, int]]) -> None:
+        self._count = count
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "exmilter_policy_log_write_failures",
+            "Rows of Exchange's protocol/tracking logs that could not be written (the mail was not held up).",
+            labels=["log"],
+        )
+        for name, n in self._count().items():
+            family.add_metric([name], n)
+        yield family
+
+
 class PolicyMetrics(ConfigMetrics):
     """Every metric the daemon exports.
 
@@ -159,6 +174,11 @@ class PolicyMetrics(ConfigMetrics):
         for reason in PAUSE_REASONS:
             self.read_pauses.labels(reason)
 
+    def watch_log_failures(self, count: Callable[[], dict[str, int]]) -> None:
+        """Export ``exmilter_policy_log_write_failures_total{log}``: rows of Exchange's logs lost
+        (unwritable directory, full disk, writer behind), read from the writers at scrape time."""
+        self.registry.register(_LogFailures(count))
+
     def request(self, state: str) -> None:
         if state not in self._requests:
             state = OTHER_STATE
@@ -183,6 +203,9 @@ class NullMetrics(NullConfigMetrics):
 
     latency = connections = protocol_errors = internal_errors = NOTHING
     max_connections = refused_connections = timeouts = read_pauses = NOTHING
+
+    def watch_log_failures(self, count: Callable[[], dict[str, int]]) -> None:
+        pass
 
     def request(self, state: str) -> None:
         pass
