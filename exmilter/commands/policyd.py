@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from exmilter.commands._common import EXIT_REFUSED, add_config_option, load_or_report
 
@@ -36,6 +37,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="the daemon's own log lines on stderr (default: logs.format from the file, text); each line "
         "starts with its syslog priority <N> when stderr is the journal (JOURNAL_STREAM is set)",
     )
+    p.add_argument(
+        "--protocol-log-path",
+        metavar="DIR",
+        help="directory of the SMTP receive protocol log (replaces logs.receive_protocol_log_path from the "
+        "file; '' turns it off); only connectors with protocol_logging_level Verbose write to it",
+    )
     p.set_defaults(func=run)
 
 
@@ -52,4 +59,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         metrics = None if args.metrics.strip().lower() == "none" else args.metrics
     log_format = args.log_format or loaded.organization.logs.format
+    if args.protocol_log_path is not None:
+        org = loaded.organization
+        logs = dataclasses.replace(org.logs, receive_protocol_log_path=args.protocol_log_path)
+        loaded = dataclasses.replace(loaded, organization=dataclasses.replace(org, logs=logs))
     return daemon.run(args.config, loaded, listen, metrics, verbose=args.verbose, log_format=log_format)
