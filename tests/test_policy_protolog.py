@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 from exmilter.config import loads
@@ -101,7 +102,6 @@ def test_rows_for_a_verbose_connector_and_nothing_for_the_others() -> None:
     # What the daemon wrote replays against the same configuration with no difference.
     text = "".join(t for _, t in sink.rows)
     names = "date-time,connector-id,session-id,sequence-number,local-endpoint,remote-endpoint,event,data,context"
-    import csv
 
     replayer = Replayer(engine)
     replayer.feed(dict(zip(names.split(","), r, strict=True)) for r in csv.reader(text.splitlines()))
@@ -150,3 +150,64 @@ def test_open_recorder_reports_failures_and_counts_them(tmp_path: Path) -> None:
 def test_no_path_no_recorder() -> None:
     org = loads(CONFIG + "logs: {receive_protocol_log_path: ''}\n", "c.yaml").organization
     assert open_recorder(org, print, Writers()) is None
+
+
+# -- RECEIVE rows from the policy daemon ---------------------------------------------------------------
+
+
+def _receive_rows(cfg: str, client: str, **attrs: str) -> list[dict[str, str]]:
+    from exmilter.logs.tracking import FIELDS, TrackingLog
+    from exmilter.policy.receipts import Receipts
+
+    engine = Engine(loads(cfg, "c.yaml").organization)
+    sink = MemorySink()
+    receipts = Receipts(TrackingLog(sink, "mail.contoso.com"), "mail.contoso.com", clock=lambda: T0)
+    decider = Decider(lambda: T0)
+    steps = [
+        ("MAIL", {}),
+        ("RCPT", {"recipient": "a@fabrikam.example", "instance": "q1"}),
+        ("RCPT", {"recipient": "b@fabrikam.example", "instance": "q1"}),
+        ("RCPT", {"recipient": "bad@@x", "instance": "q1"}),  # refused: not a recipient of the message
+        ("END-OF-MESSAGE", {"size": "1300", "instance": "q1", "queue_id": "4F9D21E0F", "recipient_count": "2"}),
+    ]
+    for state, extra in steps:
+        req = _req(state, client, **{**extra, **attrs})
+        receipts.record(engine, req, decider.decide(engine, req))
+    return [dict(zip(FIELDS, next(csv.reader([line])), strict=True)) for line in sink.lines()]
+
+
+def test_receive_row_of_an_anonymous_relay() -> None:
+    [row] = _receive_rows(CONFIG, "10.1.2.3")
+    assert (row["event-id"], row["source"], row["connector-id"], row["internal-message-id"]) == (
+        "RECEIVE",
+        "SMTP",
+        "EX01\\Relay",
+        "4F9D21E0F",
+    )
+    assert (row["message-info"], row["directionality"]) == ("00A:", "Incoming")
+    assert (row["recipient-address"], row["recipient-count"], row["total-bytes"]) == (
+        "a@fabrikam.example;b@fabrikam.example",
+        "2",
+        "1300",
+    )
+    assert (row["client-ip"], row["client-hostname"], row["sender-address"]) == ("10.1.2.3", "app01", "app@contoso.com")
+
+
+def test_receive_row_of_an_authenticated_submission_is_internal() -> None:
+    cfg = CONFIG.replace(
+        "permission_groups: [AnonymousUsers]\n    protocol_logging_level: Verbose",
+        "permission_groups: [AnonymousUsers, ExchangeUsers]\n    protocol_logging_level: Verbose",
+    )
+    cfg += "users:\n  - name: svc\n    addresses: [app@contoso.com]\n"
+    [row] = _receive_rows(cfg, "10.1.2.3", sasl_username="svc", sasl_method="LOGIN", encryption_protocol="TLSv1.3")
+    assert (row["message-info"], row["directionality"]) == ("06I:", "Originating")
+    [plain] = _receive_rows(cfg, "10.1.2.3", sasl_username="svc", sasl_method="LOGIN")
+    assert plain["message-info"] == "07I:"
+
+
+def test_no_receive_row_for_a_refused_message() -> None:
+    cfg = CONFIG.replace(
+        "remote_ip_ranges: [10.1.0.0/16]", "remote_ip_ranges: [10.1.0.0/16]\n    max_message_size: 64KB"
+    )
+    rows = _receive_rows(cfg, "10.1.2.3", size="100000")  # over 64 KB: refused at end of data, so no RECEIVE
+    assert rows == []

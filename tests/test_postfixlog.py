@@ -122,3 +122,19 @@ def test_follow_maillog_once_writes_tracking_events(tmp_path: Path, capsys: pyte
     out = capsys.readouterr().out.splitlines()
     assert [line.split('"event-id": "')[1].split('"')[0] for line in out] == ["DELIVER", "SEND"]
     assert all('"message-id": "<20261202140913.005933@vm>"' in line for line in out)
+
+
+def test_follower_reads_a_file_that_appears_later_from_its_start(tmp_path: Path) -> None:
+    log = tmp_path / "maillog"
+    seen: list[Outcome] = []
+    f = Follower(str(log), seen.append, poll=0.01, clock=lambda: NOW)
+    t = f.start()
+    time.sleep(0.1)
+    log.write_text(MAILLOG)
+    deadline = time.monotonic() + 10
+    while len(seen) < 5 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    f.stop.set()
+    t.join(5)
+    assert [o.event for o in seen] == ["DELIVER", "SEND", "DEFER", "FAIL", "DSN"]
+    assert f.errors >= 1

@@ -137,3 +137,9 @@ def test_command_reads_the_path_from_the_configuration(logdir: Path, tmp_path: P
     assert cli.main(["track", "-c", str(cfg), "--sender", "app5@contoso.com"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 3 and "QID5" in out[2]
+
+
+def test_relative_start_is_a_value_not_an_option(logdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--start -10m`` exactly as the seeds write Get-MessageTrackingLog's -Start (AddMinutes(-10))."""
+    assert cli.main(["track", "--path", str(logdir), "--start", "-10m", "--end", "-1s"]) == 0
+    assert capsys.readouterr().out.splitlines()[0].startswith("Timestamp")

@@ -43,6 +43,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="directory of the SMTP receive protocol log (replaces logs.receive_protocol_log_path from the "
         "file; '' turns it off); only connectors with protocol_logging_level Verbose write to it",
     )
+    p.add_argument(
+        "--tracking-log-path",
+        metavar="DIR",
+        help="directory of the message tracking log (replaces logs.message_tracking_log_path; '' turns it off)",
+    )
+    p.add_argument(
+        "--follow-maillog",
+        metavar="FILE",
+        help="Postfix's log file (maillog_file or syslog's): its delivery lines become DELIVER/SEND/DEFER/FAIL/DSN "
+        "tracking events",
+    )
     p.set_defaults(func=run)
 
 
@@ -59,8 +70,21 @@ def run(args: argparse.Namespace) -> int:
     else:
         metrics = None if args.metrics.strip().lower() == "none" else args.metrics
     log_format = args.log_format or loaded.organization.logs.format
+    paths = {}
     if args.protocol_log_path is not None:
+        paths["receive_protocol_log_path"] = args.protocol_log_path
+    if args.tracking_log_path is not None:
+        paths["message_tracking_log_path"] = args.tracking_log_path
+    if paths:
         org = loaded.organization
-        logs = dataclasses.replace(org.logs, receive_protocol_log_path=args.protocol_log_path)
+        logs = dataclasses.replace(org.logs, **paths)
         loaded = dataclasses.replace(loaded, organization=dataclasses.replace(org, logs=logs))
-    return daemon.run(args.config, loaded, listen, metrics, verbose=args.verbose, log_format=log_format)
+    return daemon.run(
+        args.config,
+        loaded,
+        listen,
+        metrics,
+        verbose=args.verbose,
+        log_format=log_format,
+        follow_maillog=args.follow_maillog,
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 
 from exmilter.commands._common import EXIT_REFUSED
@@ -35,6 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--queue-id", metavar="ID", help="Postfix queue id (the internal-message-id field)")
     p.add_argument("--result-size", type=int, default=1000, metavar="N", help="at most N rows (0: all; default 1000)")
     p.add_argument("--json", action="store_true", help="one JSON object per row, fields as in the file")
+    # "--start -10m" as Get-MessageTrackingLog users write it: argparse takes a value starting with "-"
+    # for an option unless it looks like a negative number; relative times count as numbers here.
+    p._negative_number_matcher = re.compile(r"^-\d+(?:\.\d+)?[smhd]?$")
     p.set_defaults(func=run)
 
 

@@ -57,6 +57,15 @@ class Writers:
     def failures(self) -> int:
         return sum(w.failures for w in self.logs)
 
+    def failures_by_log(self) -> dict[str, int]:
+        """Rows lost per log (``protocol``, ``tracking``): the metric's samples."""
+        names = {P.PREFIX: "protocol", T.PREFIX: "tracking"}
+        out = dict.fromkeys(names.values(), 0)
+        for w in self.logs:
+            name = names.get(w.log.settings.prefix, w.log.settings.prefix)
+            out[name] = out.get(name, 0) + w.failures
+        return out
+
     def flush(self) -> None:
         for w in self.logs:
             w.flush()

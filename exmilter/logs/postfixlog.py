@@ -252,6 +252,7 @@ class Follower:
                     continue
             except OSError:
                 self.errors += 1
+                first = False  # a file that appears later is read from its start
                 if f is not None:
                     f.close()
                 f = None

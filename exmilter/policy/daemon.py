@@ -23,7 +23,7 @@ from exmilter.logs.twistedlog import start_logging, twisted_sink
 from exmilter.policy.factory import PolicyFactory
 from exmilter.policy.limits import raise_open_files_limit
 from exmilter.policy.metrics import Metrics, NullMetrics, PolicyMetrics
-from exmilter.policy.protolog import open_recorder
+from exmilter.policy.protolog import open_exchange_logs
 from exmilter.policy.reload import Runtime, log
 from exmilter.policy.service import ListenService, SignalService, endpoint_errors
 from exmilter.runtime.metrics import new_registry
@@ -98,6 +98,7 @@ def run(
     verbose: bool = False,
     stderr: TextIO | None = None,
     log_format: str = "text",
+    follow_maillog: str | None = None,
 ) -> int:
     """Serve until SIGTERM; the exit status. Endpoints that do not parse are reported on
     ``stderr`` before anything starts (:data:`EXIT_REFUSED`); a listener that cannot bind
@@ -119,8 +120,12 @@ def run(
     runtime = Runtime(path, loaded, metrics, verbose=verbose, notify=notify, log_sink=sink)
     writers = Writers()
     from_thread = reactor.callFromThread  # type: ignore[attr-defined]
-    runtime.recorder = open_recorder(loaded.organization, lambda e: from_thread(sink, e), writers)
-    metrics.watch_log_failures(lambda: {"protocol": writers.failures})
+    hooks, follower = open_exchange_logs(loaded.organization, lambda e: from_thread(sink, e), writers, follow_maillog)
+    runtime.log_hooks = hooks
+    metrics.watch_log_failures(writers.failures_by_log)
+    if follower is not None:
+        follower.start()
+        reactor.addSystemEventTrigger("before", "shutdown", follower.stop.set)
     reactor.addSystemEventTrigger("after", "shutdown", writers.close)
     daemon = build(reactor, runtime, listen, metrics_endpoint, notify=notify)
     status = {"code": EXIT_OK}

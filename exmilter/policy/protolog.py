@@ -22,10 +22,15 @@ from collections.abc import Callable, Mapping
 from exmilter.engine import Engine
 from exmilter.listener import Listener
 from exmilter.logs.events import LogWriteFailed
-from exmilter.logs.files import Writers, open_protocol_log
+from exmilter.logs.files import Writers, open_protocol_log, open_tracking_log
+from exmilter.logs.postfixlog import Follower
 from exmilter.logs.protocol import ProtocolLog, ProtocolSession
 from exmilter.model import Organization, Right
 from exmilter.policy.decide import Decision
+from exmilter.policy.receipts import Receipts
+
+#: What the connection calls after each decision (``Recorder.record``, ``Receipts.record``).
+LogHook = Callable[[Engine, Mapping[str, str], Decision], None]
 
 #: Sessions remembered for their next requests (the oldest are forgotten: a new ``+`` if they return).
 MAX_SESSIONS = 10_000
@@ -160,3 +165,29 @@ def open_recorder(org: Organization, report: Callable[[LogWriteFailed], object],
 
     plog = open_protocol_log(org.logs, writers, failed)
     return Recorder(plog) if plog is not None else None
+
+
+def open_exchange_logs(
+    org: Organization,
+    report: Callable[[LogWriteFailed], object],
+    writers: Writers,
+    follow_maillog: str | None = None,
+) -> tuple[tuple[LogHook, ...], Follower | None]:
+    """What the policy daemon writes of Exchange's logs: the hooks its connections call after each
+    decision (protocol log, RECEIVE rows) and, given Postfix's log file, the follower that appends
+    the delivery outcomes (started by the caller)."""
+    hooks: list[LogHook] = []
+    rec = open_recorder(org, report, writers)
+    if rec is not None:
+        hooks.append(rec.record)
+
+    def failed(directory: str, e: OSError) -> None:
+        report(LogWriteFailed("tracking", directory, str(e)))
+
+    tlog = open_tracking_log(org.logs, org.server.fqdn, writers, failed)
+    follower = None
+    if tlog is not None:
+        hooks.append(Receipts(tlog, org.server.fqdn).record)
+        if follow_maillog:
+            follower = Follower(follow_maillog, tlog.outcome)
+    return tuple(hooks), follower

@@ -24,7 +24,7 @@ from exmilter.logs.twistedlog import twisted_sink
 from exmilter.policy.decide import Decider
 from exmilter.policy.limits import ConnectionCap, connection_cap, open_files_limit
 from exmilter.policy.metrics import Metrics
-from exmilter.policy.protolog import Recorder
+from exmilter.policy.protolog import LogHook
 from exmilter.runtime.generation import Candidate, Generation, Generations
 from exmilter.runtime.notify import READY, RELOADING
 
@@ -60,8 +60,9 @@ class Runtime(Generations):
         self.metrics: Metrics = metrics
         self.decider = decider or Decider(clock)
         self.verbose = verbose
-        #: Writes the SMTP receive protocol log for Verbose connectors (None: no log path).
-        self.recorder: Recorder | None = None
+        #: Called after each decision: the protocol log's recorder and the tracking log's receipts
+        #: (exmilter.policy.protolog, exmilter.policy.receipts), when their paths are set.
+        self.log_hooks: tuple[LogHook, ...] = ()
         self._run_blocking: Blocking = run_blocking or threads.deferToThread
         self._notify = notify or (lambda _msg: None)
         self._fd_limit = fd_limit

@@ -314,6 +314,10 @@ class Sandbox:
             f"tcp:{self.metrics_port}:interface={self.host}",
             "--protocol-log-path",
             str(self.protocol_log_dir),
+            "--tracking-log-path",
+            str(self.tracking_log_dir),
+            "--follow-maillog",
+            str(self.maillog),
             *self.policyd_args,
         )
         env = dict(os.environ)

@@ -3,6 +3,7 @@ an unwritable log directory that loses rows but no mail (issue 15, Tests)."""
 
 from __future__ import annotations
 
+import smtplib
 import time
 import uuid
 from pathlib import Path
@@ -12,7 +13,7 @@ from exmilter.engine import Engine
 from exmilter.logs.replay import replay
 from exmilter.logs.w3c import log_files, read_rows
 from exmilter.sandbox import Sandbox
-from tests.integration.helpers import free_offset, metric, send, wait_delivered
+from tests.integration.helpers import free_offset, message, metric, send, wait_delivered
 
 DEFAULT_FRONTEND = "EXCH01\\Default Frontend EXCH01"
 
@@ -71,3 +72,51 @@ def test_unwritable_protocol_log_loses_rows_not_mail(config_path: Path) -> None:
             time.sleep(0.2)
         text = sb.policyd_log.read_text()
         assert "[exmilter.policyd#error] cannot write the protocol log in" in text
+
+
+def _tracked(directory: Path, queue_id: str, events: set[str], timeout: float = 30) -> list[dict[str, str]]:
+    from exmilter.logs.query import TrackingFilter, search
+
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = list(search([str(directory)], TrackingFilter(queue_id=queue_id))) if directory.exists() else []
+        if events <= {r["event-id"] for r in rows}:
+            return rows
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{queue_id}: {[r['event-id'] for r in rows]} in {directory}, wanted {events}")
+        time.sleep(0.2)
+
+
+def test_anonymous_relay_is_tracked_from_receive_to_delivery(sandbox: Sandbox, capsys) -> None:
+    """Seed 003's anonymous relay (here the Monitoring connector on *:2526): RECEIVE with the
+    connector and 00A:, then DELIVER for the same queue id with the message id Postfix logged;
+    ``exmilter track --start -10m`` lists both."""
+    from exmilter import cli
+
+    rcpt = f"t-{uuid.uuid4().hex[:12]}@gmail.com"
+    mid = f"<{uuid.uuid4().hex}@monitor.labs.local>"
+    m = message("monitor@labs.local", [rcpt])
+    m["Message-ID"] = mid
+    with smtplib.SMTP("127.0.0.1", sandbox.port("*:2526"), source_address=("127.0.0.13", 0), timeout=30) as s:
+        s.ehlo("monitor.labs.local")
+        code, reply = s.data(m.as_bytes()) if s.mail("monitor@labs.local")[0] == s.rcpt(rcpt)[0] == 250 else (0, b"")
+    assert code == 250, reply
+    queue_id = reply.decode().rsplit(" ", 1)[1]
+    d = wait_delivered(sandbox, queue_id)
+    rows = _tracked(sandbox.tracking_log_dir, queue_id, {"RECEIVE", "DELIVER"})
+    receive = next(r for r in rows if r["event-id"] == "RECEIVE")
+    deliver = next(r for r in rows if r["event-id"] == "DELIVER")
+    assert (receive["connector-id"], receive["message-info"], receive["sender-address"]) == (
+        "EXCH01\\Monitoring (EXCH01)",
+        "00A:",
+        "monitor@labs.local",
+    )
+    assert (receive["recipient-address"], receive["client-ip"]) == (rcpt, "127.0.0.13")
+    assert deliver["recipient-address"] == rcpt
+    assert mid.encode() in d.content
+    assert deliver["message-id"] == mid  # the id Postfix's cleanup logged for the queue id
+    capsys.readouterr()
+    assert cli.main(["track", "--path", str(sandbox.tracking_log_dir), "--start", "-10m", "--recipients", rcpt]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert [line.split()[1] for line in table[2:]] == ["RECEIVE", "DELIVER"]
+    assert "EXCH01\\Monitoring (EXCH01) 00A:" in table[2]
