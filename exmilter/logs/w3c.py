@@ -47,11 +47,18 @@ class LogFileSettings:
     max_age_days: int
 
 
+_last_second: tuple[int, str] = (-1, "")
+
+
 def timestamp(when: float) -> str:
-    """``when`` (epoch seconds) as Exchange writes it: UTC ``yyyy-MM-ddTHH:mm:ss.fffZ``."""
-    ms = round(when * 1000)
-    second, milli = divmod(ms, 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)) + f".{milli:03d}Z"
+    """``when`` (epoch seconds) as Exchange writes it: UTC ``yyyy-MM-ddTHH:mm:ss.fffZ``
+    (the seconds part formatted once per second: rows come in bursts)."""
+    global _last_second
+    second, milli = divmod(round(when * 1000), 1000)
+    last = _last_second  # one read: another thread may replace it, never half of it
+    if last[0] != second:
+        last = _last_second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    return f"{last[1]}.{milli:03d}Z"
 
 
 def parse_timestamp(text: str) -> float:
