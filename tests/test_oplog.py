@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 
 from twisted.logger import Logger, LogLevel
 
@@ -93,6 +94,12 @@ def test_untyped_events_and_failures_in_json() -> None:
     assert (line["message"], line["priority"], line["namespace"]) == ("boom 1", 3, "x")
 
 
-def test_journal_detection() -> None:
-    assert journal_attached({"JOURNAL_STREAM": "8:12345"})
-    assert not journal_attached({})
+def test_journal_detection(tmp_path) -> None:
+    """Only the very stream systemd connected counts: a redirected stderr inherits the variable."""
+    with (tmp_path / "journal").open("w") as journal, (tmp_path / "file").open("w") as other:
+        st = os.fstat(journal.fileno())
+        env = {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
+        assert journal_attached(env, journal.fileno())
+        assert not journal_attached(env, other.fileno())
+        assert not journal_attached({}, journal.fileno())
+        assert not journal_attached({"JOURNAL_STREAM": "garbage"}, journal.fileno())

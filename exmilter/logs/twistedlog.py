@@ -162,9 +162,19 @@ class StderrObserver:
 PRIORITIES: dict[LogLevel, Severity] = {lv: s for s, lv in LOG_LEVELS.items()}
 
 
-def journal_attached(environ: Mapping[str, str] | None = None) -> bool:
-    """stderr goes to the journal (systemd sets ``JOURNAL_STREAM`` for a service's stdio)."""
-    return bool((os.environ if environ is None else environ).get("JOURNAL_STREAM"))
+def journal_attached(environ: Mapping[str, str] | None = None, fd: int = 2) -> bool:
+    """``fd`` (stderr) is the journal: systemd sets ``JOURNAL_STREAM=<device>:<inode>`` of the
+    stream it connected, and a child whose stderr was redirected elsewhere (the sandbox's log
+    file) inherits the variable but not the stream (systemd.exec(5), ``$JOURNAL_STREAM``)."""
+    value = (os.environ if environ is None else environ).get("JOURNAL_STREAM", "")
+    dev, _, ino = value.partition(":")
+    if not (dev.isdigit() and ino.isdigit()):
+        return False
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == (int(dev), int(ino))
 
 
 def log_levels(verbose: bool) -> frozenset[LogLevel]:
