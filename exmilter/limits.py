@@ -204,3 +204,5 @@ PROTOCOL_LOG_DATA_MAX = 4096
 #: Sessions a replay keeps open while waiting for their remaining rows (sessions across
 #: hourly files); beyond it the oldest are judged with what was read.
 REPLAY_MAX_OPEN_SESSIONS = 100_000
+#: Differing sessions a replay keeps per (client, connector) to show; the rest are counted.
+REPLAY_MAX_SESSIONS_PER_GROUP = 100

@@ -10,7 +10,7 @@ import pytest
 from exmilter import cli
 from exmilter.config import loads
 from exmilter.engine import Engine
-from exmilter.logs.replay import Replayer, replay, reply_key, split_endpoint
+from exmilter.logs.replay import Replayer, format_text, replay, reply_key, split_endpoint
 from exmilter.logs.w3c import field, read_rows
 
 DATA = Path(__file__).parent / "data" / "logs"
@@ -274,4 +274,68 @@ def test_spec_sample_rcpt_is_compared_even_without_the_mail_reply() -> None:
     [s] = report.differing
     assert [(d.stage, d.command, d.exmilter) for d in s.differences] == [
         ("RCPT", "RCPT TO:<x@fabrikam.example>", "250 2.1.5 Recipient OK")
+    ]
+
+
+def test_many_differing_sessions_are_counted_not_all_kept(tmp_path: Path) -> None:
+    from exmilter.limits import REPLAY_MAX_SESSIONS_PER_GROUP
+
+    n = REPLAY_MAX_SESSIONS_PER_GROUP + 5
+    body = "".join(
+        _rows(
+            "SMTP Relay Script",
+            f"08DAF3ECE71{i:05X}",
+            "192.0.2.10:25",
+            "10.1.2.3:5000",
+            0,
+            [("2023-01-11T16:10:00.000Z", "+", "", ""), ("2023-01-11T16:10:01.000Z", "-", "", "Remote")],
+        )
+        for i in range(n)
+    )
+    (tmp_path / "RECV2023011116-1.LOG").write_bytes((HEADER.format(date="2023-01-11T16:00:00.000Z") + body).encode())
+    report = replay(_engine(WITHOUT_V4), [str(tmp_path)])
+    assert report.total_differing == n and len(report.differing) == REPLAY_MAX_SESSIONS_PER_GROUP
+    text = "\n".join(format_text(report, limit=3))
+    assert f"{n} session(s) would differ" in text and f"… and {n - 3} more" in text
+
+
+def test_tracking_logs_give_the_end_of_data_size(tmp_path: Path) -> None:
+    """A message Exchange queued whose size (from MSGTRK, joined on source-context) is over the
+    new connector's limit: reported at end of data."""
+    _handmade(tmp_path)
+    small = WITH_RANGE.replace(
+        "permission_groups: [AnonymousUsers]", "permission_groups: [AnonymousUsers]\n    max_message_size: 64KB"
+    )
+    from exmilter.logs import tracking as T
+    from exmilter.logs.w3c import row
+
+    trk = T.tracking_header(0) + row(
+        T.receive_row(
+            T.MessageFacts(
+                time=1673456400.4,
+                queue_id="1",
+                connector_id="EX01\\SMTP Relay Script",
+                client_ip="10.1.2.3",
+                client_hostname="app01",
+                server_ip="192.0.2.10",
+                server_hostname="ex01",
+                sender="app@contoso.com",
+                recipients=("ext@fabrikam.example",),
+                size=200_000,
+                message_id="<x@app01>",
+                subject="",
+                auth_mechanism="00",
+                auth_as="Anonymous",
+                session_id="08DAF3ECE7159810",
+                message_number=1,
+            )
+        )
+    )
+    (tmp_path / "MSGTRK2023011117-1.LOG").write_text(trk)
+    without = replay(_engine(small), [str(tmp_path)])
+    assert without.differing == []  # MAIL had SIZE=1200: within the limit
+    report = replay(_engine(small), [str(tmp_path)], [str(tmp_path)])
+    [s] = report.differing
+    assert [(d.stage, d.exmilter) for d in s.differences] == [
+        ("END-OF-DATA", "552 5.3.4 Message size exceeds fixed maximum message size")
     ]

@@ -78,4 +78,4 @@ def run(args: argparse.Namespace) -> int:
     else:
         for line in format_text(report, limit=args.limit):
             print(line)
-    return EXIT_DIFFERENCES if report.differing else 0
+    return EXIT_DIFFERENCES if report.total_differing else 0

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from exmilter.engine import Engine, Session
-from exmilter.limits import REPLAY_MAX_OPEN_SESSIONS
+from exmilter.limits import REPLAY_MAX_OPEN_SESSIONS, REPLAY_MAX_SESSIONS_PER_GROUP
 from exmilter.logs.w3c import log_files, parse_timestamp, read_rows
 from exmilter.replies import Reply
 
@@ -112,14 +112,30 @@ class Progress:
 
 @dataclass(slots=True)
 class ReplayReport:
+    """What a replay found. Memory is bounded by the clients, not the sessions: each
+    (client, connector) group keeps its first ``REPLAY_MAX_SESSIONS_PER_GROUP`` differing
+    sessions and counts the rest (``differing_count``)."""
+
     sessions: int = 0
     rows: int = 0
     differing: list[SessionReport] = field(default_factory=list)
+    differing_count: dict[tuple[str, str], int] = field(default_factory=dict)
     inventory: dict[tuple[str, str], InventoryEntry] = field(default_factory=dict)
-    unreadable: list[str] = field(default_factory=list)  # rows that could not be used, with where
+    unreadable: list[str] = field(default_factory=list)  # sessions that could not be used, and why
+
+    def add(self, s: SessionReport) -> None:
+        key = (s.client, s.old_connector)
+        n = self.differing_count.get(key, 0)
+        self.differing_count[key] = n + 1
+        if n < REPLAY_MAX_SESSIONS_PER_GROUP:
+            self.differing.append(s)
+
+    @property
+    def total_differing(self) -> int:
+        return sum(self.differing_count.values())
 
     def grouped(self) -> dict[tuple[str, str], list[SessionReport]]:
-        """Differing sessions by (client, old connector), in first-seen order."""
+        """Differing sessions (those kept) by (client, old connector), in first-seen order."""
         out: dict[tuple[str, str], list[SessionReport]] = {}
         for s in self.differing:
             out.setdefault((s.client, s.old_connector), []).append(s)
@@ -188,7 +204,8 @@ class Replayer:
             engine = self.engine
             session = engine.open_session(local_ip, local_port, client_ip, helo=None)
         except ValueError as e:
-            self.report.unreadable.append(f"session {sid}: endpoints {s.local!r} {s.remote!r}: {e}")
+            if len(self.report.unreadable) < REPLAY_MAX_SESSIONS_PER_GROUP:
+                self.report.unreadable.append(f"session {sid}: endpoints {s.local!r} {s.remote!r}: {e}")
             return
         old = connector_name(s.connector)
         new = session.connector.name if session.connector is not None else ""
@@ -203,7 +220,7 @@ class Replayer:
         if session.connector is not None:
             self._commands(sid, s, session, rep, local_ip, local_port, client_ip)
         if rep.differences:
-            self.report.differing.append(rep)
+            self.report.add(rep)
 
     def _commands(
         self, sid: str, s: _Open, session: Session, rep: SessionReport, local_ip: str, local_port: int, client_ip: str
@@ -350,19 +367,20 @@ def format_text(report: ReplayReport, *, limit: int = 20) -> Iterator[str]:
     groups = report.grouped()
     yield (
         f"{report.sessions} session(s) from {report.rows} row(s); "
-        f"{len(report.differing)} session(s) would differ, from {len(groups)} client/connector pair(s)"
+        f"{report.total_differing} session(s) would differ, from {len(groups)} client/connector pair(s)"
     )
     for (client, old), sessions in groups.items():
         yield ""
-        yield f"client {client}, Exchange connector {old!r}: {len(sessions)} session(s) differ"
+        total = report.differing_count[(client, old)]
+        yield f"client {client}, Exchange connector {old!r}: {total} session(s) differ"
         for s in sessions[:limit]:
             new = s.new_connector or "-"
             yield f"  session {s.session_id} at {s.start} (local {s.local}; exmilter connector {new!r})"
             for d in s.differences:
                 what = f" {d.command}" if d.command else ""
                 yield f"    {d.stage}{what}: Exchange {d.exchange!r}; exmilter {d.exmilter!r}"
-        if len(sessions) > limit:
-            yield f"  … and {len(sessions) - limit} more"
+        if total > min(limit, len(sessions)):
+            yield f"  … and {total - min(limit, len(sessions))} more"
     for note in report.unreadable[:limit]:
         yield f"unreadable: {note}"
     yield ""
@@ -377,6 +395,7 @@ def as_json(report: ReplayReport) -> dict:
     return {
         "sessions": report.sessions,
         "rows": report.rows,
+        "differing_sessions": report.total_differing,
         "differing": [
             {
                 "session_id": s.session_id,
