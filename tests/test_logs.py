@@ -78,6 +78,14 @@ LINES = [
         Severity.WARNING,
     ),
     (
+        ev.LogWriteFailed(
+            "protocol", "/var/log/exmilter/ProtocolLog/SmtpReceive", "[Errno 28] No space left on device"
+        ),
+        "cannot write the protocol log in /var/log/exmilter/ProtocolLog/SmtpReceive: [Errno 28] No space left on "
+        "device; rows are dropped and counted, mail flows",
+        Severity.ERROR,
+    ),
+    (
         ev.ProtocolViolation(7, "line longer than 4096 bytes"),
         "c7: line longer than 4096 bytes; closing the connection",
         Severity.WARNING,

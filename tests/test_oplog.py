@@ -103,3 +103,18 @@ def test_journal_detection(tmp_path) -> None:
         assert not journal_attached(env, other.fileno())
         assert not journal_attached({}, journal.fileno())
         assert not journal_attached({"JOURNAL_STREAM": "garbage"}, journal.fileno())
+
+
+def test_log_write_failures_metric() -> None:
+    from exmilter.policy.metrics import NullMetrics, PolicyMetrics, watch_log_failures
+    from exmilter.runtime.metrics import exposition, new_registry
+
+    m = PolicyMetrics(new_registry())
+    counts = {"protocol": 3, "tracking": 0}
+    watch_log_failures(m, lambda: counts)
+    assert m.registry is not None
+    text = exposition(m.registry)[0].decode()
+    assert 'exmilter_policy_log_write_failures_total{log="protocol"} 3.0' in text
+    counts["protocol"] = 5  # read at scrape time
+    assert 'exmilter_policy_log_write_failures_total{log="protocol"} 5.0' in exposition(m.registry)[0].decode()
+    watch_log_failures(NullMetrics(), lambda: counts)  # metrics off: nothing to register, no error

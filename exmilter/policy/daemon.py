@@ -22,7 +22,7 @@ from exmilter.logs.files import Writers
 from exmilter.logs.twistedlog import start_logging, twisted_sink
 from exmilter.policy.factory import PolicyFactory
 from exmilter.policy.limits import raise_open_files_limit
-from exmilter.policy.metrics import Metrics, NullMetrics, PolicyMetrics
+from exmilter.policy.metrics import Metrics, NullMetrics, PolicyMetrics, watch_log_failures
 from exmilter.policy.protolog import open_exchange_logs
 from exmilter.policy.reload import Runtime, log
 from exmilter.policy.service import ListenService, SignalService, endpoint_errors
@@ -122,7 +122,7 @@ def run(
     from_thread = reactor.callFromThread  # type: ignore[attr-defined]
     hooks, follower = open_exchange_logs(loaded.organization, lambda e: from_thread(sink, e), writers, follow_maillog)
     runtime.log_hooks = hooks
-    metrics.watch_log_failures(writers.failures_by_log)
+    watch_log_failures(metrics, writers.failures_by_log)
     if follower is not None:
         follower.start()
         reactor.addSystemEventTrigger("before", "shutdown", follower.stop.set)

@@ -174,11 +174,6 @@ class PolicyMetrics(ConfigMetrics):
         for reason in PAUSE_REASONS:
             self.read_pauses.labels(reason)
 
-    def watch_log_failures(self, count: Callable[[], dict[str, int]]) -> None:
-        """Export ``exmilter_policy_log_write_failures_total{log}``: rows of Exchange's logs lost
-        (unwritable directory, full disk, writer behind), read from the writers at scrape time."""
-        self.registry.register(_LogFailures(count))
-
     def request(self, state: str) -> None:
         if state not in self._requests:
             state = OTHER_STATE
@@ -204,9 +199,6 @@ class NullMetrics(NullConfigMetrics):
     latency = connections = protocol_errors = internal_errors = NOTHING
     max_connections = refused_connections = timeouts = read_pauses = NOTHING
 
-    def watch_log_failures(self, count: Callable[[], dict[str, int]]) -> None:
-        pass
-
     def request(self, state: str) -> None:
         pass
 
@@ -219,3 +211,11 @@ class NullMetrics(NullConfigMetrics):
 
 #: What the daemon accepts: the real metrics or none at all.
 Metrics = PolicyMetrics | NullMetrics
+
+
+def watch_log_failures(metrics: Metrics, count: Callable[[], dict[str, int]]) -> None:
+    """Export ``exmilter_policy_log_write_failures_total{log}``: rows of Exchange's logs lost
+    (unwritable directory, full disk, writer behind), read from the writers at scrape time.
+    Nothing when metrics are off."""
+    if metrics.registry is not None:
+        metrics.registry.register(_LogFailures(count))
