@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 
 from exmilter.limits import PROTOCOL_LOG_DATA_MAX
 from exmilter.logs.escape import escape
-from exmilter.logs.w3c import RowSink, header, row, timestamp
+from exmilter.logs.w3c import RowSink, field, header, timestamp
 from exmilter.model import Right
 
 #: Spec §5.1 "Header".
@@ -106,22 +106,15 @@ class ProtocolSession:
         self.remote = remote
         self.start = start
         self._seq = itertools.count()
+        self._prefix = f",{field(connector_id)},{field(session_id)},"
+        self._suffix = f",{field(local)},{field(remote)},"
 
     def _row(self, when: float, event: str, data: str, context: str) -> None:
-        line = row(
-            (
-                timestamp(when),
-                self.connector_id,
-                self.id,
-                str(next(self._seq)),
-                self.local,
-                self.remote,
-                event,
-                data,
-                context,
-            )
+        """One row; the session's constant fields are formatted once (:meth:`__init__`)."""
+        seq = next(self._seq)
+        self._sink.write(
+            when, f"{timestamp(when)}{self._prefix}{seq}{self._suffix}{event},{field(data)},{field(context)}\r\n"
         )
-        self._sink.write(when, line)
 
     def connect(self, when: float) -> None:
         self._row(when, "+", "", "")

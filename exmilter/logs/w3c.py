@@ -21,10 +21,10 @@ from __future__ import annotations
 import contextlib
 import csv
 import os
-import queue
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -280,15 +280,20 @@ class HourlyLog:
 class BackgroundLog:
     """An :class:`HourlyLog` written by its own thread: :meth:`write` never waits.
 
-    A full queue (the disk is slower than the mail) drops the row and counts it in
-    ``dropped``; the writer thread flushes whenever it has caught up, so ``tail -f`` sees
-    rows as they happen.
+    A row is appended to a deque (atomic, no lock, no wake-up: the request path pays tens of
+    nanoseconds); the thread drains it every ``interval`` seconds, writes and flushes, so
+    ``tail -f`` sees rows within that time. Beyond ``max_queued`` waiting rows (the disk is
+    slower than the mail) a row is dropped and counted in ``dropped``.
     """
 
-    def __init__(self, log: HourlyLog, *, max_queued: int = LOG_QUEUE_MAX) -> None:
+    def __init__(self, log: HourlyLog, *, max_queued: int = LOG_QUEUE_MAX, interval: float = 0.2) -> None:
         self.log = log
         self.dropped = 0
-        self._queue: queue.Queue[tuple[float, str] | None] = queue.Queue(max_queued)
+        self._max = max_queued
+        self._rows: deque[tuple[float, str]] = deque()
+        self._interval = interval
+        self._stop = threading.Event()
+        self._lock = threading.Lock()  # one drainer at a time: the thread, flush() or close()
         self._thread = threading.Thread(target=self._run, name=f"exmilter-log-{log.settings.prefix}", daemon=True)
         self._thread.start()
 
@@ -297,34 +302,35 @@ class BackgroundLog:
         return self.log.failures + self.dropped
 
     def write(self, when: float, text: str) -> bool:
-        try:
-            self._queue.put_nowait((when, text))
-            return True
-        except queue.Full:
+        if len(self._rows) >= self._max:
             self.dropped += 1
             return False
+        self._rows.append((when, text))
+        return True
+
+    def _drain(self) -> None:
+        with self._lock:
+            rows, write = self._rows, self.log.write
+            if not rows:
+                return
+            while rows:
+                write(*rows.popleft())
+            self.log.flush()
 
     def _run(self) -> None:
-        q = self._queue
-        while True:
-            item = q.get()
-            if item is None:
-                self.log.flush()
-                q.task_done()
-                return
-            self.log.write(*item)
-            if q.empty():
-                self.log.flush()
-            q.task_done()
+        while not self._stop.wait(self._interval):
+            self._drain()
+        self._drain()
 
     def flush(self) -> None:
-        """Wait until every queued row is written (tests, shutdown)."""
-        self._queue.join()
+        """Write every waiting row now (tests, shutdown)."""
+        self._drain()
 
     def close(self) -> None:
+        self._stop.set()
         if self._thread.is_alive():
-            self._queue.put(None)
             self._thread.join()
+        self._drain()
         self.log.close()
 
 
