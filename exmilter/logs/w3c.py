@@ -12,7 +12,7 @@ tracking log) share one file discipline, implemented once here:
 Writing never fails or blocks the caller (issue #15 §5): :class:`HourlyLog` turns every
 ``OSError`` (unwritable directory, full disk) into a counted, reported failure and tries
 again at the next row; :class:`BackgroundLog` moves the writing to a thread behind a bounded
-queue, so a slow disk costs the mail path one ``put_nowait``. The clock is the caller's:
+deque, so a slow disk costs the mail path one ``append``. The clock is the caller's:
 every row carries the time of its event, and the file it goes to follows from that time.
 """
 
