@@ -211,3 +211,32 @@ def test_no_receive_row_for_a_refused_message() -> None:
     )
     rows = _receive_rows(cfg, "10.1.2.3", size="100000")  # over 64 KB: refused at end of data, so no RECEIVE
     assert rows == []
+
+
+def test_a_reload_that_changes_logs_says_a_restart_is_needed(tmp_path: Path) -> None:
+    """The log writers are opened at start: a reload changing ``logs:`` is applied otherwise
+    and says so; one that does not change it says nothing."""
+    from twisted.internet import defer
+
+    from exmilter.config import load
+    from exmilter.logs.events import Event, RestartNeeded
+    from exmilter.policy.metrics import NullMetrics
+    from exmilter.policy.reload import Runtime
+
+    path = tmp_path / "exmilter.yaml"
+    path.write_text(CONFIG)
+    seen: list[Event] = []
+    rt = Runtime(
+        str(path),
+        load(path),
+        NullMetrics(),
+        run_blocking=lambda f, *a: defer.maybeDeferred(f, *a),
+        log_sink=seen.append,
+    )
+    path.write_text(CONFIG.replace("10.2.0.0/16", "10.3.0.0/16"))
+    rt.reload()
+    assert [e for e in seen if isinstance(e, RestartNeeded)] == []
+    path.write_text(CONFIG + "logs: {message_tracking_log_path: /srv/trk}\n")
+    rt.reload()
+    assert [e for e in seen if isinstance(e, RestartNeeded)] == [RestartNeeded("logs", str(path))]
+    assert rt.current.number == 3

@@ -121,10 +121,13 @@ class Runtime(Generations):
         return d
 
     def _swap(self, candidate: Candidate) -> bool:
-        old = self.current.org.policyd
-        new = self.swap(candidate).org.policyd
+        old_org = self.current.org
+        new_org = self.swap(candidate).org
+        old, new = old_org.policyd, new_org.policyd
         if (new.listen, new.metrics) != (old.listen, old.metrics):
             self.log(RestartNeeded("policyd.listen/metrics", self.path))
+        if new_org.logs != old_org.logs:  # the log writers are opened at start (docs/logs.md)
+            self.log(RestartNeeded("logs", self.path))
         self._report_cap()
         return True
 
