@@ -339,3 +339,62 @@ def test_tracking_logs_give_the_end_of_data_size(tmp_path: Path) -> None:
     assert [(d.stage, d.exmilter) for d in s.differences] == [
         ("END-OF-DATA", "552 5.3.4 Message size exceeds fixed maximum message size")
     ]
+
+
+SUBMISSION = """\
+server: {name: EX01, fqdn: mail.contoso.com, domain: CONTOSO}
+accepted_domains: [contoso.com]
+users:
+  - {name: svc, addresses: [svc@contoso.com]}
+receive_connectors:
+  - name: Submission
+    transport_role: FrontendTransport
+    usage: Custom
+    bindings: [0.0.0.0:587]
+    remote_ip_ranges: [0.0.0.0-255.255.255.255]
+    auth_mechanism: [Tls, BasicAuth, BasicAuthRequireTLS]
+    permission_groups: [ExchangeUsers]
+    require_tls: true
+"""
+
+
+def test_starttls_and_auth_change_the_session_they_are_judged_as(tmp_path: Path) -> None:
+    """After STARTTLS (220) the session is under TLS, after ``*,<user>,authenticated`` it is that
+    user's: MAIL needs TLS here and relaying needs the login, so both must be followed."""
+    rows = [
+        ("2023-01-11T16:00:00.000Z", "+", "", ""),
+        ("2023-01-11T16:00:00.001Z", "*", "", "Set Session Permissions"),
+        ("2023-01-11T16:00:00.010Z", "<", "EHLO laptop", ""),
+        ("2023-01-11T16:00:00.011Z", ">", "250-mail.contoso.com Hello 250 STARTTLS", ""),
+        ("2023-01-11T16:00:00.020Z", "<", "STARTTLS", ""),
+        ("2023-01-11T16:00:00.021Z", ">", "220 2.0.0 SMTP server ready", ""),
+        ("2023-01-11T16:00:00.030Z", "<", "EHLO laptop", ""),
+        ("2023-01-11T16:00:00.031Z", ">", "250-mail.contoso.com Hello 250 AUTH LOGIN", ""),
+        ("2023-01-11T16:00:00.040Z", "<", "AUTH LOGIN", ""),
+        ("2023-01-11T16:00:00.041Z", ">", "334 <authentication response>", ""),
+        ("2023-01-11T16:00:00.050Z", "*", "svc", "authenticated"),
+        ("2023-01-11T16:00:00.050Z", ">", "235 2.7.0 Authentication successful", ""),
+        ("2023-01-11T16:00:00.060Z", "<", "MAIL FROM:<svc@contoso.com>", ""),
+        ("2023-01-11T16:00:00.061Z", ">", "250 2.1.0 Sender OK", ""),
+        ("2023-01-11T16:00:00.070Z", "<", "RCPT TO:<x@fabrikam.example>", ""),
+        ("2023-01-11T16:00:00.071Z", ">", "250 2.1.5 Recipient OK", ""),
+        ("2023-01-11T16:00:00.080Z", "-", "", "Local"),
+    ]
+    body = _rows("Submission", "08DAF3ECE7150001", "192.0.2.10:587", "198.51.100.20:50000", 0, rows)
+    (tmp_path / "RECV2023011116-1.LOG").write_bytes((HEADER.format(date="2023-01-11T16:00:00.000Z") + body).encode())
+    report = replay(_engine(SUBMISSION), [str(tmp_path)])
+    assert report.differing == []
+    # The same session without its STARTTLS rows: MAIL would now be refused (TLS required).
+    plain = [r for r in rows if r[2] not in ("STARTTLS", "220 2.0.0 SMTP server ready")]
+    body = _rows("Submission", "08DAF3ECE7150001", "192.0.2.10:587", "198.51.100.20:50000", 0, plain)
+    (tmp_path / "RECV2023011116-1.LOG").write_bytes((HEADER.format(date="2023-01-11T16:00:00.000Z") + body).encode())
+    [s] = replay(_engine(SUBMISSION), [str(tmp_path)]).differing
+    assert s.differences[0].stage == "MAIL"
+    assert s.differences[0].exmilter == "451 4.7.3 STARTTLS is required to send mail"
+    # ... and without the login: the session is anonymous, which this connector does not let submit.
+    anonymous = [r for r in rows if r[3] != "authenticated"]
+    body = _rows("Submission", "08DAF3ECE7150001", "192.0.2.10:587", "198.51.100.20:50000", 0, anonymous)
+    (tmp_path / "RECV2023011116-1.LOG").write_bytes((HEADER.format(date="2023-01-11T16:00:00.000Z") + body).encode())
+    [s] = replay(_engine(SUBMISSION), [str(tmp_path)]).differing
+    assert [d.stage for d in s.differences] == ["MAIL", "RCPT"]
+    assert s.differences[0].exmilter.startswith("530 5.7.57")

@@ -354,7 +354,7 @@ def log_files(paths: Iterable[str], prefix: str | None = None) -> list[str]:
                 parsed = parse_file_name(name)
                 if parsed is not None and (prefix is None or parsed[0].startswith(prefix)):
                     found.append(((parsed[1], parsed[2], name), os.path.join(p, name)))
-        else:
+        elif os.path.exists(p):  # a log not written yet has nothing to read (commands check their arguments)
             parsed = parse_file_name(os.path.basename(p))
             found.append(((parsed[1], parsed[2], p) if parsed else ("", 0, p), p))
     found.sort(key=lambda t: t[0])

@@ -48,6 +48,11 @@ def test_refused_relay_is_in_the_protocol_log_and_replays_without_difference(san
     ]
     name = Path(log_files([str(sandbox.protocol_log_dir)], "RECV")[-1]).name
     assert name.startswith("RECV") and name.endswith("-1.LOG") and len(name) == len("RECV2026120215-1.LOG")
+    # ... and not in tracking (spec §5.2): no queue id, no RECEIVE (the tracking log is written for
+    # the accepted messages of the other tests in the same sandbox; none names this recipient)
+    from exmilter.logs.query import TrackingFilter, search
+
+    assert list(search([str(sandbox.tracking_log_dir)], TrackingFilter(recipients=(rcpt,)))) == []
     report = replay(Engine(load(sandbox.config).organization), [str(sandbox.protocol_log_dir)])
     assert report.sessions >= 1 and report.differing == [], report.differing[:3]
 
