@@ -261,3 +261,43 @@ def test_rows_read_back(tmp_path: Path) -> None:
     assert trk[0]["message-subject"] == "Nightly report, part 1"
     assert trk[0]["message-info"] == "00A:"
     assert trk[0]["source-context"] == "08D675E58CA1DA38;2023-01-11T16:00:04.113Z;1"
+
+
+def test_message_info_of_sessions_from_the_engine() -> None:
+    """Spec §4.2/§4.4 and seed mistakes 5a/5b: anonymous relay is 00A:, ExternalAuthoritative 10I:,
+    an AUTH login 06I: under TLS and 07I: without, an authenticated sender holding Any-Sender
+    without Authentication-Flag is Anonymous."""
+    from exmilter.config import loads
+    from exmilter.engine import Engine
+
+    org = loads(
+        """\
+server: {name: EX01, fqdn: mail.contoso.com, domain: CONTOSO}
+accepted_domains: [contoso.com]
+users: [{name: svc, addresses: [svc@contoso.com]}]
+receive_connectors:
+  - {name: Relay, transport_role: FrontendTransport, usage: Custom, bindings: ["0.0.0.0:25"],
+     remote_ip_ranges: [10.1.0.0/16], permission_groups: [AnonymousUsers],
+     permissions: [{user: "NT AUTHORITY\\\\ANONYMOUS LOGON", extended_rights: [ms-Exch-SMTP-Accept-Any-Recipient]}]}
+  - {name: Secured, transport_role: FrontendTransport, usage: Custom, bindings: ["0.0.0.0:25"],
+     remote_ip_ranges: [10.2.0.0/16], auth_mechanism: [Tls, ExternalAuthoritative], permission_groups: [ExchangeServers]}
+  - {name: Users, transport_role: FrontendTransport, usage: Custom, bindings: ["0.0.0.0:587"],
+     remote_ip_ranges: [0.0.0.0-255.255.255.255], auth_mechanism: [Tls, BasicAuth], permission_groups: [ExchangeUsers]}
+  - {name: AnySender, transport_role: FrontendTransport, usage: Custom, bindings: ["0.0.0.0:2525"],
+     remote_ip_ranges: [0.0.0.0-255.255.255.255], auth_mechanism: [Tls, BasicAuth], permission_groups: [ExchangeUsers],
+     permissions: [{user: svc, extended_rights: [ms-Exch-SMTP-Accept-Any-Sender]}]}
+""",
+        "c.yaml",
+    ).organization
+    engine = Engine(org)
+
+    def info(port: int, client: str, user: str | None = None, tls: bool = False) -> str:
+        s = engine.open_session(None, port, client, auth_user=user, tls=tls)
+        as_ = T.auth_as(s)
+        return T.message_info(T.auth_mechanism(s, as_), as_)
+
+    assert info(25, "10.1.2.3") == "00A:"
+    assert info(25, "10.2.2.3") == "10I:"
+    assert info(587, "192.0.2.1", "svc", tls=True) == "06I:"
+    assert info(587, "192.0.2.1", "svc") == "07I:"
+    assert info(2525, "192.0.2.1", "svc", tls=True) == "06A:"

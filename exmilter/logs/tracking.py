@@ -16,7 +16,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from exmilter.engine import Session
 from exmilter.logs.w3c import RowSink, header, row, timestamp
+from exmilter.model import AuthMechanism, Right
+from exmilter.permissions import PARTNER_SERVERS
 
 #: The build the header and schema-version name (the version the Received stamps name, spec §4.5).
 VERSION = "15.02.1118.007"
@@ -68,6 +71,31 @@ EVENT_SOURCES = {
 
 #: The first letter of AuthAs in message-info (``00A:``, ``10I:``, ``02P:contoso.com``).
 AUTH_AS_INITIAL = {"Anonymous": "A", "Internal": "I", "Partner": "P", "External": "E"}
+
+
+def auth_as(session: Session) -> str:
+    """Spec §4.2, first match wins: Partner, then Internal, else Anonymous."""
+    if PARTNER_SERVERS.lower() in session.principal.names:
+        return "Partner"
+    if session.authenticated and (
+        not (session.has(Right.SMTPAcceptAnySender) or session.has(Right.SMTPAcceptAuthoritativeDomainSender))
+        or session.has(Right.SMTPAcceptAuthenticationFlag)
+    ):
+        return "Internal"
+    return "Anonymous"
+
+
+def auth_mechanism(session: Session, as_: str) -> str:
+    """Spec §4.4: ``00`` anonymous, ``10`` ExternalAuthoritative, ``02`` partner mutual TLS,
+    ``06`` AUTH under TLS, ``07`` AUTH without TLS."""
+    c = session.connector
+    if c is not None and AuthMechanism.ExternalAuthoritative in c.auth_mechanism:
+        return "10"
+    if as_ == "Partner":
+        return "02"
+    if session.auth_user:
+        return "06" if session.tls else "07"
+    return "00"
 
 
 def tracking_header(created: float) -> str:

@@ -19,40 +19,13 @@ from collections.abc import Callable, Mapping
 
 from exmilter.engine import Engine, Session
 from exmilter.listener import Listener
-from exmilter.logs.tracking import MessageFacts, TrackingLog
-from exmilter.model import AuthMechanism, Right
-from exmilter.permissions import PARTNER_SERVERS
+from exmilter.logs.tracking import MessageFacts, TrackingLog, auth_as, auth_mechanism
 from exmilter.policy.decide import Decision
 
 #: Transactions whose accepted recipients are remembered until their END-OF-MESSAGE.
 MAX_TRANSACTIONS = 10_000
 #: Recipients remembered per transaction (the RECEIVE row's recipient-address).
 MAX_RECIPIENTS = 5_000
-
-
-def auth_as(session: Session) -> str:
-    """Spec §4.2, first match wins: Partner, then Internal, else Anonymous."""
-    if PARTNER_SERVERS.lower() in session.principal.names:
-        return "Partner"
-    if session.authenticated and (
-        not (session.has(Right.SMTPAcceptAnySender) or session.has(Right.SMTPAcceptAuthoritativeDomainSender))
-        or session.has(Right.SMTPAcceptAuthenticationFlag)
-    ):
-        return "Internal"
-    return "Anonymous"
-
-
-def auth_mechanism(session: Session, as_: str) -> str:
-    """Spec §4.4: ``00`` anonymous, ``10`` ExternalAuthoritative, ``02`` partner mutual TLS,
-    ``06`` AUTH under TLS, ``07`` AUTH without TLS."""
-    c = session.connector
-    if c is not None and AuthMechanism.ExternalAuthoritative in c.auth_mechanism:
-        return "10"
-    if as_ == "Partner":
-        return "02"
-    if session.auth_user:
-        return "06" if session.tls else "07"
-    return "00"
 
 
 class Receipts:
