@@ -280,7 +280,8 @@ receive_connectors:
      remote_ip_ranges: [10.1.0.0/16], permission_groups: [AnonymousUsers],
      permissions: [{user: "NT AUTHORITY\\\\ANONYMOUS LOGON", extended_rights: [ms-Exch-SMTP-Accept-Any-Recipient]}]}
   - {name: Secured, transport_role: FrontendTransport, usage: Custom, bindings: ["0.0.0.0:25"],
-     remote_ip_ranges: [10.2.0.0/16], auth_mechanism: [Tls, ExternalAuthoritative], permission_groups: [ExchangeServers]}
+     remote_ip_ranges: [10.2.0.0/16], auth_mechanism: [Tls, ExternalAuthoritative],
+     permission_groups: [ExchangeServers]}
   - {name: Users, transport_role: FrontendTransport, usage: Custom, bindings: ["0.0.0.0:587"],
      remote_ip_ranges: [0.0.0.0-255.255.255.255], auth_mechanism: [Tls, BasicAuth], permission_groups: [ExchangeUsers]}
   - {name: AnySender, transport_role: FrontendTransport, usage: Custom, bindings: ["0.0.0.0:2525"],

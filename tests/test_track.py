@@ -143,3 +143,32 @@ def test_relative_start_is_a_value_not_an_option(logdir: Path, capsys: pytest.Ca
     """``--start -10m`` exactly as the seeds write Get-MessageTrackingLog's -Start (AddMinutes(-10))."""
     assert cli.main(["track", "--path", str(logdir), "--start", "-10m", "--end", "-1s"]) == 0
     assert capsys.readouterr().out.splitlines()[0].startswith("Timestamp")
+
+
+def test_summary_is_one_line_per_message_with_its_final_event(logdir: Path, capsys) -> None:
+    assert cli.main(["track", "--path", str(logdir), "--summary", "--json"]) == 0
+    got = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [(m["QueueId"], m["FinalEvent"], m["MessageInfo"]) for m in got] == [
+        ("QID0", "DEFER", "06I:"),
+        ("QID1", "DELIVER", "00A:"),
+        ("QID2", "DELIVER", "06I:"),
+        ("QID3", "DEFER", "00A:"),
+        ("QID4", "DELIVER", "06I:"),
+        ("QID5", "DELIVER", "00A:"),
+    ]
+    assert got[1]["ConnectorId"] == "EX01\\SMTP Relay Script" and got[1]["Sender"] == "App1@Contoso.com"
+    assert got[1]["Recipients"] == "r1@fabrikam.example, shared@contoso.com"
+    assert cli.main(["track", "--path", str(logdir), "--summary", "--queue-id", "QID3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == [
+        "Received",
+        "QueueId",
+        "ConnectorId",
+        "MessageInfo",
+        "Sender",
+        "Recipients",
+        "FinalEvent",
+        "FinalStatus",
+        "MessageId",
+    ]
+    assert len(lines) == 3 and "QID3" in lines[2] and "DEFER" in lines[2]

@@ -10,7 +10,16 @@ import sys
 
 from exmilter.commands._common import EXIT_REFUSED
 from exmilter.config import DEFAULT_PATH, ConfigError, load
-from exmilter.logs.query import TrackingFilter, now, parse_when, search, table
+from exmilter.logs.query import (
+    SUMMARY_COLUMNS,
+    TrackingFilter,
+    aligned,
+    now,
+    parse_when,
+    search,
+    summary,
+    table,
+)
 from exmilter.model import LogSettings
 
 
@@ -36,6 +45,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--queue-id", metavar="ID", help="Postfix queue id (the internal-message-id field)")
     p.add_argument("--result-size", type=int, default=1000, metavar="N", help="at most N rows (0: all; default 1000)")
     p.add_argument("--json", action="store_true", help="one JSON object per row, fields as in the file")
+    p.add_argument(
+        "--summary",
+        action="store_true",
+        help="one line per message (queue id): connector, message-info, sender, recipients and its final event",
+    )
     # "--start -10m" as Get-MessageTrackingLog users write it: argparse takes a value starting with "-"
     # for an option unless it looks like a negative number; relative times count as numbers here.
     p._negative_number_matcher = re.compile(r"^-\d+(?:\.\d+)?[smhd]?$")
@@ -89,7 +103,15 @@ def run(args: argparse.Namespace) -> int:
         if args.result_size and len(rows) >= args.result_size:
             print(f"exmilter track: first {args.result_size} rows; --result-size 0 for all", file=sys.stderr)
             break
-    if args.json:
+    if args.summary:
+        messages = summary(rows)
+        if args.json:
+            for m in messages:
+                print(json.dumps(m, ensure_ascii=False))
+        else:
+            for line in aligned(SUMMARY_COLUMNS, [[m[c] for c in SUMMARY_COLUMNS] for m in messages]):
+                print(line)
+    elif args.json:
         for r in rows:
             print(json.dumps(r, ensure_ascii=False))
     else:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import csv
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -165,11 +165,56 @@ COLUMNS: tuple[tuple[str, str], ...] = (
 )
 
 
-def table(rows: Iterable[dict[str, str]], width: Callable[[str], int] = len) -> Iterator[str]:
+def table(rows: Iterable[dict[str, str]]) -> Iterator[str]:
     """Rows as aligned text columns (computed over all rows, so this keeps them in memory)."""
     data = [[r.get(k, "").replace(";", ", ") for _, k in COLUMNS] for r in rows]
-    heads = [h for h, _ in COLUMNS]
-    widths = [max([width(h)] + [width(row[i]) for row in data]) for i, h in enumerate(heads)]
+    return aligned([h for h, _ in COLUMNS], data)
+
+
+#: The summary's columns: one row per message (queue id), its RECEIVE and its last event.
+SUMMARY_COLUMNS: tuple[str, ...] = (
+    "Received",
+    "QueueId",
+    "ConnectorId",
+    "MessageInfo",
+    "Sender",
+    "Recipients",
+    "FinalEvent",
+    "FinalStatus",
+    "MessageId",
+)
+
+
+def summary(rows: Iterable[dict[str, str]]) -> list[dict[str, str]]:
+    """One entry per queue id, in order of first appearance: what RECEIVE said (connector,
+    message-info, sender, recipients) and the last event seen with its status; the message id
+    from whichever row has one (a policy-written RECEIVE has none; Postfix's cleanup line does)."""
+    out: dict[str, dict[str, str]] = {}
+    for r in rows:
+        qid = r.get("internal-message-id", "")
+        if not qid:
+            continue
+        m = out.get(qid)
+        if m is None:
+            m = out[qid] = dict.fromkeys(SUMMARY_COLUMNS, "")
+            m["QueueId"] = qid
+        if r.get("event-id") == "RECEIVE":
+            m["Received"] = r.get("date-time", "")
+            m["ConnectorId"] = r.get("connector-id", "")
+            m["MessageInfo"] = r.get("message-info", "")
+            m["Recipients"] = r.get("recipient-address", "").replace(";", ", ")
+        else:
+            m["FinalEvent"] = r.get("event-id", "")
+            m["FinalStatus"] = r.get("recipient-status", "")
+        m["Sender"] = m["Sender"] or r.get("sender-address", "")
+        m["MessageId"] = m["MessageId"] or r.get("message-id", "")
+        if not m["FinalEvent"]:
+            m["FinalEvent"] = r.get("event-id", "")
+    return list(out.values())
+
+
+def aligned(heads: Sequence[str], data: Sequence[Sequence[str]]) -> Iterator[str]:
+    widths = [max([len(h)] + [len(row[i]) for row in data]) for i, h in enumerate(heads)]
     yield " ".join(h.ljust(w) for h, w in zip(heads, widths, strict=True)).rstrip()
     yield " ".join("-" * w for w in widths)
     for row in data:
