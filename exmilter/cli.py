@@ -16,10 +16,13 @@ from exmilter import __version__
 COMMANDS = (
     "exmilter.commands.check",
     "exmilter.commands.explain",
+    "exmilter.commands.follow_maillog",
     "exmilter.commands.import_exchange",
     "exmilter.commands.policyd",
     "exmilter.commands.render_postfix",
+    "exmilter.commands.replay",
     "exmilter.commands.sandbox",
+    "exmilter.commands.track",
 )
 
 

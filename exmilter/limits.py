@@ -189,3 +189,25 @@ POLICY_MAX_DECISIONS = 10_000
 LOG_VALUE_MAX = 256
 #: Longest note (why a request could not be decided) written to a decision line.
 LOG_NOTE_MAX = 400
+
+# -- Exchange-format log files (exmilter.logs.w3c; docs/logs.md) -------------------------------------------
+
+#: Exchange's defaults for the SMTP receive protocol log (spec §5.1): per file, per directory, age.
+PROTOCOL_LOG_MAX_FILE = 10 << 20
+PROTOCOL_LOG_MAX_DIRECTORY = 250 << 20
+PROTOCOL_LOG_MAX_AGE_DAYS = 30
+#: Exchange's defaults for the message tracking log (spec §5.2).
+TRACKING_LOG_MAX_FILE = 10 << 20
+TRACKING_LOG_MAX_DIRECTORY = 1000 << 20
+TRACKING_LOG_MAX_AGE_DAYS = 30
+#: Lines waiting for the writer thread; beyond it a line is dropped and counted, never waited for,
+#: so a slow or full disk cannot hold up a mail transaction.
+LOG_QUEUE_MAX = 100_000
+#: Longest data field of a protocol-log row, in characters (a peer's command line is at most
+#: Postfix's line_length_limit, 2048; a multi-line reply joined by spaces stays below this).
+PROTOCOL_LOG_DATA_MAX = 4096
+#: Sessions a replay keeps open while waiting for their remaining rows (sessions across
+#: hourly files); beyond it the oldest are judged with what was read.
+REPLAY_MAX_OPEN_SESSIONS = 100_000
+#: Differing sessions a replay keeps per (client, connector) to show; the rest are counted.
+REPLAY_MAX_SESSIONS_PER_GROUP = 100

@@ -285,6 +285,28 @@ class SaslSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class LogSettings:
+    """Where the daemons write Exchange's logs and how much is kept (``logs:``; docs/logs.md).
+
+    Names follow ``Set-TransportService`` (ReceiveProtocolLogPath, MessageTrackingLogMaxAge...).
+    An empty path turns that log off; a connector writes the protocol log only with
+    ``protocol_logging_level: Verbose`` (spec §5.1). ``format`` is the daemons' own log line:
+    ``text`` or ``json``.
+    """
+
+    receive_protocol_log_path: str = "/var/log/exmilter/ProtocolLog/SmtpReceive"
+    receive_protocol_log_max_file_size: int = limits.PROTOCOL_LOG_MAX_FILE
+    receive_protocol_log_max_directory_size: int = limits.PROTOCOL_LOG_MAX_DIRECTORY
+    receive_protocol_log_max_age: timedelta = timedelta(days=limits.PROTOCOL_LOG_MAX_AGE_DAYS)
+    message_tracking_log_enabled: bool = True
+    message_tracking_log_path: str = "/var/log/exmilter/MessageTracking"
+    message_tracking_log_max_file_size: int = limits.TRACKING_LOG_MAX_FILE
+    message_tracking_log_max_directory_size: int = limits.TRACKING_LOG_MAX_DIRECTORY
+    message_tracking_log_max_age: timedelta = timedelta(days=limits.TRACKING_LOG_MAX_AGE_DAYS)
+    format: str = "text"
+
+
+@dataclass(frozen=True, slots=True)
 class Organization:
     """One loaded configuration file: the unit the engine decides against."""
 
@@ -299,6 +321,7 @@ class Organization:
     send_connectors: tuple[SendConnector, ...] = ()
     #: Where mail for the accepted domains' mailboxes goes (None: Postfix's relay_transport, by MX).
     mailbox_next_hop: NextHop | None = None
+    logs: LogSettings = field(default_factory=LogSettings)
 
     def connector(self, name_or_identity: str) -> ReceiveConnector | None:
         key = name_or_identity.lower()

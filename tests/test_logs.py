@@ -17,7 +17,7 @@ from exmilter.logs import events as ev
 from exmilter.logs.levels import NAMES, Severity, severity
 from exmilter.logs.text import MESSAGES, message
 from exmilter.logs.twistedlog import EVENT_KEY, LOG_LEVELS, twisted_sink
-from exmilter.replies import UNABLE_TO_RELAY
+from exmilter.replies import CONFIGURATION_PROBLEM, UNABLE_TO_RELAY
 
 
 def kinds() -> list[type[ev.Event]]:
@@ -51,20 +51,39 @@ def decision(**changes: object) -> ev.PolicyDecision:
 LINES = [
     (
         decision(),
-        "c12.3 RCPT client=203.0.113.9 connector='EXCH01\\\\Default Frontend EXCH01' from=<a@example.net> "
+        "c12.3 4QABC: RCPT client=203.0.113.9 connector='EXCH01\\\\Default Frontend EXCH01' from=<a@example.net> "
         "to=<x@gmail.com>: 550 5.7.54 SMTP; Unable to relay recipient in non-accepted domain",
         Severity.INFO,
     ),
     (
-        decision(duplicate=True, connector="", sender="", action="OK", reply=None),
+        decision(duplicate=True, connector="", sender="", action="OK", reply=None, queue_id=""),
         "c12.3 RCPT client=203.0.113.9 connector='-' from=<> to=<x@gmail.com>: OK (re-sent request, same answer)",
         Severity.INFO,
     ),
     (
-        decision(note="unusable policy_context 'Internet'", action="451 4.3.5 Server configuration problem"),
-        "c12.3 RCPT client=203.0.113.9 connector='EXCH01\\\\Default Frontend EXCH01' from=<a@example.net> "
+        decision(
+            note="unusable policy_context 'Internet'",
+            action="451 4.3.5 Server configuration problem",
+            reply=CONFIGURATION_PROBLEM,
+            connector="",
+        ),
+        "c12.3 4QABC: RCPT client=203.0.113.9 connector='-' from=<a@example.net> "
         "to=<x@gmail.com>: 451 4.3.5 Server configuration problem (unusable policy_context 'Internet')",
-        Severity.INFO,
+        Severity.ERROR,  # every mail through that listener gets 451: the admin must act
+    ),
+    (
+        decision(note="request='junk' is not smtpd_access_policy", action="DUNNO", reply=None, queue_id=""),
+        "c12.3 RCPT client=203.0.113.9 connector='EXCH01\\\\Default Frontend EXCH01' from=<a@example.net> "
+        "to=<x@gmail.com>: DUNNO (request='junk' is not smtpd_access_policy)",
+        Severity.WARNING,
+    ),
+    (
+        ev.LogWriteFailed(
+            "protocol", "/var/log/exmilter/ProtocolLog/SmtpReceive", "[Errno 28] No space left on device"
+        ),
+        "cannot write the protocol log in /var/log/exmilter/ProtocolLog/SmtpReceive: [Errno 28] No space left on "
+        "device; rows are dropped and counted, mail flows",
+        Severity.ERROR,
     ),
     (
         ev.ProtocolViolation(7, "line longer than 4096 bytes"),

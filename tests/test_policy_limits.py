@@ -521,7 +521,7 @@ def test_control_characters_from_a_request_never_reach_the_log(h, logged):
     assert t.value() == answer("451 4.3.5 Server configuration problem") + answer("501 5.1.3 Invalid address")
     written = lines(logged)
     assert written == [
-        "[exmilter.policyd#info] c1.1 RCPT client=203.0.113.9\\x00 connector='-' "
+        "[exmilter.policyd#error] c1.1 RCPT client=203.0.113.9\\x00 connector='-' "
         "from=<a@example.net\\r2026-01-01T00:00:00+0000 [exmilter.policyd#info] c9.9 RCPT: OK> "
         "to=<x@gmail.com\\x1b]0;owned\\x07\\x1b[2J>: 451 4.3.5 Server configuration problem "
         "(unusable policy_context '*:25\\\\x1b[1m': '*:25\\\\x1b[1m' is not a listener context "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from exmilter.commands._common import EXIT_REFUSED, add_config_option, load_or_report
 
@@ -30,6 +31,29 @@ def register(sub: argparse._SubParsersAction) -> None:
         "tcp:9142:interface=127.0.0.1); 'none' disables",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="log every decision, not only refusals")
+    p.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        help="the daemon's own log lines on stderr (default: logs.format from the file, text); each line "
+        "starts with its syslog priority <N> when stderr is the journal (JOURNAL_STREAM is set)",
+    )
+    p.add_argument(
+        "--protocol-log-path",
+        metavar="DIR",
+        help="directory of the SMTP receive protocol log (replaces logs.receive_protocol_log_path from the "
+        "file; '' turns it off); only connectors with protocol_logging_level Verbose write to it",
+    )
+    p.add_argument(
+        "--tracking-log-path",
+        metavar="DIR",
+        help="directory of the message tracking log (replaces logs.message_tracking_log_path; '' turns it off)",
+    )
+    p.add_argument(
+        "--follow-maillog",
+        metavar="FILE",
+        help="Postfix's log file (maillog_file or syslog's): its delivery lines become DELIVER/SEND/DEFER/FAIL/DSN "
+        "tracking events",
+    )
     p.set_defaults(func=run)
 
 
@@ -45,4 +69,22 @@ def run(args: argparse.Namespace) -> int:
         metrics = settings.metrics
     else:
         metrics = None if args.metrics.strip().lower() == "none" else args.metrics
-    return daemon.run(args.config, loaded, listen, metrics, verbose=args.verbose)
+    log_format = args.log_format or loaded.organization.logs.format
+    paths = {}
+    if args.protocol_log_path is not None:
+        paths["receive_protocol_log_path"] = args.protocol_log_path
+    if args.tracking_log_path is not None:
+        paths["message_tracking_log_path"] = args.tracking_log_path
+    if paths:
+        org = loaded.organization
+        logs = dataclasses.replace(org.logs, **paths)
+        loaded = dataclasses.replace(loaded, organization=dataclasses.replace(org, logs=logs))
+    return daemon.run(
+        args.config,
+        loaded,
+        listen,
+        metrics,
+        verbose=args.verbose,
+        log_format=log_format,
+        follow_maillog=args.follow_maillog,
+    )

@@ -7,11 +7,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from exmilter.config import auth, connectors, fields, reader, sections, send_connectors
+from exmilter.config import logs as config_logs
 from exmilter.config.problems import Collector, ConfigError, Problem
 from exmilter.config.reader import Raw
 from exmilter.config.relays import OPEN_RELAY
 from exmilter.config.validation import validate
-from exmilter.model import Organization, PolicydSettings
+from exmilter.model import LogSettings, Organization, PolicydSettings
 
 DEFAULT_PATH = "/etc/exmilter/exmilter.yaml"
 
@@ -26,6 +27,7 @@ TOP_KEYS = (
     "sasl",
     "send_connectors",
     "mailbox_next_hop",
+    "logs",
 )
 
 
@@ -113,6 +115,7 @@ def _organization(root: Raw, file: str, entries: connectors.ConnectorEntries, ou
         file,
         send_connectors=tuple(sends),
         mailbox_next_hop=hop,
+        logs=config_logs.logs(top["logs"][1], out) if "logs" in top else LogSettings(),
     )
     if "tls" in top or "sasl" in top:
         org = dataclasses.replace(

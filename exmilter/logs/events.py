@@ -215,6 +215,19 @@ class RestartNeeded(Event):
     path: str
 
 
+# -- Exchange's log files (exmilter.logs.w3c) ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LogWriteFailed(Event):
+    """Rows of ``log`` could not be written in ``directory`` (unwritable, full disk): they are
+    lost and counted, mail is not held up. Reported at most once a minute per log."""
+
+    log: str  # "protocol", "tracking"
+    directory: str
+    error: str
+
+
 # -- the daemon's life ----------------------------------------------------------------------------------
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from enum import IntEnum
 
 from exmilter.logs import events as ev
+from exmilter.replies import CONFIGURATION_PROBLEM
 
 
 class Severity(IntEnum):
@@ -34,7 +35,6 @@ NAMES: dict[Severity, str] = {
 
 #: The severity of each kind of event that has one whatever its content.
 FIXED: dict[type[ev.Event], Severity] = {
-    ev.PolicyDecision: Severity.INFO,
     ev.ProtocolViolation: Severity.WARNING,
     ev.ReadPaused: Severity.INFO,
     ev.IdleTimeout: Severity.INFO,  # Postfix closes idle connections first: one we close is just old
@@ -48,6 +48,7 @@ FIXED: dict[type[ev.Event], Severity] = {
     ev.GenerationKept: Severity.ERROR,
     ev.GenerationInUse: Severity.ERROR,
     ev.RestartNeeded: Severity.WARNING,
+    ev.LogWriteFailed: Severity.ERROR,
     ev.Listening: Severity.INFO,
     ev.Ready: Severity.INFO,
     ev.NotifyFailed: Severity.WARNING,
@@ -55,11 +56,25 @@ FIXED: dict[type[ev.Event], Severity] = {
 }
 
 
+def decision_severity(e: ev.PolicyDecision) -> Severity:
+    """A decision is info (a refusal of mail is routine), but a request exmilter could not
+    decide because of the deployment (an unusable ``policy_context``, no client address: the
+    answer is the temporary failure ``451 4.3.5``, so all mail through that listener stops)
+    is an error, and a note without a verdict (a request that is not a policy request) a warning."""
+    if not e.note:
+        return Severity.INFO
+    if e.reply is None:
+        return Severity.WARNING
+    return Severity.ERROR if e.reply == CONFIGURATION_PROBLEM else Severity.INFO
+
+
 def severity(event: ev.Event) -> Severity:
     """The severity of ``event``: by its kind, or for a few kinds by its content."""
     s = FIXED.get(type(event))
     if s is not None:
         return s
+    if type(event) is ev.PolicyDecision:
+        return decision_severity(event)
     if isinstance(event, ev.ConnectionCapSet):  # a cap below what Postfix may open needs the admin
         return Severity.WARNING if event.clamped else Severity.INFO
     raise TypeError(f"no severity for {type(event).__name__}")

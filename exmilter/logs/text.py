@@ -22,8 +22,11 @@ _DEFAULT_ACTION = f"{CONFIGURATION_PROBLEM.code} {CONFIGURATION_PROBLEM.enhanced
 
 
 def _decision(e: ev.PolicyDecision) -> str:
+    """``c<conn>.<seq> [<queue id>: ]<stage> client=… connector=… from=<…> to=<…>: <action>``; the
+    Postfix queue id, where Postfix sent one, as Postfix's own lines carry it (``grep QUEUEID``)."""
+    qid = f"{escape(e.queue_id)}: " if e.queue_id else ""
     return (
-        f"c{e.conn}.{e.seq} {e.stage} client={escape(e.client)} connector={e.connector or '-'!r} "
+        f"c{e.conn}.{e.seq} {qid}{e.stage} client={escape(e.client)} connector={e.connector or '-'!r} "
         f"from=<{escape(e.sender)}> to=<{escape(e.recipient)}>: {e.action}"
         f"{' (re-sent request, same answer)' if e.duplicate else ''}"
         f"{f' ({escape(e.note, LOG_NOTE_MAX)})' if e.note else ''}"
@@ -71,6 +74,9 @@ MESSAGES: dict[type[ev.Event], Callable[[Any], str]] = {
     ev.GenerationKept: lambda e: f"keeping configuration generation {e.generation}",
     ev.GenerationInUse: lambda e: f"configuration generation {e.generation} is in use",
     ev.RestartNeeded: lambda e: f"{e.what} changed in {e.path}: restart the daemon to apply",
+    ev.LogWriteFailed: lambda e: (
+        f"cannot write the {e.log} log in {e.directory}: {e.error}; rows are dropped and counted, mail flows"
+    ),
     ev.Listening: lambda e: f"{e.what} listening on {e.where}",
     ev.Ready: lambda e: f"ready: configuration generation {e.generation} from {e.source}",
     ev.NotifyFailed: lambda e: f"cannot notify systemd at {e.address}: {e.error}",

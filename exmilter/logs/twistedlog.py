@@ -9,15 +9,24 @@ module; the threaded milter will write the same lines from the same text sink wi
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any, TextIO
 
-from twisted.logger import ILogObserver, Logger, LogLevel, formatEventAsClassicLogText, globalLogBeginner
+from twisted.logger import (
+    ILogObserver,
+    Logger,
+    LogLevel,
+    formatEvent,
+    formatEventAsClassicLogText,
+    globalLogBeginner,
+)
 from zope.interface import implementer
 
 from exmilter.logs.escape import printable_lines
-from exmilter.logs.events import Event, EventSink
+from exmilter.logs.events import Event, EventSink, PolicyDecision
+from exmilter.logs.jsonline import json_line
 from exmilter.logs.levels import FIXED, Severity, severity
 from exmilter.logs.text import MESSAGES, Stamp, guarded
 
@@ -53,12 +62,16 @@ def twisted_sink(logger: Logger) -> EventSink:
     """
     fixed = _FIXED_LEVELS
     namespace = logger.namespace
+    info = LogLevel.info
 
     def publish(event: Event) -> None:
-        try:
-            level = fixed[type(event)]
-        except KeyError:  # a kind whose severity depends on its content
-            level = twisted_level(event)
+        if type(event) is PolicyDecision:  # the per-refusal path: info unless it has a note
+            level = twisted_level(event) if event.note else info
+        else:
+            try:
+                level = fixed[type(event)]
+            except KeyError:  # a kind whose severity depends on its content
+                level = twisted_level(event)
         logger.observer(
             {
                 "log_logger": logger,
@@ -92,17 +105,24 @@ class StderrObserver:
     continuation line.
     """
 
-    def __init__(self, stream: TextIO, levels: Collection[LogLevel]) -> None:
+    def __init__(
+        self, stream: TextIO, levels: Collection[LogLevel], *, json: bool = False, priority_prefix: bool = False
+    ) -> None:
         self._write = stream.write
         self._levels = frozenset(levels)
         self._stamp = Stamp().at  # a bound method: called per line, cheaper than an object's __call__
         self._messages = MESSAGES
+        self._json = json
+        self._prefix = priority_prefix
 
     def __call__(self, event: dict[str, Any]) -> None:
         level = event.get("log_level")
         if level is None or level not in self._levels:
             return
         typed = event.get(EVENT_KEY)
+        if self._json or self._prefix:
+            self._structured(event, level, typed)
+            return
         if typed is None:
             line: str | None = formatEventAsClassicLogText(event, formatTime=self._stamp)
             if line:
@@ -116,6 +136,46 @@ class StderrObserver:
             text = guarded(text)
         self._write(f"{self._stamp(event.get('log_time'))} [{event.get('log_namespace', '-')}#{level.name}] {text}\n")
 
+    def _structured(self, event: dict[str, Any], level: LogLevel, typed: Event | None) -> None:
+        """The JSON line, or the text line after journald's ``<N>`` priority prefix (sd-daemon(3))."""
+        priority = PRIORITIES[level]
+        namespace = event.get("log_namespace", "-")
+        when = event.get("log_time")
+        if self._json:
+            text = None if typed is not None else printable_lines(formatEvent(event) or "")
+            line = json_line(typed, priority, namespace, when, text)
+        else:
+            if typed is not None:
+                text = self._messages[type(typed)](typed)
+                if not text.isprintable():
+                    text = guarded(text)
+            else:
+                text = guarded(printable_lines(formatEvent(event) or ""))
+                failure = event.get("log_failure")
+                if failure is not None:
+                    text += "\n\t" + guarded(failure.getTraceback())
+            line = f"{self._stamp(when)} [{namespace}#{level.name}] {text}"
+        self._write(f"<{int(priority)}>{line}\n" if self._prefix else line + "\n")
+
+
+#: syslog priority of each twisted.logger level (journald reads ``<N>`` at the start of a line).
+PRIORITIES: dict[LogLevel, Severity] = {lv: s for s, lv in LOG_LEVELS.items()}
+
+
+def journal_attached(environ: Mapping[str, str] | None = None, fd: int = 2) -> bool:
+    """``fd`` (stderr) is the journal: systemd sets ``JOURNAL_STREAM=<device>:<inode>`` of the
+    stream it connected, and a child whose stderr was redirected elsewhere (the sandbox's log
+    file) inherits the variable but not the stream (systemd.exec(5), ``$JOURNAL_STREAM``)."""
+    value = (os.environ if environ is None else environ).get("JOURNAL_STREAM", "")
+    dev, _, ino = value.partition(":")
+    if not (dev.isdigit() and ino.isdigit()):
+        return False
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == (int(dev), int(ino))
+
 
 def log_levels(verbose: bool) -> frozenset[LogLevel]:
     """The levels written: info and above, debug too with ``--verbose``."""
@@ -123,8 +183,13 @@ def log_levels(verbose: bool) -> frozenset[LogLevel]:
     return frozenset(lv for lv in LogLevel.iterconstants() if lv >= lowest)
 
 
-def start_logging(verbose: bool, stream: TextIO) -> StderrObserver:
-    """Send every twisted.logger event to one :class:`StderrObserver` on ``stream``."""
-    observer = StderrObserver(stream, log_levels(verbose))
+def start_logging(
+    verbose: bool, stream: TextIO, *, log_format: str = "text", priority_prefix: bool | None = None
+) -> StderrObserver:
+    """Send every twisted.logger event to one :class:`StderrObserver` on ``stream``: text or
+    JSON lines, each with its syslog priority as ``<N>`` when ``priority_prefix`` (by default
+    when stderr is the journal, so ``journalctl -p err`` selects errors)."""
+    prefix = journal_attached() if priority_prefix is None else priority_prefix
+    observer = StderrObserver(stream, log_levels(verbose), json=log_format == "json", priority_prefix=prefix)
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
     return observer

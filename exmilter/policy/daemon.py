@@ -18,10 +18,12 @@ from twisted.python.failure import Failure
 
 from exmilter.config import Loaded
 from exmilter.logs.events import Ready, StartFailed
+from exmilter.logs.files import Writers
 from exmilter.logs.twistedlog import start_logging, twisted_sink
 from exmilter.policy.factory import PolicyFactory
 from exmilter.policy.limits import raise_open_files_limit
-from exmilter.policy.metrics import Metrics, NullMetrics, PolicyMetrics
+from exmilter.policy.metrics import Metrics, NullMetrics, PolicyMetrics, watch_log_failures
+from exmilter.policy.protolog import open_exchange_logs
 from exmilter.policy.reload import Runtime, log
 from exmilter.policy.service import ListenService, SignalService, endpoint_errors
 from exmilter.runtime.metrics import new_registry
@@ -95,6 +97,8 @@ def run(
     *,
     verbose: bool = False,
     stderr: TextIO | None = None,
+    log_format: str = "text",
+    follow_maillog: str | None = None,
 ) -> int:
     """Serve until SIGTERM; the exit status. Endpoints that do not parse are reported on
     ``stderr`` before anything starts (:data:`EXIT_REFUSED`); a listener that cannot bind
@@ -108,12 +112,21 @@ def run(
             print(e, file=err)
         return EXIT_REFUSED
 
-    start_logging(verbose, err)
+    start_logging(verbose, err, log_format=log_format)
     raise_open_files_limit()  # one descriptor per Postfix smtpd process (docs/policyd.md, Limits)
     metrics = choose_metrics(metrics_endpoint is not None)
     sink = twisted_sink(log)
     notify = functools.partial(sd_notify, log=sink)
     runtime = Runtime(path, loaded, metrics, verbose=verbose, notify=notify, log_sink=sink)
+    writers = Writers()
+    from_thread = reactor.callFromThread  # type: ignore[attr-defined]
+    hooks, follower = open_exchange_logs(loaded.organization, lambda e: from_thread(sink, e), writers, follow_maillog)
+    runtime.log_hooks = hooks
+    watch_log_failures(metrics, writers.failures_by_log)
+    if follower is not None:
+        follower.start()
+        reactor.addSystemEventTrigger("before", "shutdown", follower.stop.set)
+    reactor.addSystemEventTrigger("after", "shutdown", writers.close)
     daemon = build(reactor, runtime, listen, metrics_endpoint, notify=notify)
     status = {"code": EXIT_OK}
 

@@ -17,7 +17,7 @@ request path skips even its clock reads (it checks ``enabled``).
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
@@ -98,6 +98,21 @@ class _RequestCollector(Collector):
         latency = HistogramMetricFamily("exmilter_policy_decision_seconds", "Time to decide one policy request.")
         latency.add_metric([], m.latency.cumulative(), sum_value=m.latency.sum)
         yield latency
+
+
+class _LogFailures(Collector):
+    def __init__(self, count: Callable[[], dict[str, int]]) -> None:
+        self._count = count
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "exmilter_policy_log_write_failures",
+            "Rows of Exchange's protocol/tracking logs that could not be written (the mail was not held up).",
+            labels=["log"],
+        )
+        for name, n in self._count().items():
+            family.add_metric([name], n)
+        yield family
 
 
 class PolicyMetrics(ConfigMetrics):
@@ -196,3 +211,11 @@ class NullMetrics(NullConfigMetrics):
 
 #: What the daemon accepts: the real metrics or none at all.
 Metrics = PolicyMetrics | NullMetrics
+
+
+def watch_log_failures(metrics: Metrics, count: Callable[[], dict[str, int]]) -> None:
+    """Export ``exmilter_policy_log_write_failures_total{log}``: rows of Exchange's logs lost
+    (unwritable directory, full disk, writer behind), read from the writers at scrape time.
+    Nothing when metrics are off."""
+    if metrics.registry is not None:
+        metrics.registry.register(_LogFailures(count))

@@ -24,6 +24,7 @@ from exmilter.logs.twistedlog import twisted_sink
 from exmilter.policy.decide import Decider
 from exmilter.policy.limits import ConnectionCap, connection_cap, open_files_limit
 from exmilter.policy.metrics import Metrics
+from exmilter.policy.protolog import LogHook
 from exmilter.runtime.generation import Candidate, Generation, Generations
 from exmilter.runtime.notify import READY, RELOADING
 
@@ -59,6 +60,9 @@ class Runtime(Generations):
         self.metrics: Metrics = metrics
         self.decider = decider or Decider(clock)
         self.verbose = verbose
+        #: Called after each decision: the protocol log's recorder and the tracking log's receipts
+        #: (exmilter.policy.protolog, exmilter.policy.receipts), when their paths are set.
+        self.log_hooks: tuple[LogHook, ...] = ()
         self._run_blocking: Blocking = run_blocking or threads.deferToThread
         self._notify = notify or (lambda _msg: None)
         self._fd_limit = fd_limit
@@ -117,10 +121,13 @@ class Runtime(Generations):
         return d
 
     def _swap(self, candidate: Candidate) -> bool:
-        old = self.current.org.policyd
-        new = self.swap(candidate).org.policyd
+        old_org = self.current.org
+        new_org = self.swap(candidate).org
+        old, new = old_org.policyd, new_org.policyd
         if (new.listen, new.metrics) != (old.listen, old.metrics):
             self.log(RestartNeeded("policyd.listen/metrics", self.path))
+        if new_org.logs != old_org.logs:  # the log writers are opened at start (docs/logs.md)
+            self.log(RestartNeeded("logs", self.path))
         self._report_cap()
         return True
 

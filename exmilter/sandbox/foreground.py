@@ -38,10 +38,12 @@ def summary(sb: Sandbox) -> str:
         f"Delivered mail  {d['delivered']}/",
         f"Postfix log     {d['maillog']}",
         f"Postfix config  postconf -c {sb.postfix.etc} -n",
+        f"Exchange logs   {sb.protocol_log_dir}/RECV*.LOG, {sb.tracking_log_dir}/MSGTRK*.LOG",
         "",
         "Try it:",
         f"  {sb.swaks_line()}",
         f"  {sb.swaks_line('someone@gmail.com')}",
+        f"  exmilter track --path {sb.tracking_log_dir} --start -10m",
     ]
     auth = sb.auth_swaks_line()
     if auth:

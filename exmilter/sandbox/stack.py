@@ -140,6 +140,9 @@ class Sandbox:
         self.selection_path = self.state_dir / "selection.json"  # the delivery agent's connector list
         self._agent = self.state_dir / "bin" / delivery.AGENT_NAME
         self.policyd_log = self.state_dir / "policyd.log"
+        #: Exchange's logs of the sandbox (never the configuration's system paths): docs/logs.md.
+        self.protocol_log_dir = self.state_dir / "logs" / "ProtocolLog" / "SmtpReceive"
+        self.tracking_log_dir = self.state_dir / "logs" / "MessageTracking"
         self.pid_file = self.state_dir / "policyd.pid"
         self.maillog = self.postfix.maillog
         self.listeners: list[SandboxListener] = []
@@ -408,6 +411,12 @@ class Sandbox:
             f"tcp:{self.policy_port}:interface={self.host}",
             "--metrics",
             f"tcp:{self.metrics_port}:interface={self.host}",
+            "--protocol-log-path",
+            str(self.protocol_log_dir),
+            "--tracking-log-path",
+            str(self.tracking_log_dir),
+            "--follow-maillog",
+            str(self.maillog),
             *self.policyd_args,
         )
         env = dict(os.environ)

@@ -1,0 +1,88 @@
+"""The daemons' Exchange log files from the configuration's ``logs:`` section (docs/logs.md).
+
+What a daemon calls at start (and after a reload that changes ``logs:``)::
+
+    plog = open_protocol_log(org.logs, on_failure)     # None when the path is empty
+    tlog = open_tracking_log(org.logs, org.server.fqdn, on_failure)
+
+Both write from their own thread (:class:`~exmilter.logs.w3c.BackgroundLog`); ``on_failure``
+is called (rate-limited) with the directory and the ``OSError`` so the daemon can log it and
+count it (``exmilter_<component>_log_write_failures_total``); ``close()`` on shutdown.
+"""
+
+from __future__ import annotations
+
+from exmilter.logs import protocol as P
+from exmilter.logs import tracking as T
+from exmilter.logs.w3c import BackgroundLog, FailureHook, HourlyLog, LogFileSettings
+from exmilter.model import LogSettings
+
+
+def protocol_file_settings(s: LogSettings) -> LogFileSettings | None:
+    if not s.receive_protocol_log_path:
+        return None
+    return LogFileSettings(
+        s.receive_protocol_log_path,
+        P.PREFIX,
+        s.receive_protocol_log_max_file_size,
+        s.receive_protocol_log_max_directory_size,
+        max(1, s.receive_protocol_log_max_age.days),
+    )
+
+
+def tracking_file_settings(s: LogSettings) -> LogFileSettings | None:
+    if not s.message_tracking_log_enabled or not s.message_tracking_log_path:
+        return None
+    return LogFileSettings(
+        s.message_tracking_log_path,
+        T.PREFIX,
+        s.message_tracking_log_max_file_size,
+        s.message_tracking_log_max_directory_size,
+        max(1, s.message_tracking_log_max_age.days),
+    )
+
+
+class Writers:
+    """The background writers a daemon opened, to flush and close together."""
+
+    def __init__(self) -> None:
+        self.logs: list[BackgroundLog] = []
+
+    def open(self, settings: LogFileSettings, header: P.HeaderMaker, on_failure: FailureHook | None) -> BackgroundLog:
+        w = BackgroundLog(HourlyLog(settings, header, on_failure=on_failure))
+        self.logs.append(w)
+        return w
+
+    @property
+    def failures(self) -> int:
+        return sum(w.failures for w in self.logs)
+
+    def failures_by_log(self) -> dict[str, int]:
+        """Rows lost per log (``protocol``, ``tracking``): the metric's samples."""
+        names = {P.PREFIX: "protocol", T.PREFIX: "tracking"}
+        out = dict.fromkeys(names.values(), 0)
+        for w in self.logs:
+            name = names.get(w.log.settings.prefix, w.log.settings.prefix)
+            out[name] = out.get(name, 0) + w.failures
+        return out
+
+    def flush(self) -> None:
+        for w in self.logs:
+            w.flush()
+
+    def close(self) -> None:
+        for w in self.logs:
+            w.close()
+        self.logs.clear()
+
+
+def open_protocol_log(s: LogSettings, writers: Writers, on_failure: FailureHook | None = None) -> P.ProtocolLog | None:
+    fs = protocol_file_settings(s)
+    return P.ProtocolLog(writers.open(fs, P.protocol_header, on_failure)) if fs else None
+
+
+def open_tracking_log(
+    s: LogSettings, server_hostname: str, writers: Writers, on_failure: FailureHook | None = None
+) -> T.TrackingLog | None:
+    fs = tracking_file_settings(s)
+    return T.TrackingLog(writers.open(fs, T.tracking_header, on_failure), server_hostname) if fs else None

@@ -1,0 +1,102 @@
+"""RECEIVE tracking events from the policy daemon, for the sessions it judges itself.
+
+In a policy-only deployment (or for a listener without the milter) nobody else sees a
+message being accepted, so the policy daemon writes its RECEIVE row at END-OF-MESSAGE
+from what Postfix's requests carried: the queue id, connector, client and HELO, sender,
+the recipients it accepted at RCPT (Postfix sends ``recipient`` at END-OF-MESSAGE only when
+there is exactly one), the size, and the AuthMechanism code and AuthAs of the session (spec
+§4.2, §4.4). It cannot see the message id or the subject: those come with the delivery rows
+(Postfix's ``cleanup`` logs the message id, exmilter.logs.postfixlog) or from the milter,
+which writes RECEIVE itself for the sessions it covers (the policy daemon then answers
+without deciding, so no row is written twice).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+
+from exmilter.engine import Engine, Session
+from exmilter.listener import Listener
+from exmilter.logs.tracking import MessageFacts, TrackingLog, auth_as, auth_mechanism
+from exmilter.policy.decide import Decision
+
+#: Transactions whose accepted recipients are remembered until their END-OF-MESSAGE.
+MAX_TRANSACTIONS = 10_000
+#: Recipients remembered per transaction (the RECEIVE row's recipient-address).
+MAX_RECIPIENTS = 5_000
+
+
+class Receipts:
+    """Accepted recipients per transaction, and a RECEIVE row when the message is queued."""
+
+    def __init__(self, log: TrackingLog, server_hostname: str, clock: Callable[[], float] = time.time) -> None:
+        self.log = log
+        self.server_hostname = server_hostname
+        self.clock = clock
+        self._rcpts: OrderedDict[str, list[str]] = OrderedDict()
+
+    def record(self, engine: Engine, req: Mapping[str, str], d: Decision) -> None:
+        stage = d.stage
+        if d.duplicate or d.reply is None or not d.reply.accepted:
+            return
+        if stage == "RCPT":
+            instance = req.get("instance", "")
+            if not instance:
+                return
+            rcpts = self._rcpts.get(instance)
+            if rcpts is None:
+                rcpts = self._rcpts[instance] = []
+                if len(self._rcpts) > MAX_TRANSACTIONS:
+                    self._rcpts.popitem(last=False)
+            if len(rcpts) < MAX_RECIPIENTS:
+                rcpts.append(req.get("recipient", ""))
+        elif stage == "END-OF-MESSAGE":
+            self._receive(engine, req, d)
+
+    def _receive(self, engine: Engine, req: Mapping[str, str], d: Decision) -> None:
+        get = req.get
+        rcpts = self._rcpts.pop(get("instance", ""), None) or ([get("recipient", "")] if get("recipient") else [])
+        session = self._session(engine, req)
+        as_ = auth_as(session) if session is not None else "Anonymous"
+        mech = auth_mechanism(session, as_) if session is not None else "00"
+        size = get("size", "")
+        self.log.receive(
+            MessageFacts(
+                time=self.clock(),
+                queue_id=get("queue_id", ""),
+                connector_id=d.connector,
+                client_ip=get("client_address", ""),
+                client_hostname=get("helo_name", ""),
+                server_ip=get("server_address", ""),
+                server_hostname=self.server_hostname,
+                sender=get("sender", ""),
+                recipients=tuple(rcpts),
+                size=int(size) if size.isdigit() else 0,
+                message_id="",
+                subject="",
+                auth_mechanism=mech,
+                auth_as=as_,
+                directionality="Originating" if as_ == "Internal" else "Incoming",
+            )
+        )
+
+    @staticmethod
+    def _session(engine: Engine, req: Mapping[str, str]) -> Session | None:
+        ctx = req.get("policy_context", "")
+        try:
+            if ctx:
+                lst = Listener.parse(ctx)
+                address, port = lst.address, lst.port
+            else:
+                address, port = req.get("server_address") or None, int(req.get("server_port", "0") or 0)
+            return engine.open_session(
+                address,
+                port,
+                req.get("client_address", ""),
+                auth_user=req.get("sasl_username") or None,
+                tls=bool(req.get("encryption_protocol")),
+            )
+        except ValueError:
+            return None
