@@ -20,6 +20,7 @@ COMMANDS = (
     "exmilter.commands.policyd",
     "exmilter.commands.render_postfix",
     "exmilter.commands.sandbox",
+    "exmilter.commands.verify_postfix",
 )
 
 
