@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install everything exmilter needs on Debian 12, safely re-runnable:
-# Debian packages (Postfix, libmilter headers for pymilter, swaks, a compiler, venv support)
-# and a Python virtual environment in .venv with exmilter and its test tools.
+# Debian packages (Postfix, libmilter headers for pymilter, swaks, a compiler, venv support;
+# promtool, the Debian packaging tools and systemd-analyze for the tests) and a Python
+# virtual environment in .venv with exmilter and its test tools.
 #
 #     bash scripts/install.sh [--no-venv] [EXTRA_PACKAGE...]
 #
@@ -14,7 +15,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(postfix libmilter-dev swaks python3-venv python3-dev gcc ca-certificates openssl
-    prometheus)  # promtool: the alert rules and the metrics page are checked in the tests
+    # promtool: the alert rules and a live metrics page are checked in the tests
+    prometheus
+    # the Debian package is built (scripts/build-deb.sh), checked with lintian and run in the tests
+    # with Debian's own Python libraries; systemd-analyze verifies the units
+    debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools python3-wheel lintian
+    python3-twisted python3-yaml python3-prometheus-client python3-milter python3-idna systemd man-db)
 
 venv=1
 extra=()
