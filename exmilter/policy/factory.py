@@ -20,7 +20,6 @@ from exmilter.logs.events import ConnectionsRefused
 from exmilter.policy.connection import PolicyProtocol
 from exmilter.policy.reload import Runtime
 
-
 if TYPE_CHECKING:
     _Factory = Factory[PolicyProtocol]
 else:  # generic at run time only from Twisted 23: Debian 12's python3-twisted 22.4 is not
