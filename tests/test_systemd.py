@@ -220,3 +220,47 @@ def test_listen_on_the_command_line_does_not_silently_replace_the_file(tmp_path,
     assert proc.returncode == 2  # the bogus endpoint: refused before anything starts
     line = f"exmilter policyd: --listen bogus:endpoint replaces policyd.listen from {config} ({file_listen})"
     assert (line in proc.stderr) is warned, proc.stderr
+
+
+def test_socket_activation_serves_on_the_socket_systemd_passes(tmp_path):
+    """What exmilter-policyd.socket plus the documented drop-in do, with systemd's own
+    systemd-socket-activate (which passes the socket as fd 3, LISTEN_FDS and LISTEN_FDNAMES)."""
+    tool = shutil.which("systemd-socket-activate")
+    assert tool, "systemd-socket-activate is missing (Debian's systemd package)"
+    config = tmp_path / "exmilter.yaml"
+    config.write_text(CONFIG_FILE)
+    sock = tmp_path / "policy.sock"
+    proc = subprocess.Popen(
+        [
+            tool,
+            "--fdname=exmilter-policyd.socket",
+            "-l",
+            str(sock),
+            *EXMILTER,
+            "policyd",
+            "-c",
+            str(config),
+            "--listen",
+            "systemd:domain=UNIX:index=0",
+            "--metrics",
+            "none",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
+    try:
+        wait_for(lambda: sock.exists() or proc.poll() is not None)
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(30)
+            s.connect(str(sock))  # accepted by systemd-socket-activate, which then starts the daemon
+            s.sendall(
+                b"request=smtpd_access_policy\nprotocol_state=RCPT\nclient_address=10.83.4.56\n"
+                b"recipient=x@gmail.com\ninstance=i1\npolicy_context=*:25\n\n"
+            )
+            assert s.recv(4096) == b"action=OK\n\n"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert "policy service listening on systemd:domain=UNIX:index=0" in err
