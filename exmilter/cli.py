@@ -23,6 +23,7 @@ COMMANDS = (
     "exmilter.commands.replay",
     "exmilter.commands.sandbox",
     "exmilter.commands.track",
+    "exmilter.commands.verify_postfix",
 )
 
 

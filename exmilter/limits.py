@@ -12,6 +12,10 @@ POSTFIX_POLICY_TIMEOUT = 5
 POSTFIX_POLICY_TRY_LIMIT = 2
 #: Seconds between the attempts (``retry_delay=``): about the supervisor's restart delay.
 POSTFIX_POLICY_RETRY_DELAY = 1
+#: Most smtpd processes (``maxproc``) one rendered listener runs unless ``render-postfix
+#: --process-limit`` says otherwise: Postfix's own ``default_process_limit``, what a host sized
+#: for Postfix runs (Exchange's MaxInboundConnection sizes Exchange's threads, not processes).
+POSTFIX_PROCESS_LIMIT = 100
 
 # -- configuration loader (exmilter/config/) ---------------------------------------------------------
 # What one file may ask of the loader: any file loads or is refused within seconds, and a daemon

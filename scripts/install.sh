@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install everything exmilter needs on Debian 12, safely re-runnable:
-# Debian packages (Postfix, libmilter headers for pymilter, swaks, a compiler, venv support,
-# dovecot-core: the sandbox runs its own private Dovecot auth service for AUTH, never the system one)
-# and a Python virtual environment in .venv with exmilter and its test tools.
+# Debian packages (Postfix, libmilter headers for pymilter, swaks, a compiler, venv support;
+# dovecot-core: the sandbox runs its own private Dovecot auth service for AUTH, never the system one;
+# promtool, the Debian packaging tools and systemd-analyze for the tests) and a Python
+# virtual environment in .venv with exmilter and its test tools.
 #
 #     bash scripts/install.sh [--no-venv] [EXTRA_PACKAGE...]
 #
@@ -14,7 +15,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(postfix libmilter-dev swaks python3-venv python3-dev gcc ca-certificates openssl dovecot-core)
+APT_PACKAGES=(postfix libmilter-dev swaks python3-venv python3-dev gcc ca-certificates openssl
+    # the sandbox's private Dovecot auth service (AUTH), never the system one
+    dovecot-core
+    # promtool: the alert rules and a live metrics page are checked in the tests
+    prometheus
+    # the Debian package is built (scripts/build-deb.sh), checked with lintian and run in the tests
+    # with Debian's own Python libraries; systemd-analyze verifies the units
+    debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools python3-wheel lintian
+    python3-twisted python3-yaml python3-prometheus-client python3-milter python3-idna systemd man-db)
 
 venv=1
 extra=()
@@ -46,6 +55,11 @@ if ((${#missing[@]})); then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q
     apt-get install -y -q --no-install-recommends "${missing[@]}"
+    # Only promtool is wanted from Debian's prometheus package: never leave its server
+    # running (it would listen on *:9090) where this script installed it.
+    if [[ " ${missing[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
+        systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+    fi
 fi
 
 ((venv)) || exit 0

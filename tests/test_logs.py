@@ -163,6 +163,11 @@ LINES = [
         Severity.WARNING,
     ),
     (
+        ev.WatchdogProbeFailed("unix:/run/exmilter/policy.sock", "timed out"),
+        "watchdog: unix:/run/exmilter/policy.sock does not answer (timed out); not feeding systemd's watchdog",
+        Severity.ERROR,
+    ),
+    (
         ev.StartFailed("Couldn't listen on 127.0.0.1:10040: [Errno 98] Address already in use."),
         "cannot start: Couldn't listen on 127.0.0.1:10040: [Errno 98] Address already in use.",
         Severity.CRITICAL,

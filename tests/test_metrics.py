@@ -36,9 +36,9 @@ def test_requests_by_state_with_unknown_states_folded(registry, m):
     m.request("RCPT")
     m.request("RCPT")
     m.request("SOMETHING-NEW")
-    assert value(registry, "exmilter_policy_requests_total", protocol_state="RCPT") == 2
-    assert value(registry, "exmilter_policy_requests_total", protocol_state="OTHER") == 1
-    assert value(registry, "exmilter_policy_requests_total", protocol_state="SOMETHING-NEW") is None
+    assert value(registry, "exmilter_policy_requests_total", stage="RCPT") == 2
+    assert value(registry, "exmilter_policy_requests_total", stage="OTHER") == 1
+    assert value(registry, "exmilter_policy_requests_total", stage="SOMETHING-NEW") is None
 
 
 def test_decisions_by_connector_stage_code(registry, m):
@@ -78,10 +78,10 @@ def test_request_counts_match_what_prometheus_client_would_export(registry, m):
     m.duplicate("RCPT")
     m.decision("", "MAIL", "451")
     body = MetricsPage(registry).render_GET(DummyRequest([b"metrics"])).decode()
-    assert 'exmilter_policy_requests_total{protocol_state="RCPT"} 2.0' in body
-    assert 'exmilter_policy_requests_total{protocol_state="EHLO"} 0.0' in body  # every state, from the start
-    assert 'exmilter_policy_requests_total{protocol_state="OTHER"} 1.0' in body
-    assert 'exmilter_policy_duplicate_requests_total{protocol_state="RCPT"} 1.0' in body
+    assert 'exmilter_policy_requests_total{stage="RCPT"} 2.0' in body
+    assert 'exmilter_policy_requests_total{stage="EHLO"} 0.0' in body  # every state, from the start
+    assert 'exmilter_policy_requests_total{stage="OTHER"} 1.0' in body
+    assert 'exmilter_policy_duplicate_requests_total{stage="RCPT"} 1.0' in body
     assert 'exmilter_policy_decisions_total{code="451",connector="none",stage="MAIL"} 1.0' in body
     assert "# TYPE exmilter_policy_decision_seconds histogram" in body
 
@@ -98,8 +98,7 @@ def test_reload_counters_and_generation(registry, m):
     assert value(registry, "exmilter_config_reloads_total") == 2
     assert value(registry, "exmilter_config_reload_failures_total") == 1
     assert value(registry, "exmilter_config_last_reload_successful") == 1
-    assert value(registry, "exmilter_config_info", generation="2", source="/etc/exmilter/exmilter.yaml") == 1
-    assert value(registry, "exmilter_config_info", generation="1", source="/etc/exmilter/exmilter.yaml") is None
+    assert value(registry, "exmilter_config_info", source="/etc/exmilter/exmilter.yaml", fingerprint="") == 1
 
 
 def test_connections_gauge(registry, m):
@@ -131,14 +130,14 @@ def test_registries_are_independent():
     a, b = CollectorRegistry(), CollectorRegistry()
     PolicyMetrics(a).request("RCPT")
     PolicyMetrics(b)
-    assert value(b, "exmilter_policy_requests_total", protocol_state="RCPT") == 0
+    assert value(b, "exmilter_policy_requests_total", stage="RCPT") == 0
 
 
 def test_exposition_page(registry, m):
     m.request("MAIL")
     request = DummyRequest([b"metrics"])
     body = MetricsPage(registry).render_GET(request)
-    assert b'exmilter_policy_requests_total{protocol_state="MAIL"} 1.0' in body
+    assert b'exmilter_policy_requests_total{stage="MAIL"} 1.0' in body
     assert request.responseHeaders.getRawHeaders(b"content-type")[0].startswith(b"text/plain")
     for name in (
         b"exmilter_policy_decisions_total",
@@ -165,6 +164,10 @@ def http_get(site, path: bytes) -> tuple[bytes, dict[bytes, bytes], bytes]:
     return status, headers, body
 
 
+def _stable(body: bytes) -> list[bytes]:
+    return [line for line in body.splitlines() if not line.startswith(b"process_")]
+
+
 @pytest.mark.parametrize("path", [b"/metrics", b"/", b"/anything", b"/metrics/deeper?x=1"])
 def test_site_serves_every_path(registry, m, path):
     m.request("MAIL")
@@ -173,13 +176,14 @@ def test_site_serves_every_path(registry, m, path):
     assert status == b"HTTP/1.1 200 OK"
     assert headers[b"content-type"].startswith(b"text/plain")
     assert int(headers[b"content-length"]) == len(body)
-    assert body == exposition(registry)[0]
+    # the same exposition, but for the process_* values that change from one call to the next
+    assert _stable(body) == _stable(exposition(registry)[0])
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for family in text_string_to_metric_families(body.decode())
         for s in family.samples
     }
-    assert samples[("exmilter_policy_requests_total", (("protocol_state", "MAIL"),))] == 1
+    assert samples[("exmilter_policy_requests_total", (("stage", "MAIL"),))] == 1
     assert (
         samples[
             ("exmilter_policy_decisions_total", (("code", "250"), ("connector", "EXCH01\\Relay"), ("stage", "RCPT")))
@@ -209,7 +213,10 @@ UPDATES = ("inc", "dec", "set", "observe")
 
 
 def _call(method, signature: inspect.Signature) -> object:
-    return method(*(SAMPLES[p.annotation] for p in signature.parameters.values() if p.name != "self"))
+    params = [p for p in signature.parameters.values() if p.name != "self"]
+    positional = [SAMPLES[p.annotation] for p in params if p.kind is not p.KEYWORD_ONLY]
+    keywords = {p.name: SAMPLES[p.annotation] for p in params if p.kind is p.KEYWORD_ONLY}
+    return method(*positional, **keywords)
 
 
 def _metric_calls(real, null) -> int:
@@ -254,3 +261,68 @@ def test_null_metrics_accepts_every_call(registry, m):
     assert all(getattr(null, name) is NOTHING for name in objects)
     assert NOTHING.__slots__ == ()
     assert not [f.name for f in prometheus_client.REGISTRY.collect() if f.name.startswith("exmilter")]
+
+
+# -- what every daemon exports: process, build, configuration ------------------------------------
+
+
+def test_process_metrics_on_the_injected_registry(registry, m):
+    """process_* come from prometheus_client's ProcessCollector on the daemon's own registry
+    (descriptor use is what the alert on running out of descriptors reads)."""
+    import resource
+
+    assert value(registry, "process_open_fds") > 0
+    assert value(registry, "process_max_fds") == resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    assert value(registry, "process_start_time_seconds") > 0
+    assert value(registry, "process_resident_memory_bytes") > 0
+    assert prometheus_client.REGISTRY.get_sample_value("exmilter_build_info", {}) is None
+
+
+def test_build_info(registry, m):
+    import platform
+
+    from exmilter import __version__
+
+    assert value(registry, "exmilter_build_info", version=__version__, python_version=platform.python_version()) == 1
+
+
+def test_reload_timestamps_from_the_wall_clock():
+    registry, now = CollectorRegistry(), [1000.0]
+    m = PolicyMetrics(registry, wall=lambda: now[0])
+    assert value(registry, "exmilter_config_last_reload_timestamp_seconds") == 0  # no reload yet
+    m.config_loaded(1, "/etc/exmilter/exmilter.yaml", fingerprint="aa")
+    assert value(registry, "exmilter_config_last_reload_success_timestamp_seconds") == 1000
+    now[0] = 2000.0
+    m.reload_result(False)
+    assert value(registry, "exmilter_config_last_reload_timestamp_seconds") == 2000
+    assert value(registry, "exmilter_config_last_reload_success_timestamp_seconds") == 1000  # still the old file
+    now[0] = 3000.0
+    m.reload_result(True)
+    m.config_loaded(2, "/etc/exmilter/exmilter.yaml", fingerprint="bb")
+    assert value(registry, "exmilter_config_last_reload_timestamp_seconds") == 3000
+    assert value(registry, "exmilter_config_last_reload_success_timestamp_seconds") == 3000
+
+
+def test_config_info_adds_no_series_per_reload(registry, m):
+    """Reloading the same file keeps the one series (it used to carry the generation number,
+    a new series per reload); a changed file replaces it, so there is always exactly one."""
+    for generation in (1, 2, 3):
+        m.config_loaded(generation, "/etc/exmilter/exmilter.yaml", fingerprint="0123456789abcdef")
+    m.config_loaded(4, "/etc/exmilter/exmilter.yaml", fingerprint="fedcba9876543210")
+    samples = [s for f in registry.collect() if f.name == "exmilter_config_info" for s in f.samples]
+    assert [(s.labels, s.value) for s in samples] == [
+        ({"source": "/etc/exmilter/exmilter.yaml", "fingerprint": "fedcba9876543210"}, 1)
+    ]
+    assert value(registry, "exmilter_config_generation") == 4
+
+
+def test_one_label_name_per_dimension(registry, m):
+    """The SMTP stage is labelled ``stage`` on every metric (requests were ``protocol_state``)."""
+    m.request("RCPT")
+    m.duplicate("RCPT")
+    m.decision("x", "RCPT", "250")
+    labels = {f.name: set(s.labels) for f in registry.collect() for s in f.samples if s.labels}
+    assert labels["exmilter_policy_requests"] == {"stage"}
+    assert labels["exmilter_policy_duplicate_requests"] == {"stage"}
+    assert "stage" in labels["exmilter_policy_decisions"]
+    assert not any("protocol_state" in names for names in labels.values())

@@ -110,7 +110,7 @@ def test_request_and_answer(h):
     assert not t.disconnecting
     proto.dataReceived(rcpt_wire("203.0.113.9", instance="i2"))
     assert t.value() == b"action=OK\n\n" + DENIED
-    assert h.value("exmilter_policy_requests_total", protocol_state="RCPT") == 2
+    assert h.value("exmilter_policy_requests_total", stage="RCPT") == 2
     assert h.value("exmilter_policy_decisions_total", connector=RELAY, stage="RCPT", code="250") == 1
     assert (
         h.value(
@@ -140,8 +140,8 @@ def test_resent_request_answered_same_and_counted_once(h):
     proto2.dataReceived(rcpt_wire())
     assert t.value() == t2.value() == b"action=OK\n\n"
     assert h.value("exmilter_policy_decisions_total", connector=RELAY, stage="RCPT", code="250") == 1
-    assert h.value("exmilter_policy_duplicate_requests_total", protocol_state="RCPT") == 1
-    assert h.value("exmilter_policy_requests_total", protocol_state="RCPT") == 2
+    assert h.value("exmilter_policy_duplicate_requests_total", stage="RCPT") == 1
+    assert h.value("exmilter_policy_requests_total", stage="RCPT") == 2
 
 
 @pytest.mark.parametrize(
@@ -352,8 +352,8 @@ def test_good_reload_swaps_configuration(h):
     assert h.value("exmilter_config_reloads_total") == 1
     assert h.value("exmilter_config_reload_failures_total") == 0
     assert h.value("exmilter_config_generation") == 2
-    assert h.value("exmilter_config_info", generation="2", source=str(h.path)) == 1
-    assert h.value("exmilter_config_info", generation="1", source=str(h.path)) == 0
+    fingerprint = h.runtime.current.fingerprint
+    assert fingerprint and h.value("exmilter_config_info", source=str(h.path), fingerprint=fingerprint) == 1
     assert h.notes == ["RELOADING=1", "READY=1"]
 
 
@@ -441,7 +441,7 @@ def test_exception_in_swap_ends_the_reload_and_keeps_the_old_generation(h, logge
 
 
 def test_exception_after_the_swap_reports_the_generation_in_use(h, logged, monkeypatch):
-    def broken(generation, source):
+    def broken(generation, source, **_):
         raise RuntimeError("metrics bug")
 
     monkeypatch.setattr(h.runtime.metrics, "config_loaded", broken)

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 from exmilter.config import ConfigError, load
 from exmilter.logs import events as ev
 from exmilter.logs.levels import Severity, severity
+from exmilter.runtime.fingerprint import config_fingerprint, file_fingerprint
 from exmilter.runtime.generation import Generations
 from exmilter.runtime.metrics import ConfigMetrics, exposition, new_registry
 from exmilter.runtime.notify import sd_notify, watchdog_interval
@@ -25,9 +26,11 @@ class Recorder:
 
     def __init__(self) -> None:
         self.calls: list[tuple[object, ...]] = []
+        self.fingerprints: list[str] = []
 
-    def config_loaded(self, generation: int, source: str) -> None:
+    def config_loaded(self, generation: int, source: str, *, fingerprint: str = "") -> None:
         self.calls.append(("loaded", generation, source))
+        self.fingerprints.append(fingerprint)
 
     def reload_result(self, ok: bool) -> None:
         self.calls.append(("reload", ok))
@@ -195,3 +198,21 @@ def test_sd_notify_failure_is_an_event_not_an_exception(tmp_path):
 )
 def test_watchdog_interval_is_half_of_what_systemd_allows(environ, interval):
     assert watchdog_interval(environ, pid=4242) == interval
+
+
+def test_each_generation_carries_the_fingerprint_of_the_bytes_it_was_loaded_from(store, path):
+    """The fingerprint names the file's contents: equal for the same bytes, different after an edit."""
+    g, metrics, _ = store
+    first = config_fingerprint(path.read_bytes())
+    assert g.current.fingerprint == first and len(first) == 16
+    g.swap(g.build())  # the same file again
+    assert g.current.fingerprint == first
+    path.write_text(CONFIG_FILE.replace("10.83.4.56", "10.83.4.99"))
+    g.swap(g.build())
+    assert g.current.fingerprint == config_fingerprint(path.read_text()) != first
+    assert metrics.fingerprints == [first, first, g.current.fingerprint]
+
+
+def test_file_fingerprint_of_an_unreadable_file_is_empty(tmp_path):
+    assert file_fingerprint(str(tmp_path / "missing.yaml")) == ""
+    assert config_fingerprint("a") == config_fingerprint(b"a") != config_fingerprint("b")

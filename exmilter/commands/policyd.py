@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 
 from exmilter.commands._common import EXIT_REFUSED, add_config_option, load_or_report
+from exmilter.model import PolicydSettings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="ENDPOINT",
         help="Twisted endpoint to serve policy requests on, e.g. tcp:10040:interface=127.0.0.1 or "
         "unix:/run/exmilter/policy.sock:mode=660[:group=postfix]; repeatable; "
-        "replaces policyd.listen from the file",
+        "replaces policyd.listen from the file (with a warning when the file sets it); "
+        "systemd:domain=UNIX:index=0 takes the socket of a .socket unit (socket activation)",
     )
     p.add_argument(
         "--metrics",
@@ -65,6 +68,13 @@ def run(args: argparse.Namespace) -> int:
 
     settings = loaded.organization.policyd
     listen = list(args.listen or settings.listen)
+    if args.listen and settings.listen != PolicydSettings().listen and tuple(args.listen) != settings.listen:
+        # Not silently: the file says where to listen, and the command line says otherwise.
+        print(
+            f"exmilter policyd: --listen {' '.join(args.listen)} replaces policyd.listen from {args.config} "
+            f"({', '.join(settings.listen)})",
+            file=sys.stderr,
+        )
     if args.metrics is None:
         metrics = settings.metrics
     else:

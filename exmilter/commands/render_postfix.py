@@ -6,7 +6,12 @@ import argparse
 import sys
 
 from exmilter.commands._common import EXIT_REFUSED, add_config_option, load_or_report
-from exmilter.postfix.render import DEFAULT_SUFFIX, render
+from exmilter.config import Loaded
+from exmilter.postfix.render import DEFAULT_SUFFIX, Rendered, render
+from exmilter.postfix.scope import DEFAULT_PROCESS_LIMIT, UnknownListener
+
+#: Exit status of ``--apply`` when the result still lets a listener relay without exmilter.
+EXIT_UNSAFE = 1
 
 MAIN_NAME = f"main.cf.{DEFAULT_SUFFIX}"
 MASTER_NAME = f"master.cf.{DEFAULT_SUFFIX}"
@@ -23,7 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "client as each connector's AuthMechanism does (docs/authentication.md). Without -o both parts "
         f"are printed; with -o DIR they are written to DIR/{MAIN_NAME} and DIR/{MASTER_NAME}. With "
         "send connectors, the transport and TLS policy tables main.cf names are written beside them "
-        "(DIR/exmilter_transport, DIR/exmilter_tls_policy; copy them next to main.cf: docs/send-connectors.md).",
+        "(DIR/exmilter_transport, DIR/exmilter_tls_policy; copy them next to main.cf: docs/send-connectors.md). "
+        "With --apply they are edited into a Postfix configuration directory with postconf "
+        "(a diff first, a backup, postfix check, then verify-postfix's checks).",
     )
     add_config_option(p)
     p.add_argument("-o", "--output", metavar="DIR", help="write the two fragments into DIR instead of printing")
@@ -39,6 +46,44 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="Twisted endpoint of the policy daemon as Postfix must reach it "
         "(default: the first policyd.listen of the file), e.g. tcp:10040:interface=127.0.0.1",
     )
+    p.add_argument(
+        "--internal",
+        action="store_true",
+        help="also render Exchange's internal listeners (all connectors HubTransport or usage Internal: "
+        "2525, 465, 717 by default); they serve Exchange's own servers, not relay clients",
+    )
+    p.add_argument(
+        "--listener",
+        action="append",
+        default=[],
+        metavar="CONTEXT",
+        help="render only this listener (as exmilter names it: *:25, 10.0.0.5:2727); repeatable",
+    )
+    p.add_argument(
+        "--process-limit",
+        type=int,
+        default=DEFAULT_PROCESS_LIMIT,
+        metavar="N",
+        help="most smtpd processes per listener: maxproc = min(sum of the connectors' "
+        f"MaxInboundConnection, N) (default {DEFAULT_PROCESS_LIMIT}, Postfix's default_process_limit; "
+        "0: Exchange's sum, uncapped)",
+    )
+    p.add_argument(
+        "--apply",
+        action="store_true",
+        help="edit the Postfix configuration in --postfix-dir (postconf -e/-M semantics): show the diff, "
+        "back up main.cf and master.cf, write, run postfix check (restoring the backup if it fails)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="with --apply: show the diff, change nothing")
+    p.add_argument(
+        "--postfix-dir", default="/etc/postfix", metavar="DIR", help="with --apply: the configuration directory"
+    )
+    p.add_argument(
+        "--replace",
+        action="store_true",
+        help="with --apply: comment out any other service on a rendered listener's port (without it only "
+        "Postfix's stock smtp/inet is, and anything else in the way is refused)",
+    )
     p.set_defaults(func=run)
 
 
@@ -46,10 +91,27 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_or_report(args.config)
     if loaded is None:
         return EXIT_REFUSED
+    if args.process_limit < 0:
+        print("exmilter render-postfix: --process-limit: give 0 or more", file=sys.stderr)
+        return EXIT_REFUSED
     try:
-        rendered = render(loaded.organization, args.policy_service)
+        rendered = render(
+            loaded.organization,
+            args.policy_service,
+            include_internal=args.internal,
+            only=args.listener,
+            process_limit=args.process_limit,
+        )
+    except UnknownListener as e:
+        print(f"exmilter render-postfix: --listener: {e}", file=sys.stderr)
+        return EXIT_REFUSED
     except ValueError as e:
         print(f"exmilter render-postfix: policy service: {e}", file=sys.stderr)
+        return EXIT_REFUSED
+    if args.apply:
+        return apply(args, loaded, rendered)
+    if args.dry_run:
+        print("exmilter render-postfix: --dry-run goes with --apply", file=sys.stderr)
         return EXIT_REFUSED
     if not args.output:
         print(rendered.text(), end="")
@@ -61,4 +123,45 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_REFUSED
     tables = "".join(f", {main_path.parent / name}" for name in rendered.files)
     print(f"wrote {main_path} and {master_path}{tables} ({rendered.listeners} listener(s))")
+    return 0
+
+
+def apply(args: argparse.Namespace, loaded: Loaded, rendered: Rendered) -> int:
+    """``--apply [--dry-run]``: the diff, then (not dry) the backup, the files, the checks."""
+    from exmilter.postfix.main import main_settings
+    from exmilter.postfix.postconf import ApplyRefused, PostconfError, apply_rendering
+
+    settings = [(s.name, s.value) for s in main_settings(loaded.organization)]
+    try:
+        applied = apply_rendering(
+            args.postfix_dir, settings, rendered.master, dry_run=args.dry_run, replace=args.replace
+        )
+    except ApplyRefused as e:
+        for c in e.conflicts:
+            print(f"exmilter render-postfix: {args.postfix_dir}: {c}", file=sys.stderr)
+        return EXIT_REFUSED
+    except (PostconfError, OSError) as e:
+        print(f"exmilter render-postfix: {e}", file=sys.stderr)
+        return EXIT_REFUSED
+    print(applied.diff or f"# {args.postfix_dir}: already as rendered, nothing to change", end="")
+    if rendered.skipped:
+        print(
+            f"# not rendered (internal listeners need --internal; or not in --listener): {', '.join(rendered.skipped)}"
+        )
+    for note in applied.edits.kept:
+        print(f"# {note}")
+    for w in applied.warnings:
+        print(f"# postconf: {w}")
+    if rendered.descriptors is not None:
+        print(f"# the policy daemon needs LimitNOFILE >= {rendered.descriptors} for these process limits")
+    print(f"# postfix check: {'; '.join(applied.check) or 'ok'}")
+    for f in applied.findings:
+        print(f"exmilter render-postfix: verify: {f}", file=sys.stderr)
+    if args.dry_run:
+        print(f"# dry run: {args.postfix_dir} not changed")
+    elif applied.backup is not None:
+        print(f"# applied; the originals are in {applied.backup}; run 'postfix reload' to use it")
+    if applied.findings:
+        return EXIT_UNSAFE
+    print("# verify-postfix: every smtpd listener asks exmilter, fail-closed")
     return 0

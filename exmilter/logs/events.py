@@ -254,6 +254,14 @@ class NotifyFailed(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class WatchdogProbeFailed(Event):
+    """The daemon could not reach its own policy listener: systemd's watchdog is not fed."""
+
+    where: str
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
 class StartFailed(Event):
     """The daemon cannot start (a listener cannot bind): it exits 1."""
 

@@ -52,6 +52,7 @@ FIXED: dict[type[ev.Event], Severity] = {
     ev.Listening: Severity.INFO,
     ev.Ready: Severity.INFO,
     ev.NotifyFailed: Severity.WARNING,
+    ev.WatchdogProbeFailed: Severity.ERROR,
     ev.StartFailed: Severity.CRITICAL,
 }
 

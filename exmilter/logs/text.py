@@ -80,6 +80,9 @@ MESSAGES: dict[type[ev.Event], Callable[[Any], str]] = {
     ev.Listening: lambda e: f"{e.what} listening on {e.where}",
     ev.Ready: lambda e: f"ready: configuration generation {e.generation} from {e.source}",
     ev.NotifyFailed: lambda e: f"cannot notify systemd at {e.address}: {e.error}",
+    ev.WatchdogProbeFailed: lambda e: (
+        f"watchdog: {e.where} does not answer ({e.error}); not feeding systemd's watchdog"
+    ),
     ev.StartFailed: lambda e: f"cannot start: {e.error}",
 }
 

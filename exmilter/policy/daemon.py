@@ -26,9 +26,10 @@ from exmilter.policy.metrics import Metrics, NullMetrics, PolicyMetrics, watch_l
 from exmilter.policy.protolog import open_exchange_logs
 from exmilter.policy.reload import Runtime, log
 from exmilter.policy.service import ListenService, SignalService, endpoint_errors
+from exmilter.policy.watchdog import WatchdogService
 from exmilter.runtime.metrics import new_registry
 from exmilter.runtime.metrics_site import metrics_site
-from exmilter.runtime.notify import READY, STOPPING, sd_notify
+from exmilter.runtime.notify import READY, STOPPING, sd_notify, watchdog_interval
 
 #: Exit statuses of :func:`run` (docs/commands.md): stopped by SIGTERM, could not start,
 #: refused before starting (an endpoint that does not parse).
@@ -59,9 +60,11 @@ def build(
     *,
     notify: Callable[[str], Any] | None = None,
     signals: bool = True,
+    watchdog: float | None = None,
 ) -> Daemon:
     """The service tree: the policy listeners, the metrics listener, SIGHUP; ``ready`` tells
-    systemd once every listener is bound."""
+    systemd once every listener is bound. With ``watchdog`` (seconds), systemd's watchdog is
+    fed that often while the policy listener answers (exmilter.policy.watchdog)."""
     tell = notify or functools.partial(sd_notify, log=runtime.log)
     top = MultiService()
     policy = ListenService(reactor, listen, PolicyFactory(runtime, reactor), "policy service", runtime.log)
@@ -79,6 +82,8 @@ def build(
         waits.append(metrics_service.ready)
     if signals:
         SignalService(reactor, runtime).setServiceParent(top)
+    if watchdog:
+        WatchdogService(reactor, watchdog, lambda: policy.ports, tell, runtime.log).setServiceParent(top)
     ready = defer.gatherResults(waits, consumeErrors=True)
 
     def up(_: object) -> None:
@@ -127,7 +132,7 @@ def run(
         follower.start()
         reactor.addSystemEventTrigger("before", "shutdown", follower.stop.set)
     reactor.addSystemEventTrigger("after", "shutdown", writers.close)
-    daemon = build(reactor, runtime, listen, metrics_endpoint, notify=notify)
+    daemon = build(reactor, runtime, listen, metrics_endpoint, notify=notify, watchdog=watchdog_interval())
     status = {"code": EXIT_OK}
 
     def failed(failure: Failure) -> None:

@@ -9,7 +9,7 @@ per ``POLICY_REFUSAL_LOG_INTERVAL`` with their number.
 from __future__ import annotations
 
 import itertools
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.base import DelayedCall
 from twisted.internet.interfaces import IAddress
@@ -20,8 +20,13 @@ from exmilter.logs.events import ConnectionsRefused
 from exmilter.policy.connection import PolicyProtocol
 from exmilter.policy.reload import Runtime
 
+if TYPE_CHECKING:
+    _Factory = Factory[PolicyProtocol]
+else:  # generic at run time only from Twisted 23: Debian 12's python3-twisted 22.4 is not
+    _Factory = Factory
 
-class PolicyFactory(Factory[PolicyProtocol]):
+
+class PolicyFactory(_Factory):
     """Builds a protocol per connection while fewer than the generation's cap are open."""
 
     noisy = False

@@ -16,6 +16,7 @@ request path skips even its clock reads (it checks ``enabled``).
 
 from __future__ import annotations
 
+import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
 
@@ -76,14 +77,15 @@ class _RequestCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         m = self._m
         for name, doc, counts in (
-            ("exmilter_policy_requests", "Policy requests received, by protocol_state.", m._requests),
+            ("exmilter_policy_requests", "Policy requests received, by stage (Postfix's protocol_state).", m._requests),
             (
                 "exmilter_policy_duplicate_requests",
                 "Requests Postfix re-sent after a timeout, answered from memory.",
                 m._duplicates,
             ),
         ):
-            by_state = CounterMetricFamily(name, doc, labels=["protocol_state"])
+            # "stage", as on every metric with this dimension (exmilter_policy_decisions_total too)
+            by_state = CounterMetricFamily(name, doc, labels=["stage"])
             for state, n in counts.items():
                 by_state.add_metric([state], n)
             yield by_state
@@ -125,8 +127,8 @@ class PolicyMetrics(ConfigMetrics):
     rarely and uses prometheus_client's own types.
     """
 
-    def __init__(self, registry: CollectorRegistry) -> None:
-        super().__init__(registry)
+    def __init__(self, registry: CollectorRegistry, *, wall: Callable[[], float] = time.time) -> None:
+        super().__init__(registry, wall=wall)
         self._requests: dict[str, int] = dict.fromkeys(_STATES, 0)
         self._duplicates: dict[str, int] = dict.fromkeys(_STATES, 0)
         self._decisions: dict[tuple[str, str, str], int] = {}

@@ -35,6 +35,11 @@ def endpoint_errors(reactor: Any, descriptions: Sequence[str]) -> list[str]:
     for d in descriptions:
         try:
             serverFromString(reactor, split_group(d)[0])
+        except IndexError:  # Twisted's systemd: endpoint, with fewer sockets passed than its index
+            errors.append(
+                f"{d}: systemd passed no socket with that index (socket activation: start the daemon "
+                "through its .socket unit, docs/operations.md)"
+            )
         except (ValueError, TypeError, KeyError) as e:
             errors.append(f"{d}: not a Twisted server endpoint: {e}")
     return errors

@@ -34,6 +34,7 @@ from exmilter.postfix.listeners import (
 )
 from exmilter.postfix.options import OptionGroup, option, postfix_value
 from exmilter.postfix.restrictions import policy_options
+from exmilter.postfix.scope import capped
 
 #: Exchange's code for bare linefeeds (spec §3.6 #5); Postfix's reject code where it rejects them.
 BARE_LINEFEED_REJECT_CODE = 554
@@ -114,14 +115,22 @@ def smuggling_options(plan: ListenerPlan) -> OptionGroup:
     )
 
 
-def master_service(plan: ListenerPlan, org: Organization, endpoint: str, layout: ListenerLayout | None = None) -> str:
+def master_service(
+    plan: ListenerPlan,
+    org: Organization,
+    endpoint: str,
+    layout: ListenerLayout | None = None,
+    *,
+    process_limit: int = 0,
+) -> str:
     """One master.cf smtpd service (chroot n: an absolute unix: policy socket stays reachable).
 
     ``layout`` is the configuration's :class:`ListenerLayout`; give it when rendering many
     listeners (one is built otherwise, at the cost of a pass over the configuration).
+    ``process_limit`` caps maxproc (:func:`exmilter.postfix.scope.capped`; 0: Exchange's sum).
     """
     layout = layout or ListenerLayout(org)
-    limits = connection_limits(plan, org, layout)
+    limits = capped(connection_limits(plan, org, layout), process_limit)
     basics = service_basics(plan, org)
     policy = policy_options(plan, endpoint, ask_at_connect=not connect_always_passes(plan, org, layout))
     connections = limit_options(limits)

@@ -18,10 +18,11 @@ from pathlib import Path
 
 from exmilter.limits import POSTFIX_POLICY_RETRY_DELAY, POSTFIX_POLICY_TIMEOUT, POSTFIX_POLICY_TRY_LIMIT
 from exmilter.model import Organization
-from exmilter.postfix.listeners import ListenerLayout, ListenerPlan
+from exmilter.postfix.listeners import ListenerLayout, ListenerPlan, connection_limits
 from exmilter.postfix.main import main_settings
 from exmilter.postfix.master import master_service
 from exmilter.postfix.restrictions import DEFAULT_ACTION, policy_endpoint
+from exmilter.postfix.scope import DEFAULT_PROCESS_LIMIT, capped, choose, descriptors_needed
 from exmilter.postfix.transport import Outbound, render_outbound
 
 #: ``render-postfix -o DIR`` writes DIR/main.cf.SUFFIX and DIR/master.cf.SUFFIX.
@@ -31,7 +32,8 @@ DEFAULT_SUFFIX = "exmilter"
 MASTER_WHY = (
     "#",
     "# Why each line (docs/render-postfix.md):",
-    "#   maxproc column                 MaxInboundConnection of the listener's connectors (0 = no limit)",
+    "#   maxproc column                 MaxInboundConnection of the listener's connectors, at most the",
+    "#                                  process limit (render-postfix --process-limit; 0 = no limit)",
     "#   smtpd_delay_reject=no          exmilter is asked at MAIL (and CONNECT), not only at RCPT",
     "#   exmilter_policy                one check_policy_service for every list: one policy connection",
     f"#{'':34}per smtpd; timeout {POSTFIX_POLICY_TIMEOUT}s, {POSTFIX_POLICY_TRY_LIMIT} tries "
@@ -55,21 +57,33 @@ MASTER_WHY = (
 
 
 def render_master(
-    plans: Sequence[ListenerPlan], org: Organization, endpoint: str, outbound: Outbound | None = None
+    plans: Sequence[ListenerPlan],
+    org: Organization,
+    endpoint: str,
+    process_limit: int = 0,
+    skipped: Sequence[str] = (),
+    outbound: Outbound | None = None,
 ) -> str:
     """master.cf: one smtpd service per plan (their own cleanup/rewrite services after each).
 
     ``endpoint`` is where Postfix reaches the policy daemon, in Postfix's syntax
-    (:func:`exmilter.postfix.restrictions.policy_endpoint`).
+    (:func:`exmilter.postfix.restrictions.policy_endpoint`); ``process_limit`` caps each
+    service's maxproc (:mod:`exmilter.postfix.scope`; 0: Exchange's sum); ``skipped`` are the
+    listeners left out, named in the header.
     """
     head = [
         f"# exmilter: smtpd services generated from {org.source or 'the configuration'} by exmilter render-postfix.",
         "# One service per Exchange listener; remove Postfix's own 'smtp inet' line for these ports.",
         f"# Policy server: {endpoint}; when it fails, clients get '{DEFAULT_ACTION}' (temporary).",
+        *(
+            [f"# Not rendered (internal listeners need --internal; or not in --listener): {', '.join(skipped)}"]
+            if skipped
+            else []
+        ),
         *MASTER_WHY,
     ]
     layout = ListenerLayout(org)
-    services = [master_service(p, org, endpoint, layout) for p in plans]
+    services = [master_service(p, org, endpoint, layout, process_limit=process_limit) for p in plans]
     services += (outbound or render_outbound(org)).services  # send connectors (docs/send-connectors.md)
     return "\n".join(head) + "\n\n" + "\n\n".join(services) + "\n"
 
@@ -100,6 +114,10 @@ class Rendered:
     main: str
     master: str
     listeners: int
+    #: Listeners of the configuration left out (internal ones, or not asked for), by context.
+    skipped: tuple[str, ...] = ()
+    #: Open files the policy daemon needs for the rendered maxproc (None: some listener unlimited).
+    descriptors: int | None = None
     #: Tables written beside main.cf (send connectors' transport and TLS policy maps): name -> text.
     files: dict[str, str] = field(default_factory=dict)
 
@@ -125,18 +143,38 @@ class Rendered:
         return main_path, master_path
 
 
-def render(org: Organization, policy_service: str | None = None) -> Rendered:
+def render(
+    org: Organization,
+    policy_service: str | None = None,
+    *,
+    include_internal: bool = False,
+    only: Sequence[str] = (),
+    process_limit: int = DEFAULT_PROCESS_LIMIT,
+) -> Rendered:
     """Render both fragments; the policy daemon as Postfix must reach it is ``policy_service``
     (a Twisted endpoint string), by default the file's first ``policyd.listen``.
 
-    Raises ValueError when that endpoint is missing or not one Postfix can reach.
+    Which listeners and how many processes each: :mod:`exmilter.postfix.scope` (by default
+    the listeners relay clients use, maxproc at most :data:`DEFAULT_PROCESS_LIMIT`).
+    Raises ValueError when that endpoint is missing or not one Postfix can reach, or when
+    ``only`` names a listener the configuration does not have.
     """
     service = policy_service or next(iter(org.policyd.listen), None)
     if service is None:
         raise ValueError("the file's policyd.listen is empty; give --policy-service")
     endpoint = policy_endpoint(service)
-    plans = ListenerLayout(org).plans
+    every = ListenerLayout(org).plans
+    plans = choose(every, include_internal=include_internal, only=only)
+    chosen = {p.context for p in plans}
+    skipped = tuple(p.context for p in every if p.context not in chosen)
+    layout = ListenerLayout(org)
+    maxprocs = [capped(connection_limits(p, org, layout), process_limit).total for p in plans]
     outbound = render_outbound(org)
     return Rendered(
-        render_main(org, outbound), render_master(plans, org, endpoint, outbound), len(plans), dict(outbound.files)
+        render_main(org, outbound),
+        render_master(plans, org, endpoint, process_limit, skipped, outbound),
+        len(plans),
+        skipped,
+        descriptors_needed(maxprocs),
+        dict(outbound.files),
     )

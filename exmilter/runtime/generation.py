@@ -17,7 +17,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from exmilter.config import Loaded, load
+from exmilter.config import Loaded, loads
+from exmilter.config.reader import read_file
 from exmilter.engine import Clock, Engine
 from exmilter.logs.events import (
     ConfigWarning,
@@ -28,6 +29,7 @@ from exmilter.logs.events import (
     ReloadRefused,
 )
 from exmilter.model import Organization
+from exmilter.runtime.fingerprint import config_fingerprint, file_fingerprint
 from exmilter.runtime.metrics import ReloadMetrics
 
 
@@ -39,6 +41,7 @@ class Generation:
     org: Organization
     engine: Engine
     source: str  # the file it came from
+    fingerprint: str = ""  # exmilter.runtime.fingerprint of the file's bytes as loaded ("" unknown)
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,7 @@ class Candidate:
 
     loaded: Loaded
     engine: Engine
+    fingerprint: str = ""
 
 
 class Generations:
@@ -64,28 +68,30 @@ class Generations:
         self.log = log
         self.clock = clock
         org = loaded.organization
-        self.current = Generation(1, org, Engine(org, clock=clock), org.source or path)
-        metrics.config_loaded(1, self.current.source)
+        # The first file was loaded by the command; hashed again here (it is read once at start).
+        self.current = Generation(1, org, Engine(org, clock=clock), org.source or path, file_fingerprint(path))
+        metrics.config_loaded(1, self.current.source, fingerprint=self.current.fingerprint)
 
     def build(self) -> Candidate:
         """Load the file and build its engine: blocking, raises :class:`ConfigError` for a
         refused file (and anything else for a bug). Touches nothing in use."""
-        loaded = load(self.path)
+        text = read_file(self.path)  # the bytes loaded are the bytes fingerprinted
+        loaded = loads(text, self.path)
         # The message-rate windows belong to the clients, not to the file: keep them.
         engine = Engine(loaded.organization, clock=self.clock, rate_limiter=self.current.engine.rate_limiter)
-        return Candidate(loaded, engine)
+        return Candidate(loaded, engine, config_fingerprint(text))
 
     def swap(self, candidate: Candidate) -> Generation:
         """Put ``candidate`` in use as the next generation, then report it."""
         for w in candidate.loaded.warnings:
             self.log(ConfigWarning(str(w)))
         org = candidate.loaded.organization
-        new = Generation(self.current.number + 1, org, candidate.engine, org.source or self.path)
+        new = Generation(self.current.number + 1, org, candidate.engine, org.source or self.path, candidate.fingerprint)
         # The atomic swap: requests read self.current once each. Everything above may fail
         # and leaves the old generation in place; below is only reporting.
         self.current = new
         self.metrics.reload_result(True)
-        self.metrics.config_loaded(new.number, new.source)
+        self.metrics.config_loaded(new.number, new.source, fingerprint=new.fingerprint)
         self.log(ReloadLoaded(new.number, self.path, len(org.receive_connectors)))
         return new
 

@@ -13,17 +13,20 @@ library HTTP server thread.
 
 from __future__ import annotations
 
+import platform
+import time
+from collections.abc import Callable
 from typing import Protocol
 
 import prometheus_client
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollector
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 
 class ReloadMetrics(Protocol):
     """What configuration generations report (exmilter.runtime.generation)."""
 
-    def config_loaded(self, generation: int, source: str) -> None: ...
+    def config_loaded(self, generation: int, source: str, *, fingerprint: str = "") -> None: ...
 
     def reload_result(self, ok: bool) -> None: ...
 
@@ -36,12 +39,31 @@ def new_registry() -> CollectorRegistry:
 
 
 class ConfigMetrics:
-    """``exmilter_config_*``: reloads, their failures, the generation in use. Every daemon has them."""
+    """What every daemon exports besides its own work: the process (``process_*``: CPU, memory,
+    open descriptors and their limit, start time), the build (``exmilter_build_info``) and the
+    configuration (``exmilter_config_*``: reloads, their result and time, the file in use).
+
+    Series are stable: ``exmilter_config_info`` is labelled with the file and its fingerprint,
+    never with the generation number, so a reload of the same file adds no series.
+    ``wall`` is the wall clock the timestamps are read from (injected by tests).
+    """
 
     enabled = True
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, *, wall: Callable[[], float] = time.time) -> None:
+        from exmilter import __version__
+
         self.registry = registry
+        self._wall = wall
+        # process_cpu_seconds_total, process_open_fds, process_max_fds, process_resident_memory_bytes, ...
+        ProcessCollector(registry=registry)
+        self.build_info = Gauge(
+            "exmilter_build_info",
+            "The running exmilter: its version and Python's; always 1.",
+            ["version", "python_version"],
+            registry=registry,
+        )
+        self.build_info.labels(__version__, platform.python_version()).set(1)
         self.reloads = Counter(
             "exmilter_config_reloads_total", "Configuration reload attempts (SIGHUP).", registry=registry
         )
@@ -55,24 +77,39 @@ class ConfigMetrics:
             "1 if the last reload succeeded (or none happened), else 0.",
             registry=registry,
         )
+        self.last_reload_time = Gauge(
+            "exmilter_config_last_reload_timestamp_seconds",
+            "When the last reload attempt ended, successful or not (Unix time; 0: none yet).",
+            registry=registry,
+        )
+        self.loaded_time = Gauge(
+            "exmilter_config_last_reload_success_timestamp_seconds",
+            "When the configuration in use was loaded: at start or by the last successful reload (Unix time).",
+            registry=registry,
+        )
         self.generation = Gauge(
             "exmilter_config_generation", "Number of the configuration in use (1 at start).", registry=registry
         )
         self.info = Gauge(
-            "exmilter_config_info", "The configuration in use; always 1.", ["generation", "source"], registry=registry
+            "exmilter_config_info",
+            "The configuration in use: its file and the fingerprint of its contents; always 1.",
+            ["source", "fingerprint"],
+            registry=registry,
         )
         self.last_reload_ok.set(1)
 
-    def config_loaded(self, generation: int, source: str) -> None:
+    def config_loaded(self, generation: int, source: str, *, fingerprint: str = "") -> None:
         self.generation.set(generation)
+        self.loaded_time.set(self._wall())
         self.info.clear()
-        self.info.labels(str(generation), source).set(1)
+        self.info.labels(source, fingerprint).set(1)
 
     def reload_result(self, ok: bool) -> None:
         self.reloads.inc()
         if not ok:
             self.reload_failures.inc()
         self.last_reload_ok.set(1 if ok else 0)
+        self.last_reload_time.set(self._wall())
 
 
 class Nothing:
@@ -112,8 +149,9 @@ class NullConfigMetrics:
     enabled = False
     registry: CollectorRegistry | None = None
     reloads = reload_failures = last_reload_ok = generation = info = NOTHING
+    build_info = last_reload_time = loaded_time = NOTHING
 
-    def config_loaded(self, generation: int, source: str) -> None:
+    def config_loaded(self, generation: int, source: str, *, fingerprint: str = "") -> None:
         pass
 
     def reload_result(self, ok: bool) -> None:

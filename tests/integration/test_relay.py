@@ -153,7 +153,7 @@ def test_metrics_count_the_decisions(sandbox: Sandbox) -> None:
     send(sandbox.port("*:25"), "127.0.0.23", "a@example.com", [unique("gmail.com")])
     after = metric(sandbox, "exmilter_policy_decisions_total", connector=DEFAULT_FRONTEND, stage="RCPT", code="550")
     assert after == before + 1
-    assert metric(sandbox, "exmilter_policy_requests_total", protocol_state="END-OF-MESSAGE") > 0
+    assert metric(sandbox, "exmilter_policy_requests_total", stage="END-OF-MESSAGE") > 0
     assert metric(sandbox, "exmilter_policy_decisions_total", connector=SMTP_RELAY, stage="RCPT", code="250") > 0
     assert metric(sandbox, "exmilter_config_generation") >= 1
 
@@ -175,10 +175,10 @@ def test_policy_is_asked_only_at_the_states_it_decides(
 ) -> None:
     """One accepted message: MAIL, RCPT and END-OF-MESSAGE once each, CONNECT where it can refuse;
     EHLO and DATA never."""
-    before = {s: metric(sandbox, "exmilter_policy_requests_total", protocol_state=s) for s in STATES}
+    before = {s: metric(sandbox, "exmilter_policy_requests_total", stage=s) for s in STATES}
     out = send(sandbox.port(listener), source, "a@example.com", [unique(rcpt_domain)])
     assert out.stage == "queued", out
-    after = {s: metric(sandbox, "exmilter_policy_requests_total", protocol_state=s) for s in STATES}
+    after = {s: metric(sandbox, "exmilter_policy_requests_total", stage=s) for s in STATES}
     assert {s: after[s] - before[s] for s in STATES} == {
         "CONNECT": at_connect,
         "EHLO": 0,

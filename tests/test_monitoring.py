@@ -1,0 +1,225 @@
+"""monitoring/: the Prometheus alert rules pass ``promtool test rules``, the Grafana dashboard
+loads, and both refer only to metrics the daemons export; a live daemon's scrape passes
+``promtool check metrics`` (docs/operations.md).
+
+promtool comes from Debian's ``prometheus`` package (scripts/install.sh installs it): these
+tests fail, not skip, without it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import yaml
+from prometheus_client import CollectorRegistry
+
+from exmilter.policy.metrics import PolicyMetrics
+from exmilter.sandbox.ports import free_port
+from tests.policy_fixtures import CONFIG_FILE, rcpt_wire
+
+ROOT = Path(__file__).resolve().parents[1]
+MONITORING = ROOT / "monitoring"
+RULES = MONITORING / "exmilter-alerts.yml"
+RULE_TESTS = MONITORING / "tests" / "exmilter-alerts.test.yml"
+DASHBOARD = MONITORING / "grafana-exmilter.json"
+
+#: PromQL words that are not metric names.
+PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "bool", "offset"}
+#: Prometheus's own series, there for any target.
+PROMETHEUS_SERIES = {"up"}
+
+
+def promtool() -> str:
+    path = shutil.which("promtool")
+    assert path, "promtool is missing: bash scripts/install.sh installs Debian's prometheus package"
+    return path
+
+
+def exported_names() -> set[str]:
+    """Every sample name the policy daemon exports, with every metric exercised once."""
+    registry = CollectorRegistry()
+    m = PolicyMetrics(registry)
+    m.request("RCPT")
+    m.duplicate("RCPT")
+    m.decision("x", "RCPT", "250")
+    m.latency.observe(1e-4)
+    m.config_loaded(1, "f", fingerprint="0")
+    m.reload_result(True)
+    return {s.name for family in registry.collect() for s in family.samples}
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression reads (selectors, not functions or labels)."""
+    expr = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # strings
+    expr = re.sub(r"\{[^}]*\}", "", expr)  # label matchers
+    expr = re.sub(r"\[[^\]]*\]", "", expr)  # ranges
+    expr = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", expr)
+    expr = re.sub(r"\$\w+", "", expr)  # Grafana variables
+    names = set()
+    for m in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*(?!\s*\()", expr):
+        # the lookahead alone would accept "rat" of "rate("; require the whole identifier
+        end = m.end()
+        if end < len(expr) and (expr[end].isalnum() or expr[end] in "_:"):
+            continue
+        word = m.group()
+        if word not in PROMQL_WORDS and not re.fullmatch(r"[0-9.e+-]+|Inf|NaN", word):
+            names.add(word)
+    return names
+
+
+def test_metric_names_reads_selectors_only():
+    expr = 'histogram_quantile(0.99, sum by (job, le) (rate(a_bucket{job=~"$job",x="y z"}[5m]))) > 0.1 or b * 0'
+    assert metric_names(expr) == {"a_bucket", "b"}
+    assert metric_names('time() - c{job=~"$job"}') == {"c"}
+
+
+def test_alert_rules_pass_promtool():
+    tool = promtool()
+    check = subprocess.run([tool, "check", "rules", str(RULES)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    run = subprocess.run([tool, "test", "rules", str(RULE_TESTS)], capture_output=True, text=True, cwd=MONITORING)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "SUCCESS" in run.stdout
+
+
+def test_every_alert_is_tested_firing_and_documented():
+    rules = [r for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]]
+    alerts = {r["alert"] for r in rules}
+    assert {
+        "ExmilterDaemonDown",
+        "ExmilterReloadFailed",
+        "ExmilterFailClosedAnswers",
+        "ExmilterLatencyOverBudget",
+        "ExmilterDescriptorsHigh",
+    } <= alerts
+    firing = {
+        t["alertname"]
+        for case in yaml.safe_load(RULE_TESTS.read_text())["tests"]
+        for t in case["alert_rule_test"]
+        if t.get("exp_alerts")
+    }
+    assert firing == alerts
+    operations = (ROOT / "docs" / "operations.md").read_text()
+    assert [a for a in alerts if f"`{a}`" not in operations] == []
+
+
+def test_alert_rules_refer_only_to_exported_metrics():
+    exported = exported_names() | PROMETHEUS_SERIES
+    for group in yaml.safe_load(RULES.read_text())["groups"]:
+        for rule in group["rules"]:
+            assert metric_names(rule["expr"]) <= exported, rule["alert"]
+
+
+def _panels(dashboard: dict) -> list[dict]:
+    out = []
+    for p in dashboard["panels"]:
+        out.append(p)
+        out.extend(p.get("panels", []))
+    return out
+
+
+def test_dashboard_loads_and_refers_only_to_exported_metrics():
+    dashboard = json.loads(DASHBOARD.read_text())
+    panels = _panels(dashboard)
+    assert len({p["id"] for p in panels}) == len(panels)
+    exported = exported_names() | PROMETHEUS_SERIES
+    exprs = [
+        (p["title"], t["expr"]) for p in panels if p["type"] != "row" for t in p["targets"]
+    ]  # every panel that is not a row has a query
+    assert len({title for title, _ in exprs}) == sum(1 for p in panels if p["type"] != "row")
+    exprs += [("annotation", a["expr"]) for a in dashboard["annotations"]["list"]]
+    exprs += [
+        ("variable " + v["name"], re.sub(r",\s*\w+\)$", ")", v["definition"]))  # label_values(metric, label)
+        for v in dashboard["templating"]["list"]
+        if v.get("definition")
+    ]
+    read = set()
+    for title, expr in exprs:
+        names = metric_names(expr)
+        assert names, f"{title}: {expr} reads no metric"
+        assert names <= exported, f"{title}: {sorted(names - exported)} not exported"
+        read |= names
+    # the issue's panels: decisions by connector and code, latency, relay refusals, reloads, up
+    for name in (
+        "exmilter_policy_decisions_total",
+        "exmilter_policy_decision_seconds_bucket",
+        "exmilter_config_reload_failures_total",
+        "exmilter_config_last_reload_successful",
+        "up",
+        "process_open_fds",
+    ):
+        assert name in read
+    for p in panels:
+        if p["type"] != "row":
+            assert p["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, p["title"]
+            assert p["description"], p["title"]
+
+
+def _wait_for(predicate, what: str, deadline: float = 30.0):
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_promtool_check_metrics_on_a_live_scrape(tmp_path):
+    """A real ``exmilter policyd`` answers one request; its scrape passes promtool's linter."""
+    tool = promtool()
+    config = tmp_path / "exmilter.yaml"
+    config.write_text(CONFIG_FILE)
+    sock = tmp_path / "policy.sock"
+    port = free_port()
+    daemon = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "exmilter.cli",
+            "policyd",
+            "-c",
+            str(config),
+            "--listen",
+            f"unix:{sock}",
+            "--metrics",
+            f"tcp:{port}:interface=127.0.0.1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        _wait_for(lambda: sock.exists() or daemon.poll() is not None, "the policy socket")
+        assert daemon.poll() is None, daemon.stderr.read().decode() if daemon.stderr else ""
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(30)
+            s.connect(str(sock))
+            s.sendall(rcpt_wire())
+            assert s.recv(4096) == b"action=OK\n\n"
+
+        def scrape() -> bytes | None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+                    return r.read()
+            except OSError:
+                return None
+
+        body = _wait_for(scrape, "the metrics page")
+    finally:
+        daemon.terminate()
+        daemon.wait(30)
+    assert b'exmilter_policy_decisions_total{code="250",connector="EXCH01\\\\Relay",stage="RCPT"} 1.0' in body
+    assert b"process_open_fds " in body and b"exmilter_build_info{" in body
+    lint = subprocess.run([tool, "check", "metrics"], input=body, capture_output=True)
+    assert lint.returncode == 0, (lint.stdout + lint.stderr).decode()
+    assert lint.stdout + lint.stderr == b""  # not even a lint warning
