@@ -23,7 +23,7 @@ from exmilter.model import (
 )
 from exmilter.policy.decide import DECIDED_STATES
 from exmilter.postfix.listeners import connect_always_passes, connection_limits
-from exmilter.postfix.main import main_settings
+from exmilter.postfix.main import POSTFIX_RECIPIENT_LIMIT, main_settings
 from exmilter.postfix.master import master_service
 from exmilter.postfix.render import render_main, render_master
 from exmilter.postfix.restrictions import DEFAULT_ACTION, policy_endpoint, restrictions
@@ -699,3 +699,11 @@ def test_rendering_work_grows_linearly_with_the_connectors(own_port: bool) -> No
 
     small, large = work(200), work(800)
     assert large < 5 * small, (small, large)
+
+
+def test_a_file_without_receive_connectors_renders_postfix_defaults(tmp_path: Path) -> None:
+    """No connector at all (default_connectors: false, none listed): Postfix's own limits, no traceback."""
+    path = tmp_path / "none.yaml"
+    path.write_text("server:\n  name: EX1\n  fqdn: ex1.contoso.com\ndefault_connectors: false\n")
+    settings = {s.name: s.value for s in main_settings(load(path).organization)}
+    assert settings["smtpd_recipient_limit"] == str(POSTFIX_RECIPIENT_LIMIT)

@@ -57,7 +57,8 @@ def limit_settings(org: Organization) -> list[Setting]:
     hard = 1000 if None in errors else max(POSTFIX_HARD_ERROR_LIMIT, 2 * most_errors + 1)
     timeout = max((int(c.connection_inactivity_timeout.total_seconds()) for c in conns), default=300)
     mailbox = max(POSTFIX_MAILBOX_SIZE_LIMIT, size_limit)
-    recipients = max(POSTFIX_RECIPIENT_LIMIT, *(c.max_recipients_per_message for c in conns))
+    recipients = max((c.max_recipients_per_message for c in conns), default=POSTFIX_RECIPIENT_LIMIT)
+    recipients = max(POSTFIX_RECIPIENT_LIMIT, recipients)
     hops = max(POSTFIX_HOPCOUNT_LIMIT, max((c.max_hop_count for c in conns), default=60) + 10)
     return [
         Setting("message_size_limit", str(size_limit), "largest MaxMessageSize + 10%; exmilter enforces each's own"),
