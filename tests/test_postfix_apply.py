@@ -17,13 +17,14 @@ from pathlib import Path
 import pytest
 
 from exmilter.cli import main
+from exmilter.config import load
 from exmilter.deployment import plan_listeners
 from exmilter.postfix.apply import Service, parse_services, plan_edits
 from exmilter.postfix.postconf import POSTCONF, POSTFIX
 from exmilter.postfix.render import render
 from exmilter.postfix.scope import capped, choose, internal
 from exmilter.postfix.verify import verify
-from tests.conftest import EXAMPLE, org_from
+from tests.conftest import EXAMPLE, ROOT, org_from
 
 #: What Debian 12's postinst sets with postconf -e for "Internet Site" (paths in the test dir).
 DEBIAN_INTERNET_SITE = [
@@ -362,3 +363,24 @@ def test_process_limit_formula():
 
     assert capped(ConnectionLimits(20, 0), 100).total == 100  # unlimited becomes the process limit
     assert capped(ConnectionLimits(20, 50), 100).total == 50
+
+
+def test_apply_brings_the_send_connectors_tables_and_settings(stock, capsys):
+    """--apply carries the outbound side too: the transport and TLS policy tables beside
+    main.cf, the settings naming them, the per-connector services; postfix check stays clean."""
+    config = ROOT / "tests" / "data" / "send-connectors.yaml"
+    code, out, err = cli(
+        capsys, "render-postfix", "-c", str(config), "--apply", "--internal", "--postfix-dir", str(stock)
+    )
+    settle(stock)
+    assert code == 0, out + err
+    assert postfix_check(stock) == ""
+    rendered = render(load(config).organization)
+    assert {n: (stock / n).read_text() for n in rendered.files} == rendered.files
+    assert postconf(stock, "-h", "transport_maps").stdout.strip() == "texthash:${config_directory}/exmilter_transport"
+    services = {s.key for s in parse_services(postconf(stock, "-M").stdout)}
+    assert {line.split()[0] + "/unix" for line in rendered.master.splitlines() if " unix " in line} <= services
+    code, out, err = cli(
+        capsys, "render-postfix", "-c", str(config), "--apply", "--internal", "--postfix-dir", str(stock)
+    )
+    assert code == 0 and "nothing to change" in out, out + err

@@ -130,11 +130,19 @@ def apply(args: argparse.Namespace, loaded: Loaded, rendered: Rendered) -> int:
     """``--apply [--dry-run]``: the diff, then (not dry) the backup, the files, the checks."""
     from exmilter.postfix.main import main_settings
     from exmilter.postfix.postconf import ApplyRefused, PostconfError, apply_rendering
+    from exmilter.postfix.transport import render_outbound
 
+    outbound = render_outbound(loaded.organization)  # send connectors: settings and tables too
     settings = [(s.name, s.value) for s in main_settings(loaded.organization)]
+    settings += [(name, value) for name, value, _why in outbound.main]
     try:
         applied = apply_rendering(
-            args.postfix_dir, settings, rendered.master, dry_run=args.dry_run, replace=args.replace
+            args.postfix_dir,
+            settings,
+            rendered.master,
+            dry_run=args.dry_run,
+            replace=args.replace,
+            tables=rendered.files,
         )
     except ApplyRefused as e:
         for c in e.conflicts:

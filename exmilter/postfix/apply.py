@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from exmilter.postfix.restrictions import POLICY_PARAM
+from exmilter.postfix.transport import MAILBOX_SERVICE, SERVICE_PREFIX, UNREACHABLE_SERVICE
 
 #: Settings exmilter needs at least as permissive as rendered; ``0`` means unlimited for the sizes.
 NO_STRICTER = {
@@ -169,8 +170,14 @@ def _getservbyname(name: str) -> int:
 
 
 def ours(service: Service, params: Mapping[str, Mapping[str, str]]) -> bool:
-    """A service exmilter rendered: it carries the listener's policy check, or exmilter's name."""
-    return service.name.startswith(OWN_PREFIX) or POLICY_PARAM in params.get(service.key, {})
+    """A service exmilter rendered: it carries the listener's policy check, or exmilter's name
+    (a listener's cleanup/rewrite, a send connector's smtp service, the mailbox and unreachable ones)."""
+    name = service.name
+    return (
+        name.startswith((OWN_PREFIX, SERVICE_PREFIX))
+        or name in (MAILBOX_SERVICE, UNREACHABLE_SERVICE)
+        or POLICY_PARAM in params.get(service.key, {})
+    )
 
 
 def _number(value: str) -> int | None:

@@ -22,7 +22,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -138,16 +138,18 @@ class Applied:
 
 
 def _diff(old: Path, new: Path) -> str:
-    a, b = old.read_text(errors="replace"), new.read_text(errors="replace")
+    a = old.read_text(errors="replace") if old.exists() else ""  # a table written for the first time
+    b = new.read_text(errors="replace")
     return "".join(difflib.unified_diff(a.splitlines(True), b.splitlines(True), str(old), f"{old} (exmilter)", n=2))
 
 
 def _install(source: Path, target: Path) -> None:
-    """Replace ``target`` with ``source``'s content in one rename, keeping its owner and mode."""
-    st = target.stat()
+    """Replace ``target`` with ``source``'s content in one rename, keeping its owner and mode
+    (a new file, such as a send-connector table, gets 0644 and the directory's owner)."""
+    st = target.stat() if target.exists() else target.parent.stat()
     tmp = target.with_name(f".{target.name}.exmilter-new")
     shutil.copyfile(source, tmp)
-    os.chmod(tmp, st.st_mode & 0o7777)
+    os.chmod(tmp, st.st_mode & 0o7777 if target.exists() else 0o644)
     if os.geteuid() == 0:
         os.chown(tmp, st.st_uid, st.st_gid)
     os.replace(tmp, target)
@@ -174,8 +176,10 @@ def apply_rendering(
     replace: bool = False,
     check: bool = True,
     now: float | None = None,
+    tables: Mapping[str, str] | None = None,
 ) -> Applied:
-    """Put the rendered main.cf ``settings`` and ``master`` services into ``directory``.
+    """Put the rendered main.cf ``settings`` and ``master`` services into ``directory``, and
+    ``tables`` (file name -> text: the send connectors' maps main.cf names) beside them.
 
     Raises :class:`ApplyRefused` when a service of someone else is in the way, and
     :class:`PostconfError` when postconf fails or ``postfix check`` refuses the result;
@@ -193,10 +197,13 @@ def apply_rendering(
             shutil.copyfile(d / name, work / name)
         for args in edits.commands():
             run(POSTCONF, work, *args)
-        for name in FILES:
+        names = (*FILES, *(tables or {}))
+        for name, text in (tables or {}).items():
+            (work / name).write_text(text)
+        for name in names:
             os.utime(work / name, (when - SETTLED, when - SETTLED))
         warnings = [line for args in (("-n",), ("-M",)) for line in run(POSTCONF, work, *args).stderr.splitlines()]
-        diff = "".join(_diff(d / name, work / name) for name in FILES)
+        diff = "".join(_diff(d / name, work / name) for name in names)
         applied = Applied(edits, diff, list(dict.fromkeys(w for w in warnings if w.strip())))
         if check:
             proc = run(POSTFIX, work, "check")
@@ -206,9 +213,10 @@ def apply_rendering(
             return applied
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(when))
         backup = _new_directory(d, f"exmilter-backup-{stamp}")
-        for name in FILES:
-            shutil.copy2(d / name, backup / name)
-        for name in FILES:
+        for name in names:
+            if (d / name).exists():
+                shutil.copy2(d / name, backup / name)
+        for name in names:
             _install(work / name, d / name)
     applied.backup = backup
     return applied
