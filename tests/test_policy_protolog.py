@@ -112,7 +112,8 @@ def test_rows_for_a_verbose_connector_and_nothing_for_the_others() -> None:
 def test_authentication_adds_a_row_and_new_permissions() -> None:
     cfg = CONFIG.replace(
         "permission_groups: [AnonymousUsers]\n    protocol_logging_level: Verbose",
-        "permission_groups: [AnonymousUsers, ExchangeUsers]\n    protocol_logging_level: Verbose",
+        "permission_groups: [AnonymousUsers, ExchangeUsers]\n    protocol_logging_level: Verbose\n"
+        "    auth_mechanism: [Tls, BasicAuth]",  # a login this connector can accept
     )
     cfg += "users:\n  - name: svc\n    addresses: [svc@contoso.com]\n"
     engine = Engine(loads(cfg, "c.yaml").organization)
@@ -196,7 +197,8 @@ def test_receive_row_of_an_anonymous_relay() -> None:
 def test_receive_row_of_an_authenticated_submission_is_internal() -> None:
     cfg = CONFIG.replace(
         "permission_groups: [AnonymousUsers]\n    protocol_logging_level: Verbose",
-        "permission_groups: [AnonymousUsers, ExchangeUsers]\n    protocol_logging_level: Verbose",
+        "permission_groups: [AnonymousUsers, ExchangeUsers]\n    protocol_logging_level: Verbose\n"
+        "    auth_mechanism: [Tls, BasicAuth]",  # a login this connector can accept
     )
     cfg += "users:\n  - name: svc\n    addresses: [app@contoso.com]\n"
     [row] = _receive_rows(cfg, "10.1.2.3", sasl_username="svc", sasl_method="LOGIN", encryption_protocol="TLSv1.3")

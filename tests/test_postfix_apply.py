@@ -342,12 +342,23 @@ def test_no_stricter_limits_are_kept_when_more_permissive():
 def test_internal_listeners_only_on_request():
     org = org_from("default_connectors: true\naccepted_domains: [labs.local]\n")
     plans = plan_listeners(org)
-    assert [p.context for p in plans if internal(p)] == ["*:465", "*:717", "*:2525"]
-    assert [p.context for p in choose(plans)] == ["*:25", "*:587"]
-    assert [p.context for p in choose(plans, include_internal=True)] == [p.context for p in plans]
-    assert [p.context for p in choose(plans, only=["*:2525"])] == ["*:2525"]
+    server = org.server.name
+    assert [p.context for p in plans if internal(p, server)] == ["*:465", "*:717", "*:2525"]
+    assert [p.context for p in choose(plans, server)] == ["*:25", "*:587"]
+    assert [p.context for p in choose(plans, server, include_internal=True)] == [p.context for p in plans]
+    assert [p.context for p in choose(plans, server, only=["*:2525"])] == ["*:2525"]
     with pytest.raises(ValueError, match=r"no listener \*:26; the configuration has \*:25"):
-        choose(plans, only=["*:26"])
+        choose(plans, server, only=["*:26"])
+
+
+def test_an_admins_connector_is_never_internal():
+    """Custom connectors default to HubTransport in Exchange; relay clients use them all the same."""
+    org = org_from(
+        "receive_connectors:\n"
+        "  - {name: Relay, bindings: 0.0.0.0:2526, remote_ip_ranges: 10.0.0.5, transport_role: HubTransport}\n"
+        "  - {name: Partners, usage: Internal, bindings: 0.0.0.0:2527, remote_ip_ranges: 10.0.0.6}\n"
+    )
+    assert [p.context for p in choose(plan_listeners(org), org.server.name)] == ["*:2526", "*:2527"]
 
 
 def test_process_limit_formula():

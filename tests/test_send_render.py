@@ -162,7 +162,9 @@ def test_the_example_files_commented_send_connectors_load_when_uncommented() -> 
     from exmilter.config import loads
 
     text = EXAMPLE.read_text()
-    block = text.split("# Send connectors: where accepted mail goes next", 1)[1].split("\n", 2)[2]
+    block = (
+        text.split("# Send connectors: where accepted mail goes next", 1)[1].split("\n", 2)[2].split("\n\n", 1)[0]
+    )  # up to the next block
     uncommented = "\n".join(line[2:] if line.startswith("# ") else line for line in block.splitlines())
     org = loads(text + "\n" + uncommented + "\n").organization
     assert [c.name for c in org.send_connectors] == ["To Internet", "Partner"]

@@ -164,7 +164,7 @@ def render(
         raise ValueError("the file's policyd.listen is empty; give --policy-service")
     endpoint = policy_endpoint(service)
     every = ListenerLayout(org).plans
-    plans = choose(every, include_internal=include_internal, only=only)
+    plans = choose(every, org.server.name, include_internal=include_internal, only=only)
     chosen = {p.context for p in plans}
     skipped = tuple(p.context for p in every if p.context not in chosen)
     layout = ListenerLayout(org)

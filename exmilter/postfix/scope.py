@@ -5,9 +5,11 @@ on 2525, ``Client Proxy`` on 465 and ``Outbound Proxy Frontend`` on 717) exist b
 Exchange's frontend proxies to its backend on the same host. Postfix has no backend: its
 relay clients (printers, scanners, applications) use the frontend listeners (25, 587 and
 the admin's custom connectors). So by default only listeners with at least one connector
-for clients are rendered; a listener all of whose connectors are internal (transport role
-``HubTransport`` or usage ``Internal``) is rendered only on request (``--internal``), and
-``--listener CONTEXT`` picks listeners by name.
+for clients are rendered; a listener all of whose connectors are those three internal
+default connectors of the server is rendered only on request (``--internal``), and
+``--listener CONTEXT`` picks listeners by name. An admin's own connector is never internal,
+whatever its transport role or usage: Exchange creates custom connectors on
+``HubTransport`` unless told otherwise, and relay clients use them all the same.
 
 **Process limits.** Exchange's MaxInboundConnection (5,000 per connector; 15,000 on a
 default listener) sizes Exchange's thread pool, not Postfix's: each Postfix client holds
@@ -28,21 +30,25 @@ from dataclasses import replace
 
 from exmilter.deployment import ListenerPlan
 from exmilter.limits import POLICY_FD_RESERVE, POSTFIX_PROCESS_LIMIT
-from exmilter.model import ReceiveConnector, TransportRole, Usage
+from exmilter.model import ReceiveConnector
 from exmilter.postfix.listeners import ConnectionLimits
 
 #: The default of ``render-postfix --process-limit``.
 DEFAULT_PROCESS_LIMIT = POSTFIX_PROCESS_LIMIT
 
 
-def internal_connector(c: ReceiveConnector) -> bool:
-    """A connector only Exchange's own servers use: the backend role, or usage Internal."""
-    return c.transport_role is TransportRole.HubTransport or c.usage is Usage.Internal
+#: Exchange's own server-to-server receive connectors (defaults.py), by name for a server.
+INTERNAL_DEFAULT_CONNECTORS = ("Outbound Proxy Frontend {}", "Default {}", "Client Proxy {}")
 
 
-def internal(plan: ListenerPlan) -> bool:
+def internal_connector(c: ReceiveConnector, server: str) -> bool:
+    """One of the internal default connectors of ``server``: only Exchange's own services use it."""
+    return c.name.lower() in {n.format(server).lower() for n in INTERNAL_DEFAULT_CONNECTORS}
+
+
+def internal(plan: ListenerPlan, server: str) -> bool:
     """A listener whose every connector is internal (none serves relay clients)."""
-    return bool(plan.connectors) and all(internal_connector(c) for c in plan.connectors)
+    return bool(plan.connectors) and all(internal_connector(c, server) for c in plan.connectors)
 
 
 class UnknownListener(ValueError):
@@ -50,7 +56,7 @@ class UnknownListener(ValueError):
 
 
 def choose(
-    plans: Sequence[ListenerPlan], *, include_internal: bool = False, only: Sequence[str] = ()
+    plans: Sequence[ListenerPlan], server: str, *, include_internal: bool = False, only: Sequence[str] = ()
 ) -> list[ListenerPlan]:
     """The listeners to render: ``only`` (contexts, e.g. ``*:25``) when given, else every
     listener for clients, plus the internal ones with ``include_internal``.
@@ -63,7 +69,7 @@ def choose(
         if unknown:
             raise ValueError(f"no listener {', '.join(unknown)}; the configuration has {', '.join(known) or 'none'}")
         return [p for p in plans if p.context in only]
-    return [p for p in plans if include_internal or not internal(p)]
+    return [p for p in plans if include_internal or not internal(p, server)]
 
 
 def capped(limits: ConnectionLimits, process_limit: int) -> ConnectionLimits:
