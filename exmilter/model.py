@@ -295,6 +295,10 @@ class ClusterSettings:
     message_rate_window: str = "local"
     redis: str = "127.0.0.1:6379"  # host:port
     redis_timeout_ms: int = limits.REDIS_TIMEOUT_MS
+    #: The balancer's HTTP check (a Twisted endpoint, e.g. ``tcp:9143:interface=127.0.0.1``); None: off.
+    health: str | None = None
+    #: The Postfix listener the check probes for a 220 banner (``host:port``); None: not probed.
+    health_probe: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

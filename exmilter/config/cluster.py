@@ -31,6 +31,8 @@ _FIELDS: dict[str, Callable[[Raw], Any]] = {
     "message_rate_window": fields.choice("local", "redis"),
     "redis": _host_port,
     "redis_timeout_ms": fields.int_range(limits.REDIS_TIMEOUT_MS_MIN, limits.REDIS_TIMEOUT_MS_MAX),
+    "health": fields.optional_text,
+    "health_probe": _host_port,
 }
 
 
