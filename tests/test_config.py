@@ -270,7 +270,8 @@ receive_connectors:
         (
             "bogus: 1\n",
             "x.yaml:6:1: bogus: unknown key; expected one of server, default_connectors, "
-            "accepted_domains, receive_connectors, users, policyd, tls, sasl, send_connectors, mailbox_next_hop, logs, cluster",
+            "accepted_domains, receive_connectors, users, policyd, tls, sasl, send_connectors, mailbox_next_hop, "
+            "logs, cluster",
         ),
         (
             "receive_connectors:\n  - name: X\n    bindings: 0.0.0.0:2526\n    remote_ip_ranges: 10.0.0.1\n"
