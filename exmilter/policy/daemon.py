@@ -25,6 +25,7 @@ from exmilter.policy.health import HealthPage
 from exmilter.policy.limits import raise_open_files_limit
 from exmilter.policy.metrics import Metrics, NullMetrics, PolicyMetrics, watch_log_failures
 from exmilter.policy.protolog import open_exchange_logs
+from exmilter.policy.redis_window import RedisWindow
 from exmilter.policy.reload import Runtime, log
 from exmilter.policy.service import ListenService, SignalService, endpoint_errors
 from exmilter.policy.watchdog import WatchdogService
@@ -95,6 +96,11 @@ def build(
         metrics_service.setServiceParent(top)
         waits.append(metrics_service.ready)
     cluster = runtime.current.org.cluster
+    if cluster.message_rate_window == "redis":  # one window for the pool (docs/cluster.md); read at start
+        host, _, port = cluster.redis.rpartition(":")
+        runtime.shared_window = RedisWindow(
+            reactor, host.strip("[]"), int(port), timeout=cluster.redis_timeout_ms / 1000
+        )
     if cluster.health:  # the balancer's check (docs/cluster.md); read at start, like the listeners
         health = ListenService(reactor, [cluster.health], health_site(runtime, reactor), "health", runtime.log)
         health.setServiceParent(top)
