@@ -176,3 +176,37 @@ def test_the_shared_window_refuses_the_n_plus_first_across_both_nodes(pool: Pool
     outcomes = [send(pool.port, "127.0.0.56", "app@labs.local", ["someone@labs.local"]) for _ in range(3)]
     assert [o.stage for o in outcomes] == ["queued", "mail", "mail"], outcomes
     assert [o.reply for o in outcomes[1:]] == [RATE_421, RATE_421]
+
+
+def test_redis_and_a_daemon_killed_mid_run_lose_nothing_and_relay_nothing_wrongly(pool: Pool) -> None:
+    """Every message is delivered or refused with a 4xx; nothing from a non-relay host is relayed."""
+    outcomes = []
+    pool.redis.stop()
+    # the relay host's MAIL cannot be counted: a temporary failure, through either node
+    for _ in range(2):
+        out = send(pool.port, "127.0.0.56", "app@labs.local", ["someone@gmail.com"])
+        assert out.stage == "mail" and out.reply.startswith("451 4.4.3 "), out
+    pool.redis.start()  # an empty Redis: a fresh window
+    a = pool.nodes[0]
+    a.stop_policyd()
+    assert pool.wait_health(pool.health[0], 0)  # node A's check no longer answers
+    for i in range(8):
+        for source, rcpt in (("127.0.0.3", f"user{i}@labs.local"), ("127.0.0.3", "someone@gmail.com")):
+            outcomes.append((source, rcpt, send(pool.port, source, f"s{i}@labs.local", [rcpt])))
+    shown = "\n".join(f"{s} {r} {o}" for s, r, o in outcomes) + "\n" + a.postfix.maillog_tail(40)
+    for _, rcpt, out in outcomes:
+        if rcpt.endswith("@gmail.com"):
+            assert out.stage != "queued" and out.code in range(400, 600), shown  # never relayed
+        else:
+            assert out.stage == "queued" or 400 <= out.code < 500, shown  # delivered below, or a 4xx
+    queued = [rcpt for _, rcpt, out in outcomes if out.stage == "queued"]
+    assert queued, "node B took nothing after node A was drained"
+    end = time.monotonic() + 60
+    while time.monotonic() < end:
+        delivered = {r for sb in pool.nodes for d in sb.deliveries() for r in d.recipients}
+        if set(queued) <= delivered:
+            break
+        time.sleep(0.2)
+    assert set(queued) <= delivered, "a queued message was lost"
+    a.start_policyd()
+    assert pool.wait_health(pool.health[0], 200)
