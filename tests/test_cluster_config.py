@@ -71,3 +71,11 @@ def test_proxy_off_renders_exactly_as_before():
     off = dataclasses.replace(org, cluster=ClusterSettings(proxy_protocol="none", message_rate_window="redis"))
     plan = plan_listeners(org)
     assert render_master(plan, off, "x") == render_master(plan, org, "x")
+
+
+def test_docs_cluster_md_shows_exactly_the_haproxy_cfg_the_tests_load():
+    from tests.conftest import ROOT
+
+    doc = (ROOT / "docs" / "cluster.md").read_text()
+    cfg = (ROOT / "conf" / "haproxy.cfg").read_text()
+    assert "```\n" + cfg + "```\n" in doc

@@ -131,11 +131,14 @@ def test_the_daemon_serves_health_and_a_refused_reload_drains_the_node(tmp_path)
     from tests.conftest import EXAMPLE
 
     path = tmp_path / "exmilter.yaml"
-    path.write_text(EXAMPLE.read_text() + "cluster:\n  health: tcp:9143:interface=127.0.0.1\n")
+    path.write_text(
+        EXAMPLE.read_text() + "cluster:\n  health: tcp:9143:interface=127.0.0.1\n  message_rate_window: redis\n"
+    )
+    registry = CollectorRegistry()
     runtime = Runtime(
         str(path),
         load(path),
-        PolicyMetrics(CollectorRegistry()),
+        PolicyMetrics(registry),
         run_blocking=lambda f, *a: defer.maybeDeferred(f, *a),
         notify=lambda m: None,
     )
@@ -143,6 +146,9 @@ def test_the_daemon_serves_health_and_a_refused_reload_drains_the_node(tmp_path)
     daemon = build(reactor, runtime, ["tcp:10040"], None, notify=lambda m: None, signals=False)
     daemon.top.startService()
     assert (9143, "127.0.0.1") in [(p[0], p[3]) for p in reactor.tcpServers]
+    assert runtime.shared_window is not None  # message_rate_window: redis
+    names = {f.name for f in registry.collect()}
+    assert {"exmilter_rate_window_failures", "exmilter_rate_window_round_trips"} <= names
 
     def get() -> tuple[int, bytes]:
         page = health_site(runtime, reactor).resource

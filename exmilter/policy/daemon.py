@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 from collections.abc import Callable, Sequence
@@ -25,6 +26,8 @@ from exmilter.policy.health import HealthPage
 from exmilter.policy.limits import raise_open_files_limit
 from exmilter.policy.metrics import Metrics, NullMetrics, PolicyMetrics, watch_log_failures
 from exmilter.policy.protolog import open_exchange_logs
+from exmilter.policy.redis_window import FAILURES as WINDOW_FAILURES
+from exmilter.policy.redis_window import ROUND_TRIPS as WINDOW_ROUND_TRIPS
 from exmilter.policy.redis_window import RedisWindow
 from exmilter.policy.reload import Runtime, log
 from exmilter.policy.service import ListenService, SignalService, endpoint_errors
@@ -98,6 +101,11 @@ def build(
     cluster = runtime.current.org.cluster
     if cluster.message_rate_window == "redis":  # one window for the pool (docs/cluster.md); read at start
         host, _, port = cluster.redis.rpartition(":")
+        registry = runtime.metrics.registry
+        if registry is not None:
+            for collector in (WINDOW_FAILURES, WINDOW_ROUND_TRIPS):
+                with contextlib.suppress(ValueError):  # already there: a second build on one registry
+                    registry.register(collector)
         runtime.shared_window = RedisWindow(
             reactor, host.strip("[]"), int(port), timeout=cluster.redis_timeout_ms / 1000
         )

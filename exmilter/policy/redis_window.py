@@ -73,8 +73,11 @@ FAILURES = Counter(
     "MAIL commands answered with a temporary failure because the shared (Redis) MessageRateLimit window "
     "could not be counted, by reason",
     ["reason"],
+    registry=None,  # the daemon registers it on its own registry (exmilter.policy.daemon)
 )
-ROUND_TRIPS = Counter("exmilter_rate_window_round_trips_total", "Shared-window round trips to Redis that answered")
+ROUND_TRIPS = Counter(
+    "exmilter_rate_window_round_trips_total", "Shared-window round trips to Redis that answered", registry=None
+)
 
 
 def encode(*parts: bytes) -> bytes:
