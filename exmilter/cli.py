@@ -15,6 +15,7 @@ from exmilter import __version__
 
 COMMANDS = (
     "exmilter.commands.check",
+    "exmilter.commands.diff",
     "exmilter.commands.explain",
     "exmilter.commands.follow_maillog",
     "exmilter.commands.import_exchange",

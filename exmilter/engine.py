@@ -13,7 +13,7 @@ import enum
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import getaddresses, parseaddr
 
@@ -160,6 +160,25 @@ class MessageRateLimiter:
         return len(self._windows)
 
 
+class CountedWindow:
+    """A window already counted elsewhere (the cluster-wide one on Redis), read by the engine.
+
+    The policy front end counts this MAIL's keys in one round trip before asking the engine
+    (:meth:`Engine.rate_keys` says which, in order) and hands the counts here; the counting
+    side already returned a slot where Exchange does (``All``), so ``give_back`` is a no-op.
+    Keeps the engine free of I/O whichever window counts.
+    """
+
+    def __init__(self, counts: Mapping[str, int]) -> None:
+        self._counts = counts
+
+    def take(self, key: str, limit: int, now: float) -> bool:
+        return self._counts.get(key, limit + 1) <= limit  # a key not counted is refused: fail closed
+
+    def give_back(self, key: str) -> None:
+        return None
+
+
 class Engine:
     """Decisions for one configuration generation."""
 
@@ -240,7 +259,16 @@ class Engine:
 
     # -- MAIL FROM (spec §3.4) ------------------------------------------------------------
 
-    def mail(self, s: Session, sender: str, *, size: int = 0, now: float | None = None) -> Reply:
+    def mail(
+        self,
+        s: Session,
+        sender: str,
+        *,
+        size: int = 0,
+        now: float | None = None,
+        counted: Mapping[str, int] | None = None,
+    ) -> Reply:
+        """``counted``: this MAIL's window counts from a shared window (:class:`CountedWindow`), else the local one."""
         c = s.connector
         if c is None:
             return R.NO_CONNECTOR
@@ -251,7 +279,8 @@ class Engine:
             return R.SEND_HELLO_FIRST
         if c.require_tls and not s.tls:
             return R.STARTTLS_REQUIRED
-        if not self._take_rate_slot(s, c, self.clock() if now is None else now):
+        limiter = self.rate_limiter if counted is None else CountedWindow(counted)
+        if not self._take_rate_slot(s, c, self.clock() if now is None else now, limiter):
             return R.MESSAGE_RATE_EXCEEDED
         if not s.has(Right.SMTPSubmit):
             return R.SUBMIT_DENIED if s.authenticated else R.ANONYMOUS_SUBMIT_DENIED
@@ -268,21 +297,35 @@ class Engine:
             return R.MESSAGE_SIZE_EXCEEDED_MAIL
         return R.SENDER_OK
 
-    def _take_rate_slot(self, s: Session, c: ReceiveConnector, now: float) -> bool:
+    def rate_keys(self, s: Session) -> tuple[tuple[str, int], ...]:
+        """The window keys a MAIL of this session counts, in order, with the limit: empty when exempt.
+
+        ``All`` gives the user's key, then the IP's; a shared window counts them in this
+        order, stops at the first one over the limit and returns the earlier slots (spec §3.10).
+        """
+        c = s.connector
+        if c is None:
+            return ()
         limit, source = c.message_rate_limit, c.message_rate_source
         if limit is None or source == "None" or s.has(Right.BypassMessageSizeLimit):
-            return True
+            return ()
         ip_key = f"ip:{s.client_ip}"
         user_key = f"user:{s.auth_user.lower()}" if s.auth_user else None
         if source == "IPAddress" or user_key is None:
-            return self.rate_limiter.take(ip_key, limit, now)
+            return ((ip_key, limit),)
         if source == "User":
-            return self.rate_limiter.take(user_key, limit, now)
-        if not self.rate_limiter.take(user_key, limit, now):  # All: user first, then IP
-            return False
-        if not self.rate_limiter.take(ip_key, limit, now):
-            self.rate_limiter.give_back(user_key)
-            return False
+            return ((user_key, limit),)
+        return ((user_key, limit), (ip_key, limit))
+
+    def _take_rate_slot(
+        self, s: Session, c: ReceiveConnector, now: float, limiter: MessageRateLimiter | CountedWindow
+    ) -> bool:
+        keys = self.rate_keys(s)
+        for i, (key, limit) in enumerate(keys):
+            if not limiter.take(key, limit, now):
+                for earlier, _ in keys[:i]:  # All: the user's slot comes back when the IP check fails
+                    limiter.give_back(earlier)
+                return False
         return True
 
     # -- RCPT TO (spec §3.5) --------------------------------------------------------------

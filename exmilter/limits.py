@@ -215,3 +215,11 @@ PROTOCOL_LOG_DATA_MAX = 4096
 REPLAY_MAX_OPEN_SESSIONS = 100_000
 #: Differing sessions a replay keeps per (client, connector) to show; the rest are counted.
 REPLAY_MAX_SESSIONS_PER_GROUP = 100
+
+# -- A pool of servers (issue #17; docs/cluster.md) -------------------------------------------------
+#: Postfix's smtpd_upstream_proxy_timeout default: how long a listener behind HAProxy waits for the header.
+PROXY_TIMEOUT = 5
+#: Longest wait for the shared MessageRateLimit window's answer to one MAIL (milliseconds).
+REDIS_TIMEOUT_MS = 250
+#: Bounds on that wait: below Postfix's policy timeout, so the MAIL gets exmilter's 451, not Postfix's.
+REDIS_TIMEOUT_MS_MIN, REDIS_TIMEOUT_MS_MAX = 10, 2000

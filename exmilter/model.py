@@ -285,6 +285,23 @@ class SaslSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ClusterSettings:
+    """One server of a pool behind a load balancer (the ``cluster`` section; docs/cluster.md)."""
+
+    #: ``none`` or ``haproxy``: every listener expects HAProxy's PROXY header (v1 or v2).
+    proxy_protocol: str = "none"
+    proxy_timeout: int = limits.PROXY_TIMEOUT  # seconds
+    #: ``local`` (Exchange's per-server counting, the default) or ``redis`` (one window for the pool).
+    message_rate_window: str = "local"
+    redis: str = "127.0.0.1:6379"  # host:port
+    redis_timeout_ms: int = limits.REDIS_TIMEOUT_MS
+    #: The balancer's HTTP check (a Twisted endpoint, e.g. ``tcp:9143:interface=127.0.0.1``); None: off.
+    health: str | None = None
+    #: The Postfix listener the check probes for a 220 banner (``host:port``); None: not probed.
+    health_probe: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class LogSettings:
     """Where the daemons write Exchange's logs and how much is kept (``logs:``; docs/logs.md).
 
@@ -322,6 +339,7 @@ class Organization:
     #: Where mail for the accepted domains' mailboxes goes (None: Postfix's relay_transport, by MX).
     mailbox_next_hop: NextHop | None = None
     logs: LogSettings = field(default_factory=LogSettings)
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
 
     def connector(self, name_or_identity: str) -> ReceiveConnector | None:
         key = name_or_identity.lower()

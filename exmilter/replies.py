@@ -38,6 +38,9 @@ NO_CONNECTOR = Reply(421, "4.3.2", "Service not available", close=True)
 #: The temporary failure for anything exmilter cannot decide: a request it cannot place, a
 #: daemon that is down or slow (render-postfix makes it Postfix's default_action). Fail closed.
 CONFIGURATION_PROBLEM = Reply(451, "4.3.5", "Server configuration problem")
+#: A MAIL whose shared MessageRateLimit window (Redis, issue #17) could not be counted in
+#: time: a temporary failure, never an uncounted accept (Exchange's text for a transient fault).
+RATE_WINDOW_UNAVAILABLE = Reply(451, "4.4.3", "Temporary server error. Please try again later")
 
 # --- MAIL FROM (§3.4) -----------------------------------------------------------------
 INVALID_SENDER = Reply(501, "5.1.7", "Invalid address", protocol_error=True)

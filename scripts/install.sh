@@ -18,6 +18,9 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(postfix libmilter-dev swaks python3-venv python3-dev gcc ca-certificates openssl
     # the sandbox's private Dovecot auth service (AUTH), never the system one
     dovecot-core
+    # issue #17: the cluster tests start their own redis-server (the shared MessageRateLimit window)
+    # and haproxy (PROXY v2 in front of two sandbox nodes), never the system services
+    redis-server haproxy
     # promtool: the alert rules and a live metrics page are checked in the tests
     prometheus
     # the Debian package is built (scripts/build-deb.sh), checked with lintian and run in the tests

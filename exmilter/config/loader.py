@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from exmilter.config import auth, connectors, fields, reader, sections, send_connectors
+from exmilter.config import cluster as config_cluster
 from exmilter.config import logs as config_logs
 from exmilter.config.problems import Collector, ConfigError, Problem
 from exmilter.config.reader import Raw
@@ -28,6 +29,7 @@ TOP_KEYS = (
     "send_connectors",
     "mailbox_next_hop",
     "logs",
+    "cluster",
 )
 
 
@@ -117,6 +119,8 @@ def _organization(root: Raw, file: str, entries: connectors.ConnectorEntries, ou
         mailbox_next_hop=hop,
         logs=config_logs.logs(top["logs"][1], out) if "logs" in top else LogSettings(),
     )
+    if "cluster" in top:
+        org = dataclasses.replace(org, cluster=config_cluster.cluster(top["cluster"][1], out))
     if "tls" in top or "sasl" in top:
         org = dataclasses.replace(
             org,

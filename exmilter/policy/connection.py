@@ -16,13 +16,14 @@ import time
 from typing import TYPE_CHECKING, cast
 from typing import Protocol as TypingProtocol
 
+from twisted.internet import defer
 from twisted.internet.base import DelayedCall
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from exmilter.limits import POLICY_MAX_REQUESTS_PER_TURN
+from exmilter.limits import POLICY_MAX_REQUESTS_PER_TURN, POLICY_OUTPUT_BUFFER
 from exmilter.logs.escape import escape
 from exmilter.logs.events import (
     CloseTimeout,
@@ -93,6 +94,8 @@ class PolicyProtocol(Protocol):
         self._reading = True
         self._producing = False  # registered as the transport's producer
         self._reported: set[str] = set()  # read-pause reasons already logged on this connection
+        self._held: tuple[list[Request], ProtocolError | None] | None = None  # waiting for the shared window
+        self._held_data = b""
 
     def connectionMade(self) -> None:
         f = self.factory
@@ -121,15 +124,35 @@ class PolicyProtocol(Protocol):
         """Parse ``data``, answer what it completes (one batch at most), then set the timers."""
         if self.closing:
             return
+        if self._held is not None:  # a MAIL waits for the shared window: these bytes come after it
+            self._held_data += data
+            if len(self._held_data) > POLICY_OUTPUT_BUFFER:  # Postfix waits for each answer: not Postfix
+                self.abort()
+            return
         parser = self.parser
         error: ProtocolError | None = None
         try:
             requests = parser.feed(data)
         except ProtocolError as e:
             requests, error = e.complete, e
-        if requests:
-            out = []
-            for req in requests:
+        self._process(requests, error, [])
+
+    def _process(self, requests: list[Request], error: ProtocolError | None, out: list[bytes]) -> None:
+        """Answer ``requests`` in order (``out``: answers already due), then set the timers.
+
+        A MAIL that a shared window must count first (issue #17) holds the rest: the answers
+        so far are sent, and :meth:`_counted` continues from that MAIL when its count arrives
+        (bounded by the window's own timeout). Bytes read meanwhile wait in ``_held_data``.
+        """
+        if requests or out:
+            for i, req in enumerate(requests):
+                counting = self._shared_count(req)
+                if counting is not None:
+                    if out:
+                        self.send(b"".join(out) if len(out) > 1 else out[0])
+                    self._held = (requests[i:], error)
+                    counting.addCallback(self._counted)
+                    return
                 payload = self.answer(req)
                 if payload is None:
                     error = None  # already logged and closing
@@ -146,8 +169,8 @@ class PolicyProtocol(Protocol):
             self.close()
         elif self.closing:
             self.close()
-        elif parser.pending:
-            self._started(bool(requests))
+        elif self.parser.pending:
+            self._started(bool(requests or out))
         elif self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
@@ -229,7 +252,33 @@ class PolicyProtocol(Protocol):
 
     # -- deciding and answering -------------------------------------------------------------------
 
-    def answer(self, req: Request) -> bytes | None:
+    def _shared_count(self, req: Request) -> defer.Deferred[dict[str, int] | None] | None:
+        """The shared window's count for this request, when one must come first; else None."""
+        runtime = self.factory.runtime
+        window = runtime.shared_window
+        if window is None or req.get("protocol_state") != "MAIL":
+            return None
+        try:
+            keys = runtime.decider.shared_rate_keys(runtime.current.engine, req, self.conn_id)
+        except Exception:  # answer() decides it, and reports a failure as it does for any request
+            return None
+        return window.count(keys) if keys else None
+
+    def _counted(self, counts: dict[str, int] | None) -> None:
+        held, self._held = self._held, None
+        if held is None or self.closing:
+            return
+        requests, error = held
+        payload = self.answer(requests[0], shared=True, counted=counts)
+        if payload is None:
+            self._process([], None, [])
+            return
+        self._process(requests[1:], error, [payload])
+        if self._held is None and self._held_data and not self.closing:
+            data, self._held_data = self._held_data, b""
+            self.dataReceived(data)
+
+    def answer(self, req: Request, *, shared: bool = False, counted: dict[str, int] | None = None) -> bytes | None:
         """The wire answer for one request, or None after an internal error (we close)."""
         self.seq += 1
         f = self.factory
@@ -241,7 +290,10 @@ class PolicyProtocol(Protocol):
             metrics.request(state)
             t0 = time.perf_counter()
         try:
-            d = runtime.decider.decide(runtime.current.engine, req, self.conn_id)
+            if shared and counted is None:  # the shared window failed: a temporary failure, never uncounted
+                d = runtime.decider.window_unavailable(runtime.current.engine, req, "no answer from the window")
+            else:
+                d = runtime.decider.decide(runtime.current.engine, req, self.conn_id, counted=counted)
         except Exception:
             f.metrics.internal_errors.inc()
             log.failure(

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 from collections.abc import Callable, Sequence
@@ -21,14 +22,18 @@ from exmilter.logs.events import Ready, StartFailed
 from exmilter.logs.files import Writers
 from exmilter.logs.twistedlog import start_logging, twisted_sink
 from exmilter.policy.factory import PolicyFactory
+from exmilter.policy.health import HealthPage
 from exmilter.policy.limits import raise_open_files_limit
 from exmilter.policy.metrics import Metrics, NullMetrics, PolicyMetrics, watch_log_failures
 from exmilter.policy.protolog import open_exchange_logs
+from exmilter.policy.redis_window import FAILURES as WINDOW_FAILURES
+from exmilter.policy.redis_window import ROUND_TRIPS as WINDOW_ROUND_TRIPS
+from exmilter.policy.redis_window import RedisWindow
 from exmilter.policy.reload import Runtime, log
 from exmilter.policy.service import ListenService, SignalService, endpoint_errors
 from exmilter.policy.watchdog import WatchdogService
 from exmilter.runtime.metrics import new_registry
-from exmilter.runtime.metrics_site import metrics_site
+from exmilter.runtime.metrics_site import QuietSite, metrics_site
 from exmilter.runtime.notify import READY, STOPPING, sd_notify, watchdog_interval
 
 #: Exit statuses of :func:`run` (docs/commands.md): stopped by SIGTERM, could not start,
@@ -50,6 +55,19 @@ class Daemon:
     policy: ListenService
     metrics: ListenService | None
     ready: defer.Deferred[None]
+
+
+def health_site(runtime: Runtime, reactor: Any) -> QuietSite:
+    """The HTTP check HAProxy polls: up, drain (last reload refused) or down (Postfix not accepting)."""
+    cluster = runtime.current.org.cluster
+    probe = None
+    if cluster.health_probe:
+        host, _, port = cluster.health_probe.rpartition(":")
+        probe = (host.strip("[]"), int(port))
+    page = HealthPage(reactor, lambda: runtime.last_load_ok, probe, proxy=cluster.proxy_protocol == "haproxy")
+    site = QuietSite(page, reactor=reactor)
+    site.displayTracebacks = False
+    return site
 
 
 def build(
@@ -80,6 +98,21 @@ def build(
         )
         metrics_service.setServiceParent(top)
         waits.append(metrics_service.ready)
+    cluster = runtime.current.org.cluster
+    if cluster.message_rate_window == "redis":  # one window for the pool (docs/cluster.md); read at start
+        host, _, port = cluster.redis.rpartition(":")
+        registry = runtime.metrics.registry
+        if registry is not None:
+            for collector in (WINDOW_FAILURES, WINDOW_ROUND_TRIPS):
+                with contextlib.suppress(ValueError):  # already there: a second build on one registry
+                    registry.register(collector)
+        runtime.shared_window = RedisWindow(
+            reactor, host.strip("[]"), int(port), timeout=cluster.redis_timeout_ms / 1000
+        )
+    if cluster.health:  # the balancer's check (docs/cluster.md); read at start, like the listeners
+        health = ListenService(reactor, [cluster.health], health_site(runtime, reactor), "health", runtime.log)
+        health.setServiceParent(top)
+        waits.append(health.ready)
     if signals:
         SignalService(reactor, runtime).setServiceParent(top)
     if watchdog:

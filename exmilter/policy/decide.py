@@ -31,7 +31,7 @@ from exmilter.limits import (
 from exmilter.listener import Listener
 from exmilter.policy.protocol import OTHER_STATE, PROTOCOL_STATES, encode_action
 from exmilter.replies import CONFIGURATION_PROBLEM as CONFIG_PROBLEM
-from exmilter.replies import Reply
+from exmilter.replies import RATE_WINDOW_UNAVAILABLE, Reply
 
 STATES = frozenset(PROTOCOL_STATES)
 #: The states the engine judges; the rest are answered DUNNO (render-postfix calls the
@@ -198,8 +198,13 @@ class Decider:
 
     # -- entry point ------------------------------------------------------------------------
 
-    def decide(self, engine: Engine, req: Mapping[str, str], conn: int = 0) -> Decision:
-        """``conn`` identifies the policy connection; it tells a re-sent MAIL from a new one."""
+    def decide(
+        self, engine: Engine, req: Mapping[str, str], conn: int = 0, counted: Mapping[str, int] | None = None
+    ) -> Decision:
+        """``conn`` identifies the policy connection; it tells a re-sent MAIL from a new one.
+
+        ``counted``: a MAIL's counts from the shared window (:meth:`shared_rate_keys`, issue #17).
+        """
         state = req.get("protocol_state", "")
         stage = state if state in STATES else OTHER_STATE
         if stage not in DECIDED_STATES:
@@ -227,7 +232,7 @@ class Decider:
             d = self._mail_duplicate(mail_key, conn, now)
             if d is not None:
                 return d
-        decision = self._decide(engine, req, stage, txn, now)
+        decision = self._decide(engine, req, stage, txn, now, counted)
         if txn is not None and len(txn.answers) < POLICY_MAX_ANSWERS:
             txn.answers[key] = decision
         if mail_key is not None:
@@ -238,7 +243,13 @@ class Decider:
     # -- engine -----------------------------------------------------------------------------
 
     def _decide(
-        self, engine: Engine, req: Mapping[str, str], stage: str, txn: _Transaction | None, now: float
+        self,
+        engine: Engine,
+        req: Mapping[str, str],
+        stage: str,
+        txn: _Transaction | None,
+        now: float,
+        counted: Mapping[str, int] | None = None,
     ) -> Decision:
         session, note = self._session(engine, req, stage, now)
         size = _number(req.get("size")) if stage in ("MAIL", "END-OF-MESSAGE") else 0
@@ -248,7 +259,7 @@ class Decider:
         if stage == "CONNECT":
             reply = engine.connect(session)
         elif stage == "MAIL":
-            reply = engine.mail(session, req.get("sender", ""), size=size, now=now)
+            reply = engine.mail(session, req.get("sender", ""), size=size, now=now, counted=counted)
         elif stage == "RCPT":
             reply = engine.rcpt(session, req.get("recipient", ""), accepted=txn.accepted if txn else 0)
             if reply.accepted and txn is not None:
@@ -262,6 +273,40 @@ class Decider:
                 d, note=f"sasl_username {req.get('sasl_username', '')[:80]!r} not trusted: {session.ignored_login}"
             )
         return d
+
+    def shared_rate_keys(self, engine: Engine, req: Mapping[str, str], conn: int = 0) -> tuple[tuple[str, int], ...]:
+        """What a shared window must count before :meth:`decide` answers this request (issue #17).
+
+        Empty unless it is a new MAIL whose connector limits the rate: a re-sent MAIL is
+        answered from memory and must not be counted twice.
+        """
+        if req.get("protocol_state") != "MAIL" or req.get("request", "smtpd_access_policy") != "smtpd_access_policy":
+            return ()
+        now = self.clock()
+        instance = req.get("instance", "")
+        if instance:
+            txn = self._txns.get(instance)
+            if txn is not None and ("MAIL", req.get("recipient", "")) in txn.answers:
+                return ()
+        else:
+            key = (
+                req.get("client_address", ""),
+                req.get("client_port", ""),
+                req.get("sender", ""),
+                req.get("size", ""),
+            )
+            prev = self._mails.get(key)
+            if prev is not None and prev[0] != conn and now - prev[1] < self._mails.ttl:
+                return ()
+        session, _ = self._session(engine, req, "MAIL", now)
+        return engine.rate_keys(session) if session is not None else ()
+
+    def window_unavailable(self, engine: Engine, req: Mapping[str, str], reason: str) -> Decision:
+        """A MAIL the shared window could not count: a temporary failure, noted (so logged)."""
+        session, _ = self._session(engine, req, "MAIL", self.clock())
+        c = session.connector if session is not None else None
+        d = self.decision(RATE_WINDOW_UNAVAILABLE, c.identity if c is not None else "", "MAIL")
+        return replace(d, note=f"shared MessageRateLimit window unavailable ({reason})")
 
     def decision(self, reply: Reply, connector: str, stage: str) -> Decision:
         """Shared, pre-rendered decisions: the set is bounded by the configuration."""

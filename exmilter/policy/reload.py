@@ -10,8 +10,9 @@ against one whole configuration.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
+from typing import Protocol as TypingProtocol
 
 from twisted.internet import defer, threads
 from twisted.logger import Logger
@@ -30,6 +31,13 @@ from exmilter.runtime.notify import READY, RELOADING
 
 #: The policy daemon's twisted.logger: every line it writes is in this namespace.
 log = Logger(namespace="exmilter.policyd")
+
+
+class SharedWindow(TypingProtocol):
+    """What the policy connection needs of a shared window: one MAIL's counts, or None on failure."""
+
+    def count(self, keys: Sequence[tuple[str, int]]) -> defer.Deferred[dict[str, int] | None]: ...
+
 
 #: Runs a blocking call off the reactor thread: ``deferToThread``, or at once in tests.
 Blocking = Callable[..., defer.Deferred[Any]]
@@ -63,6 +71,9 @@ class Runtime(Generations):
         #: Called after each decision: the protocol log's recorder and the tracking log's receipts
         #: (exmilter.policy.protolog, exmilter.policy.receipts), when their paths are set.
         self.log_hooks: tuple[LogHook, ...] = ()
+        #: The cluster-wide MessageRateLimit window (exmilter.policy.redis_window), when the
+        #: configuration asks for one; None: the engine's local window counts (Exchange's way).
+        self.shared_window: SharedWindow | None = None
         self._run_blocking: Blocking = run_blocking or threads.deferToThread
         self._notify = notify or (lambda _msg: None)
         self._fd_limit = fd_limit

@@ -33,6 +33,7 @@ from exmilter.postfix.listeners import (
     shown,
 )
 from exmilter.postfix.options import OptionGroup, option, postfix_value
+from exmilter.postfix.proxy import proxy_options
 from exmilter.postfix.restrictions import policy_options
 from exmilter.postfix.scope import capped
 
@@ -137,10 +138,11 @@ def master_service(
     completion = completion_options(plan, org, layout)
     smuggling = smuggling_options(plan)
     tls_sasl = auth_options(plan, org)
+    proxy = proxy_options(org)  # behind HAProxy (docs/cluster.md); empty otherwise
     # Two orders, both kept from the first renderer so that rendered files do not change
     # (the shipped postfix/*.snippet included): a new group takes a place in both.
-    explained = (basics, policy, connections, completion, smuggling, tls_sasl)
-    applied = (basics, policy, connections, smuggling, completion, tls_sasl)
+    explained = (basics, policy, connections, completion, smuggling, tls_sasl, proxy)
+    applied = (basics, policy, connections, smuggling, completion, tls_sasl, proxy)
     lines = [
         *(line for g in explained for line in g.comments),
         f"{plan.bind} inet n - n - {limits.total} smtpd",

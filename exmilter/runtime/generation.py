@@ -71,6 +71,8 @@ class Generations:
         # The first file was loaded by the command; hashed again here (it is read once at start).
         self.current = Generation(1, org, Engine(org, clock=clock), org.source or path, file_fingerprint(path))
         metrics.config_loaded(1, self.current.source, fingerprint=self.current.fingerprint)
+        #: Whether the last load succeeded: a refused reload drains the node (exmilter.policy.health).
+        self.last_load_ok = True
 
     def build(self) -> Candidate:
         """Load the file and build its engine: blocking, raises :class:`ConfigError` for a
@@ -90,6 +92,7 @@ class Generations:
         # The atomic swap: requests read self.current once each. Everything above may fail
         # and leaves the old generation in place; below is only reporting.
         self.current = new
+        self.last_load_ok = True
         self.metrics.reload_result(True)
         self.metrics.config_loaded(new.number, new.source, fingerprint=new.fingerprint)
         self.log(ReloadLoaded(new.number, self.path, len(org.receive_connectors)))
@@ -99,6 +102,7 @@ class Generations:
         """A reload failed before the swap: ``problems`` of a refused file (each logged at
         error severity; none for an unexpected error, which the caller logs with its
         traceback). The generation in use stays."""
+        self.last_load_ok = False
         self.metrics.reload_result(False)
         for p in problems:
             self.log(ReloadRefused(str(p)))
