@@ -17,6 +17,7 @@ COMMANDS = (
     "exmilter.commands.check",
     "exmilter.commands.explain",
     "exmilter.commands.import_exchange",
+    "exmilter.commands.milter",
     "exmilter.commands.policyd",
     "exmilter.commands.render_postfix",
     "exmilter.commands.sandbox",

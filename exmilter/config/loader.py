@@ -10,11 +10,11 @@ from exmilter.config.problems import Collector, ConfigError, Problem
 from exmilter.config.reader import Raw
 from exmilter.config.relays import OPEN_RELAY
 from exmilter.config.validation import validate
-from exmilter.model import Organization, PolicydSettings
+from exmilter.model import MilterSettings, Organization, PolicydSettings
 
 DEFAULT_PATH = "/etc/exmilter/exmilter.yaml"
 
-TOP_KEYS = ("server", "default_connectors", "accepted_domains", "receive_connectors", "users", "policyd")
+TOP_KEYS = ("server", "default_connectors", "accepted_domains", "receive_connectors", "users", "policyd", "milter")
 
 
 @dataclass
@@ -84,7 +84,8 @@ def _organization(root: Raw, file: str, entries: connectors.ConnectorEntries, ou
     )
     users = sections.users(top["users"][1], out) if "users" in top else ()
     policyd = sections.policyd(top["policyd"][1], out) if "policyd" in top else PolicydSettings()
-    org = Organization(server, tuple(domains), tuple(b.connector for b in built), tuple(users), policyd, file)
+    milter = sections.milter(top["milter"][1], out) if "milter" in top else MilterSettings()
+    org = Organization(server, tuple(domains), tuple(b.connector for b in built), tuple(users), policyd, file, milter)
     validate(
         org,
         {b.connector.name: b.where for b in built},

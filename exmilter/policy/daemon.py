@@ -19,6 +19,8 @@ from twisted.python.failure import Failure
 from exmilter.config import Loaded
 from exmilter.logs.events import Ready, StartFailed
 from exmilter.logs.twistedlog import start_logging, twisted_sink
+from exmilter.policy.coverage import CoverageReceiver
+from exmilter.policy.decide import Decider
 from exmilter.policy.factory import PolicyFactory
 from exmilter.policy.limits import raise_open_files_limit
 from exmilter.policy.metrics import Metrics, NullMetrics, PolicyMetrics
@@ -87,6 +89,18 @@ def build(
     return Daemon(top, runtime, policy, metrics_service, ready.addCallback(up))
 
 
+def open_coverage(path: str | None, err: TextIO) -> CoverageReceiver | None:
+    """The milter's coverage socket (docs/milter.md); None when not configured or not bindable:
+    then this daemon judges every session itself (the milter too: stricter, never open)."""
+    if not path:
+        return None
+    try:
+        return CoverageReceiver(path)
+    except OSError as e:
+        print(f"exmilter policyd: coverage socket {path}: {e}; judging every session here", file=err)
+        return None
+
+
 def run(
     path: str,
     loaded: Loaded,
@@ -95,6 +109,7 @@ def run(
     *,
     verbose: bool = False,
     stderr: TextIO | None = None,
+    coverage: str | None = None,
 ) -> int:
     """Serve until SIGTERM; the exit status. Endpoints that do not parse are reported on
     ``stderr`` before anything starts (:data:`EXIT_REFUSED`); a listener that cannot bind
@@ -113,7 +128,9 @@ def run(
     metrics = choose_metrics(metrics_endpoint is not None)
     sink = twisted_sink(log)
     notify = functools.partial(sd_notify, log=sink)
-    runtime = Runtime(path, loaded, metrics, verbose=verbose, notify=notify, log_sink=sink)
+    receiver = open_coverage(coverage, err)
+    decider = Decider(coverage=receiver) if receiver is not None else None
+    runtime = Runtime(path, loaded, metrics, verbose=verbose, notify=notify, log_sink=sink, decider=decider)
     daemon = build(reactor, runtime, listen, metrics_endpoint, notify=notify)
     status = {"code": EXIT_OK}
 
