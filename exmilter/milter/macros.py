@@ -9,15 +9,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from exmilter import milter_macros as M
 from exmilter.listener import Listener
 
 #: What render-postfix asks Postfix to send at each stage (milter_*_macros).
-CONNECT_MACROS = ("j", "{daemon_name}", "{daemon_addr}", "{daemon_port}", "{client_addr}", "{client_port}", "v", "_")
-HELO_MACROS = ("{tls_version}", "{cipher}", "{cipher_bits}", "{cert_subject}", "{cert_issuer}")
-MAIL_MACROS = ("i", "{auth_type}", "{auth_authen}", "{auth_author}", "{mail_addr}")
-RCPT_MACROS = ("i", "{rcpt_addr}")
-EOH_MACROS = ("i",)
-EOM_MACROS = ("i",)
+CONNECT_MACROS = M.CONNECT
+HELO_MACROS = M.HELO
+MAIL_MACROS = M.MAIL
+RCPT_MACROS = M.RCPT
 
 Macros = Mapping[str, str | None]
 

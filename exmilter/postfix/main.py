@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from exmilter.domains import to_unicode
 from exmilter.model import Organization
+from exmilter.postfix.milter import milter_main_settings
 
 #: Postfix's own defaults; the rendered limits never go below them.
 POSTFIX_MAILBOX_SIZE_LIMIT = 51200000
@@ -79,6 +80,7 @@ def main_settings(org: Organization) -> list[Setting]:
             "accepted domains (ASCII and UTF-8 forms), for routing only: exmilter decides relay",
         ),
         *ROUTING_SETTINGS,
+        *(Setting(n, v, why) for n, v, why in milter_main_settings(org)),
     ]
 
 

@@ -29,6 +29,7 @@ from exmilter.postfix.listeners import (
     connection_limits,
     shown,
 )
+from exmilter.postfix.milter import milter_options
 from exmilter.postfix.options import OptionGroup, option, postfix_value
 from exmilter.postfix.restrictions import policy_options
 
@@ -119,7 +120,13 @@ def smuggling_options(plan: ListenerPlan) -> OptionGroup:
     )
 
 
-def master_service(plan: ListenerPlan, org: Organization, endpoint: str, layout: ListenerLayout | None = None) -> str:
+def master_service(
+    plan: ListenerPlan,
+    org: Organization,
+    endpoint: str,
+    layout: ListenerLayout | None = None,
+    milter: str | None = None,
+) -> str:
     """One master.cf smtpd service (chroot n: an absolute unix: policy socket stays reachable).
 
     ``layout`` is the configuration's :class:`ListenerLayout`; give it when rendering many
@@ -132,10 +139,11 @@ def master_service(plan: ListenerPlan, org: Organization, endpoint: str, layout:
     connections = limit_options(limits)
     completion = completion_options(plan, org, layout)
     smuggling = smuggling_options(plan)
+    filtering = milter_options(milter)
     # Two orders, both kept from the first renderer so that rendered files do not change
     # (the shipped postfix/*.snippet included): a new group takes a place in both.
-    explained = (basics, policy, connections, completion, smuggling, TLS_SASL_HOOKS)
-    applied = (basics, policy, connections, smuggling, completion)
+    explained = (basics, policy, connections, completion, smuggling, filtering, TLS_SASL_HOOKS)
+    applied = (basics, policy, connections, smuggling, completion, filtering)
     lines = [
         *(line for g in explained for line in g.comments),
         f"{plan.bind} inet n - n - {limits.total} smtpd",

@@ -63,7 +63,7 @@ TLS_SASL_MAIN_HOOKS = (
 )
 
 
-def render_master(plans: Sequence[ListenerPlan], org: Organization, endpoint: str) -> str:
+def render_master(plans: Sequence[ListenerPlan], org: Organization, endpoint: str, milter: str | None = None) -> str:
     """master.cf: one smtpd service per plan (their own cleanup/rewrite services after each).
 
     ``endpoint`` is where Postfix reaches the policy daemon, in Postfix's syntax
@@ -76,7 +76,7 @@ def render_master(plans: Sequence[ListenerPlan], org: Organization, endpoint: st
         *MASTER_WHY,
     ]
     layout = ListenerLayout(org)
-    services = [master_service(p, org, endpoint, layout) for p in plans]
+    services = [master_service(p, org, endpoint, layout, milter) for p in plans]
     return "\n".join(head) + "\n\n" + "\n\n".join(services) + "\n"
 
 
@@ -132,5 +132,6 @@ def render(org: Organization, policy_service: str | None = None) -> Rendered:
     if service is None:
         raise ValueError("the file's policyd.listen is empty; give --policy-service")
     endpoint = policy_endpoint(service)
+    milter = policy_endpoint(org.milter.listen) if org.milter.enabled else None
     plans = ListenerLayout(org).plans
-    return Rendered(render_main(org), render_master(plans, org, endpoint), len(plans))
+    return Rendered(render_main(org), render_master(plans, org, endpoint, milter), len(plans))
