@@ -57,7 +57,7 @@ class Runtime(Generations):
     ) -> None:
         super().__init__(path, loaded, metrics, log_sink or twisted_sink(log), clock=clock)
         self.metrics: Metrics = metrics
-        self.decider = decider or Decider(clock)
+        self.decider = decider if decider is not None else Decider(clock)  # an empty Decider is falsy
         self.verbose = verbose
         self._run_blocking: Blocking = run_blocking or threads.deferToThread
         self._notify = notify or (lambda _msg: None)
