@@ -11,6 +11,7 @@ prometheus_client's own HTTP thread, systemd is told with exmilter.runtime.notif
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import stat
@@ -227,6 +228,14 @@ def run(
         return EXIT_START_FAILED
     if unix_path is not None and mode is not None:
         os.chmod(unix_path, mode)
+    group = _endpoint_parts(listen)[2].get("group") if unix_path is not None else None
+    if unix_path is not None and group:
+        try:
+            shutil.chown(unix_path, group=group)  # Postfix (group postfix) must reach the socket
+        except (OSError, LookupError) as e:
+            print(f"exmilter milter: {unix_path}: group {group}: {e}", file=err)
+            libmilter.stop()
+            return EXIT_START_FAILED
     g = generations.current
     log(me.MilterStarted(sock, g.number, g.source, coverage or ""))
     notify(f"{READY}\nSTATUS=generation {g.number} from {g.source}")
