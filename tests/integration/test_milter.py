@@ -4,6 +4,7 @@ firewall and AuthAs stamps, end-of-headers checks, from several 127.0.0.x client
 from __future__ import annotations
 
 import smtplib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,7 +43,8 @@ def transaction(sb: Sandbox, source: str, sender: str, rcpt: str, raw: bytes) ->
         try:
             code, msg = s.data(raw)
         except smtplib.SMTPDataError as e:
-            code, msg = e.smtp_code, e.smtp_error
+            err = e.smtp_error
+            code, msg = e.smtp_code, err if isinstance(err, bytes) else err.encode()
         return rcpt_reply, f"{code} {msg.decode()}"
     finally:
         try:
@@ -103,3 +105,62 @@ def test_header_block_over_max_header_size(milter_sandbox: Sandbox) -> None:
     pad = [(f"X-Pad-{i}", "x" * 990) for i in range(300)]  # ~300 KB > 256 KB
     _, final = transaction(milter_sandbox, "127.0.0.4", "a@fabrikam.example", "postmaster@labs.local", raw(BASE + pad))
     assert final == "552 5.3.4 Header size exceeds fixed maximum size"
+
+
+def test_killing_the_milter_and_the_policy_daemon_loses_nothing_and_relays_nothing(milter_sandbox: Sandbox) -> None:
+    """~20 clients, a bounded run; SIGKILL of the milter, of the policy daemon, then of both.
+    Every accepted message is delivered, no external recipient is ever accepted from a
+    client without relay rights, and traffic resumes after the supervisor's restarts."""
+    import threading
+
+    from tests.integration.helpers import Outcome, send
+
+    sb = milter_sandbox
+    port = sb.port("*:25")
+    outcomes: list[tuple[str, Outcome]] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def client(n: int) -> None:
+        source = f"127.0.1.{n + 1}"
+        while not stop.is_set():
+            for rcpt in ("postmaster@labs.local", "x@gmail.example"):
+                o = send(port, source, "a@fabrikam.example", [rcpt], timeout=60)
+                with lock:
+                    outcomes.append((rcpt, o))
+
+    threads = [threading.Thread(target=client, args=(n,), daemon=True) for n in range(20)]
+    for t in threads:
+        t.start()
+
+    def both() -> None:
+        sb.kill_milter()
+        sb.kill_policyd()
+
+    for kill in (sb.kill_milter, sb.kill_policyd, both):
+        kill()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (sb.milter_pid and sb.policyd_pid):
+            time.sleep(0.1)
+        time.sleep(1.5)
+    sb.wait_policyd()
+    stop.set()
+    for t in threads:
+        t.join(120)
+    queued = [o for r, o in outcomes if o.stage == "queued"]
+    relayed = [o for r, o in outcomes if r == "x@gmail.example" and o.stage == "queued"]
+    assert relayed == []
+    for o in queued:
+        wait_delivered(sb, o.queue_id, timeout=60)
+    assert len(queued) > 0
+    after = send(port, "127.0.1.99", "a@fabrikam.example", ["postmaster@labs.local"])
+    deadline = time.monotonic() + 30
+    while after.stage != "queued" and time.monotonic() < deadline:
+        time.sleep(0.5)
+        after = send(port, "127.0.1.99", "a@fabrikam.example", ["postmaster@labs.local"])
+    assert after.stage == "queued", after
+    print(
+        f"failure matrix: {len(outcomes)} transactions, {len(queued)} accepted and delivered, "
+        f"{sum(1 for _, o in outcomes if 400 <= o.code < 500)} 4xx, "
+        f"{sum(1 for _, o in outcomes if o.code >= 500)} 5xx, 0 lost, 0 relayed"
+    )
