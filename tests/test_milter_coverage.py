@@ -115,3 +115,18 @@ def test_runtime_keeps_an_injected_empty_decider():
 
 def _fields(k: SessionKey) -> tuple[str, str, str]:
     return k.context, k.client, k.port
+
+
+def test_check_and_render_say_what_policy_only_gives_up(tmp_path: Path, capsys):
+    from exmilter.cli import main
+
+    text = EXAMPLE.read_text().replace("milter:\n  enabled: true", "milter:\n  enabled: false")
+    path = tmp_path / "policy-only.yaml"
+    path.write_text(text)
+    assert main(["check", "-c", str(path)]) == 0
+    assert "policy only (milter.enabled: false)" in capsys.readouterr().out
+    assert main(["render-postfix", "-c", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "smtpd_milters" not in out and "no header firewall" in out
+    assert main(["render-postfix", "-c", str(EXAMPLE)]) == 0
+    assert "smtpd_milters=unix:/run/exmilter/milter.sock" in capsys.readouterr().out
