@@ -224,18 +224,22 @@ def start_policy_and_milter(cfg: Path, work: Path, sock_dir: Path) -> tuple[list
     """``policy + milter`` as rendered by default: a policy daemon with the coverage socket and
     ``exmilter milter`` on loopback TCP; (processes, policy endpoint, milter endpoint)."""
     coverage, policy_sock = sock_dir / "coverage.sock", sock_dir / "policy-m.sock"
-    p, mp = free_port(), free_port()
+    p = free_port()
     procs = []
     with open(work / "policyd-milter.log", "wb") as fh:
         cmd = [*policyd_cmd(cfg, p, (f"unix:{policy_sock}:mode=666",)), "--coverage", str(coverage)]
         procs.append(subprocess.Popen(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT))
     wait_port(p, 120, procs[-1])
     with open(work / "milter.log", "wb") as fh:
-        cmd = [PYTHON, "-m", "exmilter.cli", "milter", "-c", str(cfg), "--listen", f"tcp:{mp}:interface=127.0.0.1"]
+        milter_sock = sock_dir / "milter.sock"
+        cmd = [PYTHON, "-m", "exmilter.cli", "milter", "-c", str(cfg), "--listen", f"unix:{milter_sock}:mode=666"]
         cmd += ["--metrics", "none", "--coverage", str(coverage)]
         procs.append(subprocess.Popen(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT))
-    wait_port(mp, 120, procs[-1])
-    return procs, f"unix:{policy_sock}", f"inet:127.0.0.1:{mp}"
+    deadline = time.monotonic() + 120
+    while not milter_sock.exists() and time.monotonic() < deadline and procs[-1].poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.2)  # the mode is set right after the socket appears
+    return procs, f"unix:{policy_sock}", f"unix:{milter_sock}"
 
 
 def policy_restrictions(port: int) -> str:
