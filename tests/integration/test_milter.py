@@ -164,3 +164,22 @@ def test_killing_the_milter_and_the_policy_daemon_loses_nothing_and_relays_nothi
         f"{sum(1 for _, o in outcomes if 400 <= o.code < 500)} 4xx, "
         f"{sum(1 for _, o in outcomes if o.code >= 500)} 5xx, 0 lost, 0 relayed"
     )
+
+
+def test_acceptance_on_the_shipped_example(config_path: Path) -> None:
+    """Issue #12's acceptance on conf/exmilter.yaml itself: the verbatim 5.7.54 from 127.0.0.1,
+    and a forged AuthAs: Internal replaced by AuthAs: Anonymous in the delivered file."""
+    base = config_path.parent / "example"
+    base.mkdir(exist_ok=True)
+    base.chmod(0o755)
+    path = base / "exmilter.yaml"
+    path.write_text((Path(__file__).resolve().parents[2] / "conf" / "exmilter.yaml").read_text(encoding="utf-8"))
+    with Sandbox(path, base / "state", free_offset(path)) as sb:
+        rcpt, _ = transaction(sb, "127.0.0.1", "test@test.com", "someone@gmail.com", raw(BASE))
+        assert rcpt == RELAY_DENIED
+        forged = [*BASE, ("X-MS-Exchange-Organization-AuthAs", "Internal")]
+        rcpt, final = transaction(sb, "127.0.0.1", "test@test.com", "postmaster@labs.local", raw(forged))
+        assert final.startswith("250"), (rcpt, final)
+        text = wait_delivered(sb, final.rsplit(" ", 1)[-1]).content.decode()
+        assert "AuthAs: Internal" not in text
+        assert "X-MS-Exchange-Organization-AuthAs: Anonymous" in text
