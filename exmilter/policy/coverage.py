@@ -16,6 +16,9 @@ import stat
 import time
 from collections.abc import Callable
 
+from twisted.internet.interfaces import IReadDescriptor
+from zope.interface import implementer
+
 from exmilter.coverage import MAX_DATAGRAM, CoveredSessions, SessionKey, decode
 from exmilter.limits import COVERAGE_MAX_DRAIN, COVERAGE_MAX_SESSIONS, COVERAGE_TTL
 
@@ -70,3 +73,32 @@ class CoverageReceiver:
         self._sock.close()
         with contextlib.suppress(OSError):
             os.unlink(self.path)
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+
+@implementer(IReadDescriptor)
+class CoverageReader:
+    """Drains the coverage socket whenever it is readable, on the reactor thread.
+
+    Draining only when a request asks is not enough: a unix datagram socket queues few
+    datagrams (``net.unix.max_dgram_qlen``, 10 on Debian 12), and sessions that end before
+    MAIL (probes, refused connections) would fill it, so the milter's next registration
+    would be dropped (the policy daemon then judges that session: stricter, never open).
+    """
+
+    def __init__(self, receiver: CoverageReceiver) -> None:
+        self.receiver = receiver
+
+    def fileno(self) -> int:
+        return self.receiver.fileno()
+
+    def doRead(self) -> None:
+        self.receiver.drain()
+
+    def connectionLost(self, reason: object) -> None:
+        pass
+
+    def logPrefix(self) -> str:
+        return "coverage"

@@ -19,7 +19,7 @@ from twisted.python.failure import Failure
 from exmilter.config import Loaded
 from exmilter.logs.events import Ready, StartFailed
 from exmilter.logs.twistedlog import start_logging, twisted_sink
-from exmilter.policy.coverage import CoverageReceiver
+from exmilter.policy.coverage import CoverageReader, CoverageReceiver
 from exmilter.policy.decide import Decider
 from exmilter.policy.factory import PolicyFactory
 from exmilter.policy.limits import raise_open_files_limit
@@ -129,6 +129,8 @@ def run(
     sink = twisted_sink(log)
     notify = functools.partial(sd_notify, log=sink)
     receiver = open_coverage(coverage, err)
+    if receiver is not None:
+        reactor.addReader(CoverageReader(receiver))  # drained as datagrams arrive, not only on requests
     decider = Decider(coverage=receiver) if receiver is not None else None
     runtime = Runtime(path, loaded, metrics, verbose=verbose, notify=notify, log_sink=sink, decider=decider)
     daemon = build(reactor, runtime, listen, metrics_endpoint, notify=notify)

@@ -65,6 +65,18 @@ def test_relay_refusal_is_exchange_text_byte_for_byte(milter_sandbox: Sandbox) -
     assert rcpt == RELAY_DENIED
 
 
+def test_sessions_that_end_before_mail_do_not_crowd_out_registrations(milter_sandbox: Sandbox) -> None:
+    """Regression: the coverage socket queues 10 datagrams (net.unix.max_dgram_qlen); the
+    policy daemon drained it only on requests, so 15 sessions closed before MAIL made the
+    next registration fail and its RCPT refusal came wrapped by Postfix."""
+    for i in range(15):
+        s = smtplib.SMTP(HOST, milter_sandbox.port("*:25"), source_address=(f"127.0.3.{i + 1}", 0), timeout=30)
+        s.quit()
+    time.sleep(0.5)  # every withdrawal sent
+    rcpt, _ = transaction(milter_sandbox, "127.0.3.99", "a@fabrikam.example", "x@gmail.example", raw(BASE))
+    assert rcpt == RELAY_DENIED
+
+
 def test_forged_organization_headers_are_stripped_and_anonymous_is_stamped(milter_sandbox: Sandbox) -> None:
     forged = [
         *BASE,
