@@ -56,8 +56,11 @@ except ImportError:  # pragma: no cover
 from common import (
     BENCH_CONFIG,
     POSTFWD_RULES,
+    PYTHON,
+    ROOT,
     free_port,
     policyd_available,
+    policyd_cmd,
     postfwd_binary,
     start_policyd,
     start_postfwd,
@@ -192,7 +195,7 @@ class PrivatePostfix:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def rendered_listener(config_text: str, endpoint: str) -> tuple[object, str] | None:
+def rendered_listener(config_text: str, endpoint: str, milter: str | None = None) -> tuple[object, str] | None:
     """exmilter's own rendering of the ``*:25`` listener, as a ``(port) -> text`` callable,
     and its main.cf settings; None when the renderer is not there. ``endpoint`` is where
     Postfix reaches the daemon, in Postfix's syntax (``unix:/path``, ``inet:host:port``)."""
@@ -212,7 +215,31 @@ def rendered_listener(config_text: str, endpoint: str) -> tuple[object, str] | N
     # sessions from one address whenever a new one beats anvil's count of the one that just
     # ended; the extra -o comes after the rendered ones, and the last -o wins.
     plan = replace(plan, extra_options=("-o smtpd_client_connection_count_limit=0",))
-    return (lambda port: master_service(plan.moved("127.0.0.1", port), org, endpoint)), settings
+    if milter is None:
+        return (lambda port: master_service(plan.moved("127.0.0.1", port), org, endpoint)), settings
+    return (lambda port: master_service(plan.moved("127.0.0.1", port), org, endpoint, milter=milter)), settings
+
+
+def start_policy_and_milter(cfg: Path, work: Path, sock_dir: Path) -> tuple[list[subprocess.Popen], str, str]:
+    """``policy + milter`` as rendered by default: a policy daemon with the coverage socket and
+    ``exmilter milter`` on loopback TCP; (processes, policy endpoint, milter endpoint)."""
+    coverage, policy_sock = sock_dir / "coverage.sock", sock_dir / "policy-m.sock"
+    p = free_port()
+    procs = []
+    with open(work / "policyd-milter.log", "wb") as fh:
+        cmd = [*policyd_cmd(cfg, p, (f"unix:{policy_sock}:mode=666",)), "--coverage", str(coverage)]
+        procs.append(subprocess.Popen(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT))
+    wait_port(p, 120, procs[-1])
+    with open(work / "milter.log", "wb") as fh:
+        milter_sock = sock_dir / "milter.sock"
+        cmd = [PYTHON, "-m", "exmilter.cli", "milter", "-c", str(cfg), "--listen", f"unix:{milter_sock}:mode=666"]
+        cmd += ["--metrics", "none", "--coverage", str(coverage)]
+        procs.append(subprocess.Popen(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT))
+    deadline = time.monotonic() + 120
+    while not milter_sock.exists() and time.monotonic() < deadline and procs[-1].poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.2)  # the mode is set right after the socket appears
+    return procs, f"unix:{policy_sock}", f"unix:{milter_sock}"
 
 
 def policy_restrictions(port: int) -> str:
@@ -284,6 +311,13 @@ def measure(
                 services["exmilter"] = procs[-1]
             listeners["exmilter-rcpt"] = policy_restrictions(p)
             services["exmilter-rcpt"] = procs[-1]
+            if (ROOT / "exmilter" / "milter").is_dir():
+                started, policy_at, milter_at = start_policy_and_milter(cfg, work, sock_dir)
+                procs += started
+                rendered = rendered_listener(BENCH_CONFIG, policy_at, milter_at)
+                if rendered is not None:
+                    listeners["policy+milter"] = rendered[0]
+                    services["policy+milter"] = started[-1]  # the CPU reported is the milter's
         if postfwd_binary():
             rules = work / "postfwd.cf"
             rules.write_text(POSTFWD_RULES)

@@ -19,6 +19,7 @@ COMMANDS = (
     "exmilter.commands.explain",
     "exmilter.commands.follow_maillog",
     "exmilter.commands.import_exchange",
+    "exmilter.commands.milter",
     "exmilter.commands.policyd",
     "exmilter.commands.render_postfix",
     "exmilter.commands.replay",

@@ -21,6 +21,7 @@ from exmilter import replies as R
 from exmilter.auth import untrusted_login
 from exmilter.deployment import completions
 from exmilter.domains import AcceptedDomains, address_domain, ascii_domain
+from exmilter.message import Message
 from exmilter.model import AuthMechanism, Organization, ReceiveConnector, Right, User
 from exmilter.permissions import Principal, access_list, effective_rights
 from exmilter.replies import Reply
@@ -383,30 +384,57 @@ class Engine:
         bare_linefeeds: bool = False,
         original_size: int | None = None,
     ) -> Reply:
-        """The end-of-headers checks in the project order (spec §3.6, §7 #13)."""
+        """:meth:`end_of_message` with the facts as keywords (the policy daemon knows few)."""
+        m = Message(
+            size=size,
+            header_size=header_size,
+            received=tuple(received),
+            mail_from=mail_from,
+            header_from=header_from,
+            header_sender=header_sender,
+            content_type="message/partial" if message_partial else None,
+            bare_linefeeds=bare_linefeeds,
+            original_size=original_size,
+        )
+        return self.end_of_message(s, m)
+
+    def end_of_message(self, s: Session, m: Message) -> Reply:
+        """Every end-of-data check in the project order (spec §3.6 #1-#6, §7 #13)."""
+        refused = self.end_of_headers(s, m)
+        if refused is not None:
+            return refused
+        c = s.connector
+        assert c is not None  # end_of_headers refused a session without one
+        effective = m.size
+        if m.original_size is not None and s.has(Right.AcceptOrganizationHeaders):
+            effective = min(m.size, m.original_size)
+        if effective > c.max_message_size and not s.has(Right.BypassMessageSizeLimit):
+            return R.MESSAGE_SIZE_EXCEEDED
+        return R.QUEUED
+
+    def end_of_headers(self, s: Session, m: Message) -> Reply | None:
+        """The checks that need only the header block (spec §3.6 #1-#5); None when all pass.
+
+        Exchange reports them after the final dot; a milter refusing at end of headers is
+        reported by Postfix at the same point, so the body need not be read.
+        """
         c = s.connector
         if c is None:
             return R.NO_CONNECTOR
-        bypass_size = s.has(Right.BypassMessageSizeLimit)
-        if header_size > c.max_header_size and not bypass_size:
+        if m.header_size > c.max_header_size and not s.has(Right.BypassMessageSizeLimit):
             return R.HEADER_SIZE_EXCEEDED
-        if len(received) > c.max_hop_count:
+        if len(m.received) > c.max_hop_count:
             return R.HOP_COUNT_EXCEEDED
-        if c.max_local_hop_count and self.local_hops(c, received) > c.max_local_hop_count:
+        if c.max_local_hop_count and self.local_hops(c, m.received) > c.max_local_hop_count:
             return R.HOP_COUNT_EXCEEDED
-        denied = self.sender_denial(s, mail_from, header_from, header_sender)
+        denied = self.sender_denial(s, m.mail_from, m.header_from, m.header_sender)
         if denied is not None:
             return denied
-        if message_partial:
+        if m.partial:
             return R.MESSAGE_PARTIAL
-        if bare_linefeeds and c.bare_linefeed_rejection_enabled:
+        if m.bare_linefeeds and c.bare_linefeed_rejection_enabled:
             return R.BARE_LINEFEEDS
-        effective = size
-        if original_size is not None and s.has(Right.AcceptOrganizationHeaders):
-            effective = min(size, original_size)
-        if effective > c.max_message_size and not bypass_size:
-            return R.MESSAGE_SIZE_EXCEEDED
-        return R.QUEUED
+        return None
 
     def local_hops(self, c: ReceiveConnector, received: Sequence[str]) -> int:
         """``Received:`` headers written by this server (spec §3.6 #3, §7 #19)."""

@@ -223,3 +223,22 @@ PROXY_TIMEOUT = 5
 REDIS_TIMEOUT_MS = 250
 #: Bounds on that wait: below Postfix's policy timeout, so the MAIL gets exmilter's 451, not Postfix's.
 REDIS_TIMEOUT_MS_MIN, REDIS_TIMEOUT_MS_MAX = 10, 2000
+
+# -- the milter (exmilter.milter; docs/milter.md) ---------------------------------------------------------
+#: Headers one message may have for the milter to keep them (the firewall must see every one
+#: it removes): more is refused as a header block over its size (spec §3.6 #1). Postfix's
+#: header_size_limit (100 KB per header) and the connectors' MaxHeaderSize stop far earlier.
+MILTER_MAX_HEADERS = 10_000
+#: Seconds Postfix waits for the milter per command and at connect (milter_command_timeout,
+#: milter_connect_timeout); beyond it Postfix applies milter_default_action (tempfail).
+POSTFIX_MILTER_COMMAND_TIMEOUT = 30
+#: Seconds Postfix waits for the milter at end of headers/body (milter_content_timeout).
+POSTFIX_MILTER_CONTENT_TIMEOUT = 300
+#: libmilter's own timeout on a silent MTA (Milter.runmilter's timeout), seconds.
+MILTER_SOCKET_TIMEOUT = 600
+#: Bound and lifetime of the policy daemon's set of sessions the milter covers (exmilter.policy.coverage):
+#: longer than the longest session (ConnectionTimeout tops at 1 day), enough for every smtpd.
+COVERAGE_MAX_SESSIONS = 100_000
+COVERAGE_TTL = 86_400.0 + 600.0
+#: Datagrams the policy daemon reads from its coverage socket per drain (bounded work per request).
+COVERAGE_MAX_DRAIN = 4096

@@ -324,6 +324,19 @@ class LogSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class MilterSettings:
+    """The milter (docs/milter.md): where it listens (an endpoint string as ``policyd.listen``:
+    ``unix:PATH[:mode=660]`` or ``tcp:PORT:interface=127.0.0.1``), its metrics, and the datagram
+    socket the policy daemon learns the milter's sessions on (None: no coverage, both judge).
+    ``enabled`` False renders a policy-only Postfix (what it gives up: docs/milter.md)."""
+
+    enabled: bool = True
+    listen: str = "unix:/run/exmilter/milter.sock:mode=660"
+    metrics: str | None = "tcp:9143:interface=127.0.0.1"
+    coverage: str | None = "/run/exmilter/coverage.sock"
+
+
+@dataclass(frozen=True, slots=True)
 class Organization:
     """One loaded configuration file: the unit the engine decides against."""
 
@@ -340,6 +353,7 @@ class Organization:
     mailbox_next_hop: NextHop | None = None
     logs: LogSettings = field(default_factory=LogSettings)
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
+    milter: MilterSettings = field(default_factory=MilterSettings)
 
     def connector(self, name_or_identity: str) -> ReceiveConnector | None:
         key = name_or_identity.lower()

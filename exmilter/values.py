@@ -56,6 +56,8 @@ def parse_byte_size(text: str | int) -> int:
         value = float(num) * _UNITS[unit] if "." in num else int(num) * _UNITS[unit]
     except ValueError:
         raise ValueError(f"{text!r} is not a byte size") from None
+    if value in (float("inf"), float("-inf")) or value != value:  # a decimal too long for a float
+        raise ValueError(f"{str(text)[:40]!r}... is not a byte size exmilter can hold")
     if value != int(value):
         raise ValueError(f"{text!r} is not a whole number of bytes")
     return int(value)

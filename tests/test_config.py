@@ -271,7 +271,7 @@ receive_connectors:
             "bogus: 1\n",
             "x.yaml:6:1: bogus: unknown key; expected one of server, default_connectors, "
             "accepted_domains, receive_connectors, users, policyd, tls, sasl, send_connectors, mailbox_next_hop, "
-            "logs, cluster",
+            "logs, cluster, milter",
         ),
         (
             "receive_connectors:\n  - name: X\n    bindings: 0.0.0.0:2526\n    remote_ip_ranges: 10.0.0.1\n"
@@ -702,7 +702,7 @@ def test_crlf_and_cr_files_are_located_as_editors_count_lines():
     assert problems(text.replace("\r\n", "\r"), server="") == [
         "x.yaml:7:1: bogus: unknown key; expected one of "
         "server, default_connectors, accepted_domains, "
-        "receive_connectors, users, policyd, tls, sasl, send_connectors, mailbox_next_hop, logs, cluster"
+        "receive_connectors, users, policyd, tls, sasl, send_connectors, mailbox_next_hop, logs, cluster, milter"
     ]
     assert problems(text, server="") == problems(text.replace("\r\n", "\n"), server="")
 

@@ -29,6 +29,7 @@ ENGINE_EXTRAS = {"idna"}
 ALLOWED: dict[str, set[str]] = {
     "config": {"yaml"},
     "policy": {"twisted", "prometheus_client", "zope"},
+    "milter": {"Milter", "milter", "prometheus_client"},
     "runtime": {"twisted", "prometheus_client", "zope"},
     "logs": {"twisted", "zope"},
     "postfix": set(),
@@ -40,6 +41,7 @@ ALLOWED: dict[str, set[str]] = {
 LAYERS: dict[str, set[str]] = {
     "config": set(),
     "policy": {"config", "runtime", "logs", "postfix"},
+    "milter": {"config", "runtime", "logs"},
     "runtime": {"config", "logs"},
     "logs": set(),
     "postfix": set(),

@@ -94,7 +94,7 @@ def test_a_refused_file_keeps_the_generation_and_logs_every_problem_as_an_error(
     assert [x.problem for x in events[:2]] == [  # located, each one
         f"{path}:38:19: policyd.max_attributes: 'lots' is not an integer",
         f"{path}:39:1: bogus: unknown key; expected one of server, default_connectors, accepted_domains, "
-        "receive_connectors, users, policyd, tls, sasl, send_connectors, mailbox_next_hop, logs, cluster",
+        "receive_connectors, users, policyd, tls, sasl, send_connectors, mailbox_next_hop, logs, cluster, milter",
     ]
     assert {severity(x) for x in events} == {Severity.ERROR}
 

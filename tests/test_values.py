@@ -211,3 +211,9 @@ def test_values_have_no_instance_dict():
 def test_equal_binding_texts_share_one_object():
     assert parse_binding("0.0.0.0:25") is parse_binding("0.0.0.0:25")
     assert parse_binding("0.0.0.0:25") == parse_binding(" 0.0.0.0:25")
+
+
+def test_a_decimal_size_too_long_for_a_float_is_refused_not_an_overflow():
+    """Regression (config fuzz #157): ``99…9.5MB`` with 400 digits raised OverflowError (an internal error)."""
+    with pytest.raises(ValueError, match="byte size"):
+        parse_byte_size("9" * 400 + ".5MB")

@@ -6,6 +6,7 @@ import argparse
 
 from exmilter.commands._common import EXIT_REFUSED, add_config_option, load_or_report
 from exmilter.model import Organization
+from exmilter.postfix.milter import POLICY_ONLY_GIVES_UP
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -58,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
     if loaded is None:
         return EXIT_REFUSED
     print(summary(loaded.organization))
+    if not loaded.organization.milter.enabled:
+        print(f"\nNote: {POLICY_ONLY_GIVES_UP}")
     print(
         f"\n{args.config}: OK ({len(loaded.organization.receive_connectors)} receive connectors, "
         f"{len(loaded.organization.accepted_domains)} accepted domains)"

@@ -33,6 +33,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="endpoint for the Prometheus metrics (default: policyd.metrics from the file, "
         "tcp:9142:interface=127.0.0.1); 'none' disables",
     )
+    p.add_argument(
+        "--coverage",
+        metavar="PATH",
+        help="unix datagram socket on which the milter registers the sessions it judges "
+        "(default: milter.coverage from the file when milter.enabled; 'none' disables: this daemon "
+        "then judges every session; docs/milter.md)",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log every decision, not only refusals")
     p.add_argument(
         "--log-format",
@@ -79,6 +86,11 @@ def run(args: argparse.Namespace) -> int:
         metrics = settings.metrics
     else:
         metrics = None if args.metrics.strip().lower() == "none" else args.metrics
+    m = loaded.organization.milter
+    if args.coverage is None:
+        coverage = m.coverage if m.enabled else None
+    else:
+        coverage = None if args.coverage.strip().lower() == "none" else args.coverage
     log_format = args.log_format or loaded.organization.logs.format
     paths = {}
     if args.protocol_log_path is not None:
@@ -97,4 +109,5 @@ def run(args: argparse.Namespace) -> int:
         verbose=args.verbose,
         log_format=log_format,
         follow_maillog=args.follow_maillog,
+        coverage=coverage,
     )

@@ -13,7 +13,7 @@ from exmilter.config.problems import Collector, ConfigError, Problem
 from exmilter.config.reader import Raw
 from exmilter.config.relays import OPEN_RELAY
 from exmilter.config.validation import validate
-from exmilter.model import LogSettings, Organization, PolicydSettings
+from exmilter.model import LogSettings, MilterSettings, Organization, PolicydSettings
 
 DEFAULT_PATH = "/etc/exmilter/exmilter.yaml"
 
@@ -30,6 +30,7 @@ TOP_KEYS = (
     "mailbox_next_hop",
     "logs",
     "cluster",
+    "milter",
 )
 
 
@@ -118,6 +119,7 @@ def _organization(root: Raw, file: str, entries: connectors.ConnectorEntries, ou
         send_connectors=tuple(sends),
         mailbox_next_hop=hop,
         logs=config_logs.logs(top["logs"][1], out) if "logs" in top else LogSettings(),
+        milter=sections.milter(top["milter"][1], out) if "milter" in top else MilterSettings(),
     )
     if "cluster" in top:
         org = dataclasses.replace(org, cluster=config_cluster.cluster(top["cluster"][1], out))

@@ -15,7 +15,7 @@ from exmilter.config import fields
 from exmilter.config.fields import FAILED
 from exmilter.config.problems import Collector
 from exmilter.config.reader import Raw
-from exmilter.model import AcceptedDomain, AcceptedDomainType, PolicydSettings, Server, User
+from exmilter.model import AcceptedDomain, AcceptedDomainType, MilterSettings, PolicydSettings, Server, User
 from exmilter.permissions import is_group_principal_name
 from exmilter.values import parse_ip
 
@@ -191,3 +191,33 @@ def policyd(raw: Raw, out: Collector) -> PolicydSettings:
         if v is not FAILED:
             values[key] = v
     return dataclasses.replace(PolicydSettings(), **values)
+
+
+_MILTER_FIELDS: dict[str, Callable[[Raw], Any]] = {
+    "enabled": fields.boolean,
+    "listen": fields.optional_text,
+    "metrics": fields.optional_text,
+    "coverage": fields.optional_text,
+}
+
+
+def milter(raw: Raw, out: Collector) -> MilterSettings:
+    """``milter``: whether Postfix is rendered with the milter, where it listens, its metrics
+    and the policy daemon's coverage socket, over :class:`MilterSettings`' defaults."""
+    m = fields.mapping(raw, "milter", out)
+    values: dict[str, Any] = {}
+    for key, (kraw, vraw) in m.items():
+        if key not in _MILTER_FIELDS:
+            out.error(kraw, f"milter.{key}", f"unknown key; expected {', '.join(_MILTER_FIELDS)}")
+            continue
+        v = fields.parse_or_report(vraw, f"milter.{key}", _MILTER_FIELDS[key], out)
+        if v is FAILED:
+            continue
+        if key == "listen" and not v:
+            out.error(vraw, "milter.listen", "give an endpoint (unix:PATH or tcp:PORT:interface=ADDRESS)")
+            continue
+        if key == "coverage" and v is not None and not v.startswith("/"):
+            out.error(vraw, "milter.coverage", "give an absolute path of a unix datagram socket, or null")
+            continue
+        values[key] = v
+    return dataclasses.replace(MilterSettings(), **values)

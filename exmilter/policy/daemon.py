@@ -21,6 +21,8 @@ from exmilter.config import Loaded
 from exmilter.logs.events import Ready, StartFailed
 from exmilter.logs.files import Writers
 from exmilter.logs.twistedlog import start_logging, twisted_sink
+from exmilter.policy.coverage import CoverageReader, CoverageReceiver
+from exmilter.policy.decide import Decider
 from exmilter.policy.factory import PolicyFactory
 from exmilter.policy.health import HealthPage
 from exmilter.policy.limits import raise_open_files_limit
@@ -127,6 +129,18 @@ def build(
     return Daemon(top, runtime, policy, metrics_service, ready.addCallback(up))
 
 
+def open_coverage(path: str | None, err: TextIO) -> CoverageReceiver | None:
+    """The milter's coverage socket (docs/milter.md); None when not configured or not bindable:
+    then this daemon judges every session itself (the milter too: stricter, never open)."""
+    if not path:
+        return None
+    try:
+        return CoverageReceiver(path)
+    except OSError as e:
+        print(f"exmilter policyd: coverage socket {path}: {e}; judging every session here", file=err)
+        return None
+
+
 def run(
     path: str,
     loaded: Loaded,
@@ -137,6 +151,7 @@ def run(
     stderr: TextIO | None = None,
     log_format: str = "text",
     follow_maillog: str | None = None,
+    coverage: str | None = None,
 ) -> int:
     """Serve until SIGTERM; the exit status. Endpoints that do not parse are reported on
     ``stderr`` before anything starts (:data:`EXIT_REFUSED`); a listener that cannot bind
@@ -155,7 +170,11 @@ def run(
     metrics = choose_metrics(metrics_endpoint is not None)
     sink = twisted_sink(log)
     notify = functools.partial(sd_notify, log=sink)
-    runtime = Runtime(path, loaded, metrics, verbose=verbose, notify=notify, log_sink=sink)
+    receiver = open_coverage(coverage, err)
+    if receiver is not None:
+        reactor.addReader(CoverageReader(receiver))  # drained as datagrams arrive, not only on requests
+    decider = Decider(coverage=receiver) if receiver is not None else None
+    runtime = Runtime(path, loaded, metrics, verbose=verbose, notify=notify, log_sink=sink, decider=decider)
     writers = Writers()
     from_thread = reactor.callFromThread  # type: ignore[attr-defined]
     hooks, follower = open_exchange_logs(loaded.organization, lambda e: from_thread(sink, e), writers, follow_maillog)

@@ -14,7 +14,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from exmilter.engine import Clock, Engine, Session
 from exmilter.limits import (
@@ -66,6 +66,19 @@ class Decision:
 
 _DUNNO = encode_action("DUNNO")
 _PASS = {s: Decision("DUNNO", _DUNNO, None, "", s) for s in (*STATES, OTHER_STATE)}
+#: Sessions the milter judges (docs/milter.md, "Who judges which stage"): the policy daemon
+#: does not decide them; OK at RCPT is Postfix's relay permission, the milter refuses verbatim.
+_COVERED = {
+    "MAIL": Decision("DUNNO", _DUNNO, None, "", "MAIL"),
+    "RCPT": Decision("OK", encode_action("OK"), None, "", "RCPT"),
+    "END-OF-MESSAGE": Decision("DUNNO", _DUNNO, None, "", "END-OF-MESSAGE"),
+}
+
+
+class Coverage(Protocol):
+    """Which sessions the milter judges (exmilter.policy.coverage.CoverageReceiver)."""
+
+    def covers(self, context: str, client: str, port: str) -> bool: ...
 
 
 def passthrough(stage: str, note: str = "") -> Decision:
@@ -179,8 +192,10 @@ class Decider:
         transaction_ttl: float = POLICY_TRANSACTION_TTL,
         mail_window: float = POLICY_MAIL_WINDOW,
         max_sessions: int = POLICY_MAX_SESSIONS,
+        coverage: Coverage | None = None,
     ) -> None:
         self.clock = clock
+        self.coverage = coverage
         self._txns: _Expiring[str, _Transaction] = _Expiring(max_transactions, transaction_ttl, _txn_seen)
         self._mails: _Expiring[tuple[str, str, str, str], _Mail] = _Expiring(max_transactions, mail_window, _mail_seen)
         self._sessions: dict[tuple, Session] = {}
@@ -212,6 +227,15 @@ class Decider:
         request = req.get("request")
         if request is not None and request != "smtpd_access_policy":
             return passthrough(stage, f"request={request[:40]!r} is not smtpd_access_policy")
+        covered = _COVERED.get(stage)
+        if (
+            covered is not None
+            and self.coverage is not None
+            and self.coverage.covers(
+                req.get("policy_context", ""), req.get("client_address", ""), req.get("client_port", "")
+            )
+        ):
+            return covered
         now = self.clock()
         instance = req.get("instance", "")
         txn: _Transaction | None = None

@@ -66,7 +66,7 @@ class Runtime(Generations):
     ) -> None:
         super().__init__(path, loaded, metrics, log_sink or twisted_sink(log), clock=clock)
         self.metrics: Metrics = metrics
-        self.decider = decider or Decider(clock)
+        self.decider = decider if decider is not None else Decider(clock)  # an empty Decider is falsy
         self.verbose = verbose
         #: Called after each decision: the protocol log's recorder and the tracking log's receipts
         #: (exmilter.policy.protolog, exmilter.policy.receipts), when their paths are set.

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from exmilter.auth import offers_basic_auth
 from exmilter.domains import to_unicode
 from exmilter.model import Organization
+from exmilter.postfix.milter import milter_main_settings
 
 #: Postfix's own defaults; the rendered limits never go below them.
 POSTFIX_MAILBOX_SIZE_LIMIT = 51200000
@@ -99,6 +100,7 @@ def main_settings(org: Organization) -> list[Setting]:
         ),
         *ROUTING_SETTINGS,
         *sasl_settings(org),
+        *(Setting(n, v, why) for n, v, why in milter_main_settings(org)),
     ]
 
 

@@ -32,6 +32,7 @@ from exmilter.postfix.listeners import (
     connection_limits,
     shown,
 )
+from exmilter.postfix.milter import milter_options
 from exmilter.postfix.options import OptionGroup, option, postfix_value
 from exmilter.postfix.proxy import proxy_options
 from exmilter.postfix.restrictions import policy_options
@@ -123,6 +124,7 @@ def master_service(
     layout: ListenerLayout | None = None,
     *,
     process_limit: int = 0,
+    milter: str | None = None,
 ) -> str:
     """One master.cf smtpd service (chroot n: an absolute unix: policy socket stays reachable).
 
@@ -138,11 +140,12 @@ def master_service(
     completion = completion_options(plan, org, layout)
     smuggling = smuggling_options(plan)
     tls_sasl = auth_options(plan, org)
+    filtering = milter_options(milter)
     proxy = proxy_options(org)  # behind HAProxy (docs/cluster.md); empty otherwise
     # Two orders, both kept from the first renderer so that rendered files do not change
     # (the shipped postfix/*.snippet included): a new group takes a place in both.
-    explained = (basics, policy, connections, completion, smuggling, tls_sasl, proxy)
-    applied = (basics, policy, connections, smuggling, completion, tls_sasl, proxy)
+    explained = (basics, policy, connections, completion, smuggling, filtering, tls_sasl, proxy)
+    applied = (basics, policy, connections, smuggling, completion, filtering, tls_sasl, proxy)
     lines = [
         *(line for g in explained for line in g.comments),
         f"{plan.bind} inet n - n - {limits.total} smtpd",

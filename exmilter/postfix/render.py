@@ -63,6 +63,7 @@ def render_master(
     process_limit: int = 0,
     skipped: Sequence[str] = (),
     outbound: Outbound | None = None,
+    milter: str | None = None,
 ) -> str:
     """master.cf: one smtpd service per plan (their own cleanup/rewrite services after each).
 
@@ -83,7 +84,7 @@ def render_master(
         *MASTER_WHY,
     ]
     layout = ListenerLayout(org)
-    services = [master_service(p, org, endpoint, layout, process_limit=process_limit) for p in plans]
+    services = [master_service(p, org, endpoint, layout, process_limit=process_limit, milter=milter) for p in plans]
     services += (outbound or render_outbound(org)).services  # send connectors (docs/send-connectors.md)
     return "\n".join(head) + "\n\n" + "\n\n".join(services) + "\n"
 
@@ -163,6 +164,7 @@ def render(
     if service is None:
         raise ValueError("the file's policyd.listen is empty; give --policy-service")
     endpoint = policy_endpoint(service)
+    milter = policy_endpoint(org.milter.listen) if org.milter.enabled else None
     every = ListenerLayout(org).plans
     plans = choose(every, org.server.name, include_internal=include_internal, only=only)
     chosen = {p.context for p in plans}
@@ -172,7 +174,7 @@ def render(
     outbound = render_outbound(org)
     return Rendered(
         render_main(org, outbound),
-        render_master(plans, org, endpoint, process_limit, skipped, outbound),
+        render_master(plans, org, endpoint, process_limit, skipped, outbound, milter),
         len(plans),
         skipped,
         descriptors_needed(maxprocs),

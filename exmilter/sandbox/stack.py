@@ -55,6 +55,7 @@ from exmilter.sandbox.supervisor import (
 DEFAULT_OFFSET = 10000
 DEFAULT_STATE = Path("/tmp/exmilter-sandbox")
 #: What clients get while the policy daemon is down, for the supervisor's messages.
+MILTER_DOWN = "Postfix keeps running and answers 451 4.7.1 (milter_default_action=tempfail) from MAIL on"
 POLICYD_DOWN = f"Postfix keeps running and answers {DEFAULT_ACTION[:9]} to every client it asks the daemon about"
 
 
@@ -95,6 +96,14 @@ def _pid_is_policyd(pid: int) -> bool:
     except OSError:
         return False
     return b"policyd" in cmd and any(b"exmilter" in part for part in cmd)
+
+
+def _pid_is_milter(pid: int) -> bool:
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"milter" in cmd and any(b"exmilter" in part for part in cmd)
 
 
 def describe_load_failure(path: Path | str, error: BaseException) -> str:
@@ -144,6 +153,11 @@ class Sandbox:
         self.protocol_log_dir = self.state_dir / "logs" / "ProtocolLog" / "SmtpReceive"
         self.tracking_log_dir = self.state_dir / "logs" / "MessageTracking"
         self.pid_file = self.state_dir / "policyd.pid"
+        self.milter_log = self.state_dir / "milter.log"
+        self.milter_pid_file = self.state_dir / "milter.pid"
+        self.coverage_path = self.state_dir / "coverage.sock"  # the milter registers its sessions here
+        self.milter_port = 0
+        self.milter_metrics_port = 0
         self.maillog = self.postfix.maillog
         self.listeners: list[SandboxListener] = []
         self.policy_port = 0
@@ -159,6 +173,7 @@ class Sandbox:
         self.dovecot = DovecotAuth(self.state_dir / "dovecot")
         self._dovecot = self.supervisor.add(self.dovecot.spec())
         self.ca: CertificateAuthority | None = None
+        self._milter = self.supervisor.add(self._milter_spec())
         self._plans: list[ListenerPlan] = []
         self._layout: ListenerLayout | None = None
         self._routed = False  # Postfix routes through send connectors (docs/send-connectors.md)
@@ -248,7 +263,10 @@ class Sandbox:
         self._prepare_delivery()
         self._prepare_tls()
         self.policy_port, self.metrics_port = free_port(self.host), free_port(self.host)
+        self.milter_port, self.milter_metrics_port = free_port(self.host), free_port(self.host)
         self.start_policyd()
+        if self.org.milter.enabled:
+            self.start_milter()
         try:
             self._start_dovecot()
             self._write_postfix()
@@ -284,6 +302,12 @@ class Sandbox:
             return
         terminate_pid(pid, _pid_is_policyd)
         self.pid_file.unlink(missing_ok=True)
+        try:
+            pid = int(self.milter_pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return
+        terminate_pid(pid, _pid_is_milter)
+        self.milter_pid_file.unlink(missing_ok=True)
 
     # -- messages ------------------------------------------------------------------------
 
@@ -378,12 +402,14 @@ class Sandbox:
             }
         )
         endpoint = f"inet:{self.host}:{self.policy_port}"
+        milter = f"inet:{self.host}:{self.milter_port}" if self.org.milter.enabled else None
         services = [
             master_service(
                 replace(p, extra_options=() if routed else delivery.routed_options(p.context)),
                 self.org,
                 endpoint,
                 self._layout,
+                milter=milter,
             )
             for p in self._plans
         ]
@@ -417,6 +443,8 @@ class Sandbox:
             str(self.tracking_log_dir),
             "--follow-maillog",
             str(self.maillog),
+            "--coverage",
+            str(self.coverage_path),
             *self.policyd_args,
         )
         env = dict(os.environ)
@@ -429,6 +457,50 @@ class Sandbox:
             )
 
         return ChildSpec("policy daemon", cmd, self.policyd_log, self.pid_file, ready, POLICYD_DOWN, env)
+
+    def _milter_spec(self) -> ChildSpec:
+        """``exmilter milter`` on the sandbox's ports, registering on the policy daemon's coverage socket."""
+        cmd = (
+            self.python,
+            "-m",
+            "exmilter.cli",
+            "milter",
+            "-c",
+            str(self.config),
+            "--listen",
+            f"tcp:{self.milter_port}:interface={self.host}",
+            "--metrics",
+            f"tcp:{self.milter_metrics_port}:interface={self.host}",
+            "--coverage",
+            str(self.coverage_path),
+        )
+        env = dict(os.environ)
+        src = str(Path(exmilter.__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+
+        def ready(alive: Callable[[], bool]) -> bool:
+            return wait_port(self.milter_port, READY_TIMEOUT, self.host, alive)
+
+        return ChildSpec("milter", cmd, self.milter_log, self.milter_pid_file, ready, MILTER_DOWN, env)
+
+    def start_milter(self) -> None:
+        """Start ``exmilter milter`` and wait until it accepts (Postfix tempfails meanwhile)."""
+        self._milter.spec = self._milter_spec()
+        try:
+            self.supervisor.start(self._milter)
+        except ChildError as e:
+            raise SandboxError(str(e)) from None
+
+    @property
+    def milter_pid(self) -> int | None:
+        return self._milter.pid
+
+    def kill_milter(self) -> None:
+        """SIGKILL, as a crash would: Postfix tempfails until the supervisor restarts it."""
+        pid = self._milter.pid
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+            self._milter.wait_exit()
 
     def start_policyd(self) -> None:
         """Start ``exmilter policyd`` on the sandbox's ports and wait until it accepts.
@@ -503,6 +575,8 @@ class Sandbox:
                     self.report(f"{e}\nDEGRADED: the policy daemon is still down. {POLICYD_DOWN}.")
         elif child.state is State.RUNNING:
             child.send(signal.SIGHUP)  # it re-reads the file and keeps its rules if it cannot
+        if self._milter.state is State.RUNNING:
+            self._milter.send(signal.SIGHUP)  # likewise; sessions keep the rules they started with
         if org is not None:
             self.report(f"{self.config} reloaded (the policy daemon re-reads it)")
         return org is not None

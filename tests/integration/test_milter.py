@@ -1,0 +1,197 @@
+"""The milter in a real Postfix (issue #12's acceptance): verbatim replies, the header
+firewall and AuthAs stamps, end-of-headers checks, from several 127.0.0.x clients."""
+
+from __future__ import annotations
+
+import smtplib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from exmilter.sandbox import Sandbox
+from tests.integration.conftest import CONFIG
+from tests.integration.helpers import HOST, free_offset, wait_delivered
+
+RELAY_DENIED = "550 5.7.54 SMTP; Unable to relay recipient in non-accepted domain"
+
+
+@pytest.fixture(scope="module")
+def milter_sandbox(config_path: Path) -> Iterator[Sandbox]:
+    """integration.yaml (conf/exmilter.yaml on loopback) with the milter enabled, as rendered by default."""
+    base = config_path.parent / "milter"
+    base.mkdir(exist_ok=True)
+    base.chmod(0o755)
+    path = base / "exmilter.yaml"
+    path.write_text(CONFIG.read_text(encoding="utf-8").replace("  enabled: false", "  enabled: true"))
+    with Sandbox(path, base / "state", free_offset(path)) as sb:
+        yield sb
+
+
+def transaction(sb: Sandbox, source: str, sender: str, rcpt: str, raw: bytes) -> tuple[str, str]:
+    """(RCPT reply, final reply) of one transaction on *:25 from ``source``."""
+    s = smtplib.SMTP(HOST, sb.port("*:25"), source_address=(source, 0), timeout=60)
+    try:
+        s.ehlo("client.test")
+        code, msg = s.mail(sender)
+        assert code == 250, msg
+        code, msg = s.rcpt(rcpt)
+        rcpt_reply = f"{code} {msg.decode()}"
+        if code != 250:
+            return rcpt_reply, ""
+        try:
+            code, msg = s.data(raw)
+        except smtplib.SMTPDataError as e:
+            err = e.smtp_error
+            code, msg = e.smtp_code, err if isinstance(err, bytes) else err.encode()
+        return rcpt_reply, f"{code} {msg.decode()}"
+    finally:
+        try:
+            s.quit()
+        except (smtplib.SMTPException, OSError):
+            s.close()
+
+
+def raw(headers: list[tuple[str, str]], body: str = "hello\r\n") -> bytes:
+    return ("".join(f"{n}: {v}\r\n" for n, v in headers) + "\r\n" + body).encode()
+
+
+BASE = [("From", "a@fabrikam.example"), ("To", "postmaster@labs.local"), ("Subject", "milter test")]
+
+
+def test_relay_refusal_is_exchange_text_byte_for_byte(milter_sandbox: Sandbox) -> None:
+    rcpt, _ = transaction(milter_sandbox, "127.0.0.1", "a@fabrikam.example", "x@gmail.example", raw(BASE))
+    assert rcpt == RELAY_DENIED
+
+
+def test_sessions_that_end_before_mail_do_not_crowd_out_registrations(milter_sandbox: Sandbox) -> None:
+    """Regression: the coverage socket queues 10 datagrams (net.unix.max_dgram_qlen); the
+    policy daemon drained it only on requests, so 15 sessions closed before MAIL made the
+    next registration fail and its RCPT refusal came wrapped by Postfix."""
+    for i in range(15):
+        s = smtplib.SMTP(HOST, milter_sandbox.port("*:25"), source_address=(f"127.0.3.{i + 1}", 0), timeout=30)
+        s.quit()
+    time.sleep(0.5)  # every withdrawal sent
+    rcpt, _ = transaction(milter_sandbox, "127.0.3.99", "a@fabrikam.example", "x@gmail.example", raw(BASE))
+    assert rcpt == RELAY_DENIED
+
+
+def test_forged_organization_headers_are_stripped_and_anonymous_is_stamped(milter_sandbox: Sandbox) -> None:
+    forged = [
+        *BASE,
+        ("X-MS-Exchange-Organization-AuthAs", "Internal"),
+        ("X-MS-Exchange-Organization-AuthSource", "evil.example"),
+        ("x-ms-exchange-organization-scl", "-1"),
+    ]
+    rcpt, final = transaction(milter_sandbox, "127.0.0.2", "a@fabrikam.example", "postmaster@labs.local", raw(forged))
+    assert rcpt.startswith("250") and final.startswith("250"), (rcpt, final)
+    d = wait_delivered(milter_sandbox, final.rsplit(" ", 1)[-1])
+    text = d.content.decode()
+    assert "AuthAs: Internal" not in text and "evil.example" not in text and "scl: -1" not in text.lower()
+    assert "X-MS-Exchange-Organization-AuthAs: Anonymous" in text
+    assert "X-MS-Exchange-Organization-AuthSource: exch01.labs.local" in text
+
+
+def test_externally_secured_is_stamped_internal(milter_sandbox: Sandbox) -> None:
+    rcpt, final = transaction(
+        milter_sandbox,
+        "127.0.5.9",
+        "scanner@labs.local",
+        "someone@gmail.example",
+        raw([("From", "scanner@labs.local")]),
+    )
+    assert rcpt.startswith("250") and final.startswith("250"), (rcpt, final)
+    text = wait_delivered(milter_sandbox, final.rsplit(" ", 1)[-1]).content.decode()
+    assert "X-MS-Exchange-Organization-AuthAs: Internal" in text
+    assert "X-MS-Exchange-Organization-AuthMechanism: 10" in text
+
+
+def test_61_received_headers_are_a_mail_loop(milter_sandbox: Sandbox) -> None:
+    hops = [("Received", f"from h{i}.example by relay{i}.example; Sat, 25 Mar 2023 08:00:00 +0000") for i in range(61)]
+    _, final = transaction(milter_sandbox, "127.0.0.3", "a@fabrikam.example", "postmaster@labs.local", raw(hops + BASE))
+    assert final == "554 5.4.6 Hop count exceeded - possible mail loop"
+
+
+def test_header_block_over_max_header_size(milter_sandbox: Sandbox) -> None:
+    pad = [(f"X-Pad-{i}", "x" * 990) for i in range(300)]  # ~300 KB > 256 KB
+    _, final = transaction(milter_sandbox, "127.0.0.4", "a@fabrikam.example", "postmaster@labs.local", raw(BASE + pad))
+    assert final == "552 5.3.4 Header size exceeds fixed maximum size"
+
+
+def test_killing_the_milter_and_the_policy_daemon_loses_nothing_and_relays_nothing(milter_sandbox: Sandbox) -> None:
+    """~20 clients, a bounded run; SIGKILL of the milter, of the policy daemon, then of both.
+    Every accepted message is delivered, no external recipient is ever accepted from a
+    client without relay rights, and traffic resumes after the supervisor's restarts."""
+    import threading
+
+    from tests.integration.helpers import Outcome, send
+
+    sb = milter_sandbox
+    port = sb.port("*:25")
+    outcomes: list[tuple[str, Outcome]] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def client(n: int) -> None:
+        source = f"127.0.1.{n + 1}"
+        while not stop.is_set():
+            for rcpt in ("postmaster@labs.local", "x@gmail.example"):
+                o = send(port, source, "a@fabrikam.example", [rcpt], timeout=60)
+                with lock:
+                    outcomes.append((rcpt, o))
+
+    threads = [threading.Thread(target=client, args=(n,), daemon=True) for n in range(20)]
+    for t in threads:
+        t.start()
+
+    def both() -> None:
+        sb.kill_milter()
+        sb.kill_policyd()
+
+    for kill in (sb.kill_milter, sb.kill_policyd, both):
+        kill()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (sb.milter_pid and sb.policyd_pid):
+            time.sleep(0.1)
+        time.sleep(1.5)
+    sb.wait_policyd()
+    stop.set()
+    for t in threads:
+        t.join(120)
+    queued = [o for r, o in outcomes if o.stage == "queued"]
+    relayed = [o for r, o in outcomes if r == "x@gmail.example" and o.stage == "queued"]
+    assert relayed == []
+    for o in queued:
+        wait_delivered(sb, o.queue_id, timeout=60)
+    assert len(queued) > 0
+    after = send(port, "127.0.1.99", "a@fabrikam.example", ["postmaster@labs.local"])
+    deadline = time.monotonic() + 30
+    while after.stage != "queued" and time.monotonic() < deadline:
+        time.sleep(0.5)
+        after = send(port, "127.0.1.99", "a@fabrikam.example", ["postmaster@labs.local"])
+    assert after.stage == "queued", after
+    print(
+        f"failure matrix: {len(outcomes)} transactions, {len(queued)} accepted and delivered, "
+        f"{sum(1 for _, o in outcomes if 400 <= o.code < 500)} 4xx, "
+        f"{sum(1 for _, o in outcomes if o.code >= 500)} 5xx, 0 lost, 0 relayed"
+    )
+
+
+def test_acceptance_on_the_shipped_example(config_path: Path) -> None:
+    """Issue #12's acceptance on conf/exmilter.yaml itself: the verbatim 5.7.54 from 127.0.0.1,
+    and a forged AuthAs: Internal replaced by AuthAs: Anonymous in the delivered file."""
+    base = config_path.parent / "example"
+    base.mkdir(exist_ok=True)
+    base.chmod(0o755)
+    path = base / "exmilter.yaml"
+    path.write_text((Path(__file__).resolve().parents[2] / "conf" / "exmilter.yaml").read_text(encoding="utf-8"))
+    with Sandbox(path, base / "state", free_offset(path)) as sb:
+        rcpt, _ = transaction(sb, "127.0.0.1", "test@test.com", "someone@gmail.com", raw(BASE))
+        assert rcpt == RELAY_DENIED
+        forged = [*BASE, ("X-MS-Exchange-Organization-AuthAs", "Internal")]
+        rcpt, final = transaction(sb, "127.0.0.1", "test@test.com", "postmaster@labs.local", raw(forged))
+        assert final.startswith("250"), (rcpt, final)
+        text = wait_delivered(sb, final.rsplit(" ", 1)[-1]).content.decode()
+        assert "AuthAs: Internal" not in text
+        assert "X-MS-Exchange-Organization-AuthAs: Anonymous" in text
