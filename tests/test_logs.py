@@ -163,6 +163,11 @@ LINES = [
         Severity.WARNING,
     ),
     (
+        ev.CoverageUnavailable("/run/exmilter/coverage.sock", "[Errno 2] No such file or directory"),
+        "coverage socket /run/exmilter/coverage.sock: [Errno 2] No such file or directory; judging every session here",
+        Severity.WARNING,
+    ),
+    (
         ev.WatchdogProbeFailed("unix:/run/exmilter/policy.sock", "timed out"),
         "watchdog: unix:/run/exmilter/policy.sock does not answer (timed out); not feeding systemd's watchdog",
         Severity.ERROR,

@@ -50,6 +50,7 @@ receive_connectors:
     bindings: 0.0.0.0:587
     remote_ip_ranges: 0.0.0.0/0
     permission_groups: [ExchangeUsers]
+    auth_mechanism: [Tls, BasicAuth]  # accepts the logins below, with or without TLS
   - name: Strict
     bindings: 0.0.0.0:2525
     remote_ip_ranges: 0.0.0.0/0
@@ -310,6 +311,7 @@ receive_connectors:
     bindings: 0.0.0.0:587
     remote_ip_ranges: 0.0.0.0/0
     permission_groups: [ExchangeUsers]
+    auth_mechanism: [Tls, BasicAuth]  # accepts the logins below, with or without TLS
 """
 
 

@@ -262,6 +262,15 @@ class WatchdogProbeFailed(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class CoverageUnavailable(Event):
+    """The milter's coverage socket cannot be opened: this daemon judges every session itself
+    (the milter's too: wrapped texts, never more open)."""
+
+    path: str
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
 class StartFailed(Event):
     """The daemon cannot start (a listener cannot bind): it exits 1."""
 

@@ -53,6 +53,7 @@ FIXED: dict[type[ev.Event], Severity] = {
     ev.Ready: Severity.INFO,
     ev.NotifyFailed: Severity.WARNING,
     ev.WatchdogProbeFailed: Severity.ERROR,
+    ev.CoverageUnavailable: Severity.WARNING,
     ev.StartFailed: Severity.CRITICAL,
 }
 

@@ -83,6 +83,7 @@ MESSAGES: dict[type[ev.Event], Callable[[Any], str]] = {
     ev.WatchdogProbeFailed: lambda e: (
         f"watchdog: {e.where} does not answer ({e.error}); not feeding systemd's watchdog"
     ),
+    ev.CoverageUnavailable: lambda e: f"coverage socket {e.path}: {e.error}; judging every session here",
     ev.StartFailed: lambda e: f"cannot start: {e.error}",
 }
 

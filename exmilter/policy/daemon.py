@@ -18,7 +18,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from exmilter.config import Loaded
-from exmilter.logs.events import Ready, StartFailed
+from exmilter.logs.events import CoverageUnavailable, Event, Ready, StartFailed
 from exmilter.logs.files import Writers
 from exmilter.logs.twistedlog import start_logging, twisted_sink
 from exmilter.policy.coverage import CoverageReader, CoverageReceiver
@@ -129,7 +129,7 @@ def build(
     return Daemon(top, runtime, policy, metrics_service, ready.addCallback(up))
 
 
-def open_coverage(path: str | None, err: TextIO) -> CoverageReceiver | None:
+def open_coverage(path: str | None, sink: Callable[[Event], None]) -> CoverageReceiver | None:
     """The milter's coverage socket (docs/milter.md); None when not configured or not bindable:
     then this daemon judges every session itself (the milter too: stricter, never open)."""
     if not path:
@@ -137,7 +137,7 @@ def open_coverage(path: str | None, err: TextIO) -> CoverageReceiver | None:
     try:
         return CoverageReceiver(path)
     except OSError as e:
-        print(f"exmilter policyd: coverage socket {path}: {e}; judging every session here", file=err)
+        sink(CoverageUnavailable(path, str(e)))
         return None
 
 
@@ -170,7 +170,7 @@ def run(
     metrics = choose_metrics(metrics_endpoint is not None)
     sink = twisted_sink(log)
     notify = functools.partial(sd_notify, log=sink)
-    receiver = open_coverage(coverage, err)
+    receiver = open_coverage(coverage, sink)
     if receiver is not None:
         reactor.addReader(CoverageReader(receiver))  # drained as datagrams arrive, not only on requests
     decider = Decider(coverage=receiver) if receiver is not None else None

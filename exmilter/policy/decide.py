@@ -228,8 +228,11 @@ class Decider:
         if request is not None and request != "smtpd_access_policy":
             return passthrough(stage, f"request={request[:40]!r} is not smtpd_access_policy")
         covered = _COVERED.get(stage)
+        # A MAIL counted in the shared window (issue #17) is judged here even when the milter
+        # covers the session: the milter counts MessageRateLimit per node only.
         if (
             covered is not None
+            and counted is None
             and self.coverage is not None
             and self.coverage.covers(
                 req.get("policy_context", ""), req.get("client_address", ""), req.get("client_port", "")
