@@ -229,6 +229,8 @@ REDIS_TIMEOUT_MS_MIN, REDIS_TIMEOUT_MS_MAX = 10, 2000
 #: it removes): more is refused as a header block over its size (spec §3.6 #1). Postfix's
 #: header_size_limit (100 KB per header) and the connectors' MaxHeaderSize stop far earlier.
 MILTER_MAX_HEADERS = 10_000
+#: Recipients one message's RECEIVE tracking row names (the message keeps all of them).
+MILTER_MAX_TRACKED_RECIPIENTS = 5_000
 #: Seconds Postfix waits for the milter per command and at connect (milter_command_timeout,
 #: milter_connect_timeout); beyond it Postfix applies milter_default_action (tempfail).
 POSTFIX_MILTER_COMMAND_TIMEOUT = 30

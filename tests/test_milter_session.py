@@ -425,3 +425,24 @@ def test_callback_order_errors_fail_closed(engine):
     assert m.rcpt("<x@contoso.com>") == Refuse(R.CONFIGURATION_PROBLEM)
     assert m.header("From", "x") == Refuse(R.CONFIGURATION_PROBLEM)
     assert m.end_of_message() == Refuse(R.CONFIGURATION_PROBLEM)
+
+
+def test_accepted_message_carries_what_its_tracking_row_says(engine):
+    """The RECEIVE row's facts (spec §5.2): sender, every accepted recipient, size, ids, subject."""
+    _, out = transaction(
+        engine,
+        client="10.5.0.9",
+        sender="<scan@contoso.com>",
+        rcpts=("x@contoso.com", "y@contoso.com"),
+        headers=(("From", "scan@contoso.com"), ("Subject", "Scan 42"), ("Message-ID", "<s42@scanner>")),
+    )
+    verdict = out[-1]
+    assert isinstance(verdict, Accept) and verdict.received is not None
+    r = verdict.received
+    assert (r.sender, r.recipients, r.message_id, r.subject) == (
+        "scan@contoso.com",
+        ("x@contoso.com", "y@contoso.com"),
+        "<s42@scanner>",
+        "Scan 42",
+    )
+    assert r.size > len("hello\r\n") and r.network_message_id

@@ -35,6 +35,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="the policy daemon's coverage socket, where the milter registers the sessions it judges "
         "(default: milter.coverage from the file); 'none': register nothing (the policy daemon judges too)",
     )
+    p.add_argument(
+        "--tracking-log-path",
+        metavar="DIR",
+        help="where the RECEIVE rows of accepted messages go (MSGTRKMT*.LOG; default: "
+        "logs.message_tracking_log_path from the file; docs/logs.md)",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log every accepted message, not only refusals")
     p.set_defaults(func=run)
 
@@ -59,4 +65,5 @@ def run(args: argparse.Namespace) -> int:
         _none(args.metrics, m.metrics),
         _none(args.coverage, m.coverage),
         verbose=args.verbose,
+        tracking_log_path=args.tracking_log_path,
     )

@@ -30,12 +30,14 @@ def protocol_file_settings(s: LogSettings) -> LogFileSettings | None:
     )
 
 
-def tracking_file_settings(s: LogSettings) -> LogFileSettings | None:
+def tracking_file_settings(s: LogSettings, prefix: str = T.PREFIX) -> LogFileSettings | None:
+    """``prefix``: each writing process has its own files (``MSGTRK`` the policy daemon,
+    ``MSGTRKMT`` the milter); ``track`` reads every ``MSGTRK*``, as Exchange's own prefixes."""
     if not s.message_tracking_log_enabled or not s.message_tracking_log_path:
         return None
     return LogFileSettings(
         s.message_tracking_log_path,
-        T.PREFIX,
+        prefix,
         s.message_tracking_log_max_file_size,
         s.message_tracking_log_max_directory_size,
         max(1, s.message_tracking_log_max_age.days),
@@ -82,7 +84,11 @@ def open_protocol_log(s: LogSettings, writers: Writers, on_failure: FailureHook 
 
 
 def open_tracking_log(
-    s: LogSettings, server_hostname: str, writers: Writers, on_failure: FailureHook | None = None
+    s: LogSettings,
+    server_hostname: str,
+    writers: Writers,
+    on_failure: FailureHook | None = None,
+    prefix: str = T.PREFIX,
 ) -> T.TrackingLog | None:
-    fs = tracking_file_settings(s)
+    fs = tracking_file_settings(s, prefix)
     return T.TrackingLog(writers.open(fs, T.tracking_header, on_failure), server_hostname) if fs else None

@@ -25,6 +25,8 @@ from exmilter.permissions import PARTNER_SERVERS
 VERSION = "15.02.1118.007"
 LOG_TYPE = "Message Tracking Log"
 PREFIX = "MSGTRK"
+#: The milter's own files in the same directory (RECEIVE of the sessions it covers).
+MILTER_PREFIX = "MSGTRKMT"
 FIELDS = (
     "date-time",
     "client-ip",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -22,6 +23,7 @@ import Milter
 
 from exmilter.coverage import SessionKey
 from exmilter.headers import Add, Remove
+from exmilter.logs.tracking import MessageFacts, TrackingLog, auth_as, auth_mechanism
 from exmilter.milter import events as me
 from exmilter.milter.coverage import CoverageSender
 from exmilter.milter.macros import (
@@ -34,7 +36,7 @@ from exmilter.milter.macros import (
     tls_facts,
 )
 from exmilter.milter.metrics import MilterMetrics
-from exmilter.milter.session import Accept, Continue, MilterSession, Refuse, wire
+from exmilter.milter.session import Accept, Continue, MilterSession, Received, Refuse, wire
 from exmilter.replies import Reply
 from exmilter.runtime.generation import Generations
 
@@ -51,6 +53,8 @@ class Shared:
     coverage: CoverageSender
     log: Callable[[object], None]
     verbose: bool = False
+    #: Exchange's message tracking log (docs/logs.md): a RECEIVE row per accepted message.
+    tracking: TrackingLog | None = None
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -88,6 +92,7 @@ class ExchangeMilter(Milter.Base):
         self.client = ""
         self.sender = ""
         self.counted = False
+        self.messages = 0  # accepted in this connection (the tracking row's source-context)
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -190,12 +195,43 @@ class ExchangeMilter(Milter.Base):
             elif isinstance(edit, Add):
                 self.addheader(edit.name, edit.value)
         self.shared.metrics.decisions.labels(self.connector, "END-OF-MESSAGE", "250").inc()
+        if self.shared.tracking is not None and verdict.received is not None:
+            self.track(verdict.received)
         if self.shared.verbose:
             qid = queue_id(self.macros(("i",)))
             self.shared.log(
                 me.MilterDecision("END-OF-MESSAGE", self.connector, self.client, qid, self.sender, "", None)
             )
         return Milter.CONTINUE
+
+    def track(self, r: Received) -> None:
+        """The RECEIVE row (spec §5.2); the policy daemon writes none for covered sessions."""
+        s, facts = self.session.session, self.session.facts
+        if s is None or facts is None or self.shared.tracking is None:
+            return
+        as_ = auth_as(s)
+        self.messages += 1
+        self.shared.tracking.receive(
+            MessageFacts(
+                time=time.time(),
+                queue_id=queue_id(self.macros(("i",))) or "",
+                connector_id=self.connector,
+                client_ip=facts.client_ip,
+                client_hostname=self.session.helo or "",
+                server_ip=facts.daemon_addr,
+                server_hostname=self.session.engine.org.server.fqdn,
+                sender=r.sender,
+                recipients=r.recipients,
+                size=r.size,
+                message_id=r.message_id,
+                subject=r.subject,
+                auth_mechanism=auth_mechanism(s, as_),
+                auth_as=as_,
+                directionality="Originating" if as_ == "Internal" else "Incoming",
+                message_number=self.messages,
+                network_message_id=r.network_message_id,
+            )
+        )
 
     def abort(self) -> Any:
         self.session.abort()

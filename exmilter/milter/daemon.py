@@ -10,6 +10,7 @@ prometheus_client's own HTTP thread, systemd is told with exmilter.runtime.notif
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -27,7 +28,9 @@ from prometheus_client import start_http_server
 
 from exmilter.config import ConfigError, Loaded
 from exmilter.limits import MILTER_SOCKET_TIMEOUT
-from exmilter.logs.events import ReloadStarted
+from exmilter.logs.events import LogWriteFailed, ReloadStarted
+from exmilter.logs.files import Writers, open_tracking_log
+from exmilter.logs.tracking import MILTER_PREFIX
 from exmilter.milter import events as me
 from exmilter.milter.callbacks import ExchangeMilter, Shared
 from exmilter.milter.coverage import CoverageSender
@@ -165,6 +168,7 @@ def run(
     *,
     verbose: bool = False,
     stderr: TextIO | None = None,
+    tracking_log_path: str | None = None,
 ) -> int:
     """Serve until SIGTERM; the exit status (docs/milter.md)."""
     err = stderr or sys.stderr
@@ -184,7 +188,18 @@ def run(
     generations = Generations(path, loaded, metrics, log)
     sender = CoverageSender(coverage)
     sender.reset()  # a new process: nothing an earlier one registered is covered any more
-    shared = Shared(generations, metrics, sender, log, verbose)
+    logs = loaded.organization.logs
+    if tracking_log_path is not None:
+        logs = dataclasses.replace(logs, message_tracking_log_path=tracking_log_path)
+    writers = Writers()  # opened at start: a reload that changes logs: needs a restart (docs/logs.md)
+    tracking = open_tracking_log(
+        logs,
+        loaded.organization.server.fqdn,
+        writers,
+        lambda where, e: log(LogWriteFailed("tracking", where, str(e))),
+        prefix=MILTER_PREFIX,
+    )
+    shared = Shared(generations, metrics, sender, log, verbose, tracking)
     Milter.factory = lambda: ExchangeMilter(shared)
     libmilter.set_flags(libmilter.ADDHDRS | libmilter.CHGHDRS)
     if metrics_at is not None:
@@ -243,6 +258,7 @@ def run(
         worker.join(0.5)  # wakes the main thread so Python runs the signal handlers
     reloader.stop()
     sender.close()
+    writers.close()
     if failure and not stopping:
         print(f"exmilter milter: libmilter stopped: {failure[0]}", file=err)
         return EXIT_START_FAILED

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from exmilter import replies as R
 from exmilter.engine import Engine, Session
 from exmilter.headers import HeaderEdit, Stamp, Who, edits
-from exmilter.limits import MILTER_MAX_HEADERS
+from exmilter.limits import MILTER_MAX_HEADERS, MILTER_MAX_TRACKED_RECIPIENTS
 from exmilter.message import HEADER_BLOCK_END, ORIGINAL_SIZE, Message, header_bytes, size_value
 from exmilter.milter.macros import AuthFacts, ConnectFacts, TlsFacts
 from exmilter.replies import Reply
@@ -47,10 +47,23 @@ class Refuse:
 
 
 @dataclass(frozen=True, slots=True)
+class Received:
+    """What an accepted message's RECEIVE tracking row says of it (spec §5.2)."""
+
+    sender: str
+    recipients: tuple[str, ...]
+    size: int
+    message_id: str
+    subject: str
+    network_message_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class Accept:
     """End of data: accept the message after applying ``edits`` (firewall and stamps)."""
 
     edits: tuple[HeaderEdit, ...]
+    received: Received | None = None
 
 
 Verdict = Continue | Refuse
@@ -91,6 +104,7 @@ class _Transaction:
     """What one MAIL FROM ... end of data gathers."""
 
     __slots__ = (
+        "accepted",
         "auth_param",
         "body_size",
         "content_type",
@@ -108,6 +122,7 @@ class _Transaction:
         self.mail_from = mail_from
         self.auth_param = auth_param
         self.recipients = 0
+        self.accepted: list[str] = []  # for the tracking row, at most MILTER_MAX_TRACKED_RECIPIENTS
         self.headers: list[tuple[str, str]] = []
         self.header_size = HEADER_BLOCK_END
         self.body_size = 0
@@ -208,6 +223,8 @@ class MilterSession:
         if not reply.accepted:
             return Refuse(reply)
         t.recipients += 1
+        if len(t.accepted) < MILTER_MAX_TRACKED_RECIPIENTS:
+            t.accepted.append(recipient.strip().strip("<>"))
         return CONTINUE
 
     # -- content ------------------------------------------------------------------------------
@@ -271,7 +288,16 @@ class MilterSession:
             mail_from=self.engine.qualify(s.connector, t.mail_from) if s.connector else t.mail_from,
             auth_param=t.auth_param,
         )
-        return Accept(edits(who, t.headers, stamp))
+        header = {name.lower(): value for name, value in reversed(t.headers)}  # the first of each
+        received = Received(
+            sender=t.mail_from.strip().strip("<>"),
+            recipients=tuple(t.accepted),
+            size=m.size,
+            message_id=header.get("message-id", stamp.message_id).strip(),
+            subject=header.get("subject", "").strip(),
+            network_message_id=stamp.network_message_id,
+        )
+        return Accept(edits(who, t.headers, stamp), received)
 
     def abort(self) -> None:
         """RSET, or a transaction Postfix ended early: the next MAIL starts afresh."""

@@ -473,6 +473,8 @@ class Sandbox:
             f"tcp:{self.milter_metrics_port}:interface={self.host}",
             "--coverage",
             str(self.coverage_path),
+            "--tracking-log-path",
+            str(self.tracking_log_dir),
         )
         env = dict(os.environ)
         src = str(Path(exmilter.__file__).resolve().parent.parent)

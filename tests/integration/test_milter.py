@@ -192,6 +192,32 @@ def test_acceptance_on_the_shipped_example(config_path: Path) -> None:
         forged = [*BASE, ("X-MS-Exchange-Organization-AuthAs", "Internal")]
         rcpt, final = transaction(sb, "127.0.0.1", "test@test.com", "postmaster@labs.local", raw(forged))
         assert final.startswith("250"), (rcpt, final)
-        text = wait_delivered(sb, final.rsplit(" ", 1)[-1]).content.decode()
+        qid = final.rsplit(" ", 1)[-1]
+        delivered = wait_delivered(sb, qid)
+        text = delivered.content.decode()
         assert "AuthAs: Internal" not in text
         assert "X-MS-Exchange-Organization-AuthAs: Anonymous" in text
+        # issue #15 with the milter deployed: the milter writes the RECEIVE row of the session
+        # it covers (the policy daemon answers those without deciding), with what only it sees
+        receive = wait_tracked(sb, qid, "RECEIVE")
+        assert f"message-id: {receive['message-id']}".lower() in text.lower()  # as delivered
+        assert receive["message-subject"] == "milter test"
+        assert receive["connector-id"] == delivered.connector
+        assert (receive["sender-address"], receive["recipient-address"]) == ("test@test.com", "postmaster@labs.local")
+        assert (receive["message-info"], receive["directionality"]) == ("00A:", "Incoming")
+
+
+def wait_tracked(sb: Sandbox, queue_id: str, event: str, timeout: float = 30.0) -> dict[str, str]:
+    """The tracking row of ``event`` for ``queue_id`` (rows are written off the mail path)."""
+    from exmilter.logs.query import TrackingFilter, search
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rows = [
+            r for r in search([str(sb.tracking_log_dir)], TrackingFilter()) if r.get("internal-message-id") == queue_id
+        ]
+        found = [r for r in rows if r.get("event-id") == event]
+        if found:
+            return found[0]
+        time.sleep(0.2)
+    raise AssertionError(f"no {event} row for {queue_id} in {sb.tracking_log_dir}")
