@@ -43,3 +43,17 @@ def clock() -> FakeClock:
 
 def engine_from(yaml_text: str, clock: FakeClock | None = None) -> Engine:
     return Engine(org_from(yaml_text), clock=clock or FakeClock())
+
+
+#: Where a daemon with the default ``logs:`` writes: a test must give its own directory.
+SYSTEM_LOG_DIR = Path("/var/log/exmilter")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def system_logs_untouched():
+    """No test writes the machine's own log directory (every daemon a test starts gets a
+    private ``logs:``); checked when the session ends, if the directory was absent at start."""
+    absent = not SYSTEM_LOG_DIR.exists()
+    yield
+    if absent and SYSTEM_LOG_DIR.exists():
+        pytest.fail(f"a test wrote {SYSTEM_LOG_DIR}: give its daemon a private logs: section")

@@ -716,7 +716,7 @@ def _free_port() -> int:
 def test_smoke_real_daemon(tmp_path):
     """Start the command, answer over TCP, reload on SIGHUP, stop on SIGTERM with status 0."""
     cfg = tmp_path / "exmilter.yaml"
-    cfg.write_text(CONFIG_FILE)
+    cfg.write_text(CONFIG_FILE + private_logs(tmp_path))
     port = _free_port()
     notify = tmp_path / "notify"
     ns = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -773,7 +773,7 @@ def test_smoke_real_daemon(tmp_path):
 
 def test_command_exits_1_when_a_listener_cannot_bind(tmp_path):
     cfg = tmp_path / "exmilter.yaml"
-    cfg.write_text(CONFIG_FILE)
+    cfg.write_text(CONFIG_FILE + private_logs(tmp_path))
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
@@ -798,3 +798,11 @@ def test_command_exits_1_when_a_listener_cannot_bind(tmp_path):
         )
     assert r.returncode == 1
     assert "cannot start" in r.stderr and "Address already in use" in r.stderr
+
+
+def private_logs(directory: Path) -> str:
+    """A logs: section under ``directory``: a real daemon never writes the system's /var/log."""
+    return (
+        f"logs:\n  receive_protocol_log_path: {directory}/ProtocolLog\n"
+        f"  message_tracking_log_path: {directory}/MessageTracking\n"
+    )
