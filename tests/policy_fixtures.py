@@ -6,6 +6,8 @@ Used by tests/test_policy_decide.py (engine and decider level), tests/test_polic
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from tests.conftest import SERVER
 
 #: Receive connectors and accepted domains (indented YAML, without the server block).
@@ -106,4 +108,12 @@ def rcpt_wire(client: str = "10.83.4.56", recipient: str = "x@gmail.com", instan
             "recipient": recipient,
             "helo_name": "h",
         }
+    )
+
+
+def private_logs(directory: Path) -> str:
+    """A logs: section under ``directory``: a real daemon never writes the system's /var/log."""
+    return (
+        f"logs:\n  receive_protocol_log_path: {directory}/ProtocolLog\n"
+        f"  message_tracking_log_path: {directory}/MessageTracking\n"
     )

@@ -25,7 +25,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import SERVER
-from tests.policy_fixtures import CONNECTORS, RELAY_554, answer, rcpt_wire
+from tests.policy_fixtures import CONNECTORS, RELAY_554, answer, private_logs, rcpt_wire
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -92,7 +92,10 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     tmp = tmp_path_factory.mktemp("abuse")
     cfg = tmp / "exmilter.yaml"
     cfg.write_text(
-        SERVER + CONNECTORS + f"policyd:\n  max_connections: {MAX_CONNECTIONS}\n  request_timeout: {REQUEST_TIMEOUT}\n"
+        SERVER
+        + CONNECTORS
+        + f"policyd:\n  max_connections: {MAX_CONNECTIONS}\n  request_timeout: {REQUEST_TIMEOUT}\n"
+        + private_logs(tmp)
     )
     port, metrics_port, unix = free_port(), free_port(), str(tmp / "policy.sock")
     log = tmp / "policyd.log"

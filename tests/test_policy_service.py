@@ -36,7 +36,7 @@ from exmilter.policy.reload import Runtime
 from exmilter.policy.service import split_group
 from exmilter.runtime.notify import sd_notify
 from tests.conftest import SERVER
-from tests.policy_fixtures import CONFIG_FILE, RELAY, RELAY_554, answer, rcpt_wire
+from tests.policy_fixtures import CONFIG_FILE, RELAY, RELAY_554, answer, private_logs, rcpt_wire
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -798,11 +798,3 @@ def test_command_exits_1_when_a_listener_cannot_bind(tmp_path):
         )
     assert r.returncode == 1
     assert "cannot start" in r.stderr and "Address already in use" in r.stderr
-
-
-def private_logs(directory: Path) -> str:
-    """A logs: section under ``directory``: a real daemon never writes the system's /var/log."""
-    return (
-        f"logs:\n  receive_protocol_log_path: {directory}/ProtocolLog\n"
-        f"  message_tracking_log_path: {directory}/MessageTracking\n"
-    )
