@@ -6,7 +6,6 @@ per Postfix connection); the window talks to Redis over TCP on a private reactor
 
 from __future__ import annotations
 
-import shutil
 import time
 
 import pytest
@@ -22,8 +21,6 @@ from exmilter.policy.redis_window import FAILURES, RedisWindow
 from exmilter.policy.reload import Runtime
 from tests.policy_fixtures import CONFIG_FILE, answer, wire
 from tests.redis_server import RedisServer
-
-pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed")
 
 RATE_421 = "421 4.4.2 Message submission rate for this client has exceeded the configured limit"
 UNAVAILABLE_451 = "451 4.4.3 Temporary server error. Please try again later"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from typing import Any
 
@@ -16,7 +15,6 @@ from exmilter.policy.redis_window import FAILURES, RedisWindow, parse
 from exmilter.replies import MESSAGE_RATE_EXCEEDED, RATE_WINDOW_UNAVAILABLE, SENDER_OK
 from tests.redis_server import RedisServer
 
-pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed")
 DEADLINE = 20.0
 
 

@@ -25,9 +25,6 @@ from tests.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 HAPROXY_CFG = ROOT / "conf" / "haproxy.cfg"
-pytestmark = pytest.mark.skipif(
-    shutil.which("haproxy") is None or shutil.which("redis-server") is None, reason="haproxy/redis-server missing"
-)
 RATE_LIMIT = 3
 # Postfix wraps a policy refusal (docs/design.md): the code, status and Exchange's text are exmilter's
 RATE_421 = (
