@@ -178,6 +178,60 @@ def test_killing_the_milter_and_the_policy_daemon_loses_nothing_and_relays_nothi
     )
 
 
+def test_a_milter_stopped_beyond_postfix_timeout_fails_temporarily_and_relays_nothing(
+    milter_sandbox: Sandbox,
+) -> None:
+    """SIGSTOP of the milter for longer than Postfix's milter timeout, 4 clients sending:
+    temporary failures (milter_default_action = tempfail), nothing wrongly relayed, every
+    accepted message delivered, and traffic back once it continues."""
+    import os
+    import signal
+    import threading
+
+    from exmilter.limits import POSTFIX_MILTER_COMMAND_TIMEOUT
+    from tests.integration.helpers import Outcome, send
+
+    sb = milter_sandbox
+    port = sb.port("*:25")
+    pid = sb.milter_pid
+    assert pid is not None
+    outcomes: list[tuple[str, Outcome]] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def client(n: int) -> None:
+        while not stop.is_set():
+            for rcpt in ("postmaster@labs.local", "x@gmail.example"):
+                o = send(
+                    port, f"127.0.2.{n + 1}", "a@fabrikam.example", [rcpt], timeout=4 * POSTFIX_MILTER_COMMAND_TIMEOUT
+                )
+                with lock:
+                    outcomes.append((rcpt, o))
+
+    os.kill(pid, signal.SIGSTOP)
+    threads = [threading.Thread(target=client, args=(n,), daemon=True) for n in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        time.sleep(POSTFIX_MILTER_COMMAND_TIMEOUT + 5)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    stop.set()
+    for t in threads:
+        t.join(4 * POSTFIX_MILTER_COMMAND_TIMEOUT)
+    during = list(outcomes)
+    assert any(400 <= o.code < 500 for _, o in during), during  # the timeout: a temporary failure
+    assert [o for r, o in during if r == "x@gmail.example" and o.stage == "queued"] == []
+    for o in (o for _, o in during if o.stage == "queued"):
+        wait_delivered(sb, o.queue_id, timeout=60)
+    after = send(port, "127.0.2.99", "a@fabrikam.example", ["postmaster@labs.local"])
+    deadline = time.monotonic() + 60
+    while after.stage != "queued" and time.monotonic() < deadline:
+        time.sleep(0.5)
+        after = send(port, "127.0.2.99", "a@fabrikam.example", ["postmaster@labs.local"])
+    assert after.stage == "queued", after
+
+
 def test_acceptance_on_the_shipped_example(config_path: Path) -> None:
     """Issue #12's acceptance on conf/exmilter.yaml itself: the verbatim 5.7.54 from 127.0.0.1,
     and a forged AuthAs: Internal replaced by AuthAs: Anonymous in the delivered file."""
