@@ -64,6 +64,14 @@ POLICYD_DOWN = f"Postfix keeps running and answers {DEFAULT_ACTION[:9]} to every
 TLSMGR_SERVICE = "tlsmgr    unix  - - n 1000? 1 tlsmgr"
 
 
+def _child_env() -> dict[str, str]:
+    """The environment of a daemon child: this checkout's exmilter first on its path."""
+    env = dict(os.environ)
+    src = str(Path(exmilter.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
 class SandboxError(RuntimeError):
     """The sandbox cannot start; the message says why and what to do."""
 
@@ -447,9 +455,7 @@ class Sandbox:
             str(self.coverage_path),
             *self.policyd_args,
         )
-        env = dict(os.environ)
-        src = str(Path(exmilter.__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        env = _child_env()
 
         def ready(alive: Callable[[], bool]) -> bool:
             return wait_port(self.policy_port, READY_TIMEOUT, self.host, alive) and wait_port(
@@ -476,9 +482,7 @@ class Sandbox:
             "--tracking-log-path",
             str(self.tracking_log_dir),
         )
-        env = dict(os.environ)
-        src = str(Path(exmilter.__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        env = _child_env()
 
         def ready(alive: Callable[[], bool]) -> bool:
             return wait_port(self.milter_port, READY_TIMEOUT, self.host, alive)
