@@ -9,7 +9,8 @@ import os
 from twisted.logger import Logger, LogLevel
 
 from exmilter.logs import events as ev
-from exmilter.logs.twistedlog import StderrObserver, journal_attached, log_levels, twisted_sink
+from exmilter.logs.journal import journal_attached
+from exmilter.logs.twistedlog import StderrObserver, log_levels, twisted_sink
 from exmilter.replies import CONFIGURATION_PROBLEM, UNABLE_TO_RELAY
 
 

@@ -12,6 +12,7 @@ import argparse
 import sys
 
 from exmilter.config import DEFAULT_PATH, OPEN_RELAY, ConfigError, Loaded, load
+from exmilter.logs.journal import ERR, WARNING, journal_attached, prefixed
 
 #: Exit status of a command whose configuration (or command line) is refused.
 EXIT_REFUSED = 2
@@ -30,27 +31,32 @@ def load_or_report(path: str, *, strict: bool = False) -> Loaded | None:
     they mean, so they are not lost among the others. With ``strict`` any warning refuses
     the file (``check --strict``).
     """
+    journal = journal_attached()  # under systemd (ExecReload=): errors as errors in the journal
+
+    def report(line: object, priority: int) -> None:
+        print(prefixed(str(line), priority, journal), file=sys.stderr)
+
     try:
         loaded = load(path)
     except ConfigError as e:
         for p in e.problems:
-            print(p, file=sys.stderr)
+            report(p, WARNING if p.warning else ERR)
         errors = sum(1 for p in e.problems if not p.warning)
-        print(f"{path}: {errors} error(s); configuration refused", file=sys.stderr)
+        report(f"{path}: {errors} error(s); configuration refused", ERR)
         return None
     relays = [w for w in loaded.warnings if w.kind == OPEN_RELAY]
     for w in loaded.warnings:
         if w.kind != OPEN_RELAY:
-            print(w, file=sys.stderr)
+            report(w, WARNING)
     for w in relays:
-        print(w, file=sys.stderr)
+        report(w, WARNING)
     if relays:
-        print(
+        report(
             f"{path}: OPEN RELAY: {len(relays)} connector(s) above relay mail to any domain for clients that "
             "did not log in; Exchange accepts this and so does exmilter (check --strict refuses it)",
-            file=sys.stderr,
+            WARNING,
         )
     if strict and loaded.warnings:
-        print(f"{path}: {len(loaded.warnings)} warning(s) and --strict; configuration refused", file=sys.stderr)
+        report(f"{path}: {len(loaded.warnings)} warning(s) and --strict; configuration refused", ERR)
         return None
     return loaded

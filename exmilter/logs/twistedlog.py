@@ -9,9 +9,8 @@ module; the threaded milter will write the same lines from the same text sink wi
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Collection
 from typing import Any, TextIO
 
 from twisted.logger import (
@@ -26,6 +25,7 @@ from zope.interface import implementer
 
 from exmilter.logs.escape import printable_lines
 from exmilter.logs.events import Event, EventSink, PolicyDecision
+from exmilter.logs.journal import journal_attached
 from exmilter.logs.jsonline import json_line
 from exmilter.logs.levels import FIXED, Severity, severity
 from exmilter.logs.text import MESSAGES, Stamp, guarded
@@ -160,21 +160,6 @@ class StderrObserver:
 
 #: syslog priority of each twisted.logger level (journald reads ``<N>`` at the start of a line).
 PRIORITIES: dict[LogLevel, Severity] = {lv: s for s, lv in LOG_LEVELS.items()}
-
-
-def journal_attached(environ: Mapping[str, str] | None = None, fd: int = 2) -> bool:
-    """``fd`` (stderr) is the journal: systemd sets ``JOURNAL_STREAM=<device>:<inode>`` of the
-    stream it connected, and a child whose stderr was redirected elsewhere (the sandbox's log
-    file) inherits the variable but not the stream (systemd.exec(5), ``$JOURNAL_STREAM``)."""
-    value = (os.environ if environ is None else environ).get("JOURNAL_STREAM", "")
-    dev, _, ino = value.partition(":")
-    if not (dev.isdigit() and ino.isdigit()):
-        return False
-    try:
-        st = os.fstat(fd)
-    except OSError:
-        return False
-    return (st.st_dev, st.st_ino) == (int(dev), int(ino))
 
 
 def log_levels(verbose: bool) -> frozenset[LogLevel]:
