@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import textwrap
 from pathlib import Path
 
@@ -57,3 +58,13 @@ def system_logs_untouched():
     yield
     if absent and SYSTEM_LOG_DIR.exists():
         pytest.fail(f"a test wrote {SYSTEM_LOG_DIR}: give its daemon a private logs: section")
+
+
+@pytest.fixture(scope="session")
+def deb(tmp_path_factory) -> Path:
+    """The Debian package, built once per run (scripts/build-deb.sh: lintian clean)."""
+    out = tmp_path_factory.mktemp("dist")
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "build-deb.sh"), str(out)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr  # built, and lintian has no error or warning
+    (built,) = out.glob("exmilter_*_all.deb")
+    return built

@@ -18,8 +18,6 @@ import subprocess
 import textwrap
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 
 #: A policy request as Postfix sends it, to the installed daemon, as the postfix user.
@@ -29,15 +27,6 @@ CLIENT = (
     "sender=a@labs.local\\nrecipient=x@gmail.com\\ninstance=i1\\npolicy_context=*:25\\n\\n'); "
     "print(s.recv(4096).decode().strip())"
 )
-
-
-@pytest.fixture(scope="module")
-def deb(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("dist")
-    proc = subprocess.run(["bash", str(ROOT / "scripts" / "build-deb.sh"), str(out)], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout + proc.stderr  # built, and lintian has no error or warning
-    (built,) = out.glob("exmilter_*_all.deb")
-    return built
 
 
 def dpkg_deb(*args: str) -> str:
