@@ -78,6 +78,8 @@ def test_unit_settings_the_issue_asks_for():
     (start,) = directives("ExecStart")
     assert "--listen" not in start  # the file's listeners, not the unit's
     assert directives("ExecReload")[0].startswith("/usr/bin/exmilter check -c /etc/exmilter/exmilter.yaml")
+    milter = (UNITS / "exmilter-milter.service").read_text().splitlines()
+    assert [line for line in milter if line.startswith("WatchdogSec=")] == ["WatchdogSec=30s"]
 
 
 class Daemon:
@@ -264,3 +266,54 @@ def test_socket_activation_serves_on_the_socket_systemd_passes(tmp_path):
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
     assert "policy service listening on systemd:domain=UNIX:index=0" in err
+
+
+def test_milter_watchdog_is_fed_only_while_libmilter_answers(tmp_path):
+    """The real milter with systemd's watchdog variables: pings while its negotiation over its
+    own socket is answered, none once the socket is gone, one log line for the outage."""
+    config = tmp_path / "exmilter.yaml"
+    config.write_text(CONFIG_FILE)
+    sock = tmp_path / "milter.sock"
+    notify = tmp_path / "notify"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sd:
+        sd.bind(str(notify))
+        sd.settimeout(0.1)
+        proc = subprocess.Popen(
+            [
+                *EXMILTER,
+                "milter",
+                "-c",
+                str(config),
+                "--listen",
+                f"unix:{sock}",
+                "--metrics",
+                "none",
+                "--coverage",
+                "none",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**ENV, "NOTIFY_SOCKET": str(notify), "WATCHDOG_USEC": "400000"},  # a probe every 0.2 s
+        )
+        try:
+            messages: list[tuple[float, str]] = []
+
+            def drain(seconds: float) -> None:
+                end = time.monotonic() + seconds
+                while time.monotonic() < end:
+                    with contextlib.suppress(TimeoutError):
+                        messages.append((time.monotonic(), sd.recv(4096).decode()))
+
+            drain(2.0)
+            assert any(m.startswith("READY=1") for _, m in messages)
+            assert sum(m == "WATCHDOG=1" for _, m in messages) >= 3
+            sock.unlink()  # Postfix could no longer reach it: no more pings
+            gone = time.monotonic()
+            drain(1.5)
+            assert [t for t, m in messages if m == "WATCHDOG=1" and t > gone + 0.5] == []
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=30)
+    assert f"watchdog: unix:{sock} does not answer ([Errno 2] No such file or directory)" in err
+    assert err.count("does not answer") == 1  # one line per outage

@@ -36,9 +36,11 @@ from exmilter.milter.callbacks import ExchangeMilter, Shared
 from exmilter.milter.coverage import CoverageSender
 from exmilter.milter.log import StderrSink
 from exmilter.milter.metrics import MilterMetrics
+from exmilter.milter.watchdog import MilterWatchdog, negotiate
 from exmilter.runtime.generation import Generations
 from exmilter.runtime.metrics import new_registry
-from exmilter.runtime.notify import READY, RELOADING, STOPPING, sd_notify
+from exmilter.runtime.notify import READY, RELOADING, STOPPING, sd_notify, watchdog_interval
+from exmilter.runtime.watchdog import Pinger
 
 EXIT_OK, EXIT_START_FAILED, EXIT_REFUSED = 0, 1, 2
 #: How long the milter's socket may take to appear before the start is called failed.
@@ -254,8 +256,17 @@ def run(
     g = generations.current
     log(me.MilterStarted(sock, g.number, g.source, coverage or ""))
     notify(f"{READY}\nSTATUS=generation {g.number} from {g.source}")
+    interval = watchdog_interval()
+    watchdog = None
+    if interval is not None:  # WatchdogSec= in the unit: pinged only while libmilter answers
+        watchdog = MilterWatchdog(
+            interval, sock, lambda: negotiate(sock, interval), worker.is_alive, Pinger(notify, log)
+        )
+        watchdog.start()
     while worker.is_alive():
         worker.join(0.5)  # wakes the main thread so Python runs the signal handlers
+    if watchdog is not None:
+        watchdog.stop()
     reloader.stop()
     sender.close()
     writers.close()

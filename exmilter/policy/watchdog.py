@@ -22,8 +22,8 @@ from twisted.internet.interfaces import IListeningPort, IStreamClientEndpoint
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 
-from exmilter.logs.events import EventSink, WatchdogProbeFailed
-from exmilter.runtime.notify import WATCHDOG
+from exmilter.logs.events import EventSink
+from exmilter.runtime.watchdog import Pinger
 
 
 def client_for(reactor: Any, port: IListeningPort, timeout: float) -> tuple[IStreamClientEndpoint, str]:
@@ -55,11 +55,9 @@ class WatchdogService(Service):
         self.reactor = reactor
         self.interval = interval
         self.ports = ports
-        self.notify = notify
-        self.log = log
+        self.pinger = Pinger(notify, log)
         self._loop: task.LoopingCall | None = None
         self._probing = False
-        self._failing = False
 
     def startService(self) -> None:
         super().startService()
@@ -78,12 +76,12 @@ class WatchdogService(Service):
             return None
         ports = list(self.ports())
         if not ports:
-            self._failed("no listener", "not listening")
+            self.pinger.failed("no listener", "not listening")
             return None
         try:
             endpoint, where = client_for(self.reactor, ports[0], self.interval)
         except ValueError as e:
-            self._failed("?", str(e))
+            self.pinger.failed("?", str(e))
             return None
         self._probing = True
         d: defer.Deferred[Any] = connectProtocol(endpoint, Protocol())
@@ -91,11 +89,10 @@ class WatchdogService(Service):
         def answered(proto: Protocol) -> None:
             if proto.transport is not None:
                 proto.transport.loseConnection()
-            self._failing = False
-            self.notify(WATCHDOG)
+            self.pinger.answered()
 
         def failed(failure: Failure) -> None:
-            self._failed(where, failure.getErrorMessage())
+            self.pinger.failed(where, failure.getErrorMessage())
 
         def done(_: object) -> None:
             self._probing = False
@@ -103,8 +100,3 @@ class WatchdogService(Service):
         d.addCallbacks(answered, failed)
         d.addBoth(done)
         return d
-
-    def _failed(self, where: str, error: str) -> None:
-        if not self._failing:  # one line per outage, not one per probe
-            self.log(WatchdogProbeFailed(where, error))
-        self._failing = True
