@@ -244,3 +244,10 @@ COVERAGE_MAX_SESSIONS = 100_000
 COVERAGE_TTL = 86_400.0 + 600.0
 #: Datagrams the policy daemon reads from its coverage socket per drain (bounded work per request).
 COVERAGE_MAX_DRAIN = 4096
+
+# -- systemd drop-ins (render-postfix --apply, exmilter/postfix/dropins.py) ----------------------
+
+#: The units' static ``LimitNOFILE`` (systemd/exmilter-policyd.service, exmilter-milter.service):
+#: what a daemon gets before ``render-postfix --apply`` sized it, and the least the drop-ins
+#: write, so they only ever raise it. At the default --process-limit it covers 590 listeners.
+UNIT_LIMIT_NOFILE = 65536

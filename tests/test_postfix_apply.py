@@ -395,3 +395,30 @@ def test_apply_brings_the_send_connectors_tables_and_settings(stock, capsys):
         capsys, "render-postfix", "-c", str(config), "--apply", "--internal", "--postfix-dir", str(stock)
     )
     assert code == 0 and "nothing to change" in out, out + err
+
+
+def test_apply_writes_limit_nofile_dropins_sized_from_the_process_limits(stock, tmp_path, capsys):
+    """LimitNOFILE = max(65536, P + max(10 % of P, 10) + 64), P the rendered maxproc sum;
+    shown in the dry run, written by --apply, --limit-nofile overrides it."""
+    from exmilter.postfix.dropins import limit_nofile
+
+    assert [limit_nofile(p) for p in (0, 300, 59000, 60000, 100000)] == [65536, 65536, 65536, 66064, 110064]
+    etc = stock
+    units = tmp_path / "systemd"
+    base = ["render-postfix", "-c", str(EXAMPLE), "--apply", "--postfix-dir", str(etc), "--systemd-dir", str(units)]
+    policyd = units / "exmilter-policyd.service.d" / "limits.conf"
+    milter = units / "exmilter-milter.service.d" / "limits.conf"
+    _, dry, _ = cli(capsys, *base, "--dry-run")
+    assert f"+++ {policyd}" in dry and "+LimitNOFILE=65536\n" in dry  # 3 listeners × 100: the floor
+    assert not policyd.exists()
+    cli(capsys, *base)
+    text = (
+        '# Written by exmilter render-postfix --apply (docs/render-postfix.md, "Descriptor limits"):\n'
+        "# the rendered smtpd listeners allow 300 processes, each with one connection here.\n"
+        "# LimitNOFILE = max(65536, 300 + max(10 % of 300, 10) + 64)\n"
+        "[Service]\nLimitNOFILE=65536\n"
+    )
+    assert policyd.read_text() == milter.read_text() == text
+    _, again, _ = cli(capsys, *base, "--limit-nofile", "200000")
+    assert "+LimitNOFILE=200000" in again
+    assert milter.read_text().endswith("# LimitNOFILE = given with --limit-nofile\n[Service]\nLimitNOFILE=200000\n")

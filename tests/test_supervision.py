@@ -223,6 +223,8 @@ def test_production_install_under_systemd(booted: Booted, deb: Path) -> None:
     dry = b.out("exmilter render-postfix --apply --dry-run")
     assert "# dry run: /etc/postfix not changed" in dry
     assert "+    -o smtpd_milters=unix:/run/exmilter/milter.sock" in dry
+    assert "+++ /etc/systemd/system/exmilter-policyd.service.d/limits.conf" in dry
+    assert "+LimitNOFILE=65536" in dry
     assert b.out("ls -d /etc/postfix/exmilter-backup-* 2>/dev/null || true") == ""
     assert b.out("cat /etc/postfix/main.cf") == stock_main
     applied = b.out(
@@ -233,6 +235,9 @@ def test_production_install_under_systemd(booted: Booted, deb: Path) -> None:
     (backup,) = b.out("ls -d /etc/postfix/exmilter-backup-*").split()
     assert b.out(f"ls {backup}").split() == ["main.cf", "master.cf"]
     assert b.out(f"cat {backup}/main.cf") == stock_main
+    for u in units:
+        shown = b.show(u, "LimitNOFILE", "DropInPaths")
+        assert shown == {"LimitNOFILE": "65536", "DropInPaths": f"/etc/systemd/system/{u}.d/limits.conf"}
     assert b.out("cat /etc/postfix/main.cf") != stock_main
 
     # Supervision: all active, and a start in one transaction puts the exmilter units first.
@@ -253,7 +258,7 @@ def test_production_install_under_systemd(booted: Booted, deb: Path) -> None:
     postfix_starts = int(times["postfix@-.service"]["InactiveExitTimestampMonotonic"])
     for u in units:
         assert 0 < int(times[u]["ActiveEnterTimestampMonotonic"]) <= postfix_starts, times
-    # MILTER-WATCHDOG
+    assert b.show("exmilter-milter.service", "WatchdogUSec")["WatchdogUSec"] == "30s"
     assert b.show("exmilter-policyd.service", "WatchdogUSec")["WatchdogUSec"] == "30s"
 
     # Exchange's verbatim replies through Postfix, the policy daemon and the milter.
@@ -287,3 +292,21 @@ def test_production_install_under_systemd(booted: Booted, deb: Path) -> None:
         assert b.run(f"systemctl reload {u}").returncode == 0, u
     wait_for(lambda: b.out(f"python3 -c '{METRIC % 9142}' exmilter_config_generation") == "2.0")
     wait_for(lambda: b.out(f"python3 -c '{METRIC % 9143}' exmilter_config_generation") == "2.0")
+
+    # The milter's watchdog under systemd (a shorter WatchdogSec in a runtime drop-in): a
+    # milter whose socket is gone stops pinging and systemd restarts it.
+    b.out(
+        "mkdir -p /run/systemd/system/exmilter-milter.service.d && printf '[Service]\\nWatchdogSec=2s\\n' "
+        "> /run/systemd/system/exmilter-milter.service.d/watchdog.conf && systemctl daemon-reload && "
+        "systemctl restart exmilter-milter"
+    )
+    first = b.show("exmilter-milter.service", "MainPID")["MainPID"]
+    time.sleep(3)  # longer than WatchdogSec: the pings keep it alive
+    assert b.show("exmilter-milter.service", "MainPID", "NRestarts") == {"MainPID": first, "NRestarts": "0"}
+    b.out("rm /run/exmilter/milter.sock")
+    wait_for(lambda: b.show("exmilter-milter.service", "NRestarts")["NRestarts"] == "1")
+    wait_for(lambda: b.run("systemctl is-active exmilter-milter.service").stdout.strip() == "active")
+    assert b.show("exmilter-milter.service", "MainPID")["MainPID"] != first
+    log = b.out("journalctl -u exmilter-milter -o cat --no-pager")
+    assert "exmilter-milter.service: Watchdog timeout (limit 2s)!" in log
+    assert "watchdog: unix:/run/exmilter/milter.sock does not answer ([Errno 2] No such file or directory)" in log

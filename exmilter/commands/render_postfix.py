@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from exmilter.commands._common import EXIT_REFUSED, add_config_option, load_or_report
 from exmilter.config import Loaded
+from exmilter.limits import UNIT_LIMIT_NOFILE
+from exmilter.postfix.dropins import SYSTEMD_DIR, UNITS, DropIns, plan_dropins
 from exmilter.postfix.render import DEFAULT_SUFFIX, Rendered, render
 from exmilter.postfix.scope import DEFAULT_PROCESS_LIMIT, UnknownListener
 
@@ -79,6 +82,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--postfix-dir", default="/etc/postfix", metavar="DIR", help="with --apply: the configuration directory"
     )
     p.add_argument(
+        "--systemd-dir",
+        metavar="DIR",
+        help="with --apply: where the daemons' LimitNOFILE drop-ins go (DIR/exmilter-policyd.service.d/limits.conf "
+        "and the milter's; default: /etc/systemd/system when --postfix-dir is /etc/postfix, else none)",
+    )
+    p.add_argument(
+        "--limit-nofile",
+        type=int,
+        metavar="N",
+        help="with --apply: write LimitNOFILE=N in the drop-ins instead of the one sized from the rendered "
+        "process limits (docs/render-postfix.md)",
+    )
+    p.add_argument(
         "--replace",
         action="store_true",
         help="with --apply: comment out any other service on a rendered listener's port (without it only "
@@ -90,6 +106,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     loaded = load_or_report(args.config)
     if loaded is None:
+        return EXIT_REFUSED
+    if args.limit_nofile is not None and args.limit_nofile < 1:
+        print("exmilter render-postfix: --limit-nofile: give 1 or more", file=sys.stderr)
         return EXIT_REFUSED
     if args.process_limit < 0:
         print("exmilter render-postfix: --process-limit: give 0 or more", file=sys.stderr)
@@ -162,6 +181,7 @@ def apply(args: argparse.Namespace, loaded: Loaded, rendered: Rendered) -> int:
         print(f"# postconf: {w}")
     if rendered.descriptors is not None:
         print(f"# the policy daemon needs LimitNOFILE >= {rendered.descriptors} for these process limits")
+    dropins = _dropins(args, rendered)
     print(f"# postfix check: {'; '.join(applied.check) or 'ok'}")
     for f in applied.findings:
         print(f"exmilter render-postfix: verify: {f}", file=sys.stderr)
@@ -169,7 +189,32 @@ def apply(args: argparse.Namespace, loaded: Loaded, rendered: Rendered) -> int:
         print(f"# dry run: {args.postfix_dir} not changed")
     elif applied.backup is not None:
         print(f"# applied; the originals are in {applied.backup}; run 'postfix reload' to use it")
+    if dropins is not None and dropins.diff() and not args.dry_run:
+        try:
+            dropins.write()
+        except OSError as e:
+            print(f"exmilter render-postfix: {e}", file=sys.stderr)
+            return EXIT_REFUSED
+        print(f"# wrote LimitNOFILE={dropins.limit}: run 'systemctl daemon-reload' and restart {' '.join(UNITS)}")
     if applied.findings:
         return EXIT_UNSAFE
     print("# verify-postfix: every smtpd listener asks exmilter, fail-closed")
     return 0
+
+
+def _dropins(args: argparse.Namespace, rendered: Rendered) -> DropIns | None:
+    """The LimitNOFILE drop-ins (exmilter.postfix.dropins), their diff printed; None: none to write."""
+    systemd_dir = args.systemd_dir
+    if systemd_dir is None and os.path.abspath(args.postfix_dir) == "/etc/postfix":
+        systemd_dir = SYSTEMD_DIR  # the host's own Postfix: the host's units
+    if systemd_dir is None:
+        print("# LimitNOFILE drop-ins not written: give --systemd-dir for a Postfix other than /etc/postfix")
+        return None
+    dropins = plan_dropins(systemd_dir, rendered.processes, args.limit_nofile)
+    if dropins is None:
+        print(f"# a listener has no process limit: LimitNOFILE stays the units' {UNIT_LIMIT_NOFILE} (--limit-nofile)")
+        return None
+    if args.limit_nofile is not None and rendered.descriptors is not None and args.limit_nofile < rendered.descriptors:
+        print(f"# --limit-nofile {args.limit_nofile} is below the {rendered.descriptors} these process limits need")
+    print(dropins.diff() or f"# {systemd_dir}: LimitNOFILE={dropins.limit} already", end="" if dropins.diff() else "\n")
+    return dropins

@@ -121,6 +121,8 @@ class Rendered:
     descriptors: int | None = None
     #: Tables written beside main.cf (send connectors' transport and TLS policy maps): name -> text.
     files: dict[str, str] = field(default_factory=dict)
+    #: smtpd processes the rendered listeners allow (sum of maxproc; None: some listener unlimited).
+    processes: int | None = None
 
     def text(self) -> str:
         """Both parts, each under a header line (what ``render-postfix`` prints without ``-o``)."""
@@ -179,4 +181,5 @@ def render(
         skipped,
         descriptors_needed(maxprocs),
         dict(outbound.files),
+        None if any(m == 0 for m in maxprocs) else sum(maxprocs),
     )
