@@ -227,10 +227,8 @@ def test_production_install_under_systemd(booted: Booted, deb: Path) -> None:
     assert "+LimitNOFILE=65536" in dry
     assert b.out("ls -d /etc/postfix/exmilter-backup-* 2>/dev/null || true") == ""
     assert b.out("cat /etc/postfix/main.cf") == stock_main
-    applied = b.out(
-        "exmilter render-postfix --apply && exmilter verify-postfix && "
-        "systemctl daemon-reload && systemctl restart exmilter-policyd exmilter-milter && systemctl reload postfix"
-    )
+    applied = b.out("exmilter render-postfix --apply && exmilter verify-postfix")
+    b.out("systemctl daemon-reload && systemctl restart exmilter-policyd exmilter-milter && systemctl reload postfix")
     assert "/etc/postfix: every smtpd listener asks exmilter at RCPT, fail-closed" in applied
     (backup,) = b.out("ls -d /etc/postfix/exmilter-backup-*").split()
     assert b.out(f"ls {backup}").split() == ["main.cf", "master.cf"]
