@@ -28,12 +28,15 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
-from exmilter.limits import LOG_QUEUE_MAX
+from exmilter.limits import LOG_DRAIN_BATCH, LOG_QUEUE_MAX, LOG_WRITE_CHUNK
 
 #: Where a failure to write goes: the daemon logs it and counts it in a metric.
 FailureHook = Callable[[str, OSError], None]
+#: Turns the values a caller queued (:meth:`BackgroundLog.later`) into whole rows, on the
+#: writer's thread. ``Any``: each log queues its own tuple shape with its own formatter.
+RowFormat = Callable[[Any], str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +151,7 @@ class HourlyLog:
         self._last_report = float("-inf")
         self._file: BinaryIO | None = None
         self._hour = ""
+        self._hour_start = self._hour_end = 0.0  # [start, end) of ``_hour``: no strftime per row
         self._instance = 0
         self._size = 0
         self._dir_bytes = 0
@@ -158,9 +162,42 @@ class HourlyLog:
 
     def write(self, when: float, text: str) -> bool:
         """Append ``text`` (whole rows) at the file of ``when``'s hour; False if it was lost."""
-        data = text.encode("utf-8", "surrogateescape")
+        return self._append(when, text.encode("utf-8", "surrogateescape"), 1) == 1
+
+    def write_rows(self, rows: Sequence[tuple[float, str]]) -> int:
+        """Append whole rows in order, each at its hour's file, in as few writes as the hour,
+        the file size limit and ``LOG_WRITE_CHUNK`` allow; the number of rows written."""
+        written = 0
+        parts: list[bytes] = []
+        pending = n = 0
+        first = start = end = 0.0
+        room = self.settings.max_file_size
+        for when, text in rows:
+            data = text.encode("utf-8", "surrogateescape")
+            if n and (
+                not start <= when < end or pending + len(data) > LOG_WRITE_CHUNK or pending + len(data) > room
+            ):
+                written += self._append(first, b"".join(parts), n)
+                parts.clear()
+                pending = n = 0
+            if not n:
+                first = when
+                start = when - when % 3600  # UTC hours are whole multiples of 3600 epoch seconds
+                end = start + 3600
+                room = self.settings.max_file_size - (self._size if self._file is not None else 0)
+                if room <= 0:
+                    room = self.settings.max_file_size
+            parts.append(data)
+            pending += len(data)
+            n += 1
+        if n:
+            written += self._append(first, b"".join(parts), n)
+        return written
+
+    def _append(self, when: float, data: bytes, rows: int) -> int:
+        """``data`` (``rows`` whole rows) at ``when``'s file: ``rows`` written, or 0 (counted lost)."""
         try:
-            hour = hour_stamp(when)
+            hour = self._hour if self._hour_start <= when < self._hour_end else hour_stamp(when)
             if self._file is None or hour != self._hour or self._size + len(data) > self.settings.max_file_size:
                 self._open(hour, when, len(data))
             f = self._file
@@ -170,11 +207,11 @@ class HourlyLog:
             self._dir_bytes += len(data)
             if self._dir_bytes > self.settings.max_directory_size:
                 self._prune(when)
-            self.written += 1
-            return True
+            self.written += rows
+            return rows
         except OSError as e:
-            self._failed(e)
-            return False
+            self._failed(e, rows)
+            return 0
 
     def flush(self) -> None:
         if self._file is not None:
@@ -192,8 +229,8 @@ class HourlyLog:
                 self.failures += 1
                 self._report(e)
 
-    def _failed(self, e: OSError) -> None:
-        self.failures += 1
+    def _failed(self, e: OSError, rows: int = 1) -> None:
+        self.failures += rows
         f, self._file = self._file, None
         if f is not None:
             with contextlib.suppress(OSError):
@@ -217,6 +254,8 @@ class HourlyLog:
         os.makedirs(s.directory, exist_ok=True)
         if hour != self._hour:
             self._hour = hour
+            self._hour_start = when - when % 3600
+            self._hour_end = self._hour_start + 3600
             self._instance = max((n for _, h, n in self._files() if h == hour), default=0)
             if self._instance == 0:
                 self._instance = 1
@@ -278,19 +317,23 @@ class HourlyLog:
 
 
 class BackgroundLog:
-    """An :class:`HourlyLog` written by its own thread: :meth:`write` never waits.
+    """An :class:`HourlyLog` written by its own thread: :meth:`write` and :meth:`later` never wait.
 
     A row is appended to a deque (atomic, no lock, no wake-up: the request path pays tens of
     nanoseconds); the thread drains it every ``interval`` seconds, writes and flushes, so
-    ``tail -f`` sees rows within that time. Beyond ``max_queued`` waiting rows (the disk is
-    slower than the mail) a row is dropped and counted in ``dropped``.
+    ``tail -f`` sees rows within that time. :meth:`later` queues the row's values and the
+    function that formats them, so the formatting is the writer thread's too (the request
+    path only builds a tuple), and the rows of one drain go out in few ``write`` calls.
+    Beyond ``max_queued`` waiting rows (the disk is slower than the mail) a row is dropped
+    and counted in ``dropped``; a row its formatter fails on is counted in ``unformatted``.
     """
 
     def __init__(self, log: HourlyLog, *, max_queued: int = LOG_QUEUE_MAX, interval: float = 0.2) -> None:
         self.log = log
         self.dropped = 0
+        self.unformatted = 0
         self._max = max_queued
-        self._rows: deque[tuple[float, str]] = deque()
+        self._rows: deque[tuple[float, RowFormat | None, Any]] = deque()
         self._interval = interval
         self._stop = threading.Event()
         self._lock = threading.Lock()  # one drainer at a time: the thread, flush() or close()
@@ -299,22 +342,44 @@ class BackgroundLog:
 
     @property
     def failures(self) -> int:
-        return self.log.failures + self.dropped
+        return self.log.failures + self.dropped + self.unformatted
 
     def write(self, when: float, text: str) -> bool:
+        """Queue ``text`` (whole rows) for ``when``'s file; False if the queue is full (dropped)."""
         if len(self._rows) >= self._max:
             self.dropped += 1
             return False
-        self._rows.append((when, text))
+        self._rows.append((when, None, text))
+        return True
+
+    def later(self, when: float, fmt: RowFormat, values: object) -> bool:
+        """Queue a row as ``fmt(values)``, called on the writer's thread: ``values`` must not
+        change afterwards (a tuple of strings, a frozen dataclass). False if dropped."""
+        if len(self._rows) >= self._max:
+            self.dropped += 1
+            return False
+        self._rows.append((when, fmt, values))
         return True
 
     def _drain(self) -> None:
         with self._lock:
-            rows, write = self._rows, self.log.write
+            rows, write = self._rows, self.log.write_rows
             if not rows:
                 return
+            popleft = rows.popleft
+            batch: list[tuple[float, str]] = []
             while rows:
-                write(*rows.popleft())
+                while rows and len(batch) < LOG_DRAIN_BATCH:
+                    when, fmt, values = popleft()
+                    if fmt is None:
+                        batch.append((when, values))
+                        continue
+                    try:
+                        batch.append((when, fmt(values)))
+                    except Exception:  # a formatter's bug must not stop the writer: the row is counted lost
+                        self.unformatted += 1
+                write(batch)
+                batch.clear()
             self.log.flush()
 
     def _run(self) -> None:
@@ -336,9 +401,20 @@ class BackgroundLog:
 
 class RowSink(Protocol):
     """What the protocol and tracking logs write through (an :class:`HourlyLog`, a
-    :class:`BackgroundLog`, or a test's recorder)."""
+    :class:`BackgroundLog`, or a test's recorder). A sink that also has ``later``
+    (:meth:`BackgroundLog.later`) gets the rows' values instead, to format them itself."""
 
     def write(self, when: float, text: str) -> bool: ...
+
+
+#: ``sink.later`` when the sink formats rows itself (:class:`BackgroundLog`), else None.
+Later = Callable[[float, RowFormat, object], bool]
+
+
+def later_of(sink: RowSink) -> Later | None:
+    """The sink's deferred-formatting entry point, if it has one (looked up once per session)."""
+    fn = getattr(sink, "later", None)
+    return fn if callable(fn) else None
 
 
 # -- reading Exchange's files back ---------------------------------------------------------------

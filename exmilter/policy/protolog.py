@@ -9,8 +9,12 @@ and the new permissions once ``sasl_username`` appears, and the engine's end-of-
 It cannot see the disconnect (Postfix sends no request for it), DATA, STARTTLS or QUIT.
 
 Only connectors with ``protocol_logging_level: Verbose`` are logged: for every other
-request the cost is one set lookup (:meth:`Recorder.record`'s first line). A session is
-keyed by (policy_context, client address, client port); the table is bounded.
+request the cost is one set lookup (:meth:`Recorder.record`'s first line). For the others
+the request path only queues the rows' values (the writer thread formats them,
+exmilter.logs.protocol) and takes the permissions from the session the decision was made
+with; the engine is asked again only without one (tests, a session that first shows up
+authenticated). A session is keyed by (policy_context, client address, client port); the
+table is bounded.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 
-from exmilter.engine import Engine
+from exmilter.engine import Engine, Session
 from exmilter.listener import Listener
 from exmilter.logs.events import LogWriteFailed
 from exmilter.logs.files import Writers, open_protocol_log, open_tracking_log
@@ -29,8 +33,9 @@ from exmilter.model import Organization, Right
 from exmilter.policy.decide import Decision
 from exmilter.policy.receipts import Receipts
 
-#: What the connection calls after each decision (``Recorder.record``, ``Receipts.record``).
-LogHook = Callable[[Engine, Mapping[str, str], Decision], None]
+#: What the connection calls after each decision (``Recorder.record``, ``Receipts.record``), with
+#: the session the decision judged (``Decider.session``; None when none was).
+LogHook = Callable[[Engine, Mapping[str, str], Decision, Session | None], None]
 
 #: Sessions remembered for their next requests (the oldest are forgotten: a new ``+`` if they return).
 MAX_SESSIONS = 10_000
@@ -60,9 +65,17 @@ class Recorder:
         self._org: Organization | None = None
         self._verbose: frozenset[str] = frozenset()
 
-    def record(self, engine: Engine, req: Mapping[str, str], d: Decision) -> None:
-        """Called after each decision; does nothing unless the connector is Verbose."""
-        if d.connector not in self._verbose_of(engine.org) or d.duplicate or d.reply is None:
+    def record(self, engine: Engine, req: Mapping[str, str], d: Decision, session: Session | None = None) -> None:
+        """Called after each decision; does nothing unless the connector is Verbose.
+
+        ``session``: the one the decision was made with (its rights are the permissions row's).
+        """
+        org = engine.org
+        if org is not self._org:  # a reload: the set follows the generation in use
+            self._org = org
+            self._verbose = verbose_connectors(org)
+        reply = d.reply
+        if reply is None or d.connector not in self._verbose or d.duplicate:
             return
         get = req.get
         now = self.clock()
@@ -71,44 +84,43 @@ class Recorder:
             get("client_address", ""),
             get("client_port", ""),
         )
+        stage = d.stage
         s = self._sessions.get(key)
-        if s is None or d.stage == "CONNECT":
-            s = self._open(engine, key, req, d, now)
+        if s is None or stage == "CONNECT":
+            s = self._open(engine, key, req, d, now, session)
         else:
             self._sessions.move_to_end(key)
+        log = s.log
         helo = get("helo_name")
         if helo and helo != s.helo:
             s.helo = helo
-            verb = "HELO" if get("protocol_name") == "SMTP" else "EHLO"
-            s.log.received(f"{verb} {helo}", now)
-        user = get("sasl_username", "")
+            log.received(("HELO " if get("protocol_name") == "SMTP" else "EHLO ") + helo, now)
+        user = get("sasl_username")
         if user and user != s.auth:
             s.auth = user
-            s.log.info(user, now, "authenticated")
-            rights = self._rights(engine, req, user)
+            log.info(user, now, "authenticated")
+            rights = session.rights if session is not None else self._rights(engine, req, user)
             if rights is not None:
-                s.log.permissions(rights, now)
-        stage = d.stage
-        if stage == "MAIL":
+                log.permissions(rights, now)
+        if stage == "RCPT":
+            log.received("RCPT TO:<" + get("recipient", "") + ">", now)
+        elif stage == "MAIL":
             size = get("size", "")
-            s.log.received(f"MAIL FROM:<{get('sender', '')}>" + (f" SIZE={size}" if size and size != "0" else ""), now)
-        elif stage == "RCPT":
-            s.log.received(f"RCPT TO:<{get('recipient', '')}>", now)
-        elif stage == "CONNECT":
-            pass  # the banner row below is the engine's 220
-        s.log.sent(d.reply.line, now)
-        if d.reply.close:
-            s.log.disconnect("Local", now)
+            log.received(f"MAIL FROM:<{get('sender', '')}>" + (f" SIZE={size}" if size and size != "0" else ""), now)
+        # CONNECT: the banner row below is the engine's 220; END-OF-MESSAGE: its reply alone
+        log.sent(reply.line, now)
+        if reply.close:
+            log.disconnect("Local", now)
             del self._sessions[key]
 
-    def _verbose_of(self, org: Organization) -> frozenset[str]:
-        if org is not self._org:  # a reload: the set follows the generation in use
-            self._org = org
-            self._verbose = verbose_connectors(org)
-        return self._verbose
-
     def _open(
-        self, engine: Engine, key: tuple[str, str, str], req: Mapping[str, str], d: Decision, now: float
+        self,
+        engine: Engine,
+        key: tuple[str, str, str],
+        req: Mapping[str, str],
+        d: Decision,
+        now: float,
+        session: Session | None,
     ) -> _Session:
         get = req.get
         local_ip, local_port = get("server_address", ""), get("server_port", "")
@@ -128,7 +140,9 @@ class Recorder:
         if len(self._sessions) > MAX_SESSIONS:
             self._sessions.popitem(last=False)
         s.log.connect(now)
-        rights = self._rights(engine, req, None)
+        # The session's rights before any login: the decision's session unless it already has one.
+        anonymous = session is not None and not get("sasl_username")
+        rights = session.rights if anonymous and session is not None else self._rights(engine, req, None)
         if rights is not None:
             s.log.permissions(rights, now)
         return s

@@ -37,10 +37,12 @@ class Receipts:
         self.clock = clock
         self._rcpts: OrderedDict[str, list[str]] = OrderedDict()
 
-    def record(self, engine: Engine, req: Mapping[str, str], d: Decision) -> None:
-        stage = d.stage
-        if d.duplicate or d.reply is None or not d.reply.accepted:
+    def record(self, engine: Engine, req: Mapping[str, str], d: Decision, session: Session | None = None) -> None:
+        """Called after each decision; ``session``: the one it was made with (AuthAs, AuthMechanism)."""
+        reply = d.reply
+        if reply is None or not reply.accepted or d.duplicate:
             return
+        stage = d.stage
         if stage == "RCPT":
             instance = req.get("instance", "")
             if not instance:
@@ -53,12 +55,13 @@ class Receipts:
             if len(rcpts) < MAX_RECIPIENTS:
                 rcpts.append(req.get("recipient", ""))
         elif stage == "END-OF-MESSAGE":
-            self._receive(engine, req, d)
+            self._receive(engine, req, d, session)
 
-    def _receive(self, engine: Engine, req: Mapping[str, str], d: Decision) -> None:
+    def _receive(self, engine: Engine, req: Mapping[str, str], d: Decision, session: Session | None) -> None:
         get = req.get
         rcpts = self._rcpts.pop(get("instance", ""), None) or ([get("recipient", "")] if get("recipient") else [])
-        session = self._session(engine, req)
+        if session is None:
+            session = self._session(engine, req)
         as_ = auth_as(session) if session is not None else "Anonymous"
         mech = auth_mechanism(session, as_) if session is not None else "00"
         size = get("size", "")
