@@ -11,13 +11,11 @@ Usage (a front end, per SMTP connection whose connector logs ``Verbose``)::
     s.info("Tarpit for '0.00:00:05'", now)         # "*"
     s.disconnect("Remote", now)                    # "-"
 
-Rows are handed to the sink; nothing here raises on I/O (the sink counts failures). A
-:class:`~exmilter.logs.w3c.BackgroundLog` sink gets each row as a tuple of the values the
-caller passed and formats (escapes, timestamps) it on its writer thread: the caller's cost
-is one tuple and one ``deque.append`` per row. Other sinks get the formatted row at once.
-A session is not thread-safe: one connection's callbacks are serialised by the front end
-(the milter's per-connection object, the policy daemon's single reactor thread); the
-writer thread only reads a session's constant fields.
+Rows are formatted here, in one f-string each (the session's constant fields once per
+session, a reply's field once per distinct reply, the time once per millisecond), and
+handed to the sink; nothing here raises on I/O (the sink counts failures). A session is
+not thread-safe: one connection's callbacks are serialised by the front end (the milter's
+per-connection object, the policy daemon's single reactor thread).
 """
 
 from __future__ import annotations
@@ -25,9 +23,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 
-from exmilter.limits import PROTOCOL_LOG_DATA_MAX
+from exmilter.limits import PROTOCOL_LOG_DATA_MAX, PROTOCOL_LOG_REPLY_CACHE
 from exmilter.logs.escape import escape
-from exmilter.logs.w3c import RowFormat, RowSink, field, header, later_of, timestamp
+from exmilter.logs.w3c import RowSink, field, header, timestamp
 from exmilter.model import Right
 
 #: Spec §5.1 "Header".
@@ -96,40 +94,28 @@ class SessionIds:
         return f"{ticks & 0xFFFF_FFFF_FFFF_FFFF:016X}"
 
 
-#: A queued row: (session, sequence number, time, event, data, context); what data and
-#: context hold depends on the row's formatter.
-_Row = tuple["ProtocolSession", int, float, str, object, str]
+_reply_fields: dict[str, str] = {}
 
 
-def _line(s: ProtocolSession, seq: int, when: float, event: str, data: str, context: str) -> str:
-    return f"{timestamp(when)}{s._prefix}{seq}{s._suffix}{event},{field(data)},{field(context)}\r\n"
-
-
-def _plain(r: _Row) -> str:
-    """A row whose data and context are written as they are (``+``, ``-``)."""
-    return _line(r[0], r[1], r[2], r[3], str(r[4]), r[5])
-
-
-def _text(r: _Row) -> str:
-    """A row of a peer's or a reply's text (``<``, ``>``, ``*``): escaped and bounded."""
-    return _line(r[0], r[1], r[2], r[3], _data(str(r[4])), _data(r[5]))
-
-
-def _rights(r: _Row) -> str:
-    """``Set Session Permissions``: data is the session's :class:`~exmilter.model.Right`."""
-    rights = r[4]
-    assert isinstance(rights, Right)
-    return _line(r[0], r[1], r[2], r[3], permission_tokens(rights), r[5])
+def _reply_field(text: str) -> str:
+    """A reply's data field, formatted once per distinct reply (the engine's replies are
+    constants; the table is bounded, and a race between threads only formats one twice)."""
+    f = _reply_fields.get(text)
+    if f is None:
+        f = field(_data(text))
+        if len(_reply_fields) >= PROTOCOL_LOG_REPLY_CACHE:
+            _reply_fields.clear()
+        _reply_fields[text] = f
+    return f
 
 
 class ProtocolSession:
     """One SMTP connection's rows: the sequence number counts from 0 per session."""
 
-    __slots__ = ("_later", "_prefix", "_seq", "_sink", "_suffix", "connector_id", "id", "local", "remote", "start")
+    __slots__ = ("_prefix", "_seq", "_sink", "_suffix", "connector_id", "id", "local", "remote", "start")
 
     def __init__(self, sink: RowSink, connector_id: str, session_id: str, local: str, remote: str, start: float):
         self._sink = sink
-        self._later = later_of(sink)
         self.connector_id = connector_id
         self.id = session_id
         self.local = local
@@ -139,34 +125,40 @@ class ProtocolSession:
         self._prefix = f",{field(connector_id)},{field(session_id)},"
         self._suffix = f",{field(local)},{field(remote)},"
 
-    def _row(self, fmt: RowFormat, when: float, event: str, data: object, context: str) -> None:
-        """One row: queued as values for a formatting sink, else formatted now. The session's
-        constant fields are formatted once (:meth:`__init__`)."""
+    def _row(self, when: float, event: str, data: str, context: str) -> None:
+        """One row; ``data`` and ``context`` are fields already (:func:`field`)."""
         seq = self._seq
         self._seq = seq + 1
-        later = self._later
-        if later is not None:
-            later(when, fmt, (self, seq, when, event, data, context))
-        else:
-            self._sink.write(when, fmt((self, seq, when, event, data, context)))
+        self._sink.write(when, f"{timestamp(when)}{self._prefix}{seq}{self._suffix}{event},{data},{context}\r\n")
+
+    def exchange(self, command: str, reply: str, when: float) -> None:
+        """A command received and the reply sent to it: ``<`` and ``>``, one time and one
+        sink write for both (a sink's text may hold several rows)."""
+        seq = self._seq
+        self._seq = seq + 2
+        head = timestamp(when) + self._prefix
+        tail = self._suffix
+        self._sink.write(
+            when, f"{head}{seq}{tail}<,{field(_data(command))},\r\n{head}{seq + 1}{tail}>,{_reply_field(reply)},\r\n"
+        )
 
     def connect(self, when: float) -> None:
-        self._row(_plain, when, "+", "", "")
+        self._row(when, "+", "", "")
 
     def permissions(self, rights: Right, when: float) -> None:
-        self._row(_rights, when, "*", rights, "Set Session Permissions")
+        self._row(when, "*", field(permission_tokens(rights)), "Set Session Permissions")
 
     def sent(self, text: str, when: float) -> None:
-        self._row(_text, when, ">", text, "")
+        self._row(when, ">", _reply_field(text), "")
 
     def received(self, text: str, when: float) -> None:
-        self._row(_text, when, "<", text, "")
+        self._row(when, "<", field(_data(text)), "")
 
     def info(self, text: str, when: float, context: str = "") -> None:
-        self._row(_text, when, "*", text, context)
+        self._row(when, "*", field(_data(text)), field(_data(context)))
 
     def disconnect(self, reason: str, when: float) -> None:
-        self._row(_plain, when, "-", "", reason)
+        self._row(when, "-", "", field(reason))
 
 
 class ProtocolLog:
@@ -212,4 +204,5 @@ class MemorySink:
         return "".join(t for _, t in self.rows)
 
     def lines(self) -> Sequence[str]:
-        return [t.rstrip("\r\n") for _, t in self.rows]
+        """One string per row (a write may carry several: :meth:`ProtocolSession.exchange`)."""
+        return [line for _, t in self.rows for line in t.rstrip("\r\n").split("\r\n")]

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from exmilter.engine import Session
-from exmilter.logs.w3c import RowSink, header, later_of, row, timestamp
+from exmilter.logs.w3c import RowSink, header, row, timestamp
 from exmilter.model import AuthMechanism, Right
 from exmilter.permissions import PARTNER_SERVERS
 
@@ -216,33 +216,16 @@ def outcome_row(o: Outcome, server_hostname: str) -> list[str]:
     return values
 
 
-def _receive_line(f: MessageFacts) -> str:
-    return row(receive_row(f))
-
-
-def _outcome_line(values: tuple[Outcome, str]) -> str:
-    return row(outcome_row(*values))
-
-
 class TrackingLog:
-    """The daemon's message tracking log (thread-safe as far as its sink is).
-
-    A :class:`~exmilter.logs.w3c.BackgroundLog` sink formats the rows on its own thread
-    (the facts are frozen); any other sink gets them formatted at once.
-    """
+    """The daemon's message tracking log (thread-safe as far as its sink is)."""
 
     def __init__(self, sink: RowSink, server_hostname: str = "") -> None:
         self.sink = sink
         self.server_hostname = server_hostname
-        self._later = later_of(sink)
 
     def receive(self, facts: MessageFacts) -> bool:
         """The RECEIVE row of an accepted message; False when the row was lost (counted by the sink)."""
-        if self._later is not None:
-            return self._later(facts.time, _receive_line, facts)
-        return self.sink.write(facts.time, _receive_line(facts))
+        return self.sink.write(facts.time, row(receive_row(facts)))
 
     def outcome(self, o: Outcome) -> bool:
-        if self._later is not None:
-            return self._later(o.time, _outcome_line, (o, self.server_hostname))
-        return self.sink.write(o.time, _outcome_line((o, self.server_hostname)))
+        return self.sink.write(o.time, row(outcome_row(o, self.server_hostname)))

@@ -12,7 +12,7 @@ tracking log) share one file discipline, implemented once here:
 Writing never fails or blocks the caller (issue #15 §5): :class:`HourlyLog` turns every
 ``OSError`` (unwritable directory, full disk) into a counted, reported failure and tries
 again at the next row; :class:`BackgroundLog` moves the writing to a thread behind a bounded
-deque, so a slow disk costs the mail path one ``append``. The clock is the caller's:
+queue, so a slow disk costs the mail path one ``append``. The clock is the caller's:
 every row carries the time of its event, and the file it goes to follows from that time.
 """
 
@@ -24,19 +24,15 @@ import os
 import re
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, BinaryIO, Protocol
+from typing import BinaryIO, Protocol
 
-from exmilter.limits import LOG_DRAIN_BATCH, LOG_QUEUE_MAX, LOG_WRITE_CHUNK
+from exmilter.limits import LOG_QUEUE_MAX, LOG_WRITE_CHUNK
 
 #: Where a failure to write goes: the daemon logs it and counts it in a metric.
 FailureHook = Callable[[str, OSError], None]
-#: Turns the values a caller queued (:meth:`BackgroundLog.later`) into whole rows, on the
-#: writer's thread. ``Any``: each log queues its own tuple shape with its own formatter.
-RowFormat = Callable[[Any], str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,17 +47,24 @@ class LogFileSettings:
 
 
 _last_second: tuple[int, str] = (-1, "")
+_last_stamp: tuple[float, str] = (-1.0, "")
 
 
 def timestamp(when: float) -> str:
     """``when`` (epoch seconds) as Exchange writes it: UTC ``yyyy-MM-ddTHH:mm:ss.fffZ``
-    (the seconds part formatted once per second: rows come in bursts)."""
-    global _last_second
+    (the seconds part formatted once per second, and the last time's text kept: rows come
+    in bursts, a request's rows share one time)."""
+    global _last_second, _last_stamp
+    stamp = _last_stamp  # one read: another thread may replace it, never half of it
+    if stamp[0] == when:
+        return stamp[1]
     second, milli = divmod(round(when * 1000), 1000)
     last = _last_second  # one read: another thread may replace it, never half of it
     if last[0] != second:
         last = _last_second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
-    return f"{last[1]}.{milli:03d}Z"
+    text = f"{last[1]}.{milli:03d}Z"
+    _last_stamp = (when, text)
+    return text
 
 
 def parse_timestamp(text: str) -> float:
@@ -164,34 +167,22 @@ class HourlyLog:
         """Append ``text`` (whole rows) at the file of ``when``'s hour; False if it was lost."""
         return self._append(when, text.encode("utf-8", "surrogateescape"), 1) == 1
 
-    def write_rows(self, rows: Sequence[tuple[float, str]]) -> int:
-        """Append whole rows in order, each at its hour's file, in as few writes as the hour,
-        the file size limit and ``LOG_WRITE_CHUNK`` allow; the number of rows written."""
+    def write_block(self, when: float, data: bytes) -> int:
+        """Append ``data``, whole rows of ``when``'s hour, in as few writes as the file size
+        limit and ``LOG_WRITE_CHUNK`` allow (cut at row ends); the number of rows written."""
         written = 0
-        parts: list[bytes] = []
-        pending = n = 0
-        first = start = end = 0.0
-        room = self.settings.max_file_size
-        for when, text in rows:
-            data = text.encode("utf-8", "surrogateescape")
-            if n and (
-                not start <= when < end or pending + len(data) > LOG_WRITE_CHUNK or pending + len(data) > room
-            ):
-                written += self._append(first, b"".join(parts), n)
-                parts.clear()
-                pending = n = 0
-            if not n:
-                first = when
-                start = when - when % 3600  # UTC hours are whole multiples of 3600 epoch seconds
-                end = start + 3600
-                room = self.settings.max_file_size - (self._size if self._file is not None else 0)
-                if room <= 0:
-                    room = self.settings.max_file_size
-            parts.append(data)
-            pending += len(data)
-            n += 1
-        if n:
-            written += self._append(first, b"".join(parts), n)
+        limit = self.settings.max_file_size
+        while data:
+            room = limit - self._size if self._file is not None and self._hour_start <= when < self._hour_end else limit
+            room = min(LOG_WRITE_CHUNK, room if room > 0 else limit)
+            if len(data) <= room:
+                piece, data = data, b""
+            else:
+                cut = data.rfind(b"\r\n", 0, room) + 2
+                if cut < 2:  # a row longer than the room: on its own (a new file takes it)
+                    cut = data.find(b"\r\n") + 2 or len(data)
+                piece, data = data[:cut], data[cut:]
+            written += self._append(when, piece, piece.count(b"\n") or 1)
         return written
 
     def _append(self, when: float, data: bytes, rows: int) -> int:
@@ -317,69 +308,61 @@ class HourlyLog:
 
 
 class BackgroundLog:
-    """An :class:`HourlyLog` written by its own thread: :meth:`write` and :meth:`later` never wait.
+    """An :class:`HourlyLog` written by its own thread: :meth:`write` never waits.
 
-    A row is appended to a deque (atomic, no lock, no wake-up: the request path pays tens of
-    nanoseconds); the thread drains it every ``interval`` seconds, writes and flushes, so
-    ``tail -f`` sees rows within that time. :meth:`later` queues the row's values and the
-    function that formats them, so the formatting is the writer thread's too (the request
-    path only builds a tuple), and the rows of one drain go out in few ``write`` calls.
-    Beyond ``max_queued`` waiting rows (the disk is slower than the mail) a row is dropped
-    and counted in ``dropped``; a row its formatter fails on is counted in ``unformatted``.
+    The caller's row (already formatted) is appended to the current hour's list under a
+    lock nobody holds for long (the request path pays a list append); the thread takes the
+    lists every ``interval`` seconds, joins and encodes each once and writes it in a few
+    ``write`` calls, so ``tail -f`` sees rows within that time. The thread holds the GIL
+    only for that join and encode (the write releases it): a daemon's request thread is
+    not held up by the log (docs/performance.md). Beyond ``max_queued`` waiting rows (the
+    disk is slower than the mail) a row is dropped and counted in ``dropped``.
     """
 
     def __init__(self, log: HourlyLog, *, max_queued: int = LOG_QUEUE_MAX, interval: float = 0.2) -> None:
         self.log = log
         self.dropped = 0
-        self.unformatted = 0
         self._max = max_queued
-        self._rows: deque[tuple[float, RowFormat | None, Any]] = deque()
+        self._hours: list[tuple[float, list[str]]] = []  # (a time in the hour, its rows), in order
+        self._rows: list[str] = []  # the last hour's rows: where write() appends
+        self._start = self._end = 0.0  # [start, end) of that hour
+        self._queued = 0
         self._interval = interval
         self._stop = threading.Event()
-        self._lock = threading.Lock()  # one drainer at a time: the thread, flush() or close()
+        self._lock = threading.Lock()  # the lists: writers append, the drainer takes them
+        self._drainer = threading.Lock()  # one drainer at a time: the thread, flush() or close()
         self._thread = threading.Thread(target=self._run, name=f"exmilter-log-{log.settings.prefix}", daemon=True)
         self._thread.start()
 
     @property
     def failures(self) -> int:
-        return self.log.failures + self.dropped + self.unformatted
+        return self.log.failures + self.dropped
 
     def write(self, when: float, text: str) -> bool:
         """Queue ``text`` (whole rows) for ``when``'s file; False if the queue is full (dropped)."""
-        if len(self._rows) >= self._max:
-            self.dropped += 1
-            return False
-        self._rows.append((when, None, text))
-        return True
-
-    def later(self, when: float, fmt: RowFormat, values: object) -> bool:
-        """Queue a row as ``fmt(values)``, called on the writer's thread: ``values`` must not
-        change afterwards (a tuple of strings, a frozen dataclass). False if dropped."""
-        if len(self._rows) >= self._max:
-            self.dropped += 1
-            return False
-        self._rows.append((when, fmt, values))
+        with self._lock:
+            if self._queued >= self._max:
+                self.dropped += 1
+                return False
+            if not self._start <= when < self._end:  # another hour (or the first row since a drain)
+                self._start = when - when % 3600  # UTC hours are whole multiples of 3600 epoch seconds
+                self._end = self._start + 3600
+                self._rows = []
+                self._hours.append((when, self._rows))
+            self._rows.append(text)
+            self._queued += 1
         return True
 
     def _drain(self) -> None:
-        with self._lock:
-            rows, write = self._rows, self.log.write_rows
-            if not rows:
+        with self._drainer:
+            with self._lock:
+                hours, self._hours = self._hours, []
+                self._start = self._end = 0.0
+                self._queued = 0
+            if not hours:
                 return
-            popleft = rows.popleft
-            batch: list[tuple[float, str]] = []
-            while rows:
-                while rows and len(batch) < LOG_DRAIN_BATCH:
-                    when, fmt, values = popleft()
-                    if fmt is None:
-                        batch.append((when, values))
-                        continue
-                    try:
-                        batch.append((when, fmt(values)))
-                    except Exception:  # a formatter's bug must not stop the writer: the row is counted lost
-                        self.unformatted += 1
-                write(batch)
-                batch.clear()
+            for when, rows in hours:
+                self.log.write_block(when, "".join(rows).encode("utf-8", "surrogateescape"))
             self.log.flush()
 
     def _run(self) -> None:
@@ -401,20 +384,9 @@ class BackgroundLog:
 
 class RowSink(Protocol):
     """What the protocol and tracking logs write through (an :class:`HourlyLog`, a
-    :class:`BackgroundLog`, or a test's recorder). A sink that also has ``later``
-    (:meth:`BackgroundLog.later`) gets the rows' values instead, to format them itself."""
+    :class:`BackgroundLog`, or a test's recorder)."""
 
     def write(self, when: float, text: str) -> bool: ...
-
-
-#: ``sink.later`` when the sink formats rows itself (:class:`BackgroundLog`), else None.
-Later = Callable[[float, RowFormat, object], bool]
-
-
-def later_of(sink: RowSink) -> Later | None:
-    """The sink's deferred-formatting entry point, if it has one (looked up once per session)."""
-    fn = getattr(sink, "later", None)
-    return fn if callable(fn) else None
 
 
 # -- reading Exchange's files back ---------------------------------------------------------------

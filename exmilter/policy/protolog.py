@@ -9,10 +9,11 @@ and the new permissions once ``sasl_username`` appears, and the engine's end-of-
 It cannot see the disconnect (Postfix sends no request for it), DATA, STARTTLS or QUIT.
 
 Only connectors with ``protocol_logging_level: Verbose`` are logged: for every other
-request the cost is one set lookup (:meth:`Recorder.record`'s first line). For the others
-the request path only queues the rows' values (the writer thread formats them,
-exmilter.logs.protocol) and takes the permissions from the session the decision was made
-with; the engine is asked again only without one (tests, a session that first shows up
+request the cost is one set lookup (:meth:`Recorder.record`'s first lines). A Verbose
+request's rows are formatted at once (two f-strings for a command and its reply,
+:meth:`~exmilter.logs.protocol.ProtocolSession.exchange`) and appended to the background
+writer's list; the permissions come from the session the decision was made with, so the
+engine is asked again only without one (tests, a session whose first request is already
 authenticated). A session is keyed by (policy_context, client address, client port); the
 table is bounded.
 """
@@ -68,7 +69,8 @@ class Recorder:
     def record(self, engine: Engine, req: Mapping[str, str], d: Decision, session: Session | None = None) -> None:
         """Called after each decision; does nothing unless the connector is Verbose.
 
-        ``session``: the one the decision was made with (its rights are the permissions row's).
+        ``session``: the one the decision was made with (its rights are the permissions row's;
+        without it the engine is asked).
         """
         org = engine.org
         if org is not self._org:  # a reload: the set follows the generation in use
@@ -85,9 +87,12 @@ class Recorder:
             get("client_port", ""),
         )
         stage = d.stage
+        user = get("sasl_username", "")
         s = self._sessions.get(key)
         if s is None or stage == "CONNECT":
-            s = self._open(engine, key, req, d, now, session)
+            # The session's rights before any login: the decision's, unless it already has one.
+            rights = session.rights if session is not None and not user else self._rights(engine, req, None)
+            s = self._open(key, req, d.connector, now, rights)
         else:
             self._sessions.move_to_end(key)
         log = s.log
@@ -95,7 +100,6 @@ class Recorder:
         if helo and helo != s.helo:
             s.helo = helo
             log.received(("HELO " if get("protocol_name") == "SMTP" else "EHLO ") + helo, now)
-        user = get("sasl_username")
         if user and user != s.auth:
             s.auth = user
             log.info(user, now, "authenticated")
@@ -103,24 +107,19 @@ class Recorder:
             if rights is not None:
                 log.permissions(rights, now)
         if stage == "RCPT":
-            log.received("RCPT TO:<" + get("recipient", "") + ">", now)
+            log.exchange(f"RCPT TO:<{get('recipient', '')}>", reply.line, now)
         elif stage == "MAIL":
             size = get("size", "")
-            log.received(f"MAIL FROM:<{get('sender', '')}>" + (f" SIZE={size}" if size and size != "0" else ""), now)
-        # CONNECT: the banner row below is the engine's 220; END-OF-MESSAGE: its reply alone
-        log.sent(reply.line, now)
+            command = f"MAIL FROM:<{get('sender', '')}>" + (f" SIZE={size}" if size and size != "0" else "")
+            log.exchange(command, reply.line, now)
+        else:  # CONNECT: the engine's 220 (the banner); END-OF-MESSAGE: its reply alone
+            log.sent(reply.line, now)
         if reply.close:
             log.disconnect("Local", now)
             del self._sessions[key]
 
     def _open(
-        self,
-        engine: Engine,
-        key: tuple[str, str, str],
-        req: Mapping[str, str],
-        d: Decision,
-        now: float,
-        session: Session | None,
+        self, key: tuple[str, str, str], req: Mapping[str, str], connector: str, now: float, rights: Right | None
     ) -> _Session:
         get = req.get
         local_ip, local_port = get("server_address", ""), get("server_port", "")
@@ -133,23 +132,21 @@ class Recorder:
             except ValueError:
                 pass
         s = _Session(
-            self.log.session(d.connector, local_ip, local_port, get("client_address", ""), get("client_port", ""), now)
+            self.log.session(connector, local_ip, local_port, get("client_address", ""), get("client_port", ""), now)
         )
         self._sessions.pop(key, None)
         self._sessions[key] = s
         if len(self._sessions) > MAX_SESSIONS:
             self._sessions.popitem(last=False)
         s.log.connect(now)
-        # The session's rights before any login: the decision's session unless it already has one.
-        anonymous = session is not None and not get("sasl_username")
-        rights = session.rights if anonymous and session is not None else self._rights(engine, req, None)
         if rights is not None:
             s.log.permissions(rights, now)
         return s
 
     @staticmethod
     def _rights(engine: Engine, req: Mapping[str, str], user: str | None) -> Right | None:
-        """The session's rights as the engine computes them (None if the request cannot be placed)."""
+        """The session's rights as the engine computes them (None if the request cannot be placed):
+        only without the decision's session, or for a session first seen logged in."""
         ctx = req.get("policy_context", "")
         try:
             if ctx:
