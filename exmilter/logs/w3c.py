@@ -172,15 +172,20 @@ class HourlyLog:
         limit and ``LOG_WRITE_CHUNK`` allow (cut at row ends); the number of rows written."""
         written = 0
         limit = self.settings.max_file_size
+        fresh = limit - len(self._make_header(when).encode("utf-8"))  # room in a new file
         while data:
-            room = limit - self._size if self._file is not None and self._hour_start <= when < self._hour_end else limit
-            room = min(LOG_WRITE_CHUNK, room if room > 0 else limit)
+            first = data.find(b"\r\n") + 2 or len(data)  # the first row's end
+            same = self._file is not None and self._hour_start <= when < self._hour_end
+            room = limit - self._size if same else fresh
+            if room < first:  # not even one more row fits: _append starts a new file
+                room = fresh
+            room = min(LOG_WRITE_CHUNK, room)
             if len(data) <= room:
                 piece, data = data, b""
             else:
                 cut = data.rfind(b"\r\n", 0, room) + 2
-                if cut < 2:  # a row longer than the room: on its own (a new file takes it)
-                    cut = data.find(b"\r\n") + 2 or len(data)
+                if cut < 2:  # a row longer than the room: on its own
+                    cut = first
                 piece, data = data[:cut], data[cut:]
             written += self._append(when, piece, piece.count(b"\n") or 1)
         return written

@@ -333,6 +333,19 @@ class Decider:
         session, _ = self._session(engine, req, "MAIL", now)
         return engine.rate_keys(session) if session is not None else ()
 
+    def accepted_recipients(self, instance: str) -> list[str] | None:
+        """The recipients accepted so far in transaction ``instance``, in order; None when it is not
+        remembered. What the RECEIVE row lists (exmilter.policy.receipts), from the answers kept
+        for re-sends, so the logs keep no second table per RCPT."""
+        txn = self._txns.get(instance) if instance else None
+        if txn is None:
+            return None
+        return [
+            rcpt
+            for (stage, rcpt), d in txn.answers.items()
+            if stage == "RCPT" and not d.duplicate and d.reply is not None and d.reply.accepted
+        ]
+
     def window_unavailable(self, engine: Engine, req: Mapping[str, str], reason: str) -> Decision:
         """A MAIL the shared window could not count: a temporary failure, noted (so logged)."""
         session, _ = self._session(engine, req, "MAIL", self.clock())

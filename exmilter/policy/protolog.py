@@ -183,10 +183,12 @@ def open_exchange_logs(
     report: Callable[[LogWriteFailed], object],
     writers: Writers,
     follow_maillog: str | None = None,
+    recipients: Callable[[str], list[str] | None] | None = None,
 ) -> tuple[tuple[LogHook, ...], Follower | None]:
     """What the policy daemon writes of Exchange's logs: the hooks its connections call after each
     decision (protocol log, RECEIVE rows) and, given Postfix's log file, the follower that appends
-    the delivery outcomes (started by the caller)."""
+    the delivery outcomes (started by the caller). ``recipients``: the decider's accepted recipients
+    per transaction (``Decider.accepted_recipients``); without it the receipts keep their own."""
     hooks: list[LogHook] = []
     rec = open_recorder(org, report, writers)
     if rec is not None:
@@ -198,7 +200,7 @@ def open_exchange_logs(
     tlog = open_tracking_log(org.logs, org.server.fqdn, writers, failed)
     follower = None
     if tlog is not None:
-        hooks.append(Receipts(tlog, org.server.fqdn).record)
+        hooks.append(Receipts(tlog, org.server.fqdn, recipients=recipients).record)
         if follow_maillog:
             follower = Follower(follow_maillog, tlog.outcome)
     return tuple(hooks), follower

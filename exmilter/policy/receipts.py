@@ -9,6 +9,11 @@ there is exactly one), the size, and the AuthMechanism code and AuthAs of the se
 (Postfix's ``cleanup`` logs the message id, exmilter.logs.postfixlog) or from the milter,
 which writes RECEIVE itself for the sessions it covers (the policy daemon then answers
 without deciding, so no row is written twice).
+
+In the daemon the accepted recipients come from the decider, which remembers each
+transaction's answers anyway (for re-sends, ``POLICY_TRANSACTION_TTL`` after its last
+request): an RCPT costs the logs nothing. A transaction silent for longer (a DATA phase
+over ten minutes) lists only the ``recipient`` Postfix sends with a single recipient.
 """
 
 from __future__ import annotations
@@ -31,10 +36,19 @@ MAX_RECIPIENTS = 5_000
 class Receipts:
     """Accepted recipients per transaction, and a RECEIVE row when the message is queued."""
 
-    def __init__(self, log: TrackingLog, server_hostname: str, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        log: TrackingLog,
+        server_hostname: str,
+        clock: Callable[[], float] = time.time,
+        recipients: Callable[[str], list[str] | None] | None = None,
+    ) -> None:
+        """``recipients``: a transaction's accepted recipients as the decider remembers them
+        (``Decider.accepted_recipients``, the daemon's): then an RCPT costs nothing here."""
         self.log = log
         self.server_hostname = server_hostname
         self.clock = clock
+        self._recipients = recipients
         # insertion-ordered; full, the older half is forgotten at once (amortised: a plain dict
         # costs a new transaction less than an OrderedDict's insert and popitem)
         self._rcpts: dict[str, list[str]] = {}
@@ -46,6 +60,8 @@ class Receipts:
             return
         stage = d.stage
         if stage == "RCPT":
+            if self._recipients is not None:
+                return
             instance = req.get("instance", "")
             if not instance:
                 return
@@ -61,7 +77,9 @@ class Receipts:
 
     def _receive(self, engine: Engine, req: Mapping[str, str], d: Decision, session: Session | None) -> None:
         get = req.get
-        rcpts = self._rcpts.pop(get("instance", ""), None) or ([get("recipient", "")] if get("recipient") else [])
+        instance = get("instance", "")
+        known = self._recipients(instance) if self._recipients is not None else self._rcpts.pop(instance, None)
+        rcpts = known or ([get("recipient", "")] if get("recipient") else [])
         if session is None:
             session = self._session(engine, req)
         as_ = auth_as(session) if session is not None else "Anonymous"
