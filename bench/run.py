@@ -406,7 +406,7 @@ def render(res: dict) -> str:
         for name, label in (("on", "logs on (protocol log + tracking)"), ("off", "logs off")):
             x, q = d[name], p[name]
             L.append(
-                f"| {label} | {x['cpu_us']:.1f} | {x['reactor_us']:.1f} | {x['writers_us']:.1f} | "
+                f"| {label} | {x['cpu_us']:.1f} | {x['reactor_us']:.1f} | {x['writers_us']:.2f} | "
                 f"{', '.join(str(v) for v in x['cpu_all'])} | {x['rps']:,.0f} | {x['p99_ms']:.2f} | "
                 f"{q['thread_us']:.2f} | {q['process_us']:.2f} |"
             )
