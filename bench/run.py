@@ -6,8 +6,11 @@
 Order: configuration scale (bench/lookup.py), policy load against the do-nothing
 ceiling (two implementations), postfwd1 and exmilter's daemon at C = 1, 20, 100
 (bench/policyload.py, rounds interleaved, medians reported), a py-spy profile of the
-daemon at C = 20 (bench/profiler.py), and end to end through a private Postfix
-(bench/e2e.py). The section of docs/performance.md between the GENERATED markers is
+daemon at C = 20 (bench/profiler.py), end to end through a private Postfix
+(bench/e2e.py), then the policy daemon's CPU per request with Exchange's logs on and off
+(bench/loghooks.py), the shared Redis rate window per MAIL (bench/cluster.py) and
+``exmilter track`` over a million tracking events (bench/track.py). The section of
+docs/performance.md between the GENERATED markers is
 replaced, one row is appended to its history table, and the raw figures are written
 to bench/results/latest.json.
 """
@@ -28,10 +31,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import cluster
 import e2e
+import loghooks
 import lookup
 import policyload
 import profiler as prof
+import track
 from common import (
     BENCH,
     BENCH_CONFIG,
@@ -383,6 +389,59 @@ def render(res: dict) -> str:
                 b = slf[i] if i < len(slf) else ("", "")
                 L.append(f"| {a[1]} | `{a[0]}` | | {b[1]} | `{b[0]}` |")
         L.append("")
+    lg = res.get("logs")
+    if lg:
+        d, p = lg["daemon"], lg["in_process"]
+        pin = "daemon on CPU 0, load generator on CPU 1" if d["pinned"] else "not pinned"
+        L.append(
+            f"#### Exchange's logs on vs off (bench/loghooks.py: C=20, {d['duration']:.0f} s per round, "
+            f"median of {d['rounds']} interleaved rounds, {pin})"
+        )
+        L.append("")
+        L.append(
+            "| Policy daemon | server CPU µs/req | of which reactor thread | log writer threads | each round "
+            "| req/s | p99 ms | in process µs/req (thread) | in process µs/req (process) |"
+        )
+        L.append("|---|---:|---:|---:|---|---:|---:|---:|---:|")
+        for name, label in (("on", "logs on (protocol log + tracking)"), ("off", "logs off")):
+            x, q = d[name], p[name]
+            L.append(
+                f"| {label} | {x['cpu_us']:.1f} | {x['reactor_us']:.1f} | {x['writers_us']:.2f} | "
+                f"{', '.join(str(v) for v in x['cpu_all'])} | {x['rps']:,.0f} | {x['p99_ms']:.2f} | "
+                f"{q['thread_us']:.2f} | {q['process_us']:.2f} |"
+            )
+        L.append(
+            f"| on − off | {d['on']['cpu_us'] - d['off']['cpu_us']:+.1f} | | | | | | "
+            f"{p['on']['thread_us'] - p['off']['thread_us']:+.2f} | "
+            f"{p['on']['process_us'] - p['off']['process_us']:+.2f} |"
+        )
+        L.append("")
+    cl = res.get("cluster")
+    if cl:
+        if "error" in cl:
+            L.append(f"#### Shared rate window per MAIL: failed: {cl['error']}")
+        else:
+            L.append("#### Shared MessageRateLimit window per MAIL (bench/cluster.py, loopback redis-server)")
+            L.append("")
+            L.append("| Window | MAILs | p50 ms | p99 ms | CPU µs/MAIL (this process) |")
+            L.append("|---|---:|---:|---:|---:|")
+            for r in cl["rows"]:
+                L.append(f"| {r['mode']} | {r['mails']:,} | {r['p50_ms']} | {r['p99_ms']} | {r['cpu_us_per_mail']} |")
+            L.append("")
+            L.append(f"Redis adds {cl['redis_adds_p99_ms']:.3f} ms p99 per MAIL (target < 0.3 ms).")
+        L.append("")
+    tr = res.get("track")
+    if tr:
+        L.append(
+            f"#### exmilter track (bench/track.py: {tr['events']:,} events in {tr['files']} hourly files, "
+            f"{tr['bytes'] / 1e6:.0f} MB, page cache warm, median of 3)"
+        )
+        L.append("")
+        L.append("| Filter | seconds | rows found |")
+        L.append("|---|---:|---:|")
+        for r in tr["filters"]:
+            L.append(f"| `{r['filter']}` | {r['seconds']:.2f} | {r['rows']:,} |")
+        L.append("")
     L.append(END)
     return "\n".join(L)
 
@@ -420,7 +479,12 @@ def main() -> int:
         "--quick", action="store_true", help="short runs, to check the harness (writes bench/results/quick.json only)"
     )
     ap.add_argument("--no-doc", action="store_true", help="do not touch docs/performance.md")
-    ap.add_argument("--skip", action="append", default=[], choices=("lookup", "policy", "profile", "e2e"))
+    ap.add_argument(
+        "--skip",
+        action="append",
+        default=[],
+        choices=("lookup", "policy", "profile", "e2e", "logs", "cluster", "track"),
+    )
     args = ap.parse_args()
     t0 = time.monotonic()
     res: dict = {"quick": args.quick, "machine": machine()}
@@ -445,6 +509,18 @@ def main() -> int:
                 res["e2e"]["repeat"] = rep
             except Exception as ex:
                 res["e2e"] = {"error": str(ex)[:300]}
+        if "logs" not in args.skip and policyd_available():
+            print("== logs on vs off", file=sys.stderr)
+            res["logs"] = loghooks.measure(args.quick)
+        if "cluster" not in args.skip:
+            print("== shared rate window per MAIL", file=sys.stderr)
+            try:
+                res["cluster"] = cluster.measure(args.quick)
+            except Exception as ex:  # no redis-server: reported, the rest of the run stands
+                res["cluster"] = {"error": str(ex)[:300]}
+        if "track" not in args.skip:
+            print("== exmilter track", file=sys.stderr)
+            res["track"] = track.bench(100_000 if args.quick else 1_000_000)
     res["load_after"] = machine_load()
     res["elapsed_s"] = time.monotonic() - t0
     out = BENCH / "results"

@@ -111,6 +111,26 @@ def measure(directory: Path, probe: dict[str, str], runs: int = 3) -> list[dict]
     return rows
 
 
+def bench(events: int = 1_000_000, days: int = 30) -> dict:
+    """Generate into a temporary directory, time each filter, remove the files (bench/run.py)."""
+    directory = Path(tempfile.mkdtemp(prefix="exmilter-track-bench-"))
+    try:
+        t0 = time.perf_counter()
+        probe = generate(directory, events, days)
+        gen = time.perf_counter() - t0
+        size = sum(f.stat().st_size for f in directory.iterdir())
+        files = len(os.listdir(directory))
+        return {
+            "events": int(probe["rows"]),
+            "files": files,
+            "bytes": size,
+            "generate_s": gen,
+            "filters": measure(directory, probe),
+        }
+    finally:
+        shutil.rmtree(directory)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--events", type=int, default=1_000_000)

@@ -207,9 +207,14 @@ TRACKING_LOG_MAX_AGE_DAYS = 30
 #: Lines waiting for the writer thread; beyond it a line is dropped and counted, never waited for,
 #: so a slow or full disk cannot hold up a mail transaction.
 LOG_QUEUE_MAX = 100_000
+#: Bytes of rows one ``write`` call carries at most (rows of one drain go out together).
+LOG_WRITE_CHUNK = 256 << 10
 #: Longest data field of a protocol-log row, in characters (a peer's command line is at most
 #: Postfix's line_length_limit, 2048; a multi-line reply joined by spaces stays below this).
 PROTOCOL_LOG_DATA_MAX = 4096
+#: Distinct reply lines whose protocol-log field is kept formatted (the engine's replies are
+#: constants: a few dozen; the bound only guards against a configuration's custom texts).
+PROTOCOL_LOG_REPLY_CACHE = 1024
 #: Sessions a replay keeps open while waiting for their remaining rows (sessions across
 #: hourly files); beyond it the oldest are judged with what was read.
 REPLAY_MAX_OPEN_SESSIONS = 100_000

@@ -7,6 +7,7 @@ reply text. ``close`` marks replies after which Exchange drops the connection;
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 
@@ -18,9 +19,10 @@ class Reply:
     close: bool = False
     protocol_error: bool = False
 
-    @property
+    @functools.cached_property
     def line(self) -> str:
-        """The reply exactly as it appears on the wire."""
+        """The reply exactly as it appears on the wire (built once: replies are constants, and
+        the policy daemon and the logs ask for it per request)."""
         return f"{self.code} {self.enhanced} {self.text}" if self.enhanced else f"{self.code} {self.text}"
 
     @property

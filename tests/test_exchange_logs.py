@@ -302,3 +302,22 @@ receive_connectors:
     assert info(587, "192.0.2.1", "svc", tls=True) == "06I:"
     assert info(587, "192.0.2.1", "svc") == "07I:"
     assert info(2525, "192.0.2.1", "svc", tls=True) == "06A:"
+
+
+def test_background_writer_writes_an_hours_rows_in_pieces_within_the_file_limit(tmp_path: Path) -> None:
+    """The writer joins a drain's rows and writes them in few calls, cut at row ends so no file
+    passes its size limit; a write holding two rows counts two; rows of the next hour go to its file."""
+    log = w3c.HourlyLog(_settings(tmp_path, file=600), P.protocol_header)
+    sink = w3c.BackgroundLog(log, interval=3600)
+    s = P.ProtocolLog(sink).session("S\\C", "127.0.0.1", 25, "127.0.0.2", 1000, T0)
+    for i in range(10):
+        s.exchange(f"NOOP {i}", "250 2.0.0 OK", T0 + i)  # two rows per write
+    s.received("NOOP next hour", T0 + 3600)
+    sink.close()
+    assert log.written == 21 and log.failures == 0
+    names = sorted(os.listdir(tmp_path))
+    assert names[-1] == "RECV2023011117-1.LOG" and len(names) > 2
+    text = "".join((tmp_path / n).read_bytes().decode() for n in names)
+    assert all(len((tmp_path / n).read_bytes()) <= 600 for n in names)
+    seqs = [line.split(",")[3] for line in text.splitlines() if not line.startswith("#")]
+    assert seqs == [str(i) for i in range(21)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 from pathlib import Path
 
 from exmilter.config import loads
@@ -12,6 +13,7 @@ from exmilter.logs.events import LogWriteFailed
 from exmilter.logs.files import Writers
 from exmilter.logs.protocol import MemorySink, ProtocolLog
 from exmilter.logs.replay import Replayer
+from exmilter.model import Right
 from exmilter.policy.decide import Decider
 from exmilter.policy.protolog import Recorder, open_recorder
 
@@ -242,3 +244,66 @@ def test_a_reload_that_changes_logs_says_a_restart_is_needed(tmp_path: Path) -> 
     rt.reload()
     assert [e for e in seen if isinstance(e, RestartNeeded)] == [RestartNeeded("logs", str(path))]
     assert rt.current.number == 3
+
+
+def test_permissions_rows_use_the_decisions_session_without_asking_the_engine_again() -> None:
+    """The daemon passes the session its decision was made with: the ``Set Session Permissions``
+    rows are its rights (a session pinned across a reload keeps its connector's), and the engine
+    is not asked to select the connector a second time."""
+    engine = Engine(loads(CONFIG, "c.yaml").organization)
+    sink = MemorySink()
+    rec = Recorder(ProtocolLog(sink), clock=lambda: T0)
+    decider = Decider(lambda: T0)
+    req = _req("CONNECT", "10.1.2.3", helo_name="", sender="")
+    d = decider.decide(engine, req)
+    session = decider.session
+    assert session is not None and session.rights
+    chosen = Right.SMTPSubmit  # not what the engine would compute: proves where the row comes from
+
+    class Asked(Exception):
+        pass
+
+    def ask(*_a: object, **_k: object) -> None:
+        raise Asked
+
+    engine.open_session = ask  # type: ignore[method-assign]  # asking again would fail the test
+    rec.record(engine, req, d, session)
+    rec.record(engine, req, d, dataclasses.replace(session, rights=chosen))  # a CONNECT: a new session
+    rows = [line.split(",", 7)[6:] for line in sink.lines()]
+    perms = [r[1] for r in rows if r[0] == "*"]
+    assert perms == [
+        session.rights.tokens() + ",Set Session Permissions",
+        "SMTPSubmit,Set Session Permissions",
+    ]
+
+
+def test_receive_lists_the_deciders_accepted_recipients() -> None:
+    """In the daemon the receipts keep no table of their own: the decider's answers say which
+    recipients of the transaction were accepted (in order, refusals and re-sends left out)."""
+    from exmilter.logs.tracking import FIELDS, TrackingLog
+    from exmilter.policy.receipts import Receipts
+
+    engine = Engine(loads(CONFIG, "c.yaml").organization)
+    sink = MemorySink()
+    decider = Decider(lambda: T0)
+    receipts = Receipts(
+        TrackingLog(sink, "mail.contoso.com"),
+        "mail.contoso.com",
+        clock=lambda: T0,
+        recipients=decider.accepted_recipients,
+    )
+    for state, extra in (
+        ("MAIL", {"instance": "q1"}),
+        ("RCPT", {"recipient": "a@fabrikam.example", "instance": "q1"}),
+        ("RCPT", {"recipient": "bad@@x", "instance": "q1"}),
+        ("RCPT", {"recipient": "b@fabrikam.example", "instance": "q1"}),
+        ("RCPT", {"recipient": "a@fabrikam.example", "instance": "q1"}),  # re-sent: answered from memory
+        ("END-OF-MESSAGE", {"size": "1300", "instance": "q1", "queue_id": "4F9D21E0F", "recipient_count": "2"}),
+    ):
+        req = _req(state, "10.1.2.3", **extra)
+        receipts.record(engine, req, decider.decide(engine, req), decider.session)
+    [line] = sink.lines()
+    row = dict(zip(FIELDS, next(csv.reader([line])), strict=True))
+    assert row["recipient-address"] == "a@fabrikam.example;b@fabrikam.example"
+    assert row["recipient-count"] == "2"
+    assert decider.accepted_recipients("unknown") is None

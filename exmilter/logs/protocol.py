@@ -11,18 +11,19 @@ Usage (a front end, per SMTP connection whose connector logs ``Verbose``)::
     s.info("Tarpit for '0.00:00:05'", now)         # "*"
     s.disconnect("Remote", now)                    # "-"
 
-Rows are formatted here and handed to the sink; nothing here raises on I/O (the sink counts
-failures). A session is not thread-safe: one connection's callbacks are serialised by the
-front end (the milter's per-connection object, the policy daemon's single reactor thread).
+Rows are formatted here, in one f-string each (the session's constant fields once per
+session, a reply's field once per distinct reply, the time once per millisecond), and
+handed to the sink; nothing here raises on I/O (the sink counts failures). A session is
+not thread-safe: one connection's callbacks are serialised by the front end (the milter's
+per-connection object, the policy daemon's single reactor thread).
 """
 
 from __future__ import annotations
 
-import itertools
 import threading
 from collections.abc import Callable, Sequence
 
-from exmilter.limits import PROTOCOL_LOG_DATA_MAX
+from exmilter.limits import PROTOCOL_LOG_DATA_MAX, PROTOCOL_LOG_REPLY_CACHE
 from exmilter.logs.escape import escape
 from exmilter.logs.w3c import RowSink, field, header, timestamp
 from exmilter.model import Right
@@ -93,6 +94,21 @@ class SessionIds:
         return f"{ticks & 0xFFFF_FFFF_FFFF_FFFF:016X}"
 
 
+_reply_fields: dict[str, str] = {}
+
+
+def _reply_field(text: str) -> str:
+    """A reply's data field, formatted once per distinct reply (the engine's replies are
+    constants; the table is bounded, and a race between threads only formats one twice)."""
+    f = _reply_fields.get(text)
+    if f is None:
+        f = field(_data(text))
+        if len(_reply_fields) >= PROTOCOL_LOG_REPLY_CACHE:
+            _reply_fields.clear()
+        _reply_fields[text] = f
+    return f
+
+
 class ProtocolSession:
     """One SMTP connection's rows: the sequence number counts from 0 per session."""
 
@@ -105,34 +121,44 @@ class ProtocolSession:
         self.local = local
         self.remote = remote
         self.start = start
-        self._seq = itertools.count()
+        self._seq = 0
         self._prefix = f",{field(connector_id)},{field(session_id)},"
         self._suffix = f",{field(local)},{field(remote)},"
 
     def _row(self, when: float, event: str, data: str, context: str) -> None:
-        """One row; the session's constant fields are formatted once (:meth:`__init__`)."""
-        seq = next(self._seq)
+        """One row; ``data`` and ``context`` are fields already (:func:`field`)."""
+        seq = self._seq
+        self._seq = seq + 1
+        self._sink.write(when, f"{timestamp(when)}{self._prefix}{seq}{self._suffix}{event},{data},{context}\r\n")
+
+    def exchange(self, command: str, reply: str, when: float) -> None:
+        """A command received and the reply sent to it: ``<`` and ``>``, one time and one
+        sink write for both (a sink's text may hold several rows)."""
+        seq = self._seq
+        self._seq = seq + 2
+        head = timestamp(when) + self._prefix
+        tail = self._suffix
         self._sink.write(
-            when, f"{timestamp(when)}{self._prefix}{seq}{self._suffix}{event},{field(data)},{field(context)}\r\n"
+            when, f"{head}{seq}{tail}<,{field(_data(command))},\r\n{head}{seq + 1}{tail}>,{_reply_field(reply)},\r\n"
         )
 
     def connect(self, when: float) -> None:
         self._row(when, "+", "", "")
 
     def permissions(self, rights: Right, when: float) -> None:
-        self._row(when, "*", permission_tokens(rights), "Set Session Permissions")
+        self._row(when, "*", field(permission_tokens(rights)), "Set Session Permissions")
 
     def sent(self, text: str, when: float) -> None:
-        self._row(when, ">", _data(text), "")
+        self._row(when, ">", _reply_field(text), "")
 
     def received(self, text: str, when: float) -> None:
-        self._row(when, "<", _data(text), "")
+        self._row(when, "<", field(_data(text)), "")
 
     def info(self, text: str, when: float, context: str = "") -> None:
-        self._row(when, "*", _data(text), _data(context))
+        self._row(when, "*", field(_data(text)), field(_data(context)))
 
     def disconnect(self, reason: str, when: float) -> None:
-        self._row(when, "-", "", reason)
+        self._row(when, "-", "", field(reason))
 
 
 class ProtocolLog:
@@ -178,4 +204,5 @@ class MemorySink:
         return "".join(t for _, t in self.rows)
 
     def lines(self) -> Sequence[str]:
-        return [t.rstrip("\r\n") for _, t in self.rows]
+        """One string per row (a write may carry several: :meth:`ProtocolSession.exchange`)."""
+        return [line for _, t in self.rows for line in t.rstrip("\r\n").split("\r\n")]

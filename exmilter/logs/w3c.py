@@ -12,7 +12,7 @@ tracking log) share one file discipline, implemented once here:
 Writing never fails or blocks the caller (issue #15 §5): :class:`HourlyLog` turns every
 ``OSError`` (unwritable directory, full disk) into a counted, reported failure and tries
 again at the next row; :class:`BackgroundLog` moves the writing to a thread behind a bounded
-deque, so a slow disk costs the mail path one ``append``. The clock is the caller's:
+queue, so a slow disk costs the mail path one ``append``. The clock is the caller's:
 every row carries the time of its event, and the file it goes to follows from that time.
 """
 
@@ -24,13 +24,12 @@ import os
 import re
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import BinaryIO, Protocol
 
-from exmilter.limits import LOG_QUEUE_MAX
+from exmilter.limits import LOG_QUEUE_MAX, LOG_WRITE_CHUNK
 
 #: Where a failure to write goes: the daemon logs it and counts it in a metric.
 FailureHook = Callable[[str, OSError], None]
@@ -48,17 +47,24 @@ class LogFileSettings:
 
 
 _last_second: tuple[int, str] = (-1, "")
+_last_stamp: tuple[float, str] = (-1.0, "")
 
 
 def timestamp(when: float) -> str:
     """``when`` (epoch seconds) as Exchange writes it: UTC ``yyyy-MM-ddTHH:mm:ss.fffZ``
-    (the seconds part formatted once per second: rows come in bursts)."""
-    global _last_second
+    (the seconds part formatted once per second, and the last time's text kept: rows come
+    in bursts, a request's rows share one time)."""
+    global _last_second, _last_stamp
+    stamp = _last_stamp  # one read: another thread may replace it, never half of it
+    if stamp[0] == when:
+        return stamp[1]
     second, milli = divmod(round(when * 1000), 1000)
     last = _last_second  # one read: another thread may replace it, never half of it
     if last[0] != second:
         last = _last_second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
-    return f"{last[1]}.{milli:03d}Z"
+    text = f"{last[1]}.{milli:03d}Z"
+    _last_stamp = (when, text)
+    return text
 
 
 def parse_timestamp(text: str) -> float:
@@ -148,6 +154,7 @@ class HourlyLog:
         self._last_report = float("-inf")
         self._file: BinaryIO | None = None
         self._hour = ""
+        self._hour_start = self._hour_end = 0.0  # [start, end) of ``_hour``: no strftime per row
         self._instance = 0
         self._size = 0
         self._dir_bytes = 0
@@ -158,9 +165,35 @@ class HourlyLog:
 
     def write(self, when: float, text: str) -> bool:
         """Append ``text`` (whole rows) at the file of ``when``'s hour; False if it was lost."""
-        data = text.encode("utf-8", "surrogateescape")
+        return self._append(when, text.encode("utf-8", "surrogateescape"), 1) == 1
+
+    def write_block(self, when: float, data: bytes) -> int:
+        """Append ``data``, whole rows of ``when``'s hour, in as few writes as the file size
+        limit and ``LOG_WRITE_CHUNK`` allow (cut at row ends); the number of rows written."""
+        written = 0
+        limit = self.settings.max_file_size
+        fresh = limit - len(self._make_header(when).encode("utf-8"))  # room in a new file
+        while data:
+            first = data.find(b"\r\n") + 2 or len(data)  # the first row's end
+            same = self._file is not None and self._hour_start <= when < self._hour_end
+            room = limit - self._size if same else fresh
+            if room < first:  # not even one more row fits: _append starts a new file
+                room = fresh
+            room = min(LOG_WRITE_CHUNK, room)
+            if len(data) <= room:
+                piece, data = data, b""
+            else:
+                cut = data.rfind(b"\r\n", 0, room) + 2
+                if cut < 2:  # a row longer than the room: on its own
+                    cut = first
+                piece, data = data[:cut], data[cut:]
+            written += self._append(when, piece, piece.count(b"\n") or 1)
+        return written
+
+    def _append(self, when: float, data: bytes, rows: int) -> int:
+        """``data`` (``rows`` whole rows) at ``when``'s file: ``rows`` written, or 0 (counted lost)."""
         try:
-            hour = hour_stamp(when)
+            hour = self._hour if self._hour_start <= when < self._hour_end else hour_stamp(when)
             if self._file is None or hour != self._hour or self._size + len(data) > self.settings.max_file_size:
                 self._open(hour, when, len(data))
             f = self._file
@@ -170,11 +203,11 @@ class HourlyLog:
             self._dir_bytes += len(data)
             if self._dir_bytes > self.settings.max_directory_size:
                 self._prune(when)
-            self.written += 1
-            return True
+            self.written += rows
+            return rows
         except OSError as e:
-            self._failed(e)
-            return False
+            self._failed(e, rows)
+            return 0
 
     def flush(self) -> None:
         if self._file is not None:
@@ -192,8 +225,8 @@ class HourlyLog:
                 self.failures += 1
                 self._report(e)
 
-    def _failed(self, e: OSError) -> None:
-        self.failures += 1
+    def _failed(self, e: OSError, rows: int = 1) -> None:
+        self.failures += rows
         f, self._file = self._file, None
         if f is not None:
             with contextlib.suppress(OSError):
@@ -217,6 +250,8 @@ class HourlyLog:
         os.makedirs(s.directory, exist_ok=True)
         if hour != self._hour:
             self._hour = hour
+            self._hour_start = when - when % 3600
+            self._hour_end = self._hour_start + 3600
             self._instance = max((n for _, h, n in self._files() if h == hour), default=0)
             if self._instance == 0:
                 self._instance = 1
@@ -280,20 +315,27 @@ class HourlyLog:
 class BackgroundLog:
     """An :class:`HourlyLog` written by its own thread: :meth:`write` never waits.
 
-    A row is appended to a deque (atomic, no lock, no wake-up: the request path pays tens of
-    nanoseconds); the thread drains it every ``interval`` seconds, writes and flushes, so
-    ``tail -f`` sees rows within that time. Beyond ``max_queued`` waiting rows (the disk is
-    slower than the mail) a row is dropped and counted in ``dropped``.
+    The caller's row (already formatted) is appended to the current hour's list under a
+    lock nobody holds for long (the request path pays a list append); the thread takes the
+    lists every ``interval`` seconds, joins and encodes each once and writes it in a few
+    ``write`` calls, so ``tail -f`` sees rows within that time. The thread holds the GIL
+    only for that join and encode (the write releases it): a daemon's request thread is
+    not held up by the log (docs/performance.md). Beyond ``max_queued`` waiting rows (the
+    disk is slower than the mail) a row is dropped and counted in ``dropped``.
     """
 
     def __init__(self, log: HourlyLog, *, max_queued: int = LOG_QUEUE_MAX, interval: float = 0.2) -> None:
         self.log = log
         self.dropped = 0
         self._max = max_queued
-        self._rows: deque[tuple[float, str]] = deque()
+        self._hours: list[tuple[float, list[str]]] = []  # (a time in the hour, its rows), in order
+        self._rows: list[str] = []  # the last hour's rows: where write() appends
+        self._start = self._end = 0.0  # [start, end) of that hour
+        self._queued = 0
         self._interval = interval
         self._stop = threading.Event()
-        self._lock = threading.Lock()  # one drainer at a time: the thread, flush() or close()
+        self._lock = threading.Lock()  # the lists: writers append, the drainer takes them
+        self._drainer = threading.Lock()  # one drainer at a time: the thread, flush() or close()
         self._thread = threading.Thread(target=self._run, name=f"exmilter-log-{log.settings.prefix}", daemon=True)
         self._thread.start()
 
@@ -302,19 +344,30 @@ class BackgroundLog:
         return self.log.failures + self.dropped
 
     def write(self, when: float, text: str) -> bool:
-        if len(self._rows) >= self._max:
-            self.dropped += 1
-            return False
-        self._rows.append((when, text))
+        """Queue ``text`` (whole rows) for ``when``'s file; False if the queue is full (dropped)."""
+        with self._lock:
+            if self._queued >= self._max:
+                self.dropped += 1
+                return False
+            if not self._start <= when < self._end:  # another hour (or the first row since a drain)
+                self._start = when - when % 3600  # UTC hours are whole multiples of 3600 epoch seconds
+                self._end = self._start + 3600
+                self._rows = []
+                self._hours.append((when, self._rows))
+            self._rows.append(text)
+            self._queued += 1
         return True
 
     def _drain(self) -> None:
-        with self._lock:
-            rows, write = self._rows, self.log.write
-            if not rows:
+        with self._drainer:
+            with self._lock:
+                hours, self._hours = self._hours, []
+                self._start = self._end = 0.0
+                self._queued = 0
+            if not hours:
                 return
-            while rows:
-                write(*rows.popleft())
+            for when, rows in hours:
+                self.log.write_block(when, "".join(rows).encode("utf-8", "surrogateescape"))
             self.log.flush()
 
     def _run(self) -> None:

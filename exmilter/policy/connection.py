@@ -312,8 +312,11 @@ class PolicyProtocol(Protocol):
                 metrics.decision(d.connector, d.stage, d.code)
         if d.notable or runtime.verbose:
             self.log_decision(req, d)
-        for hook in runtime.log_hooks:  # Exchange's logs (exmilter.policy.protolog, .receipts); often none
-            hook(runtime.current.engine, req, d)
+        hooks = runtime.log_hooks  # Exchange's logs (exmilter.policy.protolog, .receipts); often none
+        if hooks:
+            engine, session = runtime.current.engine, runtime.decider.session
+            for hook in hooks:
+                hook(engine, req, d, session)
         return d.payload
 
     def log_decision(self, req: Request, d: Decision) -> None:

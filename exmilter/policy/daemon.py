@@ -177,7 +177,13 @@ def run(
     runtime = Runtime(path, loaded, metrics, verbose=verbose, notify=notify, log_sink=sink, decider=decider)
     writers = Writers()
     from_thread = reactor.callFromThread  # type: ignore[attr-defined]
-    hooks, follower = open_exchange_logs(loaded.organization, lambda e: from_thread(sink, e), writers, follow_maillog)
+    hooks, follower = open_exchange_logs(
+        loaded.organization,
+        lambda e: from_thread(sink, e),
+        writers,
+        follow_maillog,
+        recipients=runtime.decider.accepted_recipients,
+    )
     runtime.log_hooks = hooks
     watch_log_failures(metrics, writers.failures_by_log)
     if follower is not None:

@@ -207,6 +207,9 @@ class Decider:
         # connector and its name: a reload never moves a live session (spec §2.1 step 6).
         self._pins = _Pins(POLICY_MAX_PINNED_SESSIONS, POLICY_PIN_TTL)
         self._reloaded_at = float("-inf")  # when the decider first saw the current engine replace another
+        #: The session the last :meth:`decide` (or :meth:`window_unavailable`) judged, None when
+        #: it judged none: the logs reuse its rights instead of selecting the connector again.
+        self.session: Session | None = None
 
     def __len__(self) -> int:
         return len(self._txns)
@@ -220,6 +223,7 @@ class Decider:
 
         ``counted``: a MAIL's counts from the shared window (:meth:`shared_rate_keys`, issue #17).
         """
+        self.session = None
         state = req.get("protocol_state", "")
         stage = state if state in STATES else OTHER_STATE
         if stage not in DECIDED_STATES:
@@ -279,6 +283,7 @@ class Decider:
         counted: Mapping[str, int] | None = None,
     ) -> Decision:
         session, note = self._session(engine, req, stage, now)
+        self.session = session
         size = _number(req.get("size")) if stage in ("MAIL", "END-OF-MESSAGE") else 0
         if session is None or size is None:
             note = note or f"size {req.get('size', '')[:40]!r} is not a number"
@@ -328,9 +333,23 @@ class Decider:
         session, _ = self._session(engine, req, "MAIL", now)
         return engine.rate_keys(session) if session is not None else ()
 
+    def accepted_recipients(self, instance: str) -> list[str] | None:
+        """The recipients accepted so far in transaction ``instance``, in order; None when it is not
+        remembered. What the RECEIVE row lists (exmilter.policy.receipts), from the answers kept
+        for re-sends, so the logs keep no second table per RCPT."""
+        txn = self._txns.get(instance) if instance else None
+        if txn is None:
+            return None
+        return [
+            rcpt
+            for (stage, rcpt), d in txn.answers.items()
+            if stage == "RCPT" and not d.duplicate and d.reply is not None and d.reply.accepted
+        ]
+
     def window_unavailable(self, engine: Engine, req: Mapping[str, str], reason: str) -> Decision:
         """A MAIL the shared window could not count: a temporary failure, noted (so logged)."""
         session, _ = self._session(engine, req, "MAIL", self.clock())
+        self.session = session
         c = session.connector if session is not None else None
         d = self.decision(RATE_WINDOW_UNAVAILABLE, c.identity if c is not None else "", "MAIL")
         return replace(d, note=f"shared MessageRateLimit window unavailable ({reason})")

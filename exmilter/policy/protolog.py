@@ -9,8 +9,13 @@ and the new permissions once ``sasl_username`` appears, and the engine's end-of-
 It cannot see the disconnect (Postfix sends no request for it), DATA, STARTTLS or QUIT.
 
 Only connectors with ``protocol_logging_level: Verbose`` are logged: for every other
-request the cost is one set lookup (:meth:`Recorder.record`'s first line). A session is
-keyed by (policy_context, client address, client port); the table is bounded.
+request the cost is one set lookup (:meth:`Recorder.record`'s first lines). A Verbose
+request's rows are formatted at once (two f-strings for a command and its reply,
+:meth:`~exmilter.logs.protocol.ProtocolSession.exchange`) and appended to the background
+writer's list; the permissions come from the session the decision was made with, so the
+engine is asked again only without one (tests, a session whose first request is already
+authenticated). A session is keyed by (policy_context, client address, client port); the
+table is bounded.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 
-from exmilter.engine import Engine
+from exmilter.engine import Engine, Session
 from exmilter.listener import Listener
 from exmilter.logs.events import LogWriteFailed
 from exmilter.logs.files import Writers, open_protocol_log, open_tracking_log
@@ -29,8 +34,9 @@ from exmilter.model import Organization, Right
 from exmilter.policy.decide import Decision
 from exmilter.policy.receipts import Receipts
 
-#: What the connection calls after each decision (``Recorder.record``, ``Receipts.record``).
-LogHook = Callable[[Engine, Mapping[str, str], Decision], None]
+#: What the connection calls after each decision (``Recorder.record``, ``Receipts.record``), with
+#: the session the decision judged (``Decider.session``; None when none was).
+LogHook = Callable[[Engine, Mapping[str, str], Decision, Session | None], None]
 
 #: Sessions remembered for their next requests (the oldest are forgotten: a new ``+`` if they return).
 MAX_SESSIONS = 10_000
@@ -60,9 +66,18 @@ class Recorder:
         self._org: Organization | None = None
         self._verbose: frozenset[str] = frozenset()
 
-    def record(self, engine: Engine, req: Mapping[str, str], d: Decision) -> None:
-        """Called after each decision; does nothing unless the connector is Verbose."""
-        if d.connector not in self._verbose_of(engine.org) or d.duplicate or d.reply is None:
+    def record(self, engine: Engine, req: Mapping[str, str], d: Decision, session: Session | None = None) -> None:
+        """Called after each decision; does nothing unless the connector is Verbose.
+
+        ``session``: the one the decision was made with (its rights are the permissions row's;
+        without it the engine is asked).
+        """
+        org = engine.org
+        if org is not self._org:  # a reload: the set follows the generation in use
+            self._org = org
+            self._verbose = verbose_connectors(org)
+        reply = d.reply
+        if reply is None or d.connector not in self._verbose or d.duplicate:
             return
         get = req.get
         now = self.clock()
@@ -71,44 +86,40 @@ class Recorder:
             get("client_address", ""),
             get("client_port", ""),
         )
+        stage = d.stage
+        user = get("sasl_username", "")
         s = self._sessions.get(key)
-        if s is None or d.stage == "CONNECT":
-            s = self._open(engine, key, req, d, now)
+        if s is None or stage == "CONNECT":
+            # The session's rights before any login: the decision's, unless it already has one.
+            rights = session.rights if session is not None and not user else self._rights(engine, req, None)
+            s = self._open(key, req, d.connector, now, rights)
         else:
             self._sessions.move_to_end(key)
+        log = s.log
         helo = get("helo_name")
         if helo and helo != s.helo:
             s.helo = helo
-            verb = "HELO" if get("protocol_name") == "SMTP" else "EHLO"
-            s.log.received(f"{verb} {helo}", now)
-        user = get("sasl_username", "")
+            log.received(("HELO " if get("protocol_name") == "SMTP" else "EHLO ") + helo, now)
         if user and user != s.auth:
             s.auth = user
-            s.log.info(user, now, "authenticated")
-            rights = self._rights(engine, req, user)
+            log.info(user, now, "authenticated")
+            rights = session.rights if session is not None else self._rights(engine, req, user)
             if rights is not None:
-                s.log.permissions(rights, now)
-        stage = d.stage
-        if stage == "MAIL":
+                log.permissions(rights, now)
+        if stage == "RCPT":
+            log.exchange(f"RCPT TO:<{get('recipient', '')}>", reply.line, now)
+        elif stage == "MAIL":
             size = get("size", "")
-            s.log.received(f"MAIL FROM:<{get('sender', '')}>" + (f" SIZE={size}" if size and size != "0" else ""), now)
-        elif stage == "RCPT":
-            s.log.received(f"RCPT TO:<{get('recipient', '')}>", now)
-        elif stage == "CONNECT":
-            pass  # the banner row below is the engine's 220
-        s.log.sent(d.reply.line, now)
-        if d.reply.close:
-            s.log.disconnect("Local", now)
+            command = f"MAIL FROM:<{get('sender', '')}>" + (f" SIZE={size}" if size and size != "0" else "")
+            log.exchange(command, reply.line, now)
+        else:  # CONNECT: the engine's 220 (the banner); END-OF-MESSAGE: its reply alone
+            log.sent(reply.line, now)
+        if reply.close:
+            log.disconnect("Local", now)
             del self._sessions[key]
 
-    def _verbose_of(self, org: Organization) -> frozenset[str]:
-        if org is not self._org:  # a reload: the set follows the generation in use
-            self._org = org
-            self._verbose = verbose_connectors(org)
-        return self._verbose
-
     def _open(
-        self, engine: Engine, key: tuple[str, str, str], req: Mapping[str, str], d: Decision, now: float
+        self, key: tuple[str, str, str], req: Mapping[str, str], connector: str, now: float, rights: Right | None
     ) -> _Session:
         get = req.get
         local_ip, local_port = get("server_address", ""), get("server_port", "")
@@ -121,21 +132,21 @@ class Recorder:
             except ValueError:
                 pass
         s = _Session(
-            self.log.session(d.connector, local_ip, local_port, get("client_address", ""), get("client_port", ""), now)
+            self.log.session(connector, local_ip, local_port, get("client_address", ""), get("client_port", ""), now)
         )
         self._sessions.pop(key, None)
         self._sessions[key] = s
         if len(self._sessions) > MAX_SESSIONS:
             self._sessions.popitem(last=False)
         s.log.connect(now)
-        rights = self._rights(engine, req, None)
         if rights is not None:
             s.log.permissions(rights, now)
         return s
 
     @staticmethod
     def _rights(engine: Engine, req: Mapping[str, str], user: str | None) -> Right | None:
-        """The session's rights as the engine computes them (None if the request cannot be placed)."""
+        """The session's rights as the engine computes them (None if the request cannot be placed):
+        only without the decision's session, or for a session first seen logged in."""
         ctx = req.get("policy_context", "")
         try:
             if ctx:
@@ -172,10 +183,12 @@ def open_exchange_logs(
     report: Callable[[LogWriteFailed], object],
     writers: Writers,
     follow_maillog: str | None = None,
+    recipients: Callable[[str], list[str] | None] | None = None,
 ) -> tuple[tuple[LogHook, ...], Follower | None]:
     """What the policy daemon writes of Exchange's logs: the hooks its connections call after each
     decision (protocol log, RECEIVE rows) and, given Postfix's log file, the follower that appends
-    the delivery outcomes (started by the caller)."""
+    the delivery outcomes (started by the caller). ``recipients``: the decider's accepted recipients
+    per transaction (``Decider.accepted_recipients``); without it the receipts keep their own."""
     hooks: list[LogHook] = []
     rec = open_recorder(org, report, writers)
     if rec is not None:
@@ -187,7 +200,7 @@ def open_exchange_logs(
     tlog = open_tracking_log(org.logs, org.server.fqdn, writers, failed)
     follower = None
     if tlog is not None:
-        hooks.append(Receipts(tlog, org.server.fqdn).record)
+        hooks.append(Receipts(tlog, org.server.fqdn, recipients=recipients).record)
         if follow_maillog:
             follower = Follower(follow_maillog, tlog.outcome)
     return tuple(hooks), follower

@@ -9,12 +9,16 @@ there is exactly one), the size, and the AuthMechanism code and AuthAs of the se
 (Postfix's ``cleanup`` logs the message id, exmilter.logs.postfixlog) or from the milter,
 which writes RECEIVE itself for the sessions it covers (the policy daemon then answers
 without deciding, so no row is written twice).
+
+In the daemon the accepted recipients come from the decider, which remembers each
+transaction's answers anyway (for re-sends, ``POLICY_TRANSACTION_TTL`` after its last
+request): an RCPT costs the logs nothing. A transaction silent for longer (a DATA phase
+over ten minutes) lists only the ``recipient`` Postfix sends with a single recipient.
 """
 
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 
 from exmilter.engine import Engine, Session
@@ -22,7 +26,8 @@ from exmilter.listener import Listener
 from exmilter.logs.tracking import MessageFacts, TrackingLog, auth_as, auth_mechanism
 from exmilter.policy.decide import Decision
 
-#: Transactions whose accepted recipients are remembered until their END-OF-MESSAGE.
+#: Transactions whose accepted recipients are remembered until their END-OF-MESSAGE (at least
+#: half as many once full: the older half is forgotten at once).
 MAX_TRANSACTIONS = 10_000
 #: Recipients remembered per transaction (the RECEIVE row's recipient-address).
 MAX_RECIPIENTS = 5_000
@@ -31,34 +36,52 @@ MAX_RECIPIENTS = 5_000
 class Receipts:
     """Accepted recipients per transaction, and a RECEIVE row when the message is queued."""
 
-    def __init__(self, log: TrackingLog, server_hostname: str, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        log: TrackingLog,
+        server_hostname: str,
+        clock: Callable[[], float] = time.time,
+        recipients: Callable[[str], list[str] | None] | None = None,
+    ) -> None:
+        """``recipients``: a transaction's accepted recipients as the decider remembers them
+        (``Decider.accepted_recipients``, the daemon's): then an RCPT costs nothing here."""
         self.log = log
         self.server_hostname = server_hostname
         self.clock = clock
-        self._rcpts: OrderedDict[str, list[str]] = OrderedDict()
+        self._recipients = recipients
+        # insertion-ordered; full, the older half is forgotten at once (amortised: a plain dict
+        # costs a new transaction less than an OrderedDict's insert and popitem)
+        self._rcpts: dict[str, list[str]] = {}
 
-    def record(self, engine: Engine, req: Mapping[str, str], d: Decision) -> None:
-        stage = d.stage
-        if d.duplicate or d.reply is None or not d.reply.accepted:
+    def record(self, engine: Engine, req: Mapping[str, str], d: Decision, session: Session | None = None) -> None:
+        """Called after each decision; ``session``: the one it was made with (AuthAs, AuthMechanism)."""
+        reply = d.reply
+        if reply is None or not reply.accepted or d.duplicate:
             return
+        stage = d.stage
         if stage == "RCPT":
+            if self._recipients is not None:
+                return
             instance = req.get("instance", "")
             if not instance:
                 return
             rcpts = self._rcpts.get(instance)
             if rcpts is None:
-                rcpts = self._rcpts[instance] = []
-                if len(self._rcpts) > MAX_TRANSACTIONS:
-                    self._rcpts.popitem(last=False)
-            if len(rcpts) < MAX_RECIPIENTS:
+                if len(self._rcpts) >= MAX_TRANSACTIONS:
+                    self._rcpts = dict(list(self._rcpts.items())[MAX_TRANSACTIONS // 2 :])
+                self._rcpts[instance] = [req.get("recipient", "")]
+            elif len(rcpts) < MAX_RECIPIENTS:
                 rcpts.append(req.get("recipient", ""))
         elif stage == "END-OF-MESSAGE":
-            self._receive(engine, req, d)
+            self._receive(engine, req, d, session)
 
-    def _receive(self, engine: Engine, req: Mapping[str, str], d: Decision) -> None:
+    def _receive(self, engine: Engine, req: Mapping[str, str], d: Decision, session: Session | None) -> None:
         get = req.get
-        rcpts = self._rcpts.pop(get("instance", ""), None) or ([get("recipient", "")] if get("recipient") else [])
-        session = self._session(engine, req)
+        instance = get("instance", "")
+        known = self._recipients(instance) if self._recipients is not None else self._rcpts.pop(instance, None)
+        rcpts = known or ([get("recipient", "")] if get("recipient") else [])
+        if session is None:
+            session = self._session(engine, req)
         as_ = auth_as(session) if session is not None else "Anonymous"
         mech = auth_mechanism(session, as_) if session is not None else "00"
         size = get("size", "")
