@@ -3,8 +3,11 @@ firewall and AuthAs stamps, end-of-headers checks, from several 127.0.0.x client
 
 from __future__ import annotations
 
+import json
 import re
+import shlex
 import smtplib
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -379,3 +382,93 @@ def test_unwritable_protocol_log_with_the_milter_loses_rows_not_mail(config_path
             time.sleep(0.2)
         assert metric(sb, "exmilter_milter_log_write_failures_total", url=sb.milter_metrics_url, log="tracking") == 0
         assert "[exmilter.milter#error] cannot write the protocol log in" in sb.milter_log.read_text()
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def readme_commands(prefix: str) -> list[list[str]]:
+    """The README's first-session commands starting with ``prefix`` (``$ swaks``), joined
+    across backslash continuations and split as the shell would."""
+    text = README.read_text(encoding="utf-8").split("## A first session", 1)[1].split("\n## ", 1)[0]
+    commands, pending = [], ""
+    for line in text.splitlines():
+        if pending or line.startswith(f"$ {prefix}"):
+            pending += line.removeprefix("$ ").rstrip("\\").strip() + " "
+            if not line.rstrip().endswith("\\"):
+                commands.append(shlex.split(pending))
+                pending = ""
+    return commands
+
+
+def test_readme_first_session_is_tracked_and_protocol_logged(config_path: Path, capsys) -> None:
+    """Issue #15's acceptance: after the README's swaks lines (run as written, on the ports the
+    sandbox moved), the README's ``exmilter track --start -10m`` lists each accepted message
+    with connector, message-info, sender, recipients and its final event, and the protocol
+    log of the relay connector (Default Frontend) is in Exchange's format with the 5.7.54."""
+    from exmilter import cli
+
+    base = config_path.parent / "readme"
+    base.mkdir(exist_ok=True)
+    base.chmod(0o755)
+    path = base / "exmilter.yaml"
+    path.write_text((README.parent / "conf" / "exmilter.yaml").read_text(encoding="utf-8"))
+    swaks = readme_commands("swaks")
+    assert len(swaks) == 4, swaks
+    with Sandbox(path, base / "state", free_offset(path)) as sb:
+        queued = []
+        for argv in swaks:
+            i = argv.index("--server") + 1
+            exchange_port = int(argv[i].rsplit(":", 1)[1]) - 10000  # README: port + 10000
+            argv[i] = f"{HOST}:{sb.port(f'*:{exchange_port}')}"
+            out = subprocess.run(argv, capture_output=True, text=True, timeout=60).stdout
+            if "someone@gmail.com" in argv and "--auth" not in argv:
+                assert f"<** {RELAY_DENIED}" in out, out
+                continue
+            m = re.search(r"<[-~]  250 2\.0\.0 Ok: queued as (\w+)", out)
+            assert m, out
+            queued.append(m[1])
+        for qid in queued:
+            wait_delivered(sb, qid)
+            wait_tracked(sb, qid, "DELIVER")
+
+        (track,) = readme_commands(".venv/bin/exmilter track")
+        args = track[1:]
+        args[args.index("--path") + 1] = str(sb.tracking_log_dir)
+        capsys.readouterr()
+        assert cli.main(args) == 0
+        table = capsys.readouterr().out.splitlines()
+        assert table[0].split() == [
+            "Timestamp", "EventId", "Source", "QueueId", "ConnectorId", "MessageInfo", "Sender", "Recipients",
+            "MessageSubject",
+        ]  # fmt: skip
+        for qid in queued:
+            events = [line.split()[1] for line in table[2:] if qid in line]
+            assert events == ["RECEIVE", "DELIVER"], (qid, table)
+        assert cli.main([*args, "--summary", "--json"]) == 0
+        messages = {m["QueueId"]: m for m in map(json.loads, capsys.readouterr().out.splitlines())}
+        got = [
+            (messages[q]["ConnectorId"], messages[q]["MessageInfo"], messages[q]["Sender"], messages[q]["Recipients"])
+            for q in queued
+        ]
+        assert got == [
+            ("EXCH01\\Default Frontend EXCH01", "00A:", "test@test.com", "adam.wally@labs.local"),
+            ("EXCH01\\Default Frontend EXCH01", "00A:", "test@test.com", "adam.wally@labs.local"),
+            ("EXCH01\\Client Frontend EXCH01", "06I:", "svc-mailer@labs.local", "someone@gmail.com"),
+        ]
+        assert {messages[q]["FinalEvent"] for q in queued} == {"DELIVER"}
+
+        files = log_files([str(sb.protocol_log_dir)])
+        assert [re.fullmatch(r"RECV\d{10}-1\.LOG", Path(f).name) is not None for f in files] == [True], files
+        text = Path(files[0]).read_bytes().decode("utf-8")
+        assert text.startswith(
+            "#Software: Microsoft Exchange Server\r\n#Version: 15.0.0.0\r\n#Log-type: SMTP Receive Protocol Log\r\n"
+        )
+        assert "\r\n#Fields: date-time,connector-id,session-id,sequence-number,local-endpoint,remote-endpoint," in text
+        rows = session_rows(sb, "someone@gmail.com")
+        assert rows[0]["connector-id"] == "EXCH01\\Default Frontend EXCH01"
+        assert [(r["event"], r["data"]) for r in rows[-3:]] == [
+            ("<", "RCPT TO:<someone@gmail.com>"),
+            (">", RELAY_DENIED),
+            ("-", ""),
+        ]
