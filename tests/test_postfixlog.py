@@ -72,6 +72,22 @@ def test_classic_stamps_get_the_right_year(line: str, year: int) -> None:
     assert parsed is not None and time.localtime(parsed.time).tm_year == year
 
 
+@pytest.mark.parametrize(
+    ("stamp", "read_after", "offset"),
+    [
+        ("01:48:21.412345", 0.5, 0.412345),  # syslog's high precision: kept
+        ("01:48:21", 0.5, 0.5),  # whole seconds read within the second: the time it was read
+        ("01:48:21", 30.0, 0.999),  # read later (or a backfill): the end of its second
+    ],
+)
+def test_classic_stamps_sort_after_a_receive_of_the_same_second(stamp: str, read_after: float, offset: float) -> None:
+    """Postfix's maillog_file writes whole seconds: a delivery must not sort before the RECEIVE
+    row the milter stamped at 01:48:21.4 for the same message."""
+    base = time.mktime((2026, 12, 8, 1, 48, 21, 0, 0, -1))
+    p = parse_line(f"Dec  8 {stamp} mx postfix/qmgr[1]: ABCDEF123: removed", base + read_after)
+    assert p is not None and p.time - base == pytest.approx(offset)
+
+
 def test_iso_stamps_and_long_queue_ids() -> None:
     p = parse_line("2026-12-02T14:09:13.123456+00:00 mx postfix-in/qmgr[9]: 4dZ3Lq0Zbvz9rvd: removed", NOW)
     assert p is not None and (p.queue_id, p.program, p.text) == ("4dZ3Lq0Zbvz9rvd", "postfix-in/qmgr", "removed")

@@ -398,3 +398,43 @@ def test_starttls_and_auth_change_the_session_they_are_judged_as(tmp_path: Path)
     [s] = replay(_engine(SUBMISSION), [str(tmp_path)]).differing
     assert [d.stage for d in s.differences] == ["MAIL", "RCPT"]
     assert s.differences[0].exmilter.startswith("530 5.7.57")
+
+
+@pytest.mark.parametrize(
+    ("fact", "refusal"),
+    [
+        ("ReceivedHeadersLength: 61 > MaxHopCount: 60", "554 5.4.6 Hop count exceeded - possible mail loop"),
+        ("LocalHopCount: 6 > MaxLocalHopCount: 5", "554 5.4.6 Hop count exceeded - possible mail loop"),
+        ("HeaderSize: 300000 > MaxHeaderSize: 262144", "552 5.3.4 Header size exceeds fixed maximum size"),
+    ],
+)
+def test_header_facts_of_the_log_decide_end_of_data(tmp_path: Path, fact: str, refusal: str) -> None:
+    """Spec §5.1's ``*`` texts before a refusal say what the header block held: the refusal
+    replays without difference, and a limit raised in the new file shows as one."""
+    from exmilter import replies as R
+
+    assert refusal in (R.HOP_COUNT_EXCEEDED.line, R.HEADER_SIZE_EXCEEDED.line)
+    rows = [
+        ("2023-01-11T16:00:00.000Z", "+", "", ""),
+        ("2023-01-11T16:00:00.001Z", "*", ANON, "Set Session Permissions"),
+        ("2023-01-11T16:00:00.010Z", "<", "EHLO app01", ""),
+        ("2023-01-11T16:00:00.060Z", "<", "MAIL FROM:<app@contoso.com>", ""),
+        ("2023-01-11T16:00:00.061Z", ">", "250 2.1.0 Sender OK", ""),
+        ("2023-01-11T16:00:00.070Z", "<", "RCPT TO:<x@fabrikam.example>", ""),
+        ("2023-01-11T16:00:00.071Z", ">", "250 2.1.5 Recipient OK", ""),
+        ("2023-01-11T16:00:00.080Z", "<", "DATA", ""),
+        ("2023-01-11T16:00:00.081Z", ">", "354 Start mail input; end with <CRLF>.<CRLF>", ""),
+        ("2023-01-11T16:00:00.090Z", "*", fact, ""),
+        ("2023-01-11T16:00:00.091Z", ">", refusal, ""),
+        ("2023-01-11T16:00:00.100Z", "-", "", "Remote"),
+    ]
+    body = _rows("SMTP Relay Script", "08DAF3ECE7150002", "192.0.2.10:25", "10.1.2.3:50000", 0, rows)
+    (tmp_path / "RECV2023011116-1.LOG").write_bytes((HEADER.format(date="2023-01-11T16:00:00.000Z") + body).encode())
+    assert replay(_engine(WITH_RANGE), [str(tmp_path)]).differing == []
+    raised = WITH_RANGE.replace(
+        "permission_groups: [AnonymousUsers]",
+        "permission_groups: [AnonymousUsers]\n    max_hop_count: 100\n    max_local_hop_count: 10\n"
+        "    max_header_size: 1MB",
+    )
+    [s] = replay(_engine(raised), [str(tmp_path)]).differing
+    assert [(d.stage, d.exmilter) for d in s.differences] == [("END-OF-DATA", "250 2.6.0 Queued mail for delivery")]

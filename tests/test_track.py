@@ -172,3 +172,31 @@ def test_summary_is_one_line_per_message_with_its_final_event(logdir: Path, caps
         "MessageId",
     ]
     assert len(lines) == 3 and "QID3" in lines[2] and "DEFER" in lines[2]
+
+
+def test_the_milter_s_and_the_policy_daemon_s_files_of_one_hour_merge_in_time_order(tmp_path: Path) -> None:
+    """RECEIVE is the milter's (MSGTRKMT), the delivery the policy daemon's (MSGTRK): a message's
+    rows come in time order, whichever file they are in."""
+    policy = w3c.HourlyLog(w3c.LogFileSettings(str(tmp_path), "MSGTRK", 10 << 20, 1 << 30, 30), T.tracking_header)
+    milter = w3c.HourlyLog(w3c.LogFileSettings(str(tmp_path), "MSGTRKMT", 10 << 20, 1 << 30, 30), T.tracking_header)
+    for i in range(3):
+        t = T0 + i * 10
+        T.TrackingLog(milter, "ex01").receive(_facts(i, t))
+        T.TrackingLog(policy, "ex01").outcome(T.Outcome(t + 0.5, "DELIVER", f"QID{i}", ("r@x",), "250 ok"))
+    T.TrackingLog(policy, "ex01").outcome(T.Outcome(T0 + 4000, "DELIVER", "QID9", ("r@x",), "250 ok"))  # next hour
+    policy.close()
+    milter.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "MSGTRK2023011116-1.LOG",
+        "MSGTRK2023011117-1.LOG",
+        "MSGTRKMT2023011116-1.LOG",
+    ]
+    assert _ids(search([str(tmp_path)], TrackingFilter())) == [
+        ("QID0", "RECEIVE"),
+        ("QID0", "DELIVER"),
+        ("QID1", "RECEIVE"),
+        ("QID1", "DELIVER"),
+        ("QID2", "RECEIVE"),
+        ("QID2", "DELIVER"),
+        ("QID9", "DELIVER"),
+    ]

@@ -41,6 +41,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="where the RECEIVE rows of accepted messages go (MSGTRKMT*.LOG; default: "
         "logs.message_tracking_log_path from the file; docs/logs.md)",
     )
+    p.add_argument(
+        "--protocol-log-path",
+        metavar="DIR",
+        help="where the SMTP receive protocol log of the sessions on Verbose connectors goes (RECV*.LOG; "
+        "default: logs.receive_protocol_log_path from the file; '' turns it off; docs/logs.md)",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log every accepted message, not only refusals")
     p.set_defaults(func=run)
 
@@ -66,4 +72,5 @@ def run(args: argparse.Namespace) -> int:
         _none(args.coverage, m.coverage),
         verbose=args.verbose,
         tracking_log_path=args.tracking_log_path,
+        protocol_log_path=args.protocol_log_path,
     )

@@ -28,11 +28,14 @@ from datetime import datetime
 
 from exmilter.logs.tracking import Outcome
 
+#: The latest a whole-second stamp is taken to mean (see parse_line).
+WHOLE_SECOND_BOUND = 0.999
+
 _MONTHS = {
     m: i for i, m in enumerate(["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"], 1)
 }
 _CLASSIC = re.compile(
-    r"^(?P<mon>[A-Z][a-z]{2}) +(?P<day>\d{1,2}) (?P<hms>\d\d:\d\d:\d\d)(?:\.\d+)? (?P<host>\S+) "
+    r"^(?P<mon>[A-Z][a-z]{2}) +(?P<day>\d{1,2}) (?P<hms>\d\d:\d\d:\d\d)(?P<frac>\.\d{1,9})? (?P<host>\S+) "
     r"(?P<prog>[^\s\[:]+)(?:\[(?P<pid>\d+)\])?: (?P<text>.*)$"
 )
 _ISO = re.compile(r"^(?P<ts>\d{4}-\d\d-\d\dT\S+) (?P<host>\S+) (?P<prog>[^\s\[:]+)(?:\[(?P<pid>\d+)\])?: (?P<text>.*)$")
@@ -81,6 +84,13 @@ def parse_line(line: str, now: float) -> LogLine | None:
                 t = _local(year - 1, month, int(m["day"]), m["hms"])
         except ValueError:
             return None
+        if m["frac"]:  # syslog's high-precision stamps: keep them (rows sort by time)
+            t += float(m["frac"])
+        else:
+            # Whole seconds (Postfix's own maillog_file): the event happened within [t, t+1). The
+            # time it is read, bounded to that second, keeps a delivery after the RECEIVE row
+            # the milter stamped with sub-second time in the same second.
+            t = min(max(now, t), t + WHOLE_SECOND_BOUND)
     else:
         m = _ISO.match(line)
         if m is None:

@@ -43,6 +43,10 @@ FIELDS = (
     "context",
 )
 PREFIX = "RECV"
+#: The policy daemon's files where a milter is deployed (``milter.enabled``): the milter writes
+#: ``RECV`` for the sessions it judges, the policy daemon only for the few it judges itself
+#: (a lost coverage registration, a listener without the milter), each process its own files.
+FALLBACK_PREFIX = "RECVPD"
 
 #: A file's header from the time the file is started.
 HeaderMaker = Callable[[float], str]

@@ -13,6 +13,9 @@ Only the rows that survive are parsed and checked exactly (docs/logs.md, docs/pe
 from __future__ import annotations
 
 import csv
+import heapq
+import itertools
+import os
 import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -125,27 +128,44 @@ def _candidate_lines(data: bytes, needles: Sequence[bytes]) -> Iterator[bytes]:
 
 
 def search(paths: Iterable[str], flt: TrackingFilter) -> Iterator[dict[str, str]]:
-    """Rows of the tracking files under ``paths`` (files or directories) that match ``flt``, in time order."""
+    """Rows of the tracking files under ``paths`` (files or directories) that match ``flt``, in
+    time order: the files of one hour (the policy daemon's ``MSGTRK``, the milter's ``MSGTRKMT``)
+    are merged by their rows' time, so a message's RECEIVE comes before its delivery."""
+    for _, group in itertools.groupby(log_files(paths, prefix=T.PREFIX), key=_hour_of):
+        files = [p for p in group if _in_hours(p, flt.start, flt.end)]
+        if len(files) == 1:
+            yield from _matching_rows(files[0], flt)
+        elif files:
+            yield from heapq.merge(*(_matching_rows(p, flt) for p in files), key=_row_time)
+
+
+def _hour_of(path: str) -> str:
+    parsed = parse_file_name(os.path.basename(path))
+    return parsed[1] if parsed is not None else path
+
+
+def _row_time(row: dict[str, str]) -> str:
+    return row.get("date-time", "")
+
+
+def _matching_rows(path: str, flt: TrackingFilter) -> Iterator[dict[str, str]]:
     start_text = timestamp(flt.start) if flt.start is not None else None
     end_text = timestamp(flt.end) if flt.end is not None else None
     needles = flt.needles()
-    for path in log_files(paths, prefix=T.PREFIX):
-        if not _in_hours(path, flt.start, flt.end):
+    with open(path, "rb") as f:
+        data = f.read()
+    names = list(T.FIELDS)
+    for line in data.split(b"\n", 8)[:8]:  # the header is at the top: its own field list if any
+        if line.startswith(b"#Fields:"):
+            names = line[8:].decode("utf-8", "replace").strip().split(",")
+    for raw in _candidate_lines(data, needles):
+        stamp = raw[:24].decode("ascii", "replace")
+        if (start_text is not None and stamp < start_text) or (end_text is not None and stamp > end_text):
             continue
-        with open(path, "rb") as f:
-            data = f.read()
-        names = list(T.FIELDS)
-        for line in data.split(b"\n", 8)[:8]:  # the header is at the top: its own field list if any
-            if line.startswith(b"#Fields:"):
-                names = line[8:].decode("utf-8", "replace").strip().split(",")
-        for raw in _candidate_lines(data, needles):
-            stamp = raw[:24].decode("ascii", "replace")
-            if (start_text is not None and stamp < start_text) or (end_text is not None and stamp > end_text):
-                continue
-            values = next(csv.reader([raw.decode("utf-8", "replace").rstrip("\r")]))
-            r = dict(zip(names, values, strict=False))
-            if flt.matches(r):
-                yield r
+        values = next(csv.reader([raw.decode("utf-8", "replace").rstrip("\r")]))
+        r = dict(zip(names, values, strict=False))
+        if flt.matches(r):
+            yield r
 
 
 # -- output ------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from exmilter.engine import Engine, Session
 from exmilter.limits import REPLAY_MAX_OPEN_SESSIONS, REPLAY_MAX_SESSIONS_PER_GROUP
@@ -32,6 +33,11 @@ _REPLY = re.compile(r"^(\d{3})[ -]?(?:([245]\.\d{1,3}\.\d{1,3})\b)?")
 _MAIL = re.compile(r"^MAIL\s+FROM:\s*(<[^>]*>|\S*)(.*)$", re.IGNORECASE)
 _RCPT = re.compile(r"^RCPT\s+TO:\s*(<[^>]*>|\S*)", re.IGNORECASE)
 _SIZE = re.compile(r"\bSIZE=(\d{1,19})\b", re.IGNORECASE)
+#: Spec §5.1's ``*`` texts that say what a message's header block held (Exchange writes them
+#: before refusing it, so do exmilter's milter): enough to judge end of data the same way.
+_HEADER_FACT = re.compile(
+    r"^(?:(?P<what>ReceivedHeadersLength|LocalHopCount|HeaderSize): (?P<n>\d{1,12}) > \w+: \d{1,12})$"
+)
 
 #: Enhanced codes that answer only one command (spec §3.4, §3.5): a reply carrying one answers
 #: the oldest pending command of that kind, so a command whose reply is missing from the log
@@ -222,6 +228,23 @@ class Replayer:
         if rep.differences:
             self.report.add(rep)
 
+    @staticmethod
+    def _header_facts(session: Session, facts: dict[str, int]) -> dict[str, Any]:
+        """``end_of_data`` keywords for what the ``*`` rows said of the header block: that many
+        Received headers (by this server for LocalHopCount), a header block that size."""
+        out: dict[str, Any] = {}
+        c = session.connector
+        if "HeaderSize" in facts:
+            out["header_size"] = facts["HeaderSize"]
+        received: list[str] = []
+        if "LocalHopCount" in facts and c is not None:
+            received += [f"from relay by {c.fqdn} (Postfix)"] * facts["LocalHopCount"]
+        if "ReceivedHeadersLength" in facts:
+            received += ["from elsewhere by elsewhere"] * max(0, facts["ReceivedHeadersLength"] - len(received))
+        if received:
+            out["received"] = received
+        return out
+
     def _commands(
         self, sid: str, s: _Open, session: Session, rep: SessionReport, local_ip: str, local_port: int, client_ip: str
     ) -> None:
@@ -236,6 +259,7 @@ class Replayer:
         sender = ""
         in_data = False
         messages = 0
+        header: dict[str, int] = {}  # the facts the `*` rows gave of the message in DATA
 
         def reopen() -> Session:
             return engine.open_session(local_ip, local_port, client_ip, auth_user=auth, tls=tls, helo=helo)
@@ -253,6 +277,8 @@ class Replayer:
                 elif context.lower() == "authenticated" and data:
                     auth = data
                     session = reopen()
+                elif (fact := _HEADER_FACT.match(data)) is not None:
+                    header[fact["what"]] = int(fact["n"])
                 continue
             if event == "<":
                 verb = data.split(" ", 1)[0].upper()
@@ -308,7 +334,8 @@ class Replayer:
             elif stage == "END-OF-DATA":
                 messages += 1
                 known = self._sizes.get((sid, messages), size)
-                new = engine.end_of_data(session, size=known, mail_from=sender)
+                new = engine.end_of_data(session, size=known, mail_from=sender, **self._header_facts(session, header))
+                header = {}
             elif stage == "RSET":
                 accepted = 0
                 continue

@@ -16,13 +16,14 @@ import contextlib
 import functools
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import Milter
 
 from exmilter.coverage import SessionKey
 from exmilter.headers import Add, Remove
+from exmilter.logs.protocol import ProtocolLog, SessionIds
 from exmilter.logs.tracking import MessageFacts, TrackingLog, auth_as, auth_mechanism
 from exmilter.milter import events as me
 from exmilter.milter.coverage import CoverageSender
@@ -36,6 +37,7 @@ from exmilter.milter.macros import (
     tls_facts,
 )
 from exmilter.milter.metrics import MilterMetrics
+from exmilter.milter.protolog import SessionLog
 from exmilter.milter.session import Accept, Continue, MilterSession, Received, Refuse, wire
 from exmilter.replies import Reply
 from exmilter.runtime.generation import Generations
@@ -46,7 +48,7 @@ INTERNAL_ERROR = Reply(451, "4.3.0", "Temporary server error, please try again l
 
 @dataclass
 class Shared:
-    """What every connection uses: the generation in use, metrics, coverage, the log."""
+    """What every connection uses: the generation in use, metrics, coverage, the logs."""
 
     generations: Generations
     metrics: MilterMetrics
@@ -55,6 +57,10 @@ class Shared:
     verbose: bool = False
     #: Exchange's message tracking log (docs/logs.md): a RECEIVE row per accepted message.
     tracking: TrackingLog | None = None
+    #: Exchange's SMTP receive protocol log: the rows of the sessions on Verbose connectors.
+    protocol: ProtocolLog | None = None
+    session_ids: SessionIds = field(default_factory=SessionIds)
+    clock: Callable[[], float] = time.time
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -87,6 +93,7 @@ class ExchangeMilter(Milter.Base):
     def __init__(self, shared: Shared) -> None:
         self.shared = shared
         self.session = MilterSession(shared.generations.current.engine)  # fixed for the connection
+        self.plog = SessionLog(shared.protocol, shared.session_ids, shared.clock)
         self.failed = False
         self.key: SessionKey | None = None
         self.client = ""
@@ -105,6 +112,8 @@ class ExchangeMilter(Milter.Base):
         return s.connector.identity if s is not None and s.connector is not None else ""
 
     def refuse(self, stage: str, reply: Reply, recipient: str = "") -> Any:
+        """Refuse with Exchange's words (and say so in the protocol log)."""
+        self.plog.sent(reply)
         code, enhanced, text = wire(reply)
         with contextlib.suppress(Exception):  # the verdict stands; Postfix's own text is sent
             self.setreply(code, enhanced, text)
@@ -117,7 +126,10 @@ class ExchangeMilter(Milter.Base):
 
     def answer(self, stage: str, verdict: Continue | Refuse, recipient: str = "") -> Any:
         if isinstance(verdict, Refuse):
+            self.plog.info(verdict.note)
             return self.refuse(stage, verdict.reply, recipient)
+        if verdict.reply is not None:
+            self.plog.sent(verdict.reply)
         self.shared.metrics.decisions.labels(self.connector, stage, "continue").inc()
         return Milter.CONTINUE
 
@@ -133,6 +145,9 @@ class ExchangeMilter(Milter.Base):
         facts = connect_facts(self.macros(CONNECT_MACROS), peer_ip, peer_port)
         self.client = facts.client_ip
         self.session.connect(facts)
+        s = self.session.session
+        if s is not None and s.connector is not None:
+            self.plog.open(s.connector, facts, s.rights, self.session.engine.connect(s))
         if facts.problem:
             self.shared.metrics.unplaced.inc()
             self.shared.log(me.Unplaced(facts.client_ip, facts.problem))
@@ -144,18 +159,32 @@ class ExchangeMilter(Milter.Base):
 
     @guarded("HELO")
     def hello(self, hostname: str) -> Any:
-        self.session.hello(hostname, tls_facts(self.macros(HELO_MACROS)))
+        tls = tls_facts(self.macros(HELO_MACROS))
+        self.session.hello(hostname, tls)
+        self.plog.hello(hostname, tls)
         return Milter.CONTINUE
 
     @guarded("MAIL")
     def envfrom(self, sender: str, *params: str) -> Any:
         self.sender = sender.strip().strip("<>")
         m = self.macros(MAIL_MACROS + HELO_MACROS[:1])
-        return self.answer("MAIL", self.session.mail(sender, params, auth_facts(m), tls_facts(m)))
+        auth = auth_facts(m)
+        verdict = self.session.mail(sender, params, auth, tls_facts(m))
+        s = self.session.session
+        self.plog.mail(sender, params, auth.user, s.rights if s is not None else None)
+        return self.answer("MAIL", verdict)
 
     @guarded("RCPT")
     def envrcpt(self, recipient: str, *params: str) -> Any:
-        return self.answer("RCPT", self.session.rcpt(recipient), recipient.strip().strip("<>"))
+        verdict = self.session.rcpt(recipient)
+        self.plog.rcpt(recipient, params)
+        return self.answer("RCPT", verdict, recipient.strip().strip("<>"))
+
+    @guarded("DATA")
+    def data(self) -> Any:
+        """Only for the protocol log (``< DATA``, ``> 354``): DATA itself is Postfix's to answer."""
+        self.plog.data(self.session.data())
+        return Milter.CONTINUE
 
     @Milter.noreply
     def header(self, name: str, value: str) -> Any:
@@ -170,6 +199,9 @@ class ExchangeMilter(Milter.Base):
 
     @guarded("END-OF-HEADERS")
     def eoh(self) -> Any:
+        mid = self.session.message_id
+        if mid:
+            self.plog.info(f"receiving message with InternetMessageId {mid}")
         return self.answer("END-OF-HEADERS", self.session.end_of_headers())
 
     @Milter.noreply
@@ -187,7 +219,7 @@ class ExchangeMilter(Milter.Base):
     def eom(self) -> Any:
         verdict = self.session.end_of_message()
         if isinstance(verdict, Refuse):
-            return self.refuse("END-OF-MESSAGE", verdict.reply)
+            return self.answer("END-OF-MESSAGE", verdict)
         assert isinstance(verdict, Accept)
         for edit in verdict.edits:
             if isinstance(edit, Remove):
@@ -195,6 +227,7 @@ class ExchangeMilter(Milter.Base):
             elif isinstance(edit, Add):
                 self.addheader(edit.name, edit.value)
         self.shared.metrics.decisions.labels(self.connector, "END-OF-MESSAGE", "250").inc()
+        self.plog.sent(verdict.reply)
         if self.shared.tracking is not None and verdict.received is not None:
             self.track(verdict.received)
         if self.shared.verbose:
@@ -228,6 +261,8 @@ class ExchangeMilter(Milter.Base):
                 auth_mechanism=auth_mechanism(s, as_),
                 auth_as=as_,
                 directionality="Originating" if as_ == "Internal" else "Incoming",
+                session_id=self.plog.id,
+                session_start=self.plog.start,
                 message_number=self.messages,
                 network_message_id=r.network_message_id,
             )
@@ -239,6 +274,7 @@ class ExchangeMilter(Milter.Base):
 
     def close(self) -> Any:
         try:  # nothing left to answer: never raise here
+            self.plog.close()
             if self.key is not None:
                 self.shared.coverage.withdraw(self.key)
                 self.key = None

@@ -29,7 +29,7 @@ from prometheus_client import start_http_server
 from exmilter.config import ConfigError, Loaded
 from exmilter.limits import MILTER_SOCKET_TIMEOUT
 from exmilter.logs.events import LogWriteFailed, ReloadStarted
-from exmilter.logs.files import Writers, open_tracking_log
+from exmilter.logs.files import PROTOCOL, TRACKING, Writers, open_protocol_log, open_tracking_log
 from exmilter.logs.tracking import MILTER_PREFIX
 from exmilter.milter import events as me
 from exmilter.milter.callbacks import ExchangeMilter, Shared
@@ -38,7 +38,7 @@ from exmilter.milter.log import StderrSink
 from exmilter.milter.metrics import MilterMetrics
 from exmilter.milter.watchdog import MilterWatchdog, negotiate
 from exmilter.runtime.generation import Generations
-from exmilter.runtime.metrics import new_registry
+from exmilter.runtime.metrics import LogWriteFailures, new_registry
 from exmilter.runtime.notify import READY, RELOADING, STOPPING, sd_notify, watchdog_interval
 from exmilter.runtime.watchdog import Pinger
 
@@ -171,6 +171,7 @@ def run(
     verbose: bool = False,
     stderr: TextIO | None = None,
     tracking_log_path: str | None = None,
+    protocol_log_path: str | None = None,
 ) -> int:
     """Serve until SIGTERM; the exit status (docs/milter.md)."""
     err = stderr or sys.stderr
@@ -193,15 +194,19 @@ def run(
     logs = loaded.organization.logs
     if tracking_log_path is not None:
         logs = dataclasses.replace(logs, message_tracking_log_path=tracking_log_path)
+    if protocol_log_path is not None:
+        logs = dataclasses.replace(logs, receive_protocol_log_path=protocol_log_path)
     writers = Writers()  # opened at start: a reload that changes logs: needs a restart (docs/logs.md)
     tracking = open_tracking_log(
         logs,
         loaded.organization.server.fqdn,
         writers,
-        lambda where, e: log(LogWriteFailed("tracking", where, str(e))),
+        lambda where, e: log(LogWriteFailed(TRACKING, where, str(e))),
         prefix=MILTER_PREFIX,
     )
-    shared = Shared(generations, metrics, sender, log, verbose, tracking)
+    protocol = open_protocol_log(logs, writers, lambda where, e: log(LogWriteFailed(PROTOCOL, where, str(e))))
+    metrics.registry.register(LogWriteFailures("exmilter_milter_log_write_failures", writers.failures_by_log))
+    shared = Shared(generations, metrics, sender, log, verbose, tracking, protocol)
     Milter.factory = lambda: ExchangeMilter(shared)
     libmilter.set_flags(libmilter.ADDHDRS | libmilter.CHGHDRS)
     if metrics_at is not None:

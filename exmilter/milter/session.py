@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from exmilter import replies as R
@@ -32,14 +32,20 @@ IdSource = Callable[[], str]
 
 @dataclass(frozen=True, slots=True)
 class Continue:
-    """Go on (an accepted command, or a stage the engine has nothing to say about)."""
+    """Go on: an accepted command (``reply`` the engine's, for the protocol log) or a stage
+    the engine has nothing to say about."""
+
+    reply: Reply | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Refuse:
-    """Refuse with ``reply``, verbatim: a 4xx is a temporary failure, a 5xx a rejection."""
+    """Refuse with ``reply``, verbatim: a 4xx is a temporary failure, a 5xx a rejection.
+    ``note`` is the protocol log's ``*`` row saying why, where spec §5.1 has one (not part of
+    the verdict: two refusals with the same reply are the same)."""
 
     reply: Reply
+    note: str = field(default="", compare=False)
 
     @property
     def temporary(self) -> bool:
@@ -64,6 +70,7 @@ class Accept:
 
     edits: tuple[HeaderEdit, ...]
     received: Received | None = None
+    reply: Reply = R.QUEUED
 
 
 Verdict = Continue | Refuse
@@ -212,7 +219,7 @@ class MilterSession:
         if not reply.accepted:
             return Refuse(reply)
         self._txn = _Transaction(sender, mail_parameter(params, "AUTH"))
-        return CONTINUE
+        return Continue(reply)
 
     def rcpt(self, recipient: str) -> Verdict:
         """RCPT TO (spec §3.5): the count of recipients accepted so far decides 452 4.5.3."""
@@ -225,7 +232,14 @@ class MilterSession:
         t.recipients += 1
         if len(t.accepted) < MILTER_MAX_TRACKED_RECIPIENTS:
             t.accepted.append(recipient.strip().strip("<>"))
-        return CONTINUE
+        return Continue(reply)
+
+    def data(self) -> Reply:
+        """DATA: Postfix sends it to the milter only once a recipient was accepted."""
+        t, s = self._txn, self.session
+        if t is None or s is None:
+            return R.CONFIGURATION_PROBLEM
+        return self.engine.data(s, accepted=t.recipients)
 
     # -- content ------------------------------------------------------------------------------
 
@@ -256,9 +270,31 @@ class MilterSession:
             return Refuse(R.CONFIGURATION_PROBLEM)
         if len(t.headers) >= MILTER_MAX_HEADERS:
             # more headers than kept: the firewall could not remove every one it must
-            return Refuse(R.HEADER_SIZE_EXCEEDED)
-        refused = self.engine.end_of_headers(s, t.message(with_body=False))
-        return Refuse(refused) if refused is not None else CONTINUE
+            return Refuse(R.HEADER_SIZE_EXCEEDED, f"HeaderCount: {len(t.headers)} > {MILTER_MAX_HEADERS}")
+        m = t.message(with_body=False)
+        refused = self.engine.end_of_headers(s, m)
+        return Refuse(refused, self._why(s, m, refused)) if refused is not None else CONTINUE
+
+    def _why(self, s: Session, m: Message, refused: Reply) -> str:
+        """Spec §5.1's ``*`` text for a header-block refusal ("" where it names none)."""
+        c = s.connector
+        if c is None:
+            return ""
+        if refused == R.HEADER_SIZE_EXCEEDED:
+            return f"HeaderSize: {m.header_size} > MaxHeaderSize: {c.max_header_size}"
+        if refused == R.HOP_COUNT_EXCEEDED:
+            if len(m.received) > c.max_hop_count:
+                return f"ReceivedHeadersLength: {len(m.received)} > MaxHopCount: {c.max_hop_count}"
+            return f"LocalHopCount: {self.engine.local_hops(c, m.received)} > MaxLocalHopCount: {c.max_local_hop_count}"
+        return ""
+
+    @property
+    def message_id(self) -> str:
+        """The first Message-ID header of the transaction's header block ("" when none)."""
+        t = self._txn
+        if t is None:
+            return ""
+        return next((v.strip() for n, v in t.headers if n.lower() == "message-id"), "")
 
     def body(self, chunk: bytes) -> Verdict:
         t = self._txn
@@ -276,7 +312,7 @@ class MilterSession:
         m = t.message(with_body=True)
         reply = self.engine.end_of_message(s, m)
         if not reply.accepted:
-            return Refuse(reply)
+            return Refuse(reply, self._why(s, m, reply))
         fqdn = self.engine.org.server.fqdn
         who = Who(s.rights, s.principal.name, s.authenticated, s.tls, s.client_ip)
         stamp = Stamp(
@@ -297,7 +333,7 @@ class MilterSession:
             subject=header.get("subject", "").strip(),
             network_message_id=stamp.network_message_id,
         )
-        return Accept(edits(who, t.headers, stamp), received)
+        return Accept(edits(who, t.headers, stamp), received, reply)
 
     def abort(self) -> None:
         """RSET, or a transaction Postfix ended early: the next MAIL starts afresh."""

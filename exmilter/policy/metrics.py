@@ -26,7 +26,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from exmilter.policy.protocol import OTHER_STATE, PROTOCOL_STATES
-from exmilter.runtime.metrics import NOTHING, ConfigMetrics, NullConfigMetrics
+from exmilter.runtime.metrics import NOTHING, ConfigMetrics, LogWriteFailures, NullConfigMetrics
 
 #: Decisions take tens of microseconds; the buckets resolve that and still show stalls.
 LATENCY_BUCKETS = (2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 0.1, 1.0)
@@ -100,21 +100,6 @@ class _RequestCollector(Collector):
         latency = HistogramMetricFamily("exmilter_policy_decision_seconds", "Time to decide one policy request.")
         latency.add_metric([], m.latency.cumulative(), sum_value=m.latency.sum)
         yield latency
-
-
-class _LogFailures(Collector):
-    def __init__(self, count: Callable[[], dict[str, int]]) -> None:
-        self._count = count
-
-    def collect(self) -> Iterator[Metric]:
-        family = CounterMetricFamily(
-            "exmilter_policy_log_write_failures",
-            "Rows of Exchange's protocol/tracking logs that could not be written (the mail was not held up).",
-            labels=["log"],
-        )
-        for name, n in self._count().items():
-            family.add_metric([name], n)
-        yield family
 
 
 class PolicyMetrics(ConfigMetrics):
@@ -220,4 +205,4 @@ def watch_log_failures(metrics: Metrics, count: Callable[[], dict[str, int]]) ->
     (unwritable directory, full disk, writer behind), read from the writers at scrape time.
     Nothing when metrics are off."""
     if metrics.registry is not None:
-        metrics.registry.register(_LogFailures(count))
+        metrics.registry.register(LogWriteFailures("exmilter_policy_log_write_failures", count))

@@ -29,7 +29,7 @@ from exmilter.listener import Listener
 from exmilter.logs.events import LogWriteFailed
 from exmilter.logs.files import Writers, open_protocol_log, open_tracking_log
 from exmilter.logs.postfixlog import Follower
-from exmilter.logs.protocol import ProtocolLog, ProtocolSession
+from exmilter.logs.protocol import FALLBACK_PREFIX, PREFIX, ProtocolLog, ProtocolSession
 from exmilter.model import Organization, Right
 from exmilter.policy.decide import Decision
 from exmilter.policy.receipts import Receipts
@@ -169,12 +169,13 @@ class Recorder:
 def open_recorder(org: Organization, report: Callable[[LogWriteFailed], object], writers: Writers) -> Recorder | None:
     """The daemon's recorder over a background protocol-log writer (None when
     ``logs.receive_protocol_log_path`` is empty); ``report`` gets each (rate-limited) write failure,
-    from the writer's thread."""
+    from the writer's thread. Beside a milter its files are ``RECVPD…`` (docs/logs.md)."""
 
     def failed(directory: str, e: OSError) -> None:
         report(LogWriteFailed("protocol", directory, str(e)))
 
-    plog = open_protocol_log(org.logs, writers, failed)
+    prefix = FALLBACK_PREFIX if org.milter.enabled else PREFIX
+    plog = open_protocol_log(org.logs, writers, failed, prefix)
     return Recorder(plog) if plog is not None else None
 
 

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollector
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
 
 
 class ReloadMetrics(Protocol):
@@ -161,3 +163,22 @@ class NullConfigMetrics:
 def exposition(registry: CollectorRegistry) -> tuple[bytes, str]:
     """The text exposition of ``registry`` and its content type; it takes microseconds."""
     return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+class LogWriteFailures(Collector):
+    """``<name>_total{log}``: rows of Exchange's protocol/tracking logs a daemon lost, read
+    from its writers (``count``: ``{"protocol": n, "tracking": n}``) at scrape time."""
+
+    def __init__(self, name: str, count: Callable[[], dict[str, int]]) -> None:
+        self._name = name
+        self._count = count
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            self._name,
+            "Rows of Exchange's protocol/tracking logs that could not be written (the mail was not held up).",
+            labels=["log"],
+        )
+        for log, n in self._count().items():
+            family.add_metric([log], n)
+        yield family

@@ -143,6 +143,7 @@ class Sandbox:
         host: str = HOST,
         python: str = sys.executable,
         policyd_args: tuple[str, ...] = (),
+        milter_args: tuple[str, ...] = (),
         restart: RestartPolicy | None = None,
         report: Callable[[str], None] = _print_stderr,
     ) -> None:
@@ -152,6 +153,7 @@ class Sandbox:
         self.host = host
         self.python = python
         self.policyd_args = policyd_args
+        self.milter_args = milter_args
         self.postfix = PostfixInstance(self.state_dir / "postfix")
         self.delivered_dir = self.state_dir / "delivered"
         self.selection_path = self.state_dir / "selection.json"  # the delivery agent's connector list
@@ -221,6 +223,10 @@ class Sandbox:
     @property
     def metrics_url(self) -> str:
         return f"http://{self.host}:{self.metrics_port}/metrics"
+
+    @property
+    def milter_metrics_url(self) -> str:
+        return f"http://{self.host}:{self.milter_metrics_port}/metrics"
 
     @property
     def ports(self) -> dict[str, int]:
@@ -481,6 +487,9 @@ class Sandbox:
             str(self.coverage_path),
             "--tracking-log-path",
             str(self.tracking_log_dir),
+            "--protocol-log-path",
+            str(self.protocol_log_dir),
+            *self.milter_args,
         )
         env = _child_env()
 

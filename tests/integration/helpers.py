@@ -117,9 +117,9 @@ def delivered_to(sb: Sandbox, recipient: str) -> list[Delivery]:
     return [d for d in sb.deliveries() if recipient in d.recipients]
 
 
-def metrics(sb: Sandbox) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of the daemon's metrics endpoint: (name, sorted labels) -> value."""
-    with urllib.request.urlopen(sb.metrics_url, timeout=10) as r:
+def metrics(sb: Sandbox, url: str | None = None) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of a metrics endpoint (the policy daemon's unless ``url``): (name, sorted labels) -> value."""
+    with urllib.request.urlopen(url or sb.metrics_url, timeout=10) as r:
         text = r.read().decode()
     out = {}
     for fam in text_string_to_metric_families(text):
@@ -128,10 +128,12 @@ def metrics(sb: Sandbox) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]
     return out
 
 
-def metric(sb: Sandbox, name: str, **labels: str) -> float:
+def metric(sb: Sandbox, name: str, *, url: str | None = None, **labels: str) -> float:
     """Sum of the samples of ``name`` whose labels include ``labels``."""
     return sum(
-        v for (n, ls), v in metrics(sb).items() if n == name and all(dict(ls).get(k) == x for k, x in labels.items())
+        v
+        for (n, ls), v in metrics(sb, url).items()
+        if n == name and all(dict(ls).get(k) == x for k, x in labels.items())
     )
 
 

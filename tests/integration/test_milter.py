@@ -3,16 +3,22 @@ firewall and AuthAs stamps, end-of-headers checks, from several 127.0.0.x client
 
 from __future__ import annotations
 
+import json
+import re
+import shlex
 import smtplib
+import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from exmilter.logs.w3c import log_files, read_rows
 from exmilter.sandbox import Sandbox
 from tests.integration.conftest import CONFIG
-from tests.integration.helpers import HOST, free_offset, wait_delivered
+from tests.integration.helpers import HOST, free_offset, metric, wait_delivered
 
 RELAY_DENIED = "550 5.7.54 SMTP; Unable to relay recipient in non-accepted domain"
 
@@ -275,3 +281,194 @@ def wait_tracked(sb: Sandbox, queue_id: str, event: str, timeout: float = 30.0) 
             return found[0]
         time.sleep(0.2)
     raise AssertionError(f"no {event} row for {queue_id} in {sb.tracking_log_dir}")
+
+
+# -- issue #15 with the milter deployed: the protocol log of the sessions it judges ----------------
+
+
+def session_rows(sb: Sandbox, rcpt: str, timeout: float = 20.0) -> list[dict[str, str]]:
+    """The protocol-log rows of the session that sent ``RCPT TO:<rcpt>``, once it has ended
+    (rows are written off the mail path, within a fraction of a second)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        files = log_files([str(sb.protocol_log_dir)], "RECV") if sb.protocol_log_dir.exists() else []
+        rows = [r for f in files for r in read_rows(f)]
+        sid = next((r["session-id"] for r in rows if r["data"] == f"RCPT TO:<{rcpt}>"), None)
+        mine = [r for r in rows if r["session-id"] == sid]
+        if mine and mine[-1]["event"] == "-":
+            return mine
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no ended protocol-log session for {rcpt} in {sb.protocol_log_dir}")
+        time.sleep(0.1)
+
+
+def test_the_milter_writes_the_protocol_log_and_it_replays_without_difference(milter_sandbox: Sandbox) -> None:
+    from exmilter.config import load
+    from exmilter.engine import Engine
+    from exmilter.logs.replay import replay
+
+    sb = milter_sandbox
+    refused_rcpt = f"t-{uuid.uuid4().hex[:12]}@gmail.example"
+    rcpt, _ = transaction(sb, "127.0.0.20", "a@fabrikam.example", refused_rcpt, raw(BASE))
+    assert rcpt == RELAY_DENIED
+    rows = session_rows(sb, refused_rcpt)
+    assert {r["connector-id"] for r in rows} == {"EXCH01\\Default Frontend EXCH01"}
+    assert rows[0]["local-endpoint"] == "127.0.0.1:25"  # the binding's port, not the sandbox's moved one
+    assert rows[0]["remote-endpoint"].startswith("127.0.0.20:")
+    assert [(r["event"], r["data"], r["context"]) for r in rows] == [
+        ("+", "", ""),
+        (
+            "*",
+            "SMTPSubmit SMTPAcceptAnySender SMTPAcceptAuthoritativeDomainSender AcceptRoutingHeaders",
+            "Set Session Permissions",
+        ),
+        (">", rows[2]["data"], ""),  # the banner exmilter gives (checked below)
+        ("<", "EHLO client.test", ""),
+        ("<", "MAIL FROM:<a@fabrikam.example>", ""),
+        (">", "250 2.1.0 Sender OK", ""),
+        ("<", f"RCPT TO:<{refused_rcpt}>", ""),
+        (">", RELAY_DENIED, ""),
+        ("-", "", "Remote"),
+    ]
+    assert rows[2]["data"] == "220 exch01.labs.local Microsoft ESMTP MAIL Service ready"
+    name = next(
+        Path(f).name for f in log_files([str(sb.protocol_log_dir)]) if rows[0]["session-id"] in Path(f).read_text()
+    )
+    assert re.fullmatch(r"RECV\d{10}-\d+\.LOG", name), name  # the milter's are Exchange's own names
+
+    accepted_rcpt = f"t-{uuid.uuid4().hex[:12]}@labs.local"
+    mid = f"<{uuid.uuid4().hex}@app.example>"
+    _, final = transaction(sb, "127.0.0.21", "a@fabrikam.example", accepted_rcpt, raw([*BASE, ("Message-ID", mid)]))
+    assert final.startswith("250 2.0.0 Ok: queued as "), final
+    qid = final.rsplit(" ", 1)[1]
+    rows = session_rows(sb, accepted_rcpt)
+    said = [(r["event"], r["data"]) for r in rows]
+    assert said[-5:] == [
+        ("<", "DATA"),
+        (">", "354 Start mail input; end with <CRLF>.<CRLF>"),
+        ("*", f"receiving message with InternetMessageId {mid}"),
+        (">", "250 2.6.0 Queued mail for delivery"),
+        ("-", ""),
+    ]
+    receive = wait_tracked(sb, qid, "RECEIVE")
+    sid, start, n = receive["source-context"].split(";")
+    assert (sid, start, n) == (rows[0]["session-id"], rows[0]["date-time"], "1")  # one session, both logs
+    deliver = wait_tracked(sb, qid, "DELIVER")
+    assert (deliver["message-id"], receive["message-id"]) == (mid, mid)
+    wait_delivered(sb, qid)
+
+    report = replay(Engine(load(sb.config).organization), [str(sb.protocol_log_dir)])
+    assert report.sessions >= 2 and report.differing == [], report.differing[:3]
+
+
+def test_unwritable_protocol_log_with_the_milter_loses_rows_not_mail(config_path: Path) -> None:
+    base = config_path.parent / "milter-unwritable"
+    base.mkdir(exist_ok=True)
+    base.chmod(0o755)
+    blocker = base / "not-a-directory"
+    blocker.write_text("a file where the log directory should be\n")
+    path = base / "exmilter.yaml"
+    path.write_text(CONFIG.read_text(encoding="utf-8").replace("  enabled: false", "  enabled: true"))
+    broken = ("--protocol-log-path", str(blocker / "SmtpReceive"))
+    with Sandbox(path, base / "state", free_offset(path), policyd_args=broken, milter_args=broken) as sb:
+        rcpt, final = transaction(sb, "127.0.0.20", "a@fabrikam.example", "postmaster@labs.local", raw(BASE))
+        assert final.startswith("250 2.0.0 Ok: queued as "), (rcpt, final)
+        wait_delivered(sb, final.rsplit(" ", 1)[1])
+        rcpt, _ = transaction(sb, "127.0.0.20", "a@fabrikam.example", "x@gmail.example", raw(BASE))
+        assert rcpt == RELAY_DENIED
+        deadline = time.monotonic() + 20
+        while metric(sb, "exmilter_milter_log_write_failures_total", url=sb.milter_metrics_url, log="protocol") == 0:
+            assert time.monotonic() < deadline, "no write failure counted"
+            time.sleep(0.2)
+        assert metric(sb, "exmilter_milter_log_write_failures_total", url=sb.milter_metrics_url, log="tracking") == 0
+        assert "[exmilter.milter#error] cannot write the protocol log in" in sb.milter_log.read_text()
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def readme_commands(prefix: str) -> list[list[str]]:
+    """The README's first-session commands starting with ``prefix`` (``$ swaks``), joined
+    across backslash continuations and split as the shell would."""
+    text = README.read_text(encoding="utf-8").split("## A first session", 1)[1].split("\n## ", 1)[0]
+    commands, pending = [], ""
+    for line in text.splitlines():
+        if pending or line.startswith(f"$ {prefix}"):
+            pending += line.removeprefix("$ ").rstrip("\\").strip() + " "
+            if not line.rstrip().endswith("\\"):
+                commands.append(shlex.split(pending))
+                pending = ""
+    return commands
+
+
+def test_readme_first_session_is_tracked_and_protocol_logged(config_path: Path, capsys) -> None:
+    """Issue #15's acceptance: after the README's swaks lines (run as written, on the ports the
+    sandbox moved), the README's ``exmilter track --start -10m`` lists each accepted message
+    with connector, message-info, sender, recipients and its final event, and the protocol
+    log of the relay connector (Default Frontend) is in Exchange's format with the 5.7.54."""
+    from exmilter import cli
+
+    base = config_path.parent / "readme"
+    base.mkdir(exist_ok=True)
+    base.chmod(0o755)
+    path = base / "exmilter.yaml"
+    path.write_text((README.parent / "conf" / "exmilter.yaml").read_text(encoding="utf-8"))
+    swaks = readme_commands("swaks")
+    assert len(swaks) == 4, swaks
+    with Sandbox(path, base / "state", free_offset(path)) as sb:
+        queued = []
+        for argv in swaks:
+            i = argv.index("--server") + 1
+            exchange_port = int(argv[i].rsplit(":", 1)[1]) - 10000  # README: port + 10000
+            argv[i] = f"{HOST}:{sb.port(f'*:{exchange_port}')}"
+            out = subprocess.run(argv, capture_output=True, text=True, timeout=60).stdout
+            if "someone@gmail.com" in argv and "--auth" not in argv:
+                assert f"<** {RELAY_DENIED}" in out, out
+                continue
+            m = re.search(r"<[-~]  250 2\.0\.0 Ok: queued as (\w+)", out)
+            assert m, out
+            queued.append(m[1])
+        for qid in queued:
+            wait_delivered(sb, qid)
+            wait_tracked(sb, qid, "DELIVER")
+
+        (track,) = readme_commands(".venv/bin/exmilter track")
+        args = track[1:]
+        args[args.index("--path") + 1] = str(sb.tracking_log_dir)
+        capsys.readouterr()
+        assert cli.main(args) == 0
+        table = capsys.readouterr().out.splitlines()
+        assert table[0].split() == [
+            "Timestamp", "EventId", "Source", "QueueId", "ConnectorId", "MessageInfo", "Sender", "Recipients",
+            "MessageSubject",
+        ]  # fmt: skip
+        for qid in queued:
+            events = [line.split()[1] for line in table[2:] if qid in line]
+            assert events == ["RECEIVE", "DELIVER"], (qid, table)
+        assert cli.main([*args, "--summary", "--json"]) == 0
+        messages = {m["QueueId"]: m for m in map(json.loads, capsys.readouterr().out.splitlines())}
+        got = [
+            (messages[q]["ConnectorId"], messages[q]["MessageInfo"], messages[q]["Sender"], messages[q]["Recipients"])
+            for q in queued
+        ]
+        assert got == [
+            ("EXCH01\\Default Frontend EXCH01", "00A:", "test@test.com", "adam.wally@labs.local"),
+            ("EXCH01\\Default Frontend EXCH01", "00A:", "test@test.com", "adam.wally@labs.local"),
+            ("EXCH01\\Client Frontend EXCH01", "06I:", "svc-mailer@labs.local", "someone@gmail.com"),
+        ]
+        assert {messages[q]["FinalEvent"] for q in queued} == {"DELIVER"}
+
+        files = log_files([str(sb.protocol_log_dir)])
+        assert [re.fullmatch(r"RECV\d{10}-1\.LOG", Path(f).name) is not None for f in files] == [True], files
+        text = Path(files[0]).read_bytes().decode("utf-8")
+        assert text.startswith(
+            "#Software: Microsoft Exchange Server\r\n#Version: 15.0.0.0\r\n#Log-type: SMTP Receive Protocol Log\r\n"
+        )
+        assert "\r\n#Fields: date-time,connector-id,session-id,sequence-number,local-endpoint,remote-endpoint," in text
+        rows = session_rows(sb, "someone@gmail.com")
+        assert rows[0]["connector-id"] == "EXCH01\\Default Frontend EXCH01"
+        assert [(r["event"], r["data"]) for r in rows[-3:]] == [
+            ("<", "RCPT TO:<someone@gmail.com>"),
+            (">", RELAY_DENIED),
+            ("-", ""),
+        ]
