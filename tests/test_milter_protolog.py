@@ -10,7 +10,7 @@ from pathlib import Path
 
 import Milter
 import pytest
-from Milter.testctx import TestCtx
+from Milter.testctx import TestCtx as MilterTestCtx
 from prometheus_client import CollectorRegistry
 
 from exmilter import replies as R
@@ -72,8 +72,8 @@ def logs() -> Iterator[Logs]:
     Milter.factory = old
 
 
-def connected(client: str = "203.0.113.9", context: str = "*:25", helo: str = "client.test") -> TestCtx:
-    c = TestCtx()
+def connected(client: str = "203.0.113.9", context: str = "*:25", helo: str = "client.test") -> MilterTestCtx:
+    c = MilterTestCtx()
     for k, v in {
         "{daemon_name}": context,
         "{daemon_addr}": "10.83.4.10",
@@ -85,7 +85,7 @@ def connected(client: str = "203.0.113.9", context: str = "*:25", helo: str = "c
     return c
 
 
-def message(c: TestCtx, headers: list[tuple[str, str]]) -> int:
+def message(c: MilterTestCtx, headers: list[tuple[str, str]]) -> int:
     """DATA, the header block and end of data; libmilter's answer at end of data."""
     assert c._data() == Milter.CONTINUE
     for name, value in headers:
