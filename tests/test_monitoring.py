@@ -22,7 +22,8 @@ from pathlib import Path
 import yaml
 from prometheus_client import CollectorRegistry
 
-from exmilter.policy.metrics import PolicyMetrics
+from exmilter.milter.metrics import MilterMetrics
+from exmilter.policy.metrics import PolicyMetrics, watch_log_failures
 from exmilter.sandbox.ports import free_port
 from tests.policy_fixtures import CONFIG_FILE, rcpt_wire
 
@@ -45,7 +46,7 @@ def promtool() -> str:
 
 
 def exported_names() -> set[str]:
-    """Every sample name the policy daemon exports, with every metric exercised once."""
+    """Every sample name the policy daemon and the milter export, with every metric exercised once."""
     registry = CollectorRegistry()
     m = PolicyMetrics(registry)
     m.request("RCPT")
@@ -54,7 +55,22 @@ def exported_names() -> set[str]:
     m.latency.observe(1e-4)
     m.config_loaded(1, "f", fingerprint="0")
     m.reload_result(True)
-    return {s.name for family in registry.collect() for s in family.samples}
+    watch_log_failures(m, lambda: {"protocol": 1, "tracking": 0})
+    names = {s.name for family in registry.collect() for s in family.samples}
+
+    registry = CollectorRegistry()  # a daemon of its own: the shared names would clash in one registry
+    mm = MilterMetrics(registry)
+    mm.decisions.labels("x", "END-OF-MESSAGE", "250").inc()
+    mm.errors.labels("BODY").inc()
+    mm.sessions.inc()
+    mm.unplaced.inc()
+    mm.coverage_failures.inc()
+    mm.config_loaded(1, "f", fingerprint="0")
+    mm.reload_result(False)
+    mm.watch_log_failures(lambda: {"protocol": 0, "tracking": 1})
+    milter = {s.name for family in registry.collect() for s in family.samples}
+    assert {"exmilter_build_info", "exmilter_config_info", "process_open_fds"} <= milter
+    return names | milter
 
 
 def metric_names(expr: str) -> set[str]:
@@ -100,6 +116,8 @@ def test_every_alert_is_tested_firing_and_documented():
         "ExmilterFailClosedAnswers",
         "ExmilterLatencyOverBudget",
         "ExmilterDescriptorsHigh",
+        "ExmilterMilterCallbackErrors",
+        "ExmilterLogRowsLost",
     } <= alerts
     firing = {
         t["alertname"]
@@ -156,8 +174,16 @@ def test_dashboard_loads_and_refers_only_to_exported_metrics():
         "exmilter_config_last_reload_successful",
         "up",
         "process_open_fds",
+        # the milter's row, and the Exchange log rows both daemons lose
+        "exmilter_milter_decisions_total",
+        "exmilter_milter_callback_errors_total",
+        "exmilter_milter_sessions",
+        "exmilter_milter_coverage_send_failures_total",
+        "exmilter_milter_unplaced_sessions_total",
+        "exmilter_milter_log_write_failures_total",
+        "exmilter_policy_log_write_failures_total",
     ):
-        assert name in read
+        assert name in read, name
     for p in panels:
         if p["type"] != "row":
             assert p["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, p["title"]
