@@ -38,7 +38,7 @@ from exmilter.milter.log import StderrSink
 from exmilter.milter.metrics import MilterMetrics
 from exmilter.milter.watchdog import MilterWatchdog, negotiate
 from exmilter.runtime.generation import Generations
-from exmilter.runtime.metrics import LogWriteFailures, new_registry
+from exmilter.runtime.metrics import new_registry
 from exmilter.runtime.notify import READY, RELOADING, STOPPING, sd_notify, watchdog_interval
 from exmilter.runtime.watchdog import Pinger
 
@@ -205,7 +205,7 @@ def run(
         prefix=MILTER_PREFIX,
     )
     protocol = open_protocol_log(logs, writers, lambda where, e: log(LogWriteFailed(PROTOCOL, where, str(e))))
-    metrics.registry.register(LogWriteFailures("exmilter_milter_log_write_failures", writers.failures_by_log))
+    metrics.watch_log_failures(writers.failures_by_log)
     shared = Shared(generations, metrics, sender, log, verbose, tracking, protocol)
     Milter.factory = lambda: ExchangeMilter(shared)
     libmilter.set_flags(libmilter.ADDHDRS | libmilter.CHGHDRS)

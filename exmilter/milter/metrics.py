@@ -4,9 +4,11 @@ thread-safe (libmilter calls back on many threads). Label names as the policy da
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from exmilter.runtime.metrics import ConfigMetrics
+from exmilter.runtime.metrics import ConfigMetrics, LogWriteFailures
 
 
 class MilterMetrics(ConfigMetrics):
@@ -35,3 +37,8 @@ class MilterMetrics(ConfigMetrics):
             "Registrations the policy daemon did not take (it then judges those sessions too).",
             registry=registry,
         )
+
+    def watch_log_failures(self, count: Callable[[], dict[str, int]]) -> None:
+        """``exmilter_milter_log_write_failures_total{log}``: the rows of Exchange's logs the
+        milter lost, read from ``count`` at scrape time (exmilter.logs.files.Writers)."""
+        self.registry.register(LogWriteFailures("exmilter_milter_log_write_failures", count))
