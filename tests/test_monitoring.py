@@ -20,6 +20,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
@@ -32,6 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 MONITORING = ROOT / "monitoring"
 RULES = MONITORING / "exmilter-alerts.yml"
 RULE_TESTS = MONITORING / "tests" / "exmilter-alerts.test.yml"
+CLUSTER_RULES = MONITORING / "cluster-rules.yml"
+CLUSTER_RULE_TESTS = MONITORING / "tests" / "cluster-rules.test.yml"
 DASHBOARD = MONITORING / "grafana-exmilter.json"
 
 #: PromQL words that are not metric names.
@@ -99,13 +102,24 @@ def test_metric_names_reads_selectors_only():
     assert metric_names('time() - c{job=~"$job"}') == {"c"}
 
 
-def test_alert_rules_pass_promtool():
+@pytest.mark.parametrize(("rules", "tests"), [(RULES, RULE_TESTS), (CLUSTER_RULES, CLUSTER_RULE_TESTS)])
+def test_alert_rules_pass_promtool(rules: Path, tests: Path):
     tool = promtool()
-    check = subprocess.run([tool, "check", "rules", str(RULES)], capture_output=True, text=True)
+    check = subprocess.run([tool, "check", "rules", str(rules)], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
-    run = subprocess.run([tool, "test", "rules", str(RULE_TESTS)], capture_output=True, text=True, cwd=MONITORING)
+    run = subprocess.run([tool, "test", "rules", str(tests)], capture_output=True, text=True, cwd=MONITORING)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "SUCCESS" in run.stdout
+
+
+def test_cluster_rules_select_the_jobs_the_docs_name():
+    """docs/operations.md's scrape jobs are exmilter-policyd and exmilter-milter; a rule that
+    selects another job name never fires."""
+    for group in yaml.safe_load(CLUSTER_RULES.read_text())["groups"]:
+        for rule in group["rules"]:
+            for job in re.findall(r'job=~?"([^"]*)"', rule["expr"]):
+                assert re.fullmatch(job, "exmilter-policyd"), rule["alert"]
+            assert metric_names(rule["expr"]) <= {"exmilter_config_info", "exmilter_rate_window_failures_total"}
 
 
 def test_every_alert_is_tested_firing_and_documented():
