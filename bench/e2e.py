@@ -22,7 +22,8 @@ scenario, all delivering to ``discard:``:
                 per message), the same daemon process
 (c) postfwd     ``check_policy_service { inet:127.0.0.1:P, policy_context=*:25 },
                 reject_unauth_destination`` against postfwd1 with the equivalent ruleset
-(d) milter      not yet (the milter issue)
+(d) policy+milter  the default rendering: the policy daemon on its unix socket and the milter
+                (render-postfix with the milter enabled); the CPU reported is the milter's
 
 ``smtp-source -s 20 -m N -l 1024`` sends N one-recipient messages, one SMTP session
 each (recipient in an accepted domain, client 127.0.0.1 on the relay connector: every

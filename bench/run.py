@@ -328,7 +328,6 @@ def render(res: dict) -> str:
                     f"{_fmt(r['ratio_to_bare'], '.2f', '×')} | {r['cpu_busy']:.0%} | "
                     f"{_fmt(r.get('policy_cpu_us_per_msg'), '.0f')} |"
                 )
-            L.append("| milter | — | | — | not yet (milter issue) | | |")
             L.append("")
             L.append(
                 f"Delivered to `discard:` per the maillog: {e.get('delivered_logged')} of "
