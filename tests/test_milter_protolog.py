@@ -25,7 +25,6 @@ from exmilter.milter.macros import TlsFacts
 from exmilter.milter.metrics import MilterMetrics
 from exmilter.milter.protolog import tls_context
 from exmilter.runtime.generation import Generations
-from exmilter.runtime.metrics import LogWriteFailures
 from tests.conftest import EXAMPLE
 
 T0 = 1_670_000_000.0  # 2022-12-02T16:53:20Z
@@ -210,7 +209,7 @@ def test_unwritable_directory_is_counted_in_the_milter_metric(tmp_path: Path) ->
     )
     assert plog is not None
     registry = CollectorRegistry()
-    registry.register(LogWriteFailures("exmilter_milter_log_write_failures", writers.failures_by_log))
+    MilterMetrics(registry).watch_log_failures(writers.failures_by_log)  # as the daemon registers it
     s = plog.session(DEFAULT_FRONTEND, "127.0.0.1", 25, "127.0.0.2", 1000, T0)
     s.connect(T0)
     s.disconnect("Remote", T0)

@@ -25,6 +25,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from exmilter.milter.metrics import MilterMetrics
+from exmilter.milter.watchdog import packet, read_packet
 from exmilter.policy.metrics import PolicyMetrics, watch_log_failures
 from exmilter.sandbox.ports import free_port
 from tests.policy_fixtures import CONFIG_FILE, rcpt_wire
@@ -205,6 +206,21 @@ def test_dashboard_loads_and_refers_only_to_exported_metrics():
             assert p["description"], p["title"]
 
 
+def _scrape(port: int) -> bytes | None:
+    """The metrics page on 127.0.0.1:``port``, None while it does not answer."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+            return r.read()
+    except OSError:
+        return None
+
+
+def _assert_lint_clean(tool: str, body: bytes) -> None:
+    lint = subprocess.run([tool, "check", "metrics"], input=body, capture_output=True)
+    assert lint.returncode == 0, (lint.stdout + lint.stderr).decode()
+    assert lint.stdout + lint.stderr == b""  # not even a lint warning
+
+
 def _wait_for(predicate, what: str, deadline: float = 30.0):
     end = time.monotonic() + deadline
     while time.monotonic() < end:
@@ -248,31 +264,13 @@ def test_promtool_check_metrics_on_a_live_scrape(tmp_path):
             s.sendall(rcpt_wire())
             assert s.recv(4096) == b"action=OK\n\n"
 
-        def scrape() -> bytes | None:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
-                    return r.read()
-            except OSError:
-                return None
-
-        body = _wait_for(scrape, "the metrics page")
+        body = _wait_for(lambda: _scrape(port), "the metrics page")
     finally:
         daemon.terminate()
         daemon.wait(30)
     assert b'exmilter_policy_decisions_total{code="250",connector="EXCH01\\\\Relay",stage="RCPT"} 1.0' in body
     assert b"process_open_fds " in body and b"exmilter_build_info{" in body
-    lint = subprocess.run([tool, "check", "metrics"], input=body, capture_output=True)
-    assert lint.returncode == 0, (lint.stdout + lint.stderr).decode()
-    assert lint.stdout + lint.stderr == b""  # not even a lint warning
-
-
-def _milter_packet(command: bytes, data: bytes = b"") -> bytes:
-    return struct.pack("!I", len(data) + 1) + command + data
-
-
-def _milter_reply(s: socket.socket) -> bytes:
-    (length,) = struct.unpack("!I", s.recv(4, socket.MSG_WAITALL))
-    return s.recv(length, socket.MSG_WAITALL)
+    _assert_lint_clean(tool, body)
 
 
 def test_promtool_check_metrics_on_a_live_milter_scrape(tmp_path):
@@ -312,21 +310,14 @@ def test_promtool_check_metrics_on_a_live_milter_scrape(tmp_path):
         with socket.socket(socket.AF_UNIX) as s:
             s.settimeout(30)
             s.connect(str(sock))
-            s.sendall(_milter_packet(b"O", struct.pack("!III", 6, 0x1FF, 0)))
-            assert _milter_reply(s)[:1] == b"O"
+            s.sendall(packet(b"O", struct.pack("!III", 6, 0x1FF, 0)))
+            assert read_packet(s)[:1] == b"O"
             # a connect without {daemon_name}: unplaced (451 4.3.5 comes at MAIL)
-            s.sendall(_milter_packet(b"C", b"client.test\0" + b"4" + struct.pack("!H", 4242) + b"127.0.0.1\0"))
-            assert _milter_reply(s) == b"c"
-            s.sendall(_milter_packet(b"Q"))
+            s.sendall(packet(b"C", b"client.test\0" + b"4" + struct.pack("!H", 4242) + b"127.0.0.1\0"))
+            assert read_packet(s) == b"c"
+            s.sendall(packet(b"Q"))
 
-        def scrape() -> bytes | None:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
-                    return r.read()
-            except OSError:
-                return None
-
-        body = _wait_for(scrape, "the metrics page")
+        body = _wait_for(lambda: _scrape(port), "the metrics page")
     finally:
         daemon.terminate()
         daemon.wait(30)
@@ -334,6 +325,4 @@ def test_promtool_check_metrics_on_a_live_milter_scrape(tmp_path):
     assert b'exmilter_milter_log_write_failures_total{log="tracking"} 0.0' in body
     assert b"exmilter_milter_sessions " in body and b"exmilter_config_generation 1.0" in body
     assert b"process_open_fds " in body and b"exmilter_build_info{" in body
-    lint = subprocess.run([tool, "check", "metrics"], input=body, capture_output=True)
-    assert lint.returncode == 0, (lint.stdout + lint.stderr).decode()
-    assert lint.stdout + lint.stderr == b""  # not even a lint warning
+    _assert_lint_clean(tool, body)

@@ -161,6 +161,16 @@ def test_reload_of_a_refused_file_fails_and_a_good_one_is_loaded(tmp_path):
         daemon.stop()
 
 
+def notifications(sd: socket.socket, seconds: float) -> list[tuple[float, str]]:
+    """What arrives on the notify socket ``sd`` (its timeout short) during ``seconds``, timed."""
+    out = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        with contextlib.suppress(TimeoutError):
+            out.append((time.monotonic(), sd.recv(4096).decode()))
+    return out
+
+
 def test_watchdog_is_fed_only_while_the_daemon_answers(tmp_path):
     notify = tmp_path / "notify"
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sd:
@@ -171,10 +181,7 @@ def test_watchdog_is_fed_only_while_the_daemon_answers(tmp_path):
             messages: list[tuple[float, str]] = []
 
             def drain(seconds: float) -> None:
-                end = time.monotonic() + seconds
-                while time.monotonic() < end:
-                    with contextlib.suppress(TimeoutError):
-                        messages.append((time.monotonic(), sd.recv(4096).decode()))
+                messages.extend(notifications(sd, seconds))
 
             drain(1.5)
             assert any(m.startswith("READY=1") for _, m in messages)
@@ -300,10 +307,7 @@ def test_milter_watchdog_is_fed_only_while_libmilter_answers(tmp_path):
             messages: list[tuple[float, str]] = []
 
             def drain(seconds: float) -> None:
-                end = time.monotonic() + seconds
-                while time.monotonic() < end:
-                    with contextlib.suppress(TimeoutError):
-                        messages.append((time.monotonic(), sd.recv(4096).decode()))
+                messages.extend(notifications(sd, seconds))
 
             drain(2.0)
             assert any(m.startswith("READY=1") for _, m in messages)

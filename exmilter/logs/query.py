@@ -131,12 +131,13 @@ def search(paths: Iterable[str], flt: TrackingFilter) -> Iterator[dict[str, str]
     """Rows of the tracking files under ``paths`` (files or directories) that match ``flt``, in
     time order: the files of one hour (the policy daemon's ``MSGTRK``, the milter's ``MSGTRKMT``)
     are merged by their rows' time, so a message's RECEIVE comes before its delivery."""
+    scan = _Scan(flt)
     for _, group in itertools.groupby(log_files(paths, prefix=T.PREFIX), key=_hour_of):
         files = [p for p in group if _in_hours(p, flt.start, flt.end)]
         if len(files) == 1:
-            yield from _matching_rows(files[0], flt)
+            yield from scan.rows(files[0])
         elif files:
-            yield from heapq.merge(*(_matching_rows(p, flt) for p in files), key=_row_time)
+            yield from heapq.merge(*(scan.rows(p) for p in files), key=_row_time)
 
 
 def _hour_of(path: str) -> str:
@@ -148,24 +149,32 @@ def _row_time(row: dict[str, str]) -> str:
     return row.get("date-time", "")
 
 
-def _matching_rows(path: str, flt: TrackingFilter) -> Iterator[dict[str, str]]:
-    start_text = timestamp(flt.start) if flt.start is not None else None
-    end_text = timestamp(flt.end) if flt.end is not None else None
-    needles = flt.needles()
-    with open(path, "rb") as f:
-        data = f.read()
-    names = list(T.FIELDS)
-    for line in data.split(b"\n", 8)[:8]:  # the header is at the top: its own field list if any
-        if line.startswith(b"#Fields:"):
-            names = line[8:].decode("utf-8", "replace").strip().split(",")
-    for raw in _candidate_lines(data, needles):
-        stamp = raw[:24].decode("ascii", "replace")
-        if (start_text is not None and stamp < start_text) or (end_text is not None and stamp > end_text):
-            continue
-        values = next(csv.reader([raw.decode("utf-8", "replace").rstrip("\r")]))
-        r = dict(zip(names, values, strict=False))
-        if flt.matches(r):
-            yield r
+class _Scan:
+    """One filter's byte needles and time bounds, computed once for every file searched."""
+
+    def __init__(self, flt: TrackingFilter) -> None:
+        self.flt = flt
+        self.start_text = timestamp(flt.start) if flt.start is not None else None
+        self.end_text = timestamp(flt.end) if flt.end is not None else None
+        self.needles = flt.needles()
+
+    def rows(self, path: str) -> Iterator[dict[str, str]]:
+        """The matching rows of one file, in the file's order."""
+        start_text, end_text, flt = self.start_text, self.end_text, self.flt
+        with open(path, "rb") as f:
+            data = f.read()
+        names = list(T.FIELDS)
+        for line in data.split(b"\n", 8)[:8]:  # the header is at the top: its own field list if any
+            if line.startswith(b"#Fields:"):
+                names = line[8:].decode("utf-8", "replace").strip().split(",")
+        for raw in _candidate_lines(data, self.needles):
+            stamp = raw[:24].decode("ascii", "replace")
+            if (start_text is not None and stamp < start_text) or (end_text is not None and stamp > end_text):
+                continue
+            values = next(csv.reader([raw.decode("utf-8", "replace").rstrip("\r")]))
+            r = dict(zip(names, values, strict=False))
+            if flt.matches(r):
+                yield r
 
 
 # -- output ------------------------------------------------------------------------------------------

@@ -49,6 +49,19 @@ def _recv_exactly(s: socket.socket, n: int) -> bytes:
     return data
 
 
+def packet(command: bytes, data: bytes = b"") -> bytes:
+    """One milter protocol packet: its length (4 bytes), the command byte, the command's data."""
+    return struct.pack("!I", len(data) + 1) + command + data
+
+
+def read_packet(s: socket.socket) -> bytes:
+    """The next packet libmilter sends (command byte and data); ConnectionError for anything else."""
+    (length,) = struct.unpack("!I", _recv_exactly(s, 4))
+    if not 0 < length <= MAX_REPLY:
+        raise ConnectionError(f"reply of {length} bytes")
+    return _recv_exactly(s, length)
+
+
 def negotiate(sock: str, timeout: float) -> None:
     """One option negotiation with the milter at ``sock`` (libmilter's socket string);
     returns when it answered, raises OSError (or ValueError for a socket it cannot reach)."""
@@ -56,15 +69,11 @@ def negotiate(sock: str, timeout: float) -> None:
     with socket.socket(family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as s:
         s.settimeout(timeout)
         s.connect(address)
-        body = b"O" + struct.pack("!III", SMFI_VERSION, SMFIF_ALL, SMFIP_ALL)
-        s.sendall(struct.pack("!I", len(body)) + body)
-        (length,) = struct.unpack("!I", _recv_exactly(s, 4))
-        if not 0 < length <= MAX_REPLY:
-            raise ConnectionError(f"reply of {length} bytes")
-        reply = _recv_exactly(s, length)
+        s.sendall(packet(b"O", struct.pack("!III", SMFI_VERSION, SMFIF_ALL, SMFIP_ALL)))
+        reply = read_packet(s)
         if reply[:1] != b"O":
             raise ConnectionError(f"reply {reply[:1]!r} to the option negotiation")
-        s.sendall(struct.pack("!I", 1) + b"Q")
+        s.sendall(packet(b"Q"))
 
 
 class MilterWatchdog:

@@ -137,6 +137,15 @@ def metric(sb: Sandbox, name: str, *, url: str | None = None, **labels: str) -> 
     )
 
 
+def wait_counted(sb: Sandbox, name: str, *, url: str | None = None, timeout: float = 20, **labels: str) -> float:
+    """The value of ``name`` (as :func:`metric`) once it is above 0; fails after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while (value := metric(sb, name, url=url, **labels)) == 0:
+        assert time.monotonic() < deadline, f"{name} {labels} never counted"
+        time.sleep(0.2)
+    return value
+
+
 def reload_and_wait(sb: Sandbox, timeout: float = 15) -> bool:
     """SIGHUP the daemon and wait for its verdict: True loaded, False refused (old rules kept)."""
     generation = metric(sb, "exmilter_config_generation")

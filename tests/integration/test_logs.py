@@ -13,7 +13,7 @@ from exmilter.engine import Engine
 from exmilter.logs.replay import replay
 from exmilter.logs.w3c import log_files, read_rows
 from exmilter.sandbox import Sandbox
-from tests.integration.helpers import free_offset, message, metric, send, wait_delivered
+from tests.integration.helpers import free_offset, message, send, wait_counted, wait_delivered
 
 DEFAULT_FRONTEND = "EXCH01\\Default Frontend EXCH01"
 
@@ -71,10 +71,7 @@ def test_unwritable_protocol_log_loses_rows_not_mail(config_path: Path) -> None:
         wait_delivered(sb, ok.queue_id)
         refused = send(sb.port("*:25"), "127.0.0.20", "someone@example.com", [f"t-{uuid.uuid4().hex[:8]}@gmail.com"])
         assert refused.stage == "rcpt" and "5.7.54" in refused.reply
-        deadline = time.monotonic() + 20
-        while metric(sb, "exmilter_policy_log_write_failures_total", log="protocol") == 0:
-            assert time.monotonic() < deadline, "no write failure counted"
-            time.sleep(0.2)
+        wait_counted(sb, "exmilter_policy_log_write_failures_total", log="protocol")
         text = sb.policyd_log.read_text()
         assert "[exmilter.policyd#error] cannot write the protocol log in" in text
 
