@@ -216,5 +216,6 @@ def _dropins(args: argparse.Namespace, rendered: Rendered) -> DropIns | None:
         return None
     if args.limit_nofile is not None and rendered.descriptors is not None and args.limit_nofile < rendered.descriptors:
         print(f"# --limit-nofile {args.limit_nofile} is below the {rendered.descriptors} these process limits need")
-    print(dropins.diff() or f"# {systemd_dir}: LimitNOFILE={dropins.limit} already", end="" if dropins.diff() else "\n")
+    diff = dropins.diff()
+    print(diff or f"# {systemd_dir}: LimitNOFILE={dropins.limit} already\n", end="")
     return dropins

@@ -22,7 +22,7 @@ from exmilter.postfix.listeners import ListenerLayout, ListenerPlan, connection_
 from exmilter.postfix.main import main_settings
 from exmilter.postfix.master import master_service
 from exmilter.postfix.restrictions import DEFAULT_ACTION, policy_endpoint
-from exmilter.postfix.scope import DEFAULT_PROCESS_LIMIT, capped, choose, descriptors_needed
+from exmilter.postfix.scope import DEFAULT_PROCESS_LIMIT, capped, choose, descriptors_needed, process_total
 from exmilter.postfix.transport import Outbound, render_outbound
 
 #: ``render-postfix -o DIR`` writes DIR/main.cf.SUFFIX and DIR/master.cf.SUFFIX.
@@ -117,12 +117,15 @@ class Rendered:
     listeners: int
     #: Listeners of the configuration left out (internal ones, or not asked for), by context.
     skipped: tuple[str, ...] = ()
-    #: Open files the policy daemon needs for the rendered maxproc (None: some listener unlimited).
-    descriptors: int | None = None
     #: Tables written beside main.cf (send connectors' transport and TLS policy maps): name -> text.
     files: dict[str, str] = field(default_factory=dict)
     #: smtpd processes the rendered listeners allow (sum of maxproc; None: some listener unlimited).
     processes: int | None = None
+
+    @property
+    def descriptors(self) -> int | None:
+        """Open files the policy daemon needs for the rendered maxproc (None: some listener unlimited)."""
+        return descriptors_needed(self.processes)
 
     def text(self) -> str:
         """Both parts, each under a header line (what ``render-postfix`` prints without ``-o``)."""
@@ -179,7 +182,6 @@ def render(
         render_master(plans, org, endpoint, process_limit, skipped, outbound, milter),
         len(plans),
         skipped,
-        descriptors_needed(maxprocs),
-        dict(outbound.files),
-        None if any(m == 0 for m in maxprocs) else sum(maxprocs),
+        files=dict(outbound.files),
+        processes=process_total(maxprocs),
     )

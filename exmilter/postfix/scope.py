@@ -84,9 +84,13 @@ def capped(limits: ConnectionLimits, process_limit: int) -> ConnectionLimits:
     return replace(limits, total=process_limit, gaps=(*limits.gaps, gap))
 
 
-def descriptors_needed(maxprocs: Sequence[int]) -> int | None:
-    """Open files the policy daemon needs for these listeners (one connection per smtpd
-    process, plus a reserve), or None when a listener is unlimited (maxproc 0)."""
-    if any(m == 0 for m in maxprocs):
-        return None
-    return sum(maxprocs) + POLICY_FD_RESERVE
+def process_total(maxprocs: Sequence[int]) -> int | None:
+    """smtpd processes these listeners allow (the sum of maxproc), or None when a listener is
+    unlimited (maxproc 0)."""
+    return None if any(m == 0 for m in maxprocs) else sum(maxprocs)
+
+
+def descriptors_needed(processes: int | None) -> int | None:
+    """Open files the policy daemon needs for ``processes`` smtpd processes (one connection
+    each, plus a reserve); None for an unlimited listener."""
+    return None if processes is None else processes + POLICY_FD_RESERVE
